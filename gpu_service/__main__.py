@@ -1,0 +1,3 @@
+from gpu_service.cli import main
+
+main()

@@ -1,0 +1,123 @@
+"""Sentence embeddings with sentence-transformers, split into the two stages the batcher needs.
+
+`prepare()` tokenizes (on the preprocessing thread, which owns the tokenizer) and
+`run()` pads and runs the model (on the model's worker thread). Keeping the two
+apart lets tokenization of the next request overlap with the model's work on the
+current batch, and means no tokenizer is ever used by two threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gpu_service.errors import Unprocessable
+from gpu_service.resolve import ResolvedModel
+
+log = logging.getLogger("gpu_service.embedding")
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    ids: list[int]
+    truncated: bool
+
+    @property
+    def cost(self) -> int:
+        return len(self.ids)
+
+
+def parameter_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+class EmbeddingEngine:
+    kind = "embed"
+
+    def __init__(self, resolved: ResolvedModel, device: torch.device, fp16: bool) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.name = resolved.name
+        self.device = device
+        # trust_remote_code stays off: a model that needs custom code is refused at load.
+        self.model = SentenceTransformer(resolved.source, device=str(device), trust_remote_code=False)
+        if fp16 and device.type == "cuda":
+            self.model.half()
+        self.model.eval()
+        first = self.model[0]
+        self._tokenizer = first.tokenizer
+        if self._tokenizer is None:
+            raise ValueError(f"model {self.name!r} has no text tokenizer; only text embedding models are served")
+        self._lower = bool(getattr(first, "do_lower_case", False))
+        self.max_length = int(self.model.max_seq_length or self._tokenizer.model_max_length)
+        self._pad_id = self._tokenizer.pad_token_id or 0
+        self._wants_token_types = "token_type_ids" in self._tokenizer.model_input_names
+        dimension_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimensions = int(dimension_of() or 0)
+        self.prompts: dict[str, str] = dict(getattr(self.model, "prompts", {}) or {})
+        self.memory_bytes = parameter_bytes(self.model)
+
+    # ---- preprocessing thread ------------------------------------------------------------
+
+    def prompt_for(self, prompt_name: str | None, prompt: str | None) -> str | None:
+        if prompt is not None:
+            return prompt
+        if prompt_name is None:
+            return None
+        if prompt_name not in self.prompts:
+            allowed = ", ".join(sorted(self.prompts)) or "none"
+            raise Unprocessable(f"prompt_name {prompt_name!r} is not defined by model {self.name!r}; defined: {allowed}")
+        return self.prompts[prompt_name]
+
+    def prepare(self, texts: list[str], prompt: str | None) -> list[TokenizedText]:
+        """Token ids per text, cut to the model's maximum length (flagged, never silently)."""
+        if prompt:
+            texts = [prompt + t for t in texts]
+        if self._lower:
+            texts = [t.lower() for t in texts]
+        # One pass: rows past the first for a text are its overflow, i.e. it was truncated.
+        enc = self._tokenizer(
+            texts, truncation=True, max_length=self.max_length, return_overflowing_tokens=True, verbose=False
+        )
+        mapping = enc.get("overflow_to_sample_mapping") or list(range(len(texts)))
+        out: list[TokenizedText | None] = [None] * len(texts)
+        for row, sample in enumerate(mapping):
+            if out[sample] is None:
+                out[sample] = TokenizedText(enc["input_ids"][row], truncated=False)
+            else:
+                out[sample] = TokenizedText(out[sample].ids, truncated=True)  # type: ignore[union-attr]
+        return [item for item in out if item is not None]
+
+    # ---- model thread --------------------------------------------------------------------
+
+    def run(self, batch: list[TokenizedText]) -> torch.Tensor:
+        """Embeddings of one batch as a float32 CPU tensor [len(batch), dimensions]."""
+        longest = max(item.cost for item in batch)
+        input_ids = torch.full((len(batch), longest), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, item in enumerate(batch):
+            input_ids[row, : item.cost] = torch.tensor(item.ids, dtype=torch.long)
+            attention[row, : item.cost] = 1
+        features: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
+        if self._wants_token_types:
+            features["token_type_ids"] = torch.zeros_like(input_ids)
+        features = {k: v.to(self.device, non_blocking=True) for k, v in features.items()}
+        with torch.inference_mode():
+            out = self.model.forward(features)["sentence_embedding"]
+        return out.float().cpu()
+
+    def close(self) -> None:
+        self.model.to("cpu")
+        del self.model
+
+
+def postprocess(vectors: torch.Tensor, normalize: bool, dimensions: int | None) -> torch.Tensor:
+    """Matryoshka truncation, then optional L2 normalisation (so truncated vectors are renormalised)."""
+    if dimensions is not None:
+        vectors = vectors[:, :dimensions]
+    if normalize:
+        vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+    return vectors

@@ -1,0 +1,58 @@
+"""Errors the service raises on purpose, each mapped to one HTTP status.
+
+Handlers raise these; `app.py` turns them into `{"detail": ...}` with the status
+and, where a client should come back later, a `Retry-After` header.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status_code = 500
+    retry_after_s: float | None = None
+
+    def __init__(self, detail: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+
+
+class BadRequest(ServiceError):
+    status_code = 400
+
+
+class ModelNotAllowed(ServiceError):
+    status_code = 403
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+
+
+class TooLarge(ServiceError):
+    status_code = 413
+
+
+class Unprocessable(ServiceError):
+    status_code = 422
+
+
+class Overloaded(ServiceError):
+    """The queue is full: come back after Retry-After."""
+
+    status_code = 429
+
+
+class ModelLoadFailed(ServiceError):
+    status_code = 500
+
+
+class Unavailable(ServiceError):
+    """Starting, draining, or the device is unusable: another host may serve it."""
+
+    status_code = 503
+
+
+class DeadlineExceeded(ServiceError):
+    status_code = 504

