@@ -1,0 +1,152 @@
+"""`gpu-bridge`: run the MCP server (stdio by default), or `--check` the configured hosts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+
+from mcp_bridge import __version__
+from mcp_bridge.config import BridgeConfig, ConfigError, load_config
+
+log = logging.getLogger("mcp_bridge")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="gpu-bridge",
+        description="MCP server that gives an agent GPU tools (embeddings, BERTScore, similarity) "
+        "over a pool of GPU hosts. With no hosts configured it starts a local GPU service.",
+    )
+    p.add_argument("--config", metavar="FILE", help="plugin config JSON (or a whole OpenClaw config file)")
+    p.add_argument("--url", action="append", metavar="URL", help="a GPU host URL (repeat for a pool); overrides hosts")
+    p.add_argument("--load-balancing", choices=["round-robin", "least-busy"])
+    p.add_argument("--timeout", type=float, help="deadline of one tool call in seconds")
+    p.add_argument("--transport", choices=["stdio", "http", "streamable-http", "sse"],
+                   default=os.environ.get("GPU_BRIDGE_TRANSPORT", "stdio"))
+    p.add_argument("--host", default=os.environ.get("GPU_BRIDGE_HOST", "127.0.0.1"),
+                   help="address for the http/sse transports (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GPU_BRIDGE_PORT", "8787")))
+    p.add_argument("--auth-token", default=None,
+                   help="bearer token required by the http/sse transports (or GPU_BRIDGE_AUTH_TOKEN)")
+    p.add_argument("--log-level", default=os.environ.get("GPU_BRIDGE_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--check", action="store_true", help="probe every host, print a table, exit 1 if none is usable")
+    p.add_argument("--version", action="version", version=f"gpu-bridge {__version__}")
+    return p.parse_args(argv)
+
+
+def _banner(url: str, token: str | None) -> str:
+    auth = f' --header "Authorization: Bearer {token}"' if token else ""
+    snippet: dict[str, object] = {"type": "http", "url": url}
+    if token:
+        snippet["headers"] = {"Authorization": f"Bearer {token}"}
+    return "\n".join([
+        "",
+        f"GPU bridge (MCP, streamable HTTP) is ready at {url}",
+        "",
+        "List the tools with the MCP Inspector CLI:",
+        f"  npx @modelcontextprotocol/inspector@2.12.0 --cli {url} --transport http{auth} --method tools/list",
+        "Call one:",
+        f"  npx @modelcontextprotocol/inspector@2.12.0 --cli {url} --transport http{auth} "
+        "--method tools/call --tool-name gpu_embed --tool-arg 'texts=[\"hello\",\"world\"]'",
+        "",
+        "mcpServers entry for an MCP client (Claude Desktop, Cursor, ...):",
+        json.dumps({"mcpServers": {"gpu-bridge": snippet}}, indent=2),
+        "",
+        "Press Ctrl-C to stop.",
+        "",
+    ])
+
+
+async def _serve(config: BridgeConfig, args: argparse.Namespace) -> None:
+    from mcp_bridge.runtime import Bridge
+    from mcp_bridge.server import build_server
+
+    async with Bridge(config) as bridge:
+        server = build_server(bridge)
+        if args.transport == "stdio":
+            await server.run_stdio_async()
+            return
+        import uvicorn
+
+        from mcp_bridge.transports import http_app
+
+        token = args.auth_token or os.environ.get("GPU_BRIDGE_AUTH_TOKEN") or None
+        transport = "sse" if args.transport == "sse" else "http"
+        if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+            log.warning("serving MCP on %s without --auth-token: anyone who can reach it can use your GPUs", args.host)
+        app = http_app(server, transport, args.host, token)
+        uv = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+
+        async def announce() -> None:
+            while not uv.started:
+                await asyncio.sleep(0.05)
+            path = "/sse" if transport == "sse" else "/mcp"
+            print(_banner(f"http://{args.host}:{args.port}{path}", token), flush=True)
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await uv.serve()
+        finally:
+            announcer.cancel()
+
+
+async def _check(config: BridgeConfig, source: str) -> int:
+    from mcp_bridge.runtime import Bridge
+
+    print(f"configuration: {source}")
+    async with Bridge(config) as bridge:
+        started = time.perf_counter()
+        health = {r["name"]: r for r in await bridge.gpu.health()}
+        info = {r["name"]: r for r in await bridge.gpu.info()}
+        print(f"strategy: {bridge.config.loadBalancing}; probed in {time.perf_counter() - started:.2f}s\n")
+        rows = [("HOST", "URL", "HEALTH", "DEVICE", "MODELS", "LATENCY", "PROBLEM")]
+        usable = 0
+        for name, h in health.items():
+            i = info.get(name, {})
+            details = i.get("info") or {}
+            problem = h.get("error") or i.get("error") or ""
+            ok = bool(h.get("ok")) and not i.get("error")
+            usable += ok
+            models = ",".join(m["name"] for m in details.get("models", [])) or "-"
+            device = f"{details.get('device', h.get('device') or '-')} {details.get('device_name', '')}".strip()
+            latency = f"{h['latency_ms']} ms" if h.get("latency_ms") is not None else "-"
+            rows.append((name, h["url"], "ok" if ok else "FAIL", device, models, latency, problem[:80]))
+        widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
+        print(f"\n{usable}/{len(health)} host(s) usable")
+        return 0 if usable else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # Logs go to stderr: under stdio, stdout is the MCP channel and one stray line breaks it.
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        config, source = load_config(args.config, urls=args.url, load_balancing=args.load_balancing,
+                                     timeout=args.timeout)
+    except ConfigError as exc:
+        print(f"gpu-bridge: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log.info("configuration from %s", source)
+    try:
+        if args.check:
+            raise SystemExit(asyncio.run(_check(config, source)))
+        asyncio.run(_serve(config, args))
+    except ConfigError as exc:
+        print(f"gpu-bridge: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""What the tools call: embeddings, BERTScore, health, info and status over the host pool.
+
+Speaks our service's wire schema (`gpu_service.schema`) to `gpu-service` hosts and
+the OpenAI embeddings API to `openai`/`tei` hosts, shards large calls across the pool,
+and checks every answer (counts, dimensions, numbers) before it reaches the agent: a
+host that answers garbage is treated as a failed host, not passed on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gpu_service.schema import (
+    BertScoreRequest,
+    BertScoreResponse,
+    EmbedRequest,
+    EmbedResponse,
+    ScoreMeans,
+)
+from mcp_bridge.config import BridgeConfig
+from mcp_bridge.hosts import Host
+from mcp_bridge.pool import BadResponse, HostPool, PoolError, parse_json
+from mcp_bridge.sharding import Progress, run_sharded
+
+PROBE_TIMEOUT_S = 3.0
+
+
+@dataclass
+class EmbedResult:
+    embeddings: list[list[float]]
+    model: str
+    dimensions: int
+    hosts: list[str]
+    truncated: int
+    seconds: float
+
+
+@dataclass
+class ScoreResult:
+    response: BertScoreResponse
+    hosts: list[str]
+    seconds: float
+
+
+@dataclass
+class _Shard:
+    vectors: list[list[float]]
+    model: str
+    truncated: int
+    host: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _normalise(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
+    out = []
+    for v in vectors:
+        if dimensions is not None:
+            v = v[:dimensions]
+        norm = math.sqrt(sum(x * x for x in v)) or 1.0
+        out.append([x / norm for x in v])
+    return out
+
+
+def _check_vectors(vectors: list[list[float]], count: int, dimensions: int | None) -> None:
+    if len(vectors) != count:
+        raise BadResponse(f"{len(vectors)} vectors for {count} texts")
+    if not vectors:
+        return
+    width = len(vectors[0])
+    if width == 0 or any(len(v) != width for v in vectors):
+        raise BadResponse("vectors of different lengths")
+    if dimensions is not None and width != dimensions:
+        raise BadResponse(f"vectors have {width} dimensions, {dimensions} were asked for")
+    for v in vectors:
+        for x in v:
+            if not math.isfinite(x):
+                raise BadResponse("non-finite number in a vector")
+
+
+class GpuClient:
+    def __init__(self, config: BridgeConfig, pool: HostPool) -> None:
+        self.config = config
+        self.pool = pool
+
+    def deadline(self) -> float:
+        return self.pool._clock() + self.config.timeout
+
+    def _parallel(self, task: str) -> int:
+        hosts = [h for h in self.pool.hosts if h.can_serve(task)]
+        return max(1, sum(h.max_concurrent or 2 for h in hosts))
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        host: str | None = None,
+        progress: Progress | None = None,
+    ) -> EmbedResult:
+        started = time.perf_counter()
+        model = model or self.config.models.embed
+        deadline = self.deadline()
+        used: list[str] = []
+        shards: list[_Shard] = []
+
+        async def run_shard(shard: Sequence[str], index: int) -> list[list[float]]:
+            count = len(shard)
+
+            def path_for(h: Host) -> tuple[str, Any]:
+                if h.kind == "gpu-service":
+                    body = EmbedRequest(
+                        texts=list(shard), model=model, normalize=normalize, dimensions=dimensions,
+                        encoding_format="base64",
+                    )
+                    return "/embed", body.model_dump(exclude_none=True)
+                return "/v1/embeddings", {"input": list(shard), "model": h.config.model or model or "default",
+                                          "encoding_format": "float"}
+
+            def parse_for(h: Host, response: httpx.Response) -> _Shard:
+                data = parse_json(response)
+                if h.kind == "gpu-service":
+                    parsed = EmbedResponse.model_validate(data)
+                    vectors = parsed.vectors()
+                    _check_vectors(vectors, count, dimensions)
+                    return _Shard(vectors, parsed.model, parsed.truncated, h.name)
+                rows = sorted(data["data"], key=lambda d: d["index"])
+                vectors = [[float(x) for x in row["embedding"]] for row in rows]
+                if normalize or dimensions is not None:
+                    vectors = _normalise(vectors, dimensions)
+                _check_vectors(vectors, count, dimensions)
+                return _Shard(vectors, str(data.get("model") or h.config.model or model), 0, h.name)
+
+            result, _ = await self.pool.request(
+                "embed", "POST", "/embed", parse=lambda r: None, path_for=path_for, parse_for=parse_for,
+                deadline=deadline, pin=host,
+            )
+            shards.append(result)  # type: ignore[arg-type]
+            used.append(result.host)  # type: ignore[union-attr]
+            return result.vectors  # type: ignore[union-attr]
+
+        vectors = await run_sharded(
+            texts, self.config.shardSize, run_shard, parallel=self._parallel("embed"), progress=progress
+        )
+        widths = {len(v) for v in vectors}
+        if len(widths) > 1:
+            raise PoolError(
+                f"hosts returned vectors of different sizes {sorted(widths)}: they serve different models "
+                "under the same name; pin a host (host=...) or name the model explicitly"
+            )
+        return EmbedResult(
+            embeddings=vectors,
+            model=shards[0].model if shards else (model or ""),
+            dimensions=widths.pop() if widths else 0,
+            hosts=sorted(set(used)),
+            truncated=sum(s.truncated for s in shards),
+            seconds=time.perf_counter() - started,
+        )
+
+    # ------------------------------------------------------------------ BERTScore
+
+    async def bertscore(self, request: BertScoreRequest, progress: Progress | None = None) -> ScoreResult:
+        started = time.perf_counter()
+        if request.model_type is None and self.config.models.bertscore and request.lang is None:
+            request = request.model_copy(update={"model_type": self.config.models.bertscore})
+        if request.idf and request.idf_sentences is None:
+            # Shards must share one idf table: compute it from *all* references, as one call would.
+            request = request.model_copy(update={"idf_sentences": list(request.references)})
+        pairs = list(zip(request.candidates, request.references, strict=True))
+        deadline = self.deadline()
+        used: list[str] = []
+        answers: list[BertScoreResponse] = []
+
+        async def run_shard(shard: Sequence[tuple[str, str]], index: int) -> list[tuple[float, float, float]]:
+            body = request.model_copy(
+                update={"candidates": [c for c, _ in shard], "references": [r for _, r in shard]}
+            ).model_dump(exclude_none=True)
+
+            def parse(response: httpx.Response) -> BertScoreResponse:
+                parsed = BertScoreResponse.model_validate(parse_json(response))
+                if not (len(parsed.precision) == len(parsed.recall) == len(parsed.f1) == len(shard)):
+                    raise BadResponse(f"scores for {len(parsed.f1)} pairs, {len(shard)} were sent")
+                if not all(math.isfinite(x) for x in (*parsed.precision, *parsed.recall, *parsed.f1)):
+                    raise BadResponse("non-finite score")
+                return parsed
+
+            parsed, host = await self.pool.request(
+                "bertscore", "POST", "/bertscore", json_body=body, parse=parse, deadline=deadline
+            )
+            used.append(host.name)
+            answers.append(parsed)
+            return list(zip(parsed.precision, parsed.recall, parsed.f1, strict=True))
+
+        scores = await run_sharded(
+            pairs, self.config.shardSize, run_shard, parallel=self._parallel("bertscore"), progress=progress
+        )
+        p, r, f = (list(col) for col in zip(*scores, strict=True))
+        head = answers[0]
+        response = BertScoreResponse(
+            precision=p, recall=r, f1=f,
+            mean=ScoreMeans(precision=sum(p) / len(p), recall=sum(r) / len(r), f1=sum(f) / len(f)),
+            model=head.model, num_layers=head.num_layers, hash=head.hash,
+            truncated=sum(a.truncated for a in answers),
+        )
+        return ScoreResult(response=response, hosts=sorted(set(used)), seconds=time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ fleet views
+
+    async def health(self) -> list[dict[str, Any]]:
+        async def probe(h: Host) -> dict[str, Any]:
+            started = time.perf_counter()
+            path = "/v1/models" if h.kind == "openai" else "/health"
+            response = await h.client.get(path, timeout=PROBE_TIMEOUT_S)
+            body = parse_json(response) if response.headers.get("content-type", "").startswith("application/json") else {}
+            return {
+                "ok": response.status_code == 200 and (h.kind != "gpu-service" or body.get("status") == "ok"),
+                "status": body.get("status", response.status_code),
+                "device": body.get("device"),
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+
+        rows = []
+        for host, result, error in await self.pool.each(probe, PROBE_TIMEOUT_S + 0.5):
+            row = {"name": host.name, "url": host.url, "type": host.kind}
+            row.update(result or {"ok": False, "error": error})
+            rows.append(row)
+        return rows
+
+    async def _get_each(self, path: str) -> list[tuple[Host, Any, str | None]]:
+        async def get(h: Host) -> Any:
+            if h.kind != "gpu-service":
+                raise PoolError(f"{h.kind} host: no {path}")
+            response = await h.client.get(path, timeout=PROBE_TIMEOUT_S)
+            if response.status_code != 200:
+                from mcp_bridge.pool import error_detail
+
+                raise PoolError(f"HTTP {response.status_code}: {error_detail(response)}")
+            return parse_json(response)
+
+        return await self.pool.each(get, PROBE_TIMEOUT_S + 0.5)
+
+    async def info(self) -> list[dict[str, Any]]:
+        return [
+            {"name": h.name, "url": h.url, **({"info": result} if result is not None else {"error": error})}
+            for h, result, error in await self._get_each("/info")
+        ]
+
+    async def status(self) -> dict[str, Any]:
+        view = self.pool.snapshot()
+        remote = {h.name: (result, error) for h, result, error in await self._get_each("/status")}
+        for row in view["hosts"]:
+            result, error = remote[row["name"]]
+            row["service"] = result if result is not None else {"error": error}
+            if result is not None:
+                self.pool.host(row["name"]).record.remote_queue_depth = int(result.get("queue_depth", 0))
+        return view

@@ -1,0 +1,192 @@
+"""One GPU host as the pool sees it: its settings, its HTTP client, and its health record.
+
+All the state a balancing or ejection decision reads lives here, and is changed
+only through the small methods below, so the state machine is easy to follow:
+
+    healthy ──N consecutive failures──▶ ejected (until T, growing with each ejection)
+       ▲                                    │
+       └──── passing health probe ◀─────────┘
+    healthy ──M failed probes──▶ unhealthy ──K passing probes──▶ healthy
+    429/503 + Retry-After ──▶ cooling down until then (not a failure)
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from mcp_bridge.config import BridgeConfig, HostConfig
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class HostRecord:
+    """Counters and timestamps; everything `gpu_status` shows."""
+
+    in_flight: int = 0
+    consecutive_failures: int = 0
+    ejections: int = 0
+    ejected_until: float = 0.0
+    cooldown_until: float = 0.0
+    healthy: bool = True
+    probe_failures: int = 0
+    probe_successes: int = 0
+    last_error: str | None = None
+    served: int = 0
+    failed: int = 0
+    ewma_latency_s: float | None = None
+    latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=200))
+    remote_queue_depth: int = 0
+
+
+class Host:
+    def __init__(self, config: HostConfig, pool_config: BridgeConfig, clock: Clock, rng: random.Random):
+        self.config = config
+        self.name = config.label
+        self.url = config.url
+        self.kind = config.type
+        self.weight = config.weight
+        self.max_concurrent = config.maxConcurrent
+        self.timeout = config.timeout or pool_config.timeout
+        self._api_key = pool_config.key_for(config)
+        self._pool_config = pool_config
+        self._clock = clock
+        self._rng = rng
+        self.record = HostRecord()
+        self.client = httpx.AsyncClient(
+            base_url=self.url,
+            headers=self._headers(),
+            verify=_verify(config),
+            timeout=httpx.Timeout(self.timeout, connect=min(5.0, self.timeout)),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    def _headers(self) -> dict[str, str]:
+        if not self._api_key:
+            return {}
+        if self.kind == "gpu-service":
+            return {"X-API-Key": self._api_key}
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"Host({self.name!r}, {self.url!r})"
+
+    # ------------------------------------------------------------------ state
+
+    def can_serve(self, task: str) -> bool:
+        return self.kind == "gpu-service" or task == "embed"
+
+    def ejected(self, now: float) -> bool:
+        return now < self.record.ejected_until
+
+    def cooling(self, now: float) -> bool:
+        return now < self.record.cooldown_until
+
+    def usable(self, now: float) -> bool:
+        """Healthy, not ejected, not cooling down. (Capacity is checked separately.)"""
+        return self.record.healthy and not self.ejected(now) and not self.cooling(now)
+
+    def has_capacity(self) -> bool:
+        return self.max_concurrent is None or self.record.in_flight < self.max_concurrent
+
+    def state(self, now: float) -> str:
+        if self.ejected(now):
+            return "ejected"
+        if not self.record.healthy:
+            return "unhealthy"
+        if self.cooling(now):
+            return "cooling-down"
+        return "healthy"
+
+    def load(self) -> float:
+        """What least-busy minimises: outstanding work per unit of weight."""
+        return (self.record.in_flight + self.record.remote_queue_depth) / self.weight
+
+    # ------------------------------------------------------------------ outcomes
+
+    def succeeded(self, latency_s: float) -> None:
+        rec = self.record
+        rec.consecutive_failures = 0
+        rec.served += 1
+        rec.latencies.append(latency_s)
+        rec.ewma_latency_s = latency_s if rec.ewma_latency_s is None else 0.8 * rec.ewma_latency_s + 0.2 * latency_s
+
+    def failed(self, error: str) -> None:
+        """A connect error, timeout, 5xx or garbage answer: counts towards ejection."""
+        rec = self.record
+        rec.failed += 1
+        rec.consecutive_failures += 1
+        rec.last_error = error
+        cfg = self._pool_config
+        if rec.consecutive_failures >= cfg.failureThreshold and not self.ejected(self._clock()):
+            rec.ejections += 1
+            base = min(cfg.ejectionSeconds * rec.ejections, cfg.maxEjectionSeconds)
+            rec.ejected_until = self._clock() + base * self._rng.uniform(0.9, 1.1)
+            rec.consecutive_failures = 0
+
+    def cool_down(self, seconds: float, error: str) -> None:
+        """Busy (429/503 with Retry-After): leave it alone that long; not a failure."""
+        self.record.cooldown_until = max(self.record.cooldown_until, self._clock() + seconds)
+        self.record.last_error = error
+
+    def probe_passed(self) -> None:
+        rec = self.record
+        rec.probe_failures = 0
+        rec.probe_successes += 1
+        if not rec.healthy and rec.probe_successes >= self._pool_config.healthyThreshold:
+            rec.healthy = True
+        if rec.healthy and self.ejected(self._clock()):
+            rec.ejected_until = 0.0  # a passing probe ends an ejection
+            rec.consecutive_failures = 0
+
+    def probe_failed(self, error: str) -> None:
+        rec = self.record
+        rec.probe_successes = 0
+        rec.probe_failures += 1
+        rec.last_error = error
+        if rec.probe_failures >= self._pool_config.unhealthyThreshold:
+            rec.healthy = False
+
+    def p95_latency(self) -> float | None:
+        values = sorted(self.record.latencies)
+        if len(values) < 20:
+            return None
+        return values[int(0.95 * (len(values) - 1))]
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        rec = self.record
+        return {
+            "name": self.name,
+            "url": self.url,
+            "type": self.kind,
+            "state": self.state(now),
+            "ejected_for_s": round(rec.ejected_until - now, 1) if self.ejected(now) else None,
+            "in_flight": rec.in_flight,
+            "weight": self.weight,
+            "ewma_latency_ms": round(rec.ewma_latency_s * 1000, 1) if rec.ewma_latency_s is not None else None,
+            "consecutive_failures": rec.consecutive_failures,
+            "ejections": rec.ejections,
+            "last_error": rec.last_error,
+            "served": rec.served,
+            "failed": rec.failed,
+        }
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _verify(config: HostConfig) -> bool | ssl.SSLContext:
+    tls = config.tls
+    if tls is None:
+        return True
+    if not tls.verify:
+        return False
+    if tls.caBundle:
+        return ssl.create_default_context(cafile=tls.caBundle)
+    return True

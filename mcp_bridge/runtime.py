@@ -1,0 +1,64 @@
+"""The bridge's running parts, started and stopped together.
+
+`Bridge` owns the host pool, the health monitor and (with no hosts configured) the
+embedded GPU service. The MCP server's tools call `bridge.gpu`. Using it as an async
+context manager guarantees the health loop and any child process stop with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+from mcp_bridge.config import BridgeConfig, ConfigError, HostConfig
+from mcp_bridge.embedded import NOT_CONFIGURED, EmbeddedService, service_installed
+from mcp_bridge.gpu import GpuClient
+from mcp_bridge.health import HealthMonitor
+from mcp_bridge.pool import HostPool
+
+log = logging.getLogger("mcp_bridge")
+
+
+class Bridge:
+    def __init__(self, config: BridgeConfig, *, allow_embedded: bool = True) -> None:
+        self.config = config
+        self.allow_embedded = allow_embedded
+        self.embedded: EmbeddedService | None = None
+        self.pool: HostPool | None = None
+        self.monitor: HealthMonitor | None = None
+        self._gpu: GpuClient | None = None
+
+    @property
+    def gpu(self) -> GpuClient:
+        if self._gpu is None:
+            raise RuntimeError("the bridge is not started")
+        return self._gpu
+
+    async def __aenter__(self) -> Bridge:
+        if not self.config.pool_hosts():
+            if not (self.allow_embedded and service_installed()):
+                raise ConfigError(NOT_CONFIGURED)
+            self.embedded = EmbeddedService()
+            await self.embedded.start()
+            self.config = self.config.model_copy(
+                update={"hosts": [HostConfig(name="local", url=self.embedded.url)]}
+            )
+        self.pool = HostPool(self.config)
+        self.monitor = HealthMonitor(self.pool)
+        self.monitor.start()
+        self._gpu = GpuClient(self.config, self.pool)
+        log.info(
+            "bridge ready: %d host(s), %s: %s", len(self.pool.hosts), self.config.loadBalancing,
+            ", ".join(h.name for h in self.pool.hosts),
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.monitor is not None:
+            await self.monitor.stop()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.embedded is not None:
+            self.embedded.stop()

@@ -1,0 +1,382 @@
+"""The MCP server: six tools an agent can call, over the bridge's host pool.
+
+Each tool has a title, a description that says when to use it and what it costs,
+typed and bounded parameters (the service's limits, so bad calls fail here), an
+output schema, and annotations. Results carry a short human-readable summary as text
+and the data as structured content, so a 2,000-vector answer does not flood a
+model's context. Every failure is a `ToolError` whose message says what happened
+and what to do next, with secrets redacted.
+"""
+
+
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from gpu_service.schema import BertScoreRequest
+from mcp_bridge import __version__
+from mcp_bridge.config import ConfigError
+from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolError, PoolTimeout
+from mcp_bridge.runtime import Bridge
+
+T = TypeVar("T")
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
+PROGRESS_MIN_SHARDS = 2
+SIMILARITY_MATRIX_MAX = 64
+
+
+# --------------------------------------------------------------------------- output schemas
+
+
+class HealthOutput(BaseModel):
+    healthy: int = Field(description="Hosts that answered ok.")
+    total: int
+    hosts: list[dict[str, Any]] = Field(description="Per host: name, url, type, ok, status, device, latency_ms, error.")
+
+
+class InfoOutput(BaseModel):
+    hosts: list[dict[str, Any]] = Field(description="Per host: name, url, and its /info (device, VRAM, models) or error.")
+
+
+class StatusOutput(BaseModel):
+    strategy: str
+    mode: Literal["normal", "panic"]
+    panics: int
+    hosts: list[dict[str, Any]] = Field(
+        description="Per host: state, in_flight, ewma_latency_ms, consecutive_failures, last_error, served, "
+        "and the host's own /status (queue depth, active jobs with progress, loaded models)."
+    )
+
+
+class EmbedOutput(BaseModel):
+    embeddings: list[list[float]]
+    model: str
+    dimensions: int
+    count: int
+    hosts: list[str] = Field(description="Hosts that computed the vectors.")
+    truncated: int = Field(description="Texts cut at the model's maximum length.")
+    seconds: float
+
+
+class BertScoreOutput(BaseModel):
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    mean_precision: float
+    mean_recall: float
+    mean_f1: float
+    model: str
+    num_layers: int
+    hash: str = Field(description="bert-score's settings hash, for reporting results reproducibly.")
+    truncated: int
+    hosts: list[str]
+    seconds: float
+
+
+class Match(BaseModel):
+    index: int
+    score: float
+    text: str
+
+
+class SimilarityOutput(BaseModel):
+    mode: Literal["pairs", "query", "matrix"]
+    model: str
+    scores: list[float] | None = Field(default=None, description="pairs: cosine of texts[i] and texts_b[i].")
+    matches: list[Match] | None = Field(default=None, description="query: best documents first.")
+    matrix: list[list[float]] | None = Field(default=None, description="matrix: cosine of every pair of texts.")
+    hosts: list[str]
+    seconds: float
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _redactor(bridge: Bridge) -> Callable[[str], str]:
+    secrets = [s for s in [bridge.config.apiKey, *(h.apiKey for h in bridge.config.hosts)] if s]
+
+    def redact(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    return redact
+
+
+def explain(exc: Exception) -> str:
+    """What happened and what the agent (or its user) can do about it."""
+    if isinstance(exc, HostRejected):
+        hints = {
+            401: "the bridge's apiKey for this host is missing or wrong; fix it in the bridge configuration",
+            403: "the model is not allowed on this host; call gpu_info for the allowed models",
+            404: "the model or endpoint does not exist on this host",
+            413: "the request is too large for this host; send fewer or shorter texts",
+            422: "the input is invalid; fix the arguments",
+            400: "the request is invalid; fix the arguments",
+        }
+        return f"{exc}. What to do: {hints.get(exc.status, 'check the arguments')}."
+    if isinstance(exc, PoolTimeout):
+        return f"{exc}. What to do: retry with fewer texts, or call gpu_status to see which hosts are slow or down."
+    if isinstance(exc, NoHostAvailable):
+        return f"{exc}. What to do: call gpu_status to see why hosts are out; wait and retry, or start a GPU host."
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, PoolError):
+        return f"{exc}. What to do: call gpu_status for details."
+    return f"unexpected error: {type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _result(summary: str, output: BaseModel) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=summary)],
+        structured_content=output.model_dump(mode="json"),
+    )
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    na = math.sqrt(sum(x * x for x in a)) or 1.0
+    nb = math.sqrt(sum(y * y for y in b)) or 1.0
+    return dot / (na * nb)
+
+
+def build_server(bridge: Bridge) -> MCPServer:
+    """The MCP server for a (started) bridge."""
+    limits = bridge.config.limits
+    redact = _redactor(bridge)
+    server = MCPServer(
+        "gpu-bridge",
+        title="GPU bridge",
+        version=__version__,
+        instructions=(
+            "Borrow GPU compute from a pool of GPU hosts. Use gpu_similarity to compare or rank texts "
+            "(cheap for your context), gpu_bertscore to score generated text against references, gpu_embed "
+            "only when you need raw vectors. gpu_health/gpu_status diagnose problems."
+        ),
+    )
+
+    Texts = Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=limits.maxTextLength)]],
+        Field(min_length=1, max_length=limits.maxBatchSize,
+              description=f"Texts, 1 to {limits.maxBatchSize}, each up to {limits.maxTextLength} characters."),
+    ]
+    Model = Annotated[
+        str | None,
+        Field(default=None, max_length=200, description="Model name; the bridge's or host's default when omitted."),
+    ]
+
+    async def guarded(work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except ToolError:
+            raise
+        except (PoolError, ConfigError, ValueError) as exc:
+            raise ToolError(redact(explain(exc))) from None
+
+    def progress_reporter(ctx: Context) -> Callable[[int, int], Awaitable[None]]:
+        async def report(done: int, total: int) -> None:
+            if total >= PROGRESS_MIN_SHARDS:
+                await ctx.report_progress(done, total, f"{done}/{total} shards done")
+
+        return report
+
+    # ------------------------------------------------------------------ gpu_health
+
+    @server.tool(
+        title="GPU hosts: liveness",
+        description="Check which GPU hosts are up (fast, answers within a few seconds even if hosts hang). "
+        "Use first when GPU tools fail. Costs nothing on the GPUs.",
+        annotations=READ_ONLY,
+    )
+    async def gpu_health() -> Annotated[CallToolResult, HealthOutput]:
+        rows = await guarded(bridge.gpu.health())
+        healthy = sum(1 for r in rows if r.get("ok"))
+        lines = [
+            f"- {r['name']}: {'ok' if r.get('ok') else 'DOWN'}"
+            + (f" on {r['device']}" if r.get("device") else "")
+            + (f" ({r['latency_ms']} ms)" if r.get("latency_ms") is not None else "")
+            + (f" - {r['error']}" if r.get("error") else "")
+            for r in rows
+        ]
+        out = HealthOutput(healthy=healthy, total=len(rows), hosts=[{k: redact(str(v)) if k == "error" else v
+                                                                     for k, v in r.items()} for r in rows])
+        return _result(redact(f"{healthy}/{len(rows)} GPU hosts healthy\n" + "\n".join(lines)), out)
+
+    # ------------------------------------------------------------------ gpu_info
+
+    @server.tool(
+        title="GPU hosts: devices and models",
+        description="Describe every GPU host: device name, VRAM, torch/CUDA versions, loaded and allowed models, "
+        "limits. Use to choose a model or to explain a 'model not allowed' error.",
+        annotations=READ_ONLY,
+    )
+    async def gpu_info() -> Annotated[CallToolResult, InfoOutput]:
+        rows = await guarded(bridge.gpu.info())
+        lines = []
+        for r in rows:
+            info = r.get("info")
+            if info:
+                loaded = ", ".join(m["name"] for m in info.get("models", [])) or "none"
+                vram = f", {info['vram_free_mb']:.0f}/{info['vram_total_mb']:.0f} MiB free" if info.get("vram_total_mb") else ""
+                lines.append(f"- {r['name']}: {info['device']} ({info['device_name']}{vram}); loaded: {loaded}")
+            else:
+                lines.append(f"- {r['name']}: unavailable - {r.get('error')}")
+        return _result(redact("\n".join(lines)), InfoOutput(hosts=rows))
+
+    # ------------------------------------------------------------------ gpu_status
+
+    @server.tool(
+        title="GPU pool: load and failures",
+        description="The pool's view of every host (state healthy/ejected/unhealthy/cooling-down, in-flight "
+        "requests, latency, failures, last error) plus each host's queue and job progress. Use to see why "
+        "calls are slow or failing.",
+        annotations=READ_ONLY,
+    )
+    async def gpu_status() -> Annotated[CallToolResult, StatusOutput]:
+        view = await guarded(bridge.gpu.status())
+        lines = [f"strategy {view['strategy']}, mode {view['mode']}"]
+        for h in view["hosts"]:
+            service = h.get("service") or {}
+            queue = service.get("queue_depth", "?") if "error" not in service else "unreachable"
+            lines.append(
+                f"- {h['name']}: {h['state']}, {h['in_flight']} in flight, queue {queue}, "
+                f"served {h['served']}, failed {h['failed']}"
+                + (f", last error: {h['last_error']}" if h.get("last_error") else "")
+            )
+        return _result(redact("\n".join(lines)), StatusOutput(**view))
+
+    # ------------------------------------------------------------------ gpu_embed
+
+    @server.tool(
+        title="Embed texts on a GPU",
+        description="Turn texts into embedding vectors on the GPU pool. Returns the vectors in structured content "
+        "and only a summary as text. Prefer gpu_similarity if you only need to compare or rank texts. "
+        "Large calls are split across hosts; cost grows with the number and length of texts.",
+        annotations=READ_ONLY,
+    )
+    async def gpu_embed(
+        texts: Texts,
+        ctx: Context,
+        model: Model = None,
+        normalize: Annotated[bool, Field(description="L2-normalise vectors (default true).")] = True,
+        dimensions: Annotated[int | None, Field(ge=1, le=65_536, description="Truncate to this many dimensions (Matryoshka), renormalised.")] = None,
+        host: Annotated[str | None, Field(max_length=64, description="Run on this host only (by name).")] = None,
+    ) -> Annotated[CallToolResult, EmbedOutput]:
+        result = await guarded(
+            bridge.gpu.embed(texts, model=model, normalize=normalize, dimensions=dimensions, host=host,
+                             progress=progress_reporter(ctx))
+        )
+        out = EmbedOutput(
+            embeddings=result.embeddings, model=result.model, dimensions=result.dimensions,
+            count=len(result.embeddings), hosts=result.hosts, truncated=result.truncated,
+            seconds=round(result.seconds, 3),
+        )
+        summary = (
+            f"Embedded {out.count} texts with {out.model} into {out.dimensions}-dimensional vectors on "
+            f"{', '.join(out.hosts)} in {out.seconds:.2f}s"
+            + (f"; {out.truncated} texts were truncated" if out.truncated else "")
+            + ". The vectors are in the structured content (field `embeddings`, in input order)."
+        )
+        return _result(summary, out)
+
+    # ------------------------------------------------------------------ gpu_bertscore
+
+    @server.tool(
+        title="BERTScore on a GPU",
+        description="Score candidate texts against references with BERTScore (precision, recall, F1 per pair "
+        "and their means); same numbers as the bert-score package. Use to evaluate generated text. One "
+        "reference per candidate.",
+        annotations=READ_ONLY,
+    )
+    async def gpu_bertscore(
+        candidates: Texts,
+        references: Texts,
+        ctx: Context,
+        lang: Annotated[str | None, Field(max_length=16, description="Language code, e.g. en, de, zh.")] = None,
+        model_type: Model = None,
+        model: Annotated[str | None, Field(max_length=200, description="Alias of model_type.")] = None,
+        num_layers: Annotated[int | None, Field(ge=0, le=128, description="Layer to use; bert-score's default when omitted.")] = None,
+        idf: Annotated[bool, Field(description="Weight tokens by inverse document frequency over the references.")] = False,
+        rescale_with_baseline: Annotated[bool, Field(description="Rescale with bert-score's baseline (needs a baseline for the model and lang).")] = False,
+    ) -> Annotated[CallToolResult, BertScoreOutput]:
+        if len(candidates) != len(references):
+            raise ToolError(
+                f"candidates has {len(candidates)} texts but references has {len(references)}; "
+                "give exactly one reference per candidate"
+            )
+        try:
+            request = BertScoreRequest(
+                candidates=candidates, references=references, lang=lang, model_type=model_type or model,
+                num_layers=num_layers, idf=idf, rescale_with_baseline=rescale_with_baseline,
+            )
+        except ValidationError as exc:
+            raise ToolError(f"invalid arguments: {exc.errors()[0]['msg']}") from None
+        result = await guarded(bridge.gpu.bertscore(request, progress=progress_reporter(ctx)))
+        r = result.response
+        out = BertScoreOutput(
+            precision=r.precision, recall=r.recall, f1=r.f1, mean_precision=r.mean.precision,
+            mean_recall=r.mean.recall, mean_f1=r.mean.f1, model=r.model, num_layers=r.num_layers, hash=r.hash,
+            truncated=r.truncated, hosts=result.hosts, seconds=round(result.seconds, 3),
+        )
+        shown = ", ".join(f"{x:.4f}" for x in r.f1[:10]) + (" ..." if len(r.f1) > 10 else "")
+        summary = (
+            f"BERTScore of {len(r.f1)} pairs with {r.model} (layer {r.num_layers}): mean P {r.mean.precision:.4f}, "
+            f"R {r.mean.recall:.4f}, F1 {r.mean.f1:.4f}. F1 per pair: {shown}. Hash: {r.hash}"
+        )
+        return _result(summary, out)
+
+    # ------------------------------------------------------------------ gpu_similarity
+
+    @server.tool(
+        title="Compare texts on a GPU",
+        description="Cosine similarity of texts, computed from GPU embeddings without returning vectors. "
+        "mode=pairs: texts[i] vs texts_b[i]. mode=query: rank `texts` (documents) against `query`, best top_k "
+        f"first. mode=matrix: every pair of up to {SIMILARITY_MATRIX_MAX} texts. Use for search, dedup, clustering.",
+        annotations=READ_ONLY,
+    )
+    async def gpu_similarity(
+        texts: Texts,
+        ctx: Context,
+        mode: Annotated[Literal["pairs", "query", "matrix"], Field(description="pairs | query | matrix")] = "query",
+        query: Annotated[str | None, Field(min_length=1, max_length=limits.maxTextLength, description="mode=query: the query text.")] = None,
+        texts_b: Annotated[list[str] | None, Field(description="mode=pairs: second text of each pair.")] = None,
+        top_k: Annotated[int, Field(ge=1, le=1000, description="mode=query: how many matches to return.")] = 10,
+        model: Model = None,
+    ) -> Annotated[CallToolResult, SimilarityOutput]:
+        if mode == "query" and not query:
+            raise ToolError("mode=query needs `query` (the text to rank `texts` against)")
+        if mode == "pairs" and (texts_b is None or len(texts_b) != len(texts)):
+            raise ToolError("mode=pairs needs `texts_b` with exactly one text per item of `texts`")
+        if mode == "matrix" and len(texts) > SIMILARITY_MATRIX_MAX:
+            raise ToolError(f"mode=matrix takes at most {SIMILARITY_MATRIX_MAX} texts; use mode=query for more")
+        extra = [query] if mode == "query" else (texts_b or []) if mode == "pairs" else []
+        result = await guarded(bridge.gpu.embed([*texts, *extra], model=model, progress=progress_reporter(ctx)))
+        vectors = result.embeddings
+        docs = vectors[: len(texts)]
+        out = SimilarityOutput(mode=mode, model=result.model, hosts=result.hosts, seconds=0.0)
+        if mode == "pairs":
+            out.scores = [round(_cosine(a, b), 6) for a, b in zip(docs, vectors[len(texts):], strict=True)]
+            summary = "Cosine per pair: " + ", ".join(f"{s:.4f}" for s in out.scores[:20])
+        elif mode == "query":
+            q = vectors[-1]
+            ranked = sorted(((_cosine(q, d), i) for i, d in enumerate(docs)), reverse=True)[:top_k]
+            out.matches = [Match(index=i, score=round(s, 6), text=texts[i][:200]) for s, i in ranked]
+            summary = "Best matches: " + "; ".join(f"#{m.index} ({m.score:.4f}) {m.text[:60]!r}" for m in out.matches[:10])
+        else:
+            out.matrix = [[round(_cosine(a, b), 6) for b in docs] for a in docs]
+            summary = f"{len(docs)}x{len(docs)} cosine matrix in structured content (field `matrix`)."
+        out.seconds = round(result.seconds, 3)
+        return _result(summary, out)
+
+    return server
+
