@@ -46,7 +46,14 @@ class HostRecord:
 
 
 class Host:
-    def __init__(self, config: HostConfig, pool_config: BridgeConfig, clock: Clock, rng: random.Random):
+    def __init__(
+        self,
+        config: HostConfig,
+        pool_config: BridgeConfig,
+        clock: Clock,
+        rng: random.Random,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self.config = config
         self.name = config.label
         self.url = config.url
@@ -65,6 +72,7 @@ class Host:
             verify=_verify(config),
             timeout=httpx.Timeout(self.timeout, connect=min(5.0, self.timeout)),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            transport=transport,
         )
 
     def _headers(self) -> dict[str, str]:

@@ -134,13 +134,14 @@ class HostPool:
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.strategy = config.loadBalancing
         self._clock = clock
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self.hosts = [Host(h, config, clock, self._rng) for h in config.pool_hosts()]
+        self.hosts = [Host(h, config, clock, self._rng, transport) for h in config.pool_hosts()]
         self._rr_weight = {h.name: 0.0 for h in self.hosts}
         self.budget = RetryBudget(config.retryBudgetPercent / 100, clock)
         self._capacity = asyncio.Condition()

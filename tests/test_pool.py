@@ -1,0 +1,331 @@
+"""The host pool's decisions, with `httpx.MockTransport` hosts and a hand-driven clock.
+
+No network: every host is a function of the request. The clock only moves when a
+test moves it, so ejection times and retry budgets are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from mcp_bridge.config import parse_config
+from mcp_bridge.health import HealthMonitor
+from mcp_bridge.pool import HostPool, HostRejected, NoHostAvailable, PoolTimeout, parse_json
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def make_pool(handlers: dict[str, Handler], clock: Clock | None = None, seed: int = 7, **cfg) -> HostPool:
+    hosts = [{"name": n, "url": f"http://{n}.test:8765"} for n in handlers]
+    for h in hosts:
+        h.update(cfg.pop(f"host_{h['name']}", {}))
+    config = parse_config({"hosts": hosts, **cfg}, "test")
+    seen: collections.Counter[str] = collections.Counter()
+
+    def route(request: httpx.Request) -> httpx.Response:
+        name = request.url.host.split(".")[0]
+        seen[name] += 1
+        return handlers[name](request)
+
+    clock = clock or Clock()
+    pool = HostPool(config, clock=clock, rng=random.Random(seed), sleep=clock.sleep,
+                    transport=httpx.MockTransport(route))
+    pool.seen = seen  # type: ignore[attr-defined]
+    return pool
+
+
+def ok(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"ok": True})
+
+
+def status(code: int, headers: dict[str, str] | None = None) -> Handler:
+    return lambda request: httpx.Response(code, json={"detail": f"status {code}"}, headers=headers)
+
+
+def refuse(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+async def call(pool: HostPool, deadline: float = 30.0, pin: str | None = None) -> str:
+    _, host = await pool.request("embed", "POST", "/embed", json_body={}, parse=parse_json,
+                                 deadline=pool._clock() + deadline, pin=pin)
+    return host.name
+
+
+# --------------------------------------------------------------------------- retry matrix
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("code", [429, 500, 502, 503, 504])
+async def test_retryable_status_goes_to_a_different_host(code: int) -> None:
+    pool = make_pool({"a": status(code), "b": ok}, loadBalancing="round-robin")
+    for _ in range(4):
+        assert await call(pool) == "b"
+    assert pool.seen["a"] >= 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("code", [400, 401, 403, 404, 413, 422])
+async def test_client_errors_are_never_retried_or_held_against_the_host(code: int) -> None:
+    pool = make_pool({"a": status(code), "b": ok}, loadBalancing="round-robin")
+    with pytest.raises(HostRejected) as err:
+        for _ in range(2):
+            await call(pool, pin="a")
+    assert err.value.host == "a" and err.value.status == code and f"status {code}" in str(err.value)
+    assert pool.seen["b"] == 0 and pool.seen["a"] == 1
+    assert pool.host("a").record.consecutive_failures == 0 and pool.host("a").state(pool._clock()) == "healthy"
+
+
+@pytest.mark.anyio
+async def test_connect_errors_and_timeouts_fail_over() -> None:
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    pool = make_pool({"a": refuse, "b": timeout, "c": ok})
+    for _ in range(5):
+        assert await call(pool) == "c"
+
+
+@pytest.mark.anyio
+async def test_malformed_answers_count_as_failures() -> None:
+    pool = make_pool({"a": lambda r: httpx.Response(200, text="<html>oops"), "b": ok}, loadBalancing="round-robin")
+    for _ in range(3):
+        assert await call(pool) == "b"
+    assert pool.host("a").record.failed >= 1 and "malformed" in (pool.host("a").record.last_error or "")
+
+
+# --------------------------------------------------------------------------- ejection
+
+
+@pytest.mark.anyio
+async def test_ejection_after_consecutive_failures_grows_with_each_ejection() -> None:
+    clock = Clock()
+    pool = make_pool({"a": status(500), "b": ok}, clock, loadBalancing="round-robin", failureThreshold=3,
+                     ejectionSeconds=30, maxEjectionSeconds=75)
+    a = pool.host("a")
+    lengths = []
+    for _ in range(3):
+        while not a.ejected(clock.now):
+            await call(pool)
+        lengths.append(a.record.ejected_until - clock.now)
+        clock.now = a.record.ejected_until + 0.01
+    assert 27 <= lengths[0] <= 33 and 54 <= lengths[1] <= 66 and 67.5 <= lengths[2] <= 82.5  # 30, 60, cap 75 ±10%
+    assert a.record.ejections == 3
+
+
+@pytest.mark.anyio
+async def test_ejected_host_gets_no_traffic_until_ejection_ends() -> None:
+    clock = Clock()
+    flaky = {"fail": True}
+    pool = make_pool({"a": lambda r: status(503)(r) if flaky["fail"] else ok(r), "b": ok}, clock,
+                     loadBalancing="round-robin", failureThreshold=2, ejectionSeconds=10)
+    for _ in range(6):
+        await call(pool)
+    assert pool.host("a").ejected(clock.now)
+    flaky["fail"] = False
+    before = pool.seen["a"]
+    for _ in range(6):
+        assert await call(pool) == "b"
+    assert pool.seen["a"] == before
+    clock.now += 12
+    assert "a" in {await call(pool) for _ in range(4)}
+
+
+@pytest.mark.anyio
+async def test_retry_after_cools_a_busy_host_without_counting_a_failure() -> None:
+    clock = Clock()
+    pool = make_pool({"a": status(429, {"Retry-After": "7"}), "b": ok}, clock, loadBalancing="round-robin")
+    await call(pool)
+    a = pool.host("a")
+    assert a.state(clock.now) == "cooling-down" and a.record.consecutive_failures == 0
+    assert 6.9 <= a.record.cooldown_until - clock.now <= 7.0
+
+
+@pytest.mark.anyio
+async def test_panic_mode_tries_hosts_that_are_all_out() -> None:
+    clock = Clock()
+    pool = make_pool({"a": ok, "b": ok}, clock)
+    for h in pool.hosts:
+        h.record.healthy = False
+    assert await call(pool) in {"a", "b"}
+    assert pool.panics >= 1 and pool.snapshot()["mode"] == "panic"
+
+
+@pytest.mark.anyio
+async def test_all_hosts_failing_ends_with_a_clear_error_within_the_deadline() -> None:
+    clock = Clock()
+    pool = make_pool({"a": refuse, "b": refuse}, clock)
+    start = clock.now
+    with pytest.raises((NoHostAvailable, PoolTimeout)) as err:
+        await call(pool, deadline=5)
+    assert clock.now - start <= 5.01
+    assert "a:" in str(err.value) and "b:" in str(err.value)
+
+
+@pytest.mark.anyio
+async def test_retry_budget_stops_retry_storms() -> None:
+    clock = Clock()
+    pool = make_pool({"a": status(502), "b": status(502), "c": status(502)}, clock, retryBudgetPercent=20)
+    outcomes = collections.Counter()
+    for _ in range(30):
+        try:
+            await call(pool, deadline=2)
+        except (NoHostAvailable, PoolTimeout) as exc:
+            outcomes["budget" if "budget" in str(exc) else "timeout"] += 1
+    total_attempts = sum(pool.seen.values())
+    # 30 requests: at most 30 first tries + 10 (floor) + 20% of 30 retries.
+    assert total_attempts <= 30 + 10 + 6
+    assert outcomes["budget"] > 0
+
+
+# --------------------------------------------------------------------------- balancing
+
+
+@pytest.mark.anyio
+async def test_weighted_round_robin_spreads_by_weight() -> None:
+    pool = make_pool({"a": ok, "b": ok, "c": ok}, loadBalancing="round-robin", host_a={"weight": 2})
+    picks = collections.Counter([await call(pool) for _ in range(40)])
+    assert picks == {"a": 20, "b": 10, "c": 10}
+
+
+@pytest.mark.anyio
+async def test_least_busy_prefers_fewest_in_flight_per_weight() -> None:
+    pool = make_pool({"a": ok, "b": ok, "c": ok})
+    pool.host("a").record.in_flight = 3
+    pool.host("b").record.in_flight = 1
+    pool.host("c").record.in_flight = 2
+    assert pool.pick("embed").name == "b"
+    pool.host("c").weight = 4  # 2/4 < 1/1
+    assert pool.pick("embed").name == "c"
+
+
+def test_least_busy_ties_are_broken_at_random() -> None:
+    pool = make_pool({"a": ok, "b": ok, "c": ok}, seed=1)
+    picks = collections.Counter(pool.pick("embed").name for _ in range(300))
+    assert set(picks) == {"a", "b", "c"} and min(picks.values()) > 60
+
+
+def test_power_of_two_choices_above_eight_hosts() -> None:
+    pool = make_pool({f"h{i}": ok for i in range(12)})
+    for i, h in enumerate(pool.hosts):
+        h.record.in_flight = i  # h0 is idle, h11 busiest
+    picks = collections.Counter(pool.pick("embed").name for _ in range(2000))
+    assert "h11" not in picks, "the busiest host never wins a two-way comparison"
+    assert picks["h0"] > picks["h10"]
+
+
+@pytest.mark.anyio
+async def test_in_flight_counters_return_to_zero_after_cancellation() -> None:
+    gate = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await gate.wait()
+        return httpx.Response(200, json={})
+
+    config = parse_config({"hosts": [{"name": "a", "url": "http://a.test"}]}, "t")
+    pool = HostPool(config, transport=httpx.MockTransport(slow))
+    tasks = [asyncio.create_task(call(pool)) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    assert pool.host("a").record.in_flight == 5
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert pool.host("a").record.in_flight == 0
+    await pool.close()
+
+
+@pytest.mark.anyio
+async def test_max_concurrent_sends_overflow_elsewhere() -> None:
+    gate = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await gate.wait()
+        return httpx.Response(200, json={})
+
+    config = parse_config({"hosts": [{"name": "a", "url": "http://a.test", "maxConcurrent": 2},
+                                     {"name": "b", "url": "http://b.test"}], "loadBalancing": "round-robin"}, "t")
+    pool = HostPool(config, transport=httpx.MockTransport(slow))
+    tasks = [asyncio.create_task(call(pool)) for _ in range(6)]
+    await asyncio.sleep(0.05)
+    assert pool.host("a").record.in_flight <= 2 and pool.host("b").record.in_flight >= 4
+    gate.set()
+    await asyncio.gather(*tasks)
+    await pool.close()
+
+
+def test_openai_hosts_only_serve_embeddings() -> None:
+    config = parse_config({"hosts": [{"name": "tei", "url": "http://tei.test", "type": "tei"},
+                                     {"name": "ours", "url": "http://ours.test"}]}, "t")
+    pool = HostPool(config)
+    assert {pool.pick("bertscore").name for _ in range(20)} == {"ours"}
+    assert {pool.pick("embed").name for _ in range(50)} == {"tei", "ours"}
+
+
+# --------------------------------------------------------------------------- health checks
+
+
+@pytest.mark.anyio
+async def test_health_state_transitions() -> None:
+    clock = Clock()
+    up = {"a": True}
+
+    def health(request: httpx.Request) -> httpx.Response:
+        if not up["a"]:
+            raise httpx.ConnectError("down", request=request)
+        return httpx.Response(200, json={"status": "ok", "device": "cpu"})
+
+    pool = make_pool({"a": health, "b": ok}, clock, unhealthyThreshold=2, healthyThreshold=2,
+                     healthCheckIntervalSeconds=10)
+    monitor = HealthMonitor(pool, rng=random.Random(0))
+    a = pool.host("a")
+    up["a"] = False
+    assert not await monitor.probe(a)
+    assert a.state(clock.now) == "healthy", "one failed probe is not enough"
+    await monitor.probe(a)
+    assert a.state(clock.now) == "unhealthy"
+    assert monitor.next_delay(a) <= 10 / 4 * 1.1, "down hosts are probed more often"
+    up["a"] = True
+    await monitor.probe(a)
+    assert a.state(clock.now) == "unhealthy", "healthyThreshold=2 needs two passing probes"
+    await monitor.probe(a)
+    assert a.state(clock.now) == "healthy"
+    assert 9 <= monitor.next_delay(a) <= 11
+
+
+@pytest.mark.anyio
+async def test_passing_probe_ends_an_ejection() -> None:
+    clock = Clock()
+    pool = make_pool({"a": lambda r: httpx.Response(200, json={"status": "ok"}), "b": ok}, clock)
+    a = pool.host("a")
+    for _ in range(3):
+        a.failed("boom")
+    assert a.ejected(clock.now)
+    await HealthMonitor(pool).probe(a)
+    assert not a.ejected(clock.now) and a.state(clock.now) == "healthy"
+
+
+@pytest.mark.anyio
+async def test_starting_service_is_not_healthy() -> None:
+    pool = make_pool({"a": lambda r: httpx.Response(503, json={"status": "starting", "device": "cpu"})},
+                     unhealthyThreshold=1)
+    assert not await HealthMonitor(pool).probe(pool.host("a"))
+    assert pool.host("a").state(pool._clock()) == "unhealthy"

@@ -1,0 +1,63 @@
+"""The wire schema: shared, torch-free, and strict."""
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from gpu_service.schema import (
+    BertScoreRequest,
+    EmbedRequest,
+    EmbedResponse,
+    decode_float32_rows,
+    encode_float32_rows,
+)
+
+
+def test_schema_and_bridge_import_without_torch() -> None:
+    code = (
+        "import sys; import gpu_service.schema, mcp_bridge.server, mcp_bridge.cli; "
+        "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_base64_round_trip_is_exact() -> None:
+    import struct
+
+    rows = [[0.5, -1.25, 0.375], [1.0, 2.0, -0.0]]
+    blob = encode_float32_rows(struct.pack("<6f", *rows[0], *rows[1]))
+    assert decode_float32_rows(blob, 2, 3) == rows
+    response = EmbedResponse(model="m", dimensions=3, count=2, truncated=0, embeddings_base64=blob)
+    assert response.vectors() == rows
+
+
+def test_base64_size_mismatch_is_refused() -> None:
+    blob = encode_float32_rows(b"\x00" * 20)
+    with pytest.raises(ValueError, match="expected 2 x 3 x 4"):
+        decode_float32_rows(blob, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"texts": []}, "texts"),
+        ({"texts": ["ok", "  "]}, "texts"),
+        ({"texts": ["ok", 3]}, "texts"),
+        ({"texts": ["ok"], "bogus": 1}, "bogus"),
+        ({"texts": ["ok"], "dimensions": 0}, "dimensions"),
+        ({"texts": ["ok"], "encoding_format": "int8"}, "encoding_format"),
+    ],
+)
+def test_embed_request_errors_name_the_field(body: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        EmbedRequest.model_validate(body)
+    assert field in str(err.value)
+
+
+def test_bertscore_accepts_model_alias() -> None:
+    req = BertScoreRequest.model_validate({"candidates": ["a"], "references": ["b"], "model": "roberta-large"})
+    assert req.model_type == "roberta-large"
