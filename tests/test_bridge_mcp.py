@@ -1,0 +1,284 @@
+"""The bridge as an agent sees it: real MCP clients (in memory, stdio, HTTP, SSE) against
+real GPU services on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+from mcp import Client, StdioServerParameters
+
+from mcp_bridge.config import parse_config
+from mcp_bridge.runtime import Bridge
+from mcp_bridge.server import build_server
+from tests.conftest import ROOT, ServiceProcess, free_port
+
+TOOLS = {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore", "gpu_similarity"}
+KEY = "s3cret-test-key-123"
+
+
+@asynccontextmanager
+async def bridge_client(config: dict[str, Any]) -> AsyncIterator[Client]:
+    async with Bridge(parse_config(config, "test"), allow_embedded=False) as bridge:
+        async with Client(build_server(bridge)) as client:
+            yield client
+
+
+def text(result: Any) -> str:
+    return result.content[0].text
+
+
+# --------------------------------------------------------------------------- contracts
+
+
+@pytest.mark.anyio
+async def test_tools_and_their_schemas(service: ServiceProcess) -> None:
+    async with bridge_client({"hosts": [{"url": service.url}], "limits": {"maxBatchSize": 500, "maxTextLength": 999}}) as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+    assert set(tools) == TOOLS
+    for t in tools.values():
+        assert t.title and t.description and len(t.description) > 60
+        assert t.annotations.read_only_hint and t.annotations.idempotent_hint and t.annotations.open_world_hint
+        assert t.output_schema and t.output_schema["type"] == "object"
+    embed = tools["gpu_embed"].input_schema
+    assert embed["required"] == ["texts"]
+    assert embed["properties"]["texts"]["maxItems"] == 500 and embed["properties"]["texts"]["minItems"] == 1
+    assert embed["properties"]["texts"]["items"]["maxLength"] == 999
+    assert set(embed["properties"]) == {"texts", "model", "normalize", "dimensions", "host"}
+    score = tools["gpu_bertscore"].input_schema
+    assert set(score["required"]) == {"candidates", "references"}
+    assert {"lang", "model_type", "model", "idf", "rescale_with_baseline"} <= set(score["properties"])
+
+
+@pytest.mark.anyio
+async def test_every_tool_against_a_real_service(service: ServiceProcess) -> None:
+    async with bridge_client({"hosts": [{"name": "box", "url": service.url}]}) as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+        calls = {
+            "gpu_health": {},
+            "gpu_info": {},
+            "gpu_status": {},
+            "gpu_embed": {"texts": ["A man is eating food.", "A man eats bread.", "Stocks fell today."]},
+            "gpu_bertscore": {"candidates": ["the cat sat"], "references": ["a cat was sitting"], "model": "all-MiniLM-L6-v2"},
+            "gpu_similarity": {"texts": ["kittens playing", "quarterly earnings report"], "query": "cute cats"},
+        }
+        results = {}
+        for name, args in calls.items():
+            result = await c.call_tool(name, args)
+            assert not result.is_error, text(result)
+            jsonschema.validate(result.structured_content, tools[name].output_schema)
+            results[name] = result
+    assert results["gpu_health"].structured_content["healthy"] == 1
+    assert "1/1 GPU hosts healthy" in text(results["gpu_health"])
+    info = results["gpu_info"].structured_content["hosts"][0]["info"]
+    assert info["device"] == "cpu"
+    status = results["gpu_status"].structured_content
+    assert status["strategy"] == "least-busy" and status["hosts"][0]["state"] == "healthy"
+    assert "queue_depth" in status["hosts"][0]["service"]
+    emb = results["gpu_embed"].structured_content
+    assert emb["count"] == 3 and emb["dimensions"] == 384 and emb["hosts"] == ["box"]
+    assert len(text(results["gpu_embed"])) < 400, "vectors go to structured content, not the text"
+    score = results["gpu_bertscore"].structured_content
+    assert 0.5 < score["f1"][0] <= 1 and score["hash"].startswith("all-MiniLM-L6-v2_L6")
+    sim = results["gpu_similarity"].structured_content
+    assert sim["matches"][0]["index"] == 0 and sim["matches"][0]["score"] > sim["matches"][1]["score"]
+
+
+@pytest.mark.anyio
+async def test_similarity_modes(service: ServiceProcess) -> None:
+    async with bridge_client({"hosts": [{"url": service.url}]}) as c:
+        pairs = await c.call_tool("gpu_similarity", {
+            "mode": "pairs", "texts": ["a dog runs", "the sun is hot"], "texts_b": ["a dog is running", "taxes are due"]})
+        assert not pairs.is_error
+        s = pairs.structured_content["scores"]
+        assert s[0] > 0.7 and s[1] < 0.4
+        matrix = await c.call_tool("gpu_similarity", {"mode": "matrix", "texts": ["a", "b", "a"]})
+        m = matrix.structured_content["matrix"]
+        assert len(m) == 3 and abs(m[0][0] - 1) < 1e-5 and abs(m[0][2] - 1) < 1e-5
+        bad = await c.call_tool("gpu_similarity", {"mode": "pairs", "texts": ["a"]})
+        assert bad.is_error and "texts_b" in text(bad)
+
+
+@pytest.mark.anyio
+async def test_tool_errors_say_what_to_do(service: ServiceProcess, keyed_service: ServiceProcess) -> None:
+    async with bridge_client({"hosts": [{"name": "open", "url": service.url}]}) as c:
+        r = await c.call_tool("gpu_embed", {"texts": ["x"], "model": "org/not-allowed"})
+        assert r.is_error and "not in the default allowlist" in text(r) and "gpu_info" in text(r)
+        r = await c.call_tool("gpu_embed", {"texts": []})
+        assert r.is_error and "texts" in text(r)
+        r = await c.call_tool("gpu_bertscore", {"candidates": ["a", "b"], "references": ["a"]})
+        assert r.is_error and "one reference per candidate" in text(r)
+        r = await c.call_tool("gpu_embed", {"texts": ["x"], "host": "nope"})
+        assert r.is_error and "no host named 'nope'" in text(r)
+    async with bridge_client({"hosts": [{"name": "locked", "url": keyed_service.url, "apiKey": "wrong-key-42"}]}) as c:
+        r = await c.call_tool("gpu_embed", {"texts": ["x"]})
+        assert r.is_error and "HTTP 401" in text(r) and "apiKey" in text(r) and "locked" in text(r)
+        assert "wrong-key-42" not in text(r)
+    async with bridge_client({"hosts": [{"name": "locked", "url": keyed_service.url, "apiKey": KEY}]}) as c:
+        r = await c.call_tool("gpu_embed", {"texts": ["x"]})
+        assert not r.is_error
+        status = await c.call_tool("gpu_status", {})
+        assert KEY not in json.dumps(status.structured_content) and KEY not in text(status)
+    async with bridge_client({"hosts": [{"name": "dead", "url": f"http://127.0.0.1:{free_port()}"}], "timeout": 3}) as c:
+        started = time.monotonic()
+        r = await c.call_tool("gpu_embed", {"texts": ["x"]})
+        assert r.is_error and "dead" in text(r) and "gpu_status" in text(r)
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.anyio
+async def test_progress_notifications_arrive_in_order(service: ServiceProcess) -> None:
+    updates: list[tuple[float, float | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append((progress, total))
+
+    async with bridge_client({"hosts": [{"url": service.url}], "shardSize": 10}) as c:
+        r = await c.call_tool("gpu_embed", {"texts": [f"text {i}" for i in range(50)]}, progress_callback=on_progress)
+    assert not r.is_error and r.structured_content["count"] == 50
+    assert [p for p, _ in updates] == [1, 2, 3, 4, 5] and all(t == 5 for _, t in updates)
+
+
+@pytest.mark.anyio
+async def test_no_hosts_and_no_service_is_a_clear_error() -> None:
+    from mcp_bridge.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no GPU hosts are configured"):
+        async with Bridge(parse_config({}, "test"), allow_embedded=False):
+            pass
+
+
+@pytest.mark.anyio
+async def test_results_keep_input_order_across_shards_and_hosts(service: ServiceProcess, keyed_service: ServiceProcess) -> None:
+    texts = [f"item {i}: " + ("alpha " if i % 3 else "omega ") * (1 + i % 7) for i in range(300)]
+    config = {"hosts": [{"name": "a", "url": service.url}, {"name": "b", "url": keyed_service.url, "apiKey": KEY}],
+              "shardSize": 16, "loadBalancing": "round-robin"}
+    async with bridge_client(config) as c:
+        r = await c.call_tool("gpu_embed", {"texts": texts})
+        single = await c.call_tool("gpu_embed", {"texts": texts[:40], "host": "a"})
+    assert sorted(r.structured_content["hosts"]) == ["a", "b"]
+    vectors = r.structured_content["embeddings"]
+    assert len(vectors) == 300
+    for i, v in enumerate(single.structured_content["embeddings"]):
+        assert max(abs(x - y) for x, y in zip(v, vectors[i])) < 1e-5, f"vector {i} is not its text's"
+
+
+# --------------------------------------------------------------------------- other transports
+
+
+def bridge_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GPU_BRIDGE_CONFIG", "GPU_BRIDGE_URLS")}
+    env["HOME"] = str(ROOT / "tests")  # no ~/.openclaw config leaks in
+    return env
+
+
+@pytest.mark.anyio
+async def test_stdio_subprocess(service: ServiceProcess) -> None:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_bridge", "--url", service.url],
+                                   env=bridge_env(), cwd=str(ROOT))
+    async with Client(params) as c:
+        assert {t.name for t in (await c.list_tools()).tools} == TOOLS
+        r = await c.call_tool("gpu_embed", {"texts": ["over stdio"]})
+        assert not r.is_error and r.structured_content["dimensions"] == 384
+        h = await c.call_tool("gpu_health", {})
+        assert h.structured_content["healthy"] == 1
+
+
+def test_stdio_stdout_carries_only_protocol(service: ServiceProcess) -> None:
+    """Every line on stdout must be JSON-RPC: a stray print would break the client."""
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "gpu_health", "arguments": {}}},
+    ]
+    proc = subprocess.Popen([sys.executable, "-m", "mcp_bridge", "--url", service.url, "--log-level", "debug"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=bridge_env())
+    try:
+        assert proc.stdin and proc.stdout
+        lines = []
+        for msg in messages:
+            proc.stdin.write((json.dumps(msg) + "\n").encode())
+            proc.stdin.flush()
+            if "id" in msg:
+                lines.append(proc.stdout.readline())
+        proc.stdin.close()
+        lines += proc.stdout.read().splitlines()
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert lines, stderr
+    for line in lines:
+        if line.strip():
+            assert json.loads(line)["jsonrpc"] == "2.0"
+    assert "configuration from" in stderr, "logs go to stderr"
+
+
+@pytest.fixture
+def http_bridge(service: ServiceProcess) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    token = "bridge-token-xyz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port", str(port), "--url", service.url,
+         "--auth-token", token], env=bridge_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/mcp"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield url, token, proc
+    proc.terminate()
+    proc.wait(timeout=15)
+
+
+@pytest.mark.anyio
+async def test_streamable_http_with_bearer_token(http_bridge: tuple[str, str, subprocess.Popen[bytes]]) -> None:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    url, token, _ = http_bridge
+    assert httpx.post(url, json={}).status_code == 401
+    assert httpx.post(url, json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http)) as c:
+            assert {t.name for t in (await c.list_tools()).tools} == TOOLS
+            r = await c.call_tool("gpu_embed", {"texts": ["over http"]})
+            assert not r.is_error and r.structured_content["count"] == 1
+
+
+@pytest.mark.anyio
+async def test_sse_transport(service: ServiceProcess) -> None:
+    from mcp.client.sse import sse_client
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mcp_bridge", "--transport", "sse", "--port", str(port),
+                             "--url", service.url], env=bridge_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with httpx.stream("GET", f"http://127.0.0.1:{port}/sse", timeout=1) as r:
+                    if r.status_code == 200:
+                        break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        async with Client(sse_client(f"http://127.0.0.1:{port}/sse")) as c:
+            r = await c.call_tool("gpu_embed", {"texts": ["over sse"]})
+            assert not r.is_error and r.structured_content["dimensions"] == 384
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
