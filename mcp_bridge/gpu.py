@@ -131,7 +131,9 @@ class GpuClient:
                 if h.kind == "gpu-service":
                     parsed = EmbedResponse.model_validate(data)
                     vectors = parsed.vectors()
-                    _check_vectors(vectors, count, dimensions)
+                    _check_vectors(vectors, count, dimensions or parsed.dimensions)
+                    if parsed.count != count:
+                        raise BadResponse(f"answer says count={parsed.count} for {count} texts")
                     return _Shard(vectors, parsed.model, parsed.truncated, h.name)
                 rows = sorted(data["data"], key=lambda d: d["index"])
                 vectors = [[float(x) for x in row["embedding"]] for row in rows]

@@ -76,12 +76,16 @@ class _Failure:
 
 
 class RetryBudget:
-    """Retries allowed: `ratio` of requests in the last `window` seconds, plus `floor`."""
+    """Retries allowed in the last `window` seconds: `ratio` of the requests plus a floor of
+    `min_per_s` per second (Finagle's defaults: 20%, 10/s, 10 s).
 
-    def __init__(self, ratio: float, clock: Clock, window: float = 10.0, floor: int = 10) -> None:
+    The floor lets a burst through when one host dies with many requests in flight (they
+    all need a new host at once); the ratio stops a storm when every host is failing."""
+
+    def __init__(self, ratio: float, clock: Clock, window: float = 10.0, min_per_s: float = 10.0) -> None:
         self.ratio = ratio
         self.window = window
-        self.floor = floor
+        self.floor = int(min_per_s * window)
         self._clock = clock
         self._requests: collections.deque[float] = collections.deque()
         self._retries: collections.deque[float] = collections.deque()

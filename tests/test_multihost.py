@@ -1,0 +1,313 @@
+"""The pool across real processes: several `gpu-service` hosts on loopback, killed, stopped,
+restarted and impersonated while an MCP client keeps calling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+from mcp import Client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mcp_bridge.config import parse_config
+from mcp_bridge.runtime import Bridge
+from mcp_bridge.server import build_server
+from tests.conftest import ServiceProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def trio() -> Iterator[list[ServiceProcess]]:
+    services = [ServiceProcess() for _ in range(3)]
+    for svc in services:
+        svc.start(wait=False)
+    for svc in services:
+        svc.wait_ready()
+    yield services
+    for svc in services:
+        svc.stop()
+
+
+def revive(svc: ServiceProcess) -> None:
+    """Make sure `svc` runs (a test may have killed or stopped it)."""
+    if svc.process is not None and svc.process.poll() is None:
+        svc.signal(signal.SIGCONT)
+        return
+    svc.start()
+
+
+def pool_config(services: list[ServiceProcess], **extra: Any) -> dict[str, Any]:
+    return {"hosts": [{"name": f"h{i}", "url": s.url} for i, s in enumerate(services)], **extra}
+
+
+def served(client_result: Any) -> dict[str, int]:
+    return {h["name"]: h["served"] for h in client_result.structured_content["hosts"]}
+
+
+class FakeHost:
+    """A tiny HTTP server on loopback that answers however a test wants (uvicorn in a thread)."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.hits = 0
+
+        inner = Starlette(routes=routes)
+
+        async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+            if scope["type"] == "http":
+                self.hits += 1
+            await inner(scope, receive, send)
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> FakeHost:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+async def healthy(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "device": "cpu"})
+
+
+@contextmanager
+def timer() -> Iterator[list[float]]:
+    box: list[float] = []
+    start = time.monotonic()
+    yield box
+    box.append(time.monotonic() - start)
+
+
+# --------------------------------------------------------------------------- balancing
+
+
+@pytest.mark.anyio
+async def test_round_robin_spreads_and_least_busy_picks_the_idle_host(trio: list[ServiceProcess]) -> None:
+    pair = trio[:2]
+    async with Bridge(parse_config(pool_config(pair, loadBalancing="round-robin"), "t")) as bridge:
+        async with Client(build_server(bridge)) as c:
+            for _ in range(10):
+                assert not (await c.call_tool("gpu_embed", {"texts": ["spread me"]})).is_error
+            counts = served(await c.call_tool("gpu_status", {}))
+    assert counts == {"h0": 5, "h1": 5}
+
+    async with Bridge(parse_config(pool_config(pair, loadBalancing="least-busy"), "t")) as bridge:
+        async with Client(build_server(bridge)) as c:
+            busy = asyncio.create_task(c.call_tool("gpu_embed", {
+                "texts": [f"long busy text {i} " * 30 for i in range(300)], "host": "h0"}))
+            await asyncio.sleep(0.3)
+            picks = []
+            for _ in range(5):
+                r = await c.call_tool("gpu_embed", {"texts": ["quick"]})
+                picks += r.structured_content["hosts"]
+            assert not (await busy).is_error
+    assert picks == ["h1"] * 5, "while h0 works on a big job, least-busy sends everything to idle h1"
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.anyio
+async def test_kill_one_of_three_under_200_concurrent_calls(trio: list[ServiceProcess]) -> None:
+    for svc in trio:
+        revive(svc)
+    texts = [f"call {i}: the quick brown fox {i % 17}" for i in range(200)]
+    async with Bridge(parse_config(pool_config(trio, healthCheckIntervalSeconds=1), "t")) as bridge:
+        async with Client(build_server(bridge)) as c:
+            reference = (await c.call_tool("gpu_embed", {"texts": texts, "host": "h2"})).structured_content["embeddings"]
+
+            async def one(i: int) -> list[float]:
+                r = await c.call_tool("gpu_embed", {"texts": [texts[i]]})
+                assert not r.is_error, r.content[0].text
+                return r.structured_content["embeddings"][0]
+
+            tasks = [asyncio.create_task(one(i)) for i in range(200)]
+            await asyncio.sleep(0.2)
+            trio[0].kill()  # kill -9 while calls are in flight
+            with timer() as took:
+                results = await asyncio.gather(*tasks)
+    print(f"\n[fault] kill -9 one of 3 hosts under 200 concurrent calls: 0 failed, {took[0]:.2f}s")
+    for i, (got, want) in enumerate(zip(results, reference, strict=True)):
+        assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4, f"result {i} does not match its input"
+    revive(trio[0])
+
+
+@pytest.mark.anyio
+async def test_10000_texts_sharded_over_3_hosts_one_killed_midway(trio: list[ServiceProcess]) -> None:
+    for svc in trio:
+        revive(svc)
+    texts = [f"t{i} " + "abc " * (i % 5) for i in range(10_000)]
+    config = pool_config(trio, shardSize=250, timeout=240)
+    async with Bridge(parse_config(config, "t"), allow_embedded=False) as bridge:
+        progress: list[int] = []
+
+        async def on_progress(done: int, total: int) -> None:
+            progress.append(done)
+            if done == 8:
+                trio[1].kill()
+
+        with timer() as took:
+            result = await bridge.gpu.embed(texts, progress=on_progress)
+        check = await bridge.gpu.embed([texts[0], texts[5_000], texts[9_999]], host="h0")
+    print(f"\n[fault] 10,000 texts over 3 hosts, one killed mid-way: complete in order, {took[0]:.1f}s")
+    assert len(result.embeddings) == 10_000 and progress == list(range(1, 41))
+    for got, want in zip([result.embeddings[i] for i in (0, 5_000, 9_999)], check.embeddings, strict=True):
+        assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+    revive(trio[1])
+
+
+@pytest.mark.anyio
+async def test_hanging_host_does_not_hold_calls_and_returns_after_sigcont(trio: list[ServiceProcess]) -> None:
+    for svc in trio:
+        revive(svc)
+    config = pool_config(trio[:2], timeout=20, healthCheckIntervalSeconds=0.5, healthCheckTimeoutSeconds=0.5,
+                         hosts=None)
+    config["hosts"] = [{"name": "h0", "url": trio[0].url, "timeout": 1.5}, {"name": "h1", "url": trio[1].url}]
+    async with Bridge(parse_config(config, "t")) as bridge:
+        trio[0].signal(signal.SIGSTOP)
+        try:
+            with timer() as took:
+                for _ in range(10):
+                    r = await bridge.gpu.embed(["while h0 hangs"])
+                    assert r.hosts == ["h1"]
+            assert took[0] < 20
+            await asyncio.sleep(1.5)
+            assert bridge.pool.host("h0").state(time.monotonic()) in ("unhealthy", "ejected")
+        finally:
+            trio[0].signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while bridge.pool.host("h0").state(time.monotonic()) != "healthy" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert bridge.pool.host("h0").state(time.monotonic()) == "healthy", "health checks bring it back"
+    print(f"\n[fault] SIGSTOP host: 10 calls served by the other host in {took[0]:.2f}s; back after SIGCONT")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("garbage", ["not json", "wrong count", "wrong dims", "nan"])
+async def test_garbage_answers_are_failures_never_results(service: ServiceProcess, garbage: str) -> None:
+    async def embed(request: Request) -> Response:
+        body = await request.json()
+        n = len(body["texts"])
+        if garbage == "not json":
+            return Response("<html>proxy error</html>", media_type="application/json")
+        vectors = [[0.1] * 384 for _ in range(n)]
+        if garbage == "wrong count":
+            vectors = vectors[:-1] or [[0.1] * 384, [0.2] * 384]
+        elif garbage == "wrong dims":
+            vectors = [[0.1] * 17 for _ in range(n)]
+        elif garbage == "nan":
+            vectors[0][0] = float("nan")
+        payload = {"model": "m", "dimensions": 384, "count": len(vectors), "truncated": 0,
+                   "embeddings": vectors}
+        return Response(json.dumps(payload), media_type="application/json")  # json.dumps writes NaN as NaN
+
+    routes = [Route("/health", healthy), Route("/embed", embed, methods=["POST"])]
+    with FakeHost(routes) as fake:
+        config = {"hosts": [{"name": "liar", "url": fake.url}, {"name": "honest", "url": service.url}],
+                  "loadBalancing": "round-robin"}
+        async with Bridge(parse_config(config, "t")) as bridge:
+            for _ in range(4):
+                r = await bridge.gpu.embed(["one text"], dimensions=None)
+                assert r.hosts == ["honest"] and r.dimensions == 384
+            assert bridge.pool.host("liar").record.failed >= 1
+        assert fake.hits >= 1
+
+
+@pytest.mark.anyio
+async def test_all_hosts_down_then_one_returns(service_factory) -> None:
+    svc = service_factory().start()
+    config = {"hosts": [{"name": "only", "url": svc.url}], "timeout": 4, "healthCheckIntervalSeconds": 1}
+    async with Bridge(parse_config(config, "t")) as bridge:
+        async with Client(build_server(bridge)) as c:
+            svc.kill()
+            with timer() as took:
+                r = await c.call_tool("gpu_embed", {"texts": ["anyone?"]})
+            assert r.is_error and "only" in r.content[0].text
+            assert took[0] <= 4.5, f"the error must arrive within the deadline, took {took[0]:.1f}s"
+            svc.start()
+            returned = time.monotonic()
+            r = await c.call_tool("gpu_embed", {"texts": ["back?"]})
+            assert not r.is_error, r.content[0].text
+            recovered = time.monotonic() - returned
+    print(f"\n[fault] all hosts down: tool error in {took[0]:.2f}s; served again {recovered:.2f}s after restart")
+
+
+@pytest.mark.anyio
+async def test_restarted_host_rejoins_rotation(trio: list[ServiceProcess]) -> None:
+    for svc in trio:
+        revive(svc)
+    pair = trio[:2]
+    config = pool_config(pair, loadBalancing="round-robin", healthCheckIntervalSeconds=0.5)
+    async with Bridge(parse_config(config, "t")) as bridge:
+        async with Client(build_server(bridge)) as c:
+            pair[0].stop()
+            for _ in range(6):  # stopped mid-test: every call still succeeds
+                assert not (await c.call_tool("gpu_embed", {"texts": ["x"]})).is_error
+            pair[0].start()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                status = await c.call_tool("gpu_status", {})
+                if status.structured_content["hosts"][0]["state"] == "healthy":
+                    break
+                await asyncio.sleep(0.25)
+            before = served(status)["h0"]
+            for _ in range(6):
+                assert not (await c.call_tool("gpu_embed", {"texts": ["y"]})).is_error
+            after = served(await c.call_tool("gpu_status", {}))["h0"]
+    assert after >= before + 2, "the restarted host serves again"
+
+
+# --------------------------------------------------------------------------- other backends
+
+
+@pytest.mark.anyio
+async def test_openai_compatible_hosts(service: ServiceProcess) -> None:
+    seen_models: list[str] = []
+
+    async def embeddings(request: Request) -> Response:
+        body = await request.json()
+        seen_models.append(body["model"])
+        texts = body["input"]
+        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]}
+                for i, t in reversed(list(enumerate(texts)))]  # out of order on purpose: index decides
+        return JSONResponse({"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+    routes = [Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/health", healthy)]
+    with FakeHost(routes) as fake:
+        config = {"hosts": [{"name": "tei", "url": fake.url, "type": "tei", "model": "bge-small"}]}
+        async with Bridge(parse_config(config, "t")) as bridge:
+            r = await bridge.gpu.embed(["a", "bbbb"], normalize=False)
+            assert r.embeddings == [[1.0, 1.0, 0.0], [4.0, 1.0, 0.0]] and seen_models == ["bge-small"]
+            n = await bridge.gpu.embed(["bbbb"])
+            assert abs(sum(x * x for x in n.embeddings[0]) - 1) < 1e-9
+            from mcp_bridge.pool import NoHostAvailable
+
+            with pytest.raises(NoHostAvailable, match="embeddings only"):
+                await bridge.gpu.bertscore(__import__("gpu_service.schema").schema.BertScoreRequest(
+                    candidates=["a"], references=["b"]))
+    # our own service's OpenAI-compatible endpoint, used as an `openai` host
+    config = {"hosts": [{"name": "ours-as-openai", "url": service.url, "type": "openai", "model": "all-MiniLM-L6-v2"}]}
+    async with Bridge(parse_config(config, "t")) as bridge:
+        via_openai = await bridge.gpu.embed(["same text"])
+    async with Bridge(parse_config({"hosts": [{"url": service.url}]}, "t")) as bridge:
+        native = await bridge.gpu.embed(["same text"])
+    assert max(abs(a - b) for a, b in zip(via_openai.embeddings[0], native.embeddings[0])) < 1e-5
