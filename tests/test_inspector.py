@@ -1,0 +1,99 @@
+"""The MCP Inspector CLI (the reference MCP client, from npm) against the bridge: stdio and HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, ServiceProcess, free_port
+
+INSPECTOR_VERSION = "2.12.0"
+CACHE = ROOT / ".cache" / "inspector"
+
+
+@pytest.fixture(scope="module")
+def inspector() -> Path:
+    if shutil.which("npx") is None or shutil.which("npm") is None:
+        pytest.skip("npm/npx not installed: the MCP Inspector CLI runs on Node.js")
+    binary = CACHE / "node_modules" / ".bin" / "mcp-inspector"
+    if not binary.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        (CACHE / "package.json").write_text('{"name": "inspector-cache", "private": true}')
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
+             f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"],
+            cwd=CACHE, check=True, timeout=600, capture_output=True,
+        )
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60).stdout
+    assert INSPECTOR_VERSION in version, f"expected inspector {INSPECTOR_VERSION}, got {version!r}"
+    return binary
+
+
+def run(binary: Path, *args: str) -> dict:
+    env = {**os.environ, "MCP_INSPECTOR_SECRET_STORE": "memory", "HOME": str(CACHE)}
+    out = subprocess.run([str(binary), "--cli", *args], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, f"inspector failed ({out.returncode}): {out.stderr[-2000:]}"
+    return json.loads(out.stdout)
+
+
+def test_inspector_over_stdio(inspector: Path, service: ServiceProcess) -> None:
+    server = [sys.executable, "-m", "mcp_bridge", "--url", service.url]
+    tools = run(inspector, *server, "--method", "tools/list")
+    assert {t["name"] for t in tools["tools"]} >= {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore"}
+    result = run(inspector, *server, "--method", "tools/call", "--tool-name", "gpu_embed",
+                 "--tool-arg", 'texts=["hello from the inspector", "second"]')
+    assert result["isError"] is False and result["structuredContent"]["count"] == 2
+    assert len(result["structuredContent"]["embeddings"][0]) == 384
+
+
+@pytest.fixture
+def http_bridge_url(service: ServiceProcess) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port", str(port),
+                             "--url", service.url, "--auth-token", "insp-token"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/mcp"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=15)
+
+
+def test_inspector_over_http(inspector: Path, http_bridge_url: str) -> None:
+    common = [http_bridge_url, "--transport", "http", "--header", "Authorization: Bearer insp-token",
+              "--stored-auth-only"]
+    tools = run(inspector, *common, "--method", "tools/list")
+    assert "gpu_embed" in {t["name"] for t in tools["tools"]}
+    for name, arg in [("gpu_embed", 'texts=["over http"]'), ("gpu_health", None)]:
+        extra = ["--tool-arg", arg] if arg else []
+        result = run(inspector, *common, "--method", "tools/call", "--tool-name", name, *extra)
+        assert result["isError"] is False, result
+
+
+def test_inspector_with_the_shipped_mcp_json(inspector: Path, service: ServiceProcess, tmp_path: Path) -> None:
+    """.mcp.json doubles as the Inspector's --config file."""
+    config = json.loads((ROOT / ".mcp.json").read_text())
+    entry = config["mcpServers"]["gpu-bridge"]
+    entry["command"] = str(Path(sys.executable).parent / entry["command"])
+    entry["env"] = {"GPU_BRIDGE_URLS": service.url, "HOME": str(tmp_path)}
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps(config))
+    result = run(inspector, "--config", str(path), "--server", "gpu-bridge", "--method", "tools/call",
+                 "--tool-name", "gpu_similarity", "--tool-arg", 'texts=["red apple", "blue car"]',
+                 "--tool-arg", "query=fruit")
+    assert result["structuredContent"]["matches"][0]["index"] == 0
