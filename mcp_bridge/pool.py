@@ -150,6 +150,7 @@ class HostPool:
         self.budget = RetryBudget(config.retryBudgetPercent / 100, clock)
         self._capacity = asyncio.Condition()
         self.panics = 0
+        self.hedges = 0
 
     # ------------------------------------------------------------------ picking
 
@@ -236,12 +237,18 @@ class HostPool:
                 raise NoHostAvailable(self._summary(f"{task} failed and the retry budget is spent", errors))
             first = False
             tried.add(host.name)
-            req_path, body = path_for(host) if path_for else (path, json_body)
+
+            def send(h: Host) -> Awaitable[httpx.Response]:
+                req_path, body = path_for(h) if path_for else (path, json_body)
+                return self._send(h, method, req_path, body, deadline)
+
             try:
-                response = await self._send(host, method, req_path, body, deadline)
-            except asyncio.CancelledError:
-                raise
+                if self.config.hedging and not pin:
+                    response, host = await self._hedged(task, host, tried, send)
+                else:
+                    response = await send(host)
             except _Failed as failed:
+                host = failed.host or host
                 errors.append(f"{host.name}: {failed.failure.message}")
                 self._account(host, failed.failure)
                 if pin:
@@ -257,6 +264,45 @@ class HostPool:
                 self._account(host, failure)
                 continue
             return result, host
+
+    async def _hedged(
+        self, task: str, host: Host, tried: set[str], send: Callable[[Host], Awaitable[httpx.Response]]
+    ) -> tuple[httpx.Response, Host]:
+        """Send to `host`; if it is slower than its own p95, send a copy to another host too.
+
+        The first good answer wins and the other request is cancelled (its connection is
+        closed, so the service drops its unstarted work)."""
+        primary = asyncio.ensure_future(send(host))
+        p95 = host.p95_latency()
+        owners: dict[asyncio.Future[httpx.Response], Host] = {primary: host}
+        try:
+            if p95 is not None:
+                done, _ = await asyncio.wait({primary}, timeout=p95)
+                backup = None if done else self.pick(task, exclude=tried)
+                if backup is not None and backup.usable(self._clock()):
+                    tried.add(backup.name)
+                    self.hedges += 1
+                    owners[asyncio.ensure_future(send(backup))] = backup
+            pending = set(owners)
+            failure: _Failed | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    exc = future.exception()
+                    if exc is None:
+                        return future.result(), owners[future]
+                    if not isinstance(exc, _Failed):
+                        raise exc
+                    exc.host = owners[future]
+                    if failure is not None and failure.host is not None:
+                        self._account(failure.host, failure.failure)
+                    failure = exc
+            assert failure is not None
+            raise failure
+        finally:
+            for future in owners:
+                future.cancel()
+            await asyncio.gather(*owners, return_exceptions=True)
 
     async def _send(self, host: Host, method: str, path: str, body: Any, deadline: float) -> httpx.Response:
         rec = host.record
@@ -341,6 +387,7 @@ class HostPool:
             "mode": "normal" if usable else "panic",
             "hosts": [h.snapshot(now) for h in self.hosts],
             "panics": self.panics,
+            "hedges": self.hedges,
         }
 
     async def close(self) -> None:
@@ -348,8 +395,9 @@ class HostPool:
 
 
 class _Failed(Exception):
-    def __init__(self, failure: _Failure) -> None:
+    def __init__(self, failure: _Failure, host: Host | None = None) -> None:
         self.failure = failure
+        self.host = host
 
 
 def parse_json(response: httpx.Response) -> Any:

@@ -330,3 +330,46 @@ async def test_starting_service_is_not_healthy() -> None:
                      unhealthyThreshold=1)
     assert not await HealthMonitor(pool).probe(pool.host("a"))
     assert pool.host("a").state(pool._clock()) == "unhealthy"
+
+
+@pytest.mark.anyio
+async def test_hedging_sends_a_slow_request_to_a_second_host() -> None:
+    slow_started = asyncio.Event()
+    slow_cancelled = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host.startswith("slow"):
+            slow_started.set()
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                slow_cancelled.set()
+                raise
+        return httpx.Response(200, json={"host": request.url.host})
+
+    config = parse_config({"hosts": [{"name": "slow", "url": "http://slow.test"},
+                                     {"name": "fast", "url": "http://fast.test"}],
+                           "hedging": True, "loadBalancing": "round-robin"}, "t")
+    pool = HostPool(config, transport=httpx.MockTransport(handler))
+    slow = pool.host("slow")
+    for _ in range(30):
+        slow.record.latencies.append(0.05)  # its usual p95: 50 ms
+    started = asyncio.get_running_loop().time()
+    body, host = await pool.request("embed", "POST", "/embed", json_body={}, parse=parse_json,
+                                    deadline=pool._clock() + 10)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert host.name == "fast" and body == {"host": "fast.test"}
+    assert elapsed < 1.0 and pool.hedges == 1 and pool.snapshot()["hedges"] == 1
+    assert slow_started.is_set() and slow_cancelled.is_set(), "the losing request is cancelled"
+    assert slow.record.in_flight == 0 and pool.host("fast").record.in_flight == 0
+    await pool.close()
+
+
+@pytest.mark.anyio
+async def test_no_hedging_by_default() -> None:
+    pool = make_pool({"a": ok, "b": ok})
+    for _ in range(30):
+        pool.host("a").record.latencies.append(0.0)
+    for _ in range(5):
+        await call(pool)
+    assert pool.hedges == 0
