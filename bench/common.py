@@ -48,8 +48,7 @@ def median(values: list[float]) -> float:
 
 
 def texts(n: int, seed: int = 0) -> list[str]:
-    words = ("graphics processing units accelerate neural network inference for agents that need "
-             "embeddings similarity search retrieval evaluation with bert score on remote hosts").split()
+    words = ["graphics", "processing", "units", "accelerate", "neural", "network", "inference", "for", "agents", "that", "need", "embeddings", "similarity", "search", "retrieval", "evaluation", "with", "bert", "score", "on", "remote", "hosts"]
     out = []
     for i in range(n):
         k = 6 + (i * 7 + seed) % 24

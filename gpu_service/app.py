@@ -9,6 +9,7 @@ requests before models are released.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -21,10 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from gpu_service import __version__
-from gpu_service.errors import ServiceError, Unavailable, Unprocessable
+from gpu_service.errors import ClientClosed, ServiceError, Unavailable, Unprocessable
 from gpu_service.inference import Embedded, Inference, Timing
 from gpu_service.jobs import JobTracker
-from gpu_service.metrics import CONTENT_TYPE, Metrics
+from gpu_service.metrics import CONTENT_TYPE, Metrics, RequestCounter
 from gpu_service.models import ModelKey, ModelRegistry
 from gpu_service.schema import (
     BertScoreRequest,
@@ -82,6 +83,9 @@ class ServiceState:
         self.phase = "starting"
         self.warm_error: str | None = None
         self.device = devices.select_device(settings.torch_device)
+        if settings.max_batch_size is None:
+            settings = dataclasses.replace(settings, max_batch_size=256 if self.device.type == "cuda" else 64)
+            self.settings = settings
         self.metrics = Metrics()
         self.jobs = JobTracker()
         self.registry = ModelRegistry(
@@ -92,8 +96,10 @@ class ServiceState:
             is_oom=devices.is_out_of_memory,
             after_oom=lambda: devices.release_cached_memory(self.device),
             observer=self.metrics.observe_batch,
+            before_batch=devices.cpu_thread_policy(settings.cpu_threads) if self.device.type == "cpu" else None,
         )
         self.inference = Inference(settings, self.registry, self.jobs)
+        self.cancellable: dict[str, asyncio.Future[Any]] = {}
         self.metrics.watch(
             self.registry.queue_depth,
             lambda: [(m.key.label, m.key.kind, float(m.engine.memory_bytes)) for m in self.registry.loaded()],
@@ -132,22 +138,41 @@ class ServiceState:
         await self.registry.close()
 
 
-async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client goes away (its unstarted batches are dropped)."""
+REQUEST_ID_HEADER = "x-request-id"
+
+
+async def _cancellable(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so its unstarted batches) if the client goes away or
+    asks: a disconnect, or `POST /cancel/{id}` naming this request's `X-Request-Id`.
+
+    The explicit cancel exists because a client's HTTP library may keep the connection
+    open after it abandons a request, and proxies may hide the disconnect."""
     task = asyncio.ensure_future(work)
+    cancellable: dict[str, asyncio.Future[Any]] = request.app.state.service.cancellable
+    request_id = request.headers.get(REQUEST_ID_HEADER)
+    if request_id:
+        cancellable[request_id] = task
 
     async def watch() -> None:
-        while not task.done():
-            if await request.is_disconnected():
+        # The body has been read, so the next ASGI message can only be the disconnect:
+        # one blocking receive per request (polling is_disconnected() costs far more).
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
                 task.cancel()
                 return
-            await asyncio.sleep(0.1)
 
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.ensure_future(watch())
     try:
         return await task
+    except asyncio.CancelledError:
+        if task.cancelled():  # the work was cancelled, not this handler: answer instead of crashing
+            raise ClientClosed("the client cancelled this request") from None
+        raise
     finally:
         watcher.cancel()
+        if request_id:
+            cancellable.pop(request_id, None)
 
 
 def _timing_headers(timing: Timing) -> dict[str, str]:
@@ -187,6 +212,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(RequestCounter)
 
     def service(request: Request) -> ServiceState:
         return request.app.state.service  # type: ignore[no-any-return]
@@ -200,17 +226,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        try:
-            response = await call_next(request)
-        except Exception:
-            log.exception("unhandled error on %s", request.url.path)
-            response = JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
-        state = getattr(request.app.state, "service", None)
-        if state is not None:
-            state.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        return response
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s: %s", request.url.path, type(exc).__name__, exc_info=exc)
+        return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
 
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health(request: Request) -> JSONResponse:
@@ -253,6 +272,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batches={m.key.label: m.scheduler.stats.batches for m in state.registry.loaded()},
         )
 
+    @app.post("/cancel/{request_id}")
+    async def cancel(request_id: str, request: Request) -> dict[str, bool]:
+        """Cancel the request sent with this `X-Request-Id`; its unstarted work is dropped."""
+        task = service(request).cancellable.get(request_id)
+        if task is not None:
+            task.cancel()
+        return {"cancelled": task is not None}
+
     @app.get("/metrics", response_class=Response)
     async def metrics(request: Request) -> Response:
         return Response(service(request).metrics.render(), media_type=CONTENT_TYPE)
@@ -264,7 +291,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def run_embed(request: Request, texts: list[str], **options: Any) -> Embedded:
         state = service(request)
         state.require_ready()
-        result = await _until_disconnect(request, state.inference.embed(texts, **options))
+        result = await _cancellable(request, state.inference.embed(texts, **options))
         observe(state, request.url.path, result.timing)
         return result
 
@@ -312,7 +339,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def bertscore(body: BertScoreRequest, request: Request) -> JSONResponse:
         state = service(request)
         state.require_ready()
-        result, timing = await _until_disconnect(request, state.inference.bertscore(body))
+        result, timing = await _cancellable(request, state.inference.bertscore(body))
         observe(state, "/bertscore", timing)
         return JSONResponse(result.model_dump(), headers=_timing_headers(timing))
 

@@ -76,8 +76,10 @@ class BatchScheduler(Generic[P, R]):
         is_oom: Callable[[BaseException], bool] = lambda exc: False,
         after_oom: Callable[[], None] = lambda: None,
         observer: BatchObserver | None = None,
+        before_batch: Callable[[bool], None] | None = None,
     ) -> None:
         self.name = name
+        self._before_batch = before_batch
         self._run_batch = run_batch
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
@@ -151,8 +153,11 @@ class BatchScheduler(Generic[P, R]):
         self._queued += len(payloads)
         self._wakeup.set()
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        gathered = asyncio.gather(*futures)
+        # Whatever ends the wait, the gathered result is consumed (no "never retrieved" noise).
+        gathered.add_done_callback(lambda g: g.cancelled() or g.exception())
         try:
-            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
+            return list(await asyncio.wait_for(gathered, timeout))
         except TimeoutError:
             raise DeadlineExceeded(
                 f"request did not finish within its deadline on model {self.name!r}; "
@@ -221,8 +226,12 @@ class BatchScheduler(Generic[P, R]):
                 if job.first_batch_at is None:
                     job.first_batch_at = time.monotonic()
             self.running = len(batch)
+            # Alone: one request has the whole machine (nothing else queued or in this batch).
+            solo = len(jobs) <= 1 and all(i.job is batch[0].job for i in self._queue)
             try:
-                results = await loop.run_in_executor(self._executor, self._run_guarded, [i.payload for i in batch])
+                results = await loop.run_in_executor(
+                    self._executor, self._run_guarded, [i.payload for i in batch], solo
+                )
             except BaseException as exc:  # noqa: BLE001 - every item must learn what happened
                 for item in batch:
                     if not item.future.done():
@@ -254,8 +263,10 @@ class BatchScheduler(Generic[P, R]):
 
     # ------------------------------------------------------------------ worker thread
 
-    def _run_guarded(self, payloads: list[P]) -> list[R]:
+    def _run_guarded(self, payloads: list[P], solo: bool = False) -> list[R]:
         """Run one batch on the device; on out-of-memory, split it and try the halves."""
+        if self._before_batch is not None:
+            self._before_batch(solo)
         with self._slots:
             try:
                 results = list(self._run_batch(payloads))

@@ -21,6 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"),
                         choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--access-log", action="store_true",
+                        help="log every request (off by default: it costs event-loop time under load)")
     parser.add_argument("--timeout-keep-alive", type=int, default=65,
                         help="seconds to keep idle connections (ADR D7: longer than the bridge's timeout)")
     return parser.parse_args(argv)
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        access_log=args.access_log,
         timeout_keep_alive=args.timeout_keep_alive,
         ssl_keyfile=args.ssl_keyfile,
         ssl_certfile=args.ssl_certfile,

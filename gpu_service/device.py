@@ -8,6 +8,7 @@ and everything reported about the device is about the selected one, not device 0
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -82,3 +83,25 @@ def release_cached_memory(device: torch.device) -> None:
 def default_dtype(device: torch.device) -> torch.dtype:
     """fp16 on GPUs (halves memory, tensor cores), fp32 on the CPU where fp16 is slow."""
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def cpu_thread_policy(threads: int | None) -> Callable[[bool], None]:
+    """How many torch threads a CPU batch gets: `threads` if set; otherwise every core while a
+    single request has the machine, and all cores but one under concurrent load.
+
+    With as many torch threads as cores, any other busy thread (the event loop parsing
+    requests, the tokenizer) stalls torch's parallel regions - every op waits for its
+    slowest thread - which under load costs far more than the one core given up. A lone
+    big request has no such neighbours and gets every core."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = threads or max(1, cores - 1)
+    alone = threads or cores
+
+    def apply(solo: bool) -> None:
+        wanted = alone if solo else busy
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
+    return apply

@@ -18,6 +18,12 @@ class ServiceError(Exception):
             self.retry_after_s = retry_after_s
 
 
+class ClientClosed(ServiceError):
+    """The client cancelled the request; nobody is waiting for the answer."""
+
+    status_code = 499
+
+
 class BadRequest(ServiceError):
     status_code = 400
 

@@ -90,8 +90,10 @@ class ModelRegistry:
         is_oom: Callable[[BaseException], bool] = lambda exc: False,
         after_oom: Callable[[], None] = lambda: None,
         observer: BatchObserver | None = None,
+        before_batch: Callable[[bool], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._before_batch = before_batch
         self.policy = ModelPolicy(settings)
         self._factories = factories
         self._slots = device_slots
@@ -176,13 +178,14 @@ class ModelRegistry:
             key.label,
             engine.run,
             max_batch_tokens=self.settings.max_batch_tokens,
-            max_batch_size=self.settings.max_batch_size,
+            max_batch_size=self.settings.max_batch_size or 64,
             max_queue=self.settings.max_queue,
             window_s=self.settings.batch_window_ms / 1000,
             device_slots=self._slots,
             is_oom=self._is_oom,
             after_oom=self._after_oom,
             observer=self._observer,
+            before_batch=self._before_batch,
         )
         scheduler.start()
         model = LoadedModel(

@@ -86,7 +86,8 @@ class Settings:
     max_concurrent: int = 2
     """Batches running on the device at once, over all models."""
     max_batch_tokens: int = 16_384
-    max_batch_size: int = 256
+    max_batch_size: int | None = None
+    """Items per batch; None: 256 on a GPU, 64 on the CPU (bigger CPU batches are slower per item)."""
     max_queue: int = 8192
     batch_window_ms: float = 2.0
     request_timeout_s: float = 60.0
@@ -94,6 +95,8 @@ class Settings:
     model_memory_mb: float | None = None
     """Budget for loaded models; None: 80% of VRAM on a GPU, unlimited on CPU."""
     drain_timeout_s: float = 30.0
+    cpu_threads: int | None = None
+    """torch threads on a CPU device; None: all cores but one (the event loop and tokenizers need one)."""
     fp16: bool = True
     """Run embedding models in half precision on GPUs (never on the CPU, where it is slow)."""
     limits: Limits = DEFAULT_LIMITS
@@ -118,7 +121,7 @@ class Settings:
             warm_defaults=os.environ.get("GPU_WARM_DEFAULTS", "1") not in ("0", "false", "no"),
             max_concurrent=_env_int("GPU_MAX_CONCURRENT", 2),
             max_batch_tokens=_env_int("GPU_MAX_BATCH_TOKENS", 16_384),
-            max_batch_size=_env_int("GPU_MAX_BATCH_SIZE", 256),
+            max_batch_size=_env_int("GPU_MAX_BATCH_SIZE", 0, minimum=0) or None,
             max_queue=_env_int("GPU_MAX_QUEUE", 8192),
             batch_window_ms=_env_float("GPU_BATCH_WINDOW_MS", 2.0),
             request_timeout_s=_env_float("GPU_REQUEST_TIMEOUT", 60.0, minimum=0.1),
@@ -126,5 +129,6 @@ class Settings:
             model_memory_mb=float(memory) if memory else None,
             drain_timeout_s=_env_float("GPU_DRAIN_TIMEOUT", 30.0),
             fp16=os.environ.get("GPU_FP16", "1") not in ("0", "false", "no"),
+            cpu_threads=_env_int("GPU_CPU_THREADS", 0, minimum=0) or None,
             limits=limits,
         )

@@ -25,6 +25,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -151,6 +152,7 @@ class HostPool:
         self._capacity = asyncio.Condition()
         self.panics = 0
         self.hedges = 0
+        self._aborts: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ picking
 
@@ -308,10 +310,19 @@ class HostPool:
         rec = host.record
         rec.in_flight += 1
         started = self._clock()
+        request_id = uuid.uuid4().hex
         try:
             timeout = max(0.05, min(host.timeout, deadline - started))
             try:
-                response = await host.client.request(method, path, json=body, timeout=timeout)
+                response = await host.client.request(
+                    method, path, json=body, timeout=timeout, headers={"X-Request-Id": request_id}
+                )
+            except asyncio.CancelledError:
+                # Abandoned (the agent cancelled, a hedge won, a shard failed): tell the host,
+                # so it drops the work instead of computing an answer nobody reads.
+                if host.kind == "gpu-service" and method == "POST":
+                    self._abort_remote(host, request_id)
+                raise
             except httpx.TimeoutException:
                 raise _Failed(_Failure(f"timed out after {timeout:.1f}s")) from None
             except httpx.TransportError as exc:
@@ -331,6 +342,17 @@ class HostPool:
             raise _Failed(_Failure(f"HTTP {status}: {detail}", retry_after, counts=not busy))
         host.record.last_error = f"HTTP {status}: {detail}"
         raise HostRejected(host.name, status, detail)
+
+    def _abort_remote(self, host: Host, request_id: str) -> None:
+        async def abort() -> None:
+            try:
+                await host.client.post(f"/cancel/{request_id}", timeout=2.0)
+            except httpx.HTTPError:
+                pass  # best effort: the host's deadline ends the work anyway
+
+        task = asyncio.get_running_loop().create_task(abort())
+        self._aborts.add(task)
+        task.add_done_callback(self._aborts.discard)
 
     def _account(self, host: Host, failure: _Failure) -> None:
         if failure.counts:
@@ -391,6 +413,11 @@ class HostPool:
         }
 
     async def close(self) -> None:
+        if self._aborts:  # give pending cancel notices a moment, never forever
+            _, pending = await asyncio.wait(set(self._aborts), timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*(h.close() for h in self.hosts))
 
 

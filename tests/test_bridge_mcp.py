@@ -282,3 +282,32 @@ async def test_sse_transport(service: ServiceProcess) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@pytest.mark.anyio
+async def test_client_cancellation_stops_work_on_the_host(service_factory) -> None:
+    import anyio
+
+    svc = service_factory(env={"GPU_MAX_BATCH_SIZE": "16"}).start()
+    texts = [f"a long text to keep the host busy, number {i}, " * 6 for i in range(2000)]
+
+    def batches() -> float:
+        lines = [ln for ln in httpx.get(f"{svc.url}/metrics").text.splitlines()
+                 if ln.startswith('gpu_service_batch_size_count{model="all-MiniLM-L6-v2"}')]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    async with bridge_client({"hosts": [{"url": svc.url}], "shardSize": 5000}) as c:
+        with anyio.move_on_after(1.5):
+            await c.call_tool("gpu_embed", {"texts": texts})
+            pytest.fail("the call should still be running")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and httpx.get(f"{svc.url}/status").json()["active_jobs"]:
+            await anyio.sleep(0.1)
+        assert httpx.get(f"{svc.url}/status").json()["active_jobs"] == [], "the host dropped the cancelled job"
+        await anyio.sleep(1.0)  # the batch already on the device finishes; nothing after it starts
+        stopped_at = batches()
+        await anyio.sleep(1.5)
+        assert batches() == stopped_at, "no more batches run for a cancelled call"
+        assert stopped_at < 2000 / 16, "the job did not run to completion"
+        r = await c.call_tool("gpu_embed", {"texts": ["still serving"]})
+        assert not r.is_error

@@ -238,7 +238,12 @@ def test_power_of_two_choices_above_eight_hosts() -> None:
 async def test_in_flight_counters_return_to_zero_after_cancellation() -> None:
     gate = asyncio.Event()
 
+    cancels: list[str] = []
+
     async def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/cancel/"):
+            cancels.append(request.url.path.split("/")[-1])
+            return httpx.Response(200, json={"cancelled": True})
         await gate.wait()
         return httpx.Response(200, json={})
 
@@ -252,6 +257,7 @@ async def test_in_flight_counters_return_to_zero_after_cancellation() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     assert pool.host("a").record.in_flight == 0
     await pool.close()
+    assert len(cancels) == 5 and len(set(cancels)) == 5, "each abandoned request is cancelled on the host by its id"
 
 
 @pytest.mark.anyio

@@ -267,7 +267,8 @@ def test_auth(keyed_service: ServiceProcess) -> None:
     for method, path, body in [("GET", "/info", None), ("GET", "/status", None), ("GET", "/metrics", None),
                                ("POST", "/embed", {"texts": ["a"]}),
                                ("POST", "/bertscore", {"candidates": ["a"], "references": ["b"]}),
-                               ("POST", "/v1/embeddings", {"input": "a"}), ("GET", "/openapi.json", None)]:
+                               ("POST", "/v1/embeddings", {"input": "a"}), ("GET", "/openapi.json", None),
+                               ("POST", "/cancel/some-id", None)]:
         for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]}, {"X-API-Key": KEY + "x"}):
             r = httpx.request(method, f"{url}{path}", json=body, headers=headers)
             assert r.status_code == 401, (path, headers, r.status_code)
