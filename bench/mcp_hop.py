@@ -63,13 +63,17 @@ async def measure(url: str) -> dict[str, float]:
         out["pool call (no MCP)"] = await best(lambda: bridge.gpu.embed(texts))
         async with Client(build_server(bridge)) as client:
             await client.call_tool("gpu_embed", {"texts": texts})
-            out["MCP in memory"] = await best(lambda: client.call_tool("gpu_embed", {"texts": texts}))
+            out["MCP in memory, float"] = await best(lambda: client.call_tool("gpu_embed", {"texts": texts}))
+            out["MCP in memory, base64"] = await best(
+                lambda: client.call_tool("gpu_embed", {"texts": texts, "encoding": "base64"}))
     env = {**os.environ, "HOME": str(ROOT / "tests")}
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_bridge", "--url", url, "--log-level",
                                                                  "warning"], env=env)
     async with Client(params) as client:
         await client.call_tool("gpu_embed", {"texts": texts})
-        out["MCP over stdio"] = await best(lambda: client.call_tool("gpu_embed", {"texts": texts}))
+        out["MCP over stdio, float"] = await best(lambda: client.call_tool("gpu_embed", {"texts": texts}))
+        out["MCP over stdio, base64"] = await best(
+            lambda: client.call_tool("gpu_embed", {"texts": texts, "encoding": "base64"}))
     return out
 
 

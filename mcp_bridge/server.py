@@ -11,15 +11,16 @@ and what to do next, with secrets redacted.
 
 
 import math
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
-from gpu_service.schema import BertScoreRequest
+from gpu_service.schema import BertScoreRequest, encode_float32_rows
 from mcp_bridge import __version__
 from mcp_bridge.config import ConfigError
 from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolError, PoolTimeout
@@ -55,8 +56,29 @@ class StatusOutput(BaseModel):
     )
 
 
+# The schema of a vector list is kept shallow on purpose: a client that validates structured
+# content with a generic JSON Schema validator would otherwise check every one of the
+# 768,000 numbers of a 2,000 x 384 result (seconds in the Python SDK). The bridge checks
+# the numbers itself (count, width, finite) before anything is returned.
+Vectors = Annotated[
+    list[list[float]],
+    WithJsonSchema({
+        "type": "array",
+        "items": {"type": "array", "description": "one vector (numbers)"},
+        "description": "One vector per input text, in input order.",
+    }),
+]
+Matrix = Annotated[
+    list[list[float]],
+    WithJsonSchema({"type": "array", "items": {"type": "array"}, "description": "Rows of cosine similarities."}),
+]
+
+
 class EmbedOutput(BaseModel):
-    embeddings: list[list[float]]
+    embeddings: Vectors | None = None
+    embeddings_base64: str | None = Field(
+        default=None, description="encoding=base64: little-endian float32, count x dimensions, rows in input order."
+    )
     model: str
     dimensions: int
     count: int
@@ -91,7 +113,7 @@ class SimilarityOutput(BaseModel):
     model: str
     scores: list[float] | None = Field(default=None, description="pairs: cosine of texts[i] and texts_b[i].")
     matches: list[Match] | None = Field(default=None, description="query: best documents first.")
-    matrix: list[list[float]] | None = Field(default=None, description="matrix: cosine of every pair of texts.")
+    matrix: Matrix | None = Field(default=None, description="matrix: cosine of every pair of texts.")
     hosts: list[str]
     seconds: float
 
@@ -271,21 +293,29 @@ def build_server(bridge: Bridge) -> MCPServer:
         normalize: Annotated[bool, Field(description="L2-normalise vectors (default true).")] = True,
         dimensions: Annotated[int | None, Field(ge=1, le=65_536, description="Truncate to this many dimensions (Matryoshka), renormalised.")] = None,
         host: Annotated[str | None, Field(max_length=64, description="Run on this host only (by name).")] = None,
+        encoding: Annotated[Literal["float", "base64"], Field(
+            description="float: lists of numbers. base64: one little-endian float32 blob (4x smaller, exact; "
+            "for programs, not for reading).")] = "float",
     ) -> Annotated[CallToolResult, EmbedOutput]:
         result = await guarded(
             bridge.gpu.embed(texts, model=model, normalize=normalize, dimensions=dimensions, host=host,
                              progress=progress_reporter(ctx))
         )
         out = EmbedOutput(
-            embeddings=result.embeddings, model=result.model, dimensions=result.dimensions,
-            count=len(result.embeddings), hosts=result.hosts, truncated=result.truncated,
-            seconds=round(result.seconds, 3),
+            model=result.model, dimensions=result.dimensions, count=len(result.embeddings), hosts=result.hosts,
+            truncated=result.truncated, seconds=round(result.seconds, 3),
         )
+        if encoding == "base64":
+            flat = [x for row in result.embeddings for x in row]
+            out.embeddings_base64 = encode_float32_rows(struct.pack(f"<{len(flat)}f", *flat))
+        else:
+            out.embeddings = result.embeddings
+        field = "embeddings_base64" if encoding == "base64" else "embeddings"
         summary = (
             f"Embedded {out.count} texts with {out.model} into {out.dimensions}-dimensional vectors on "
             f"{', '.join(out.hosts)} in {out.seconds:.2f}s"
             + (f"; {out.truncated} texts were truncated" if out.truncated else "")
-            + ". The vectors are in the structured content (field `embeddings`, in input order)."
+            + f". The vectors are in the structured content (field `{field}`, in input order)."
         )
         return _result(summary, out)
 

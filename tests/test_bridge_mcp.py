@@ -53,7 +53,7 @@ async def test_tools_and_their_schemas(service: ServiceProcess) -> None:
     assert embed["required"] == ["texts"]
     assert embed["properties"]["texts"]["maxItems"] == 500 and embed["properties"]["texts"]["minItems"] == 1
     assert embed["properties"]["texts"]["items"]["maxLength"] == 999
-    assert set(embed["properties"]) == {"texts", "model", "normalize", "dimensions", "host"}
+    assert set(embed["properties"]) == {"texts", "model", "normalize", "dimensions", "host", "encoding"}
     score = tools["gpu_bertscore"].input_schema
     assert set(score["required"]) == {"candidates", "references"}
     assert {"lang", "model_type", "model", "idf", "rescale_with_baseline"} <= set(score["properties"])
@@ -311,3 +311,14 @@ async def test_client_cancellation_stops_work_on_the_host(service_factory) -> No
         assert stopped_at < 2000 / 16, "the job did not run to completion"
         r = await c.call_tool("gpu_embed", {"texts": ["still serving"]})
         assert not r.is_error
+
+
+@pytest.mark.anyio
+async def test_embed_base64_encoding_is_exact(service: ServiceProcess) -> None:
+    from gpu_service.schema import decode_float32_rows
+
+    async with bridge_client({"hosts": [{"url": service.url}]}) as c:
+        floats = (await c.call_tool("gpu_embed", {"texts": ["one", "two"]})).structured_content
+        packed = (await c.call_tool("gpu_embed", {"texts": ["one", "two"], "encoding": "base64"})).structured_content
+    assert packed["embeddings"] is None and floats["embeddings_base64"] is None
+    assert decode_float32_rows(packed["embeddings_base64"], 2, 384) == floats["embeddings"]
