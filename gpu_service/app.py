@@ -243,6 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         state = service(request)
         total, free = devices.vram_mb(state.device)
+        versions = devices.runtime_versions()
         return InfoResponse(
             device=str(state.device),
             device_name=devices.device_name(state.device),
@@ -257,7 +258,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "max_body_bytes": settings.limits.max_body_bytes,
                 "max_queue": settings.max_queue,
             },
-            **devices.runtime_versions(),
+            torch_version=versions["torch_version"] or "",
+            cuda_version=versions["cuda_version"],
+            rocm_version=versions["rocm_version"],
         )
 
     @app.get("/status", response_model=StatusResponse)

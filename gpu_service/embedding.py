@@ -47,8 +47,8 @@ class EmbeddingEngine:
         if fp16 and device.type == "cuda":
             self.model.half()
         self.model.eval()
-        first = self.model[0]
-        self._tokenizer = first.tokenizer
+        first: Any = self.model[0]
+        self._tokenizer: Any = first.tokenizer
         if self._tokenizer is None:
             raise ValueError(f"model {self.name!r} has no text tokenizer; only text embedding models are served")
         self._lower = bool(getattr(first, "do_lower_case", False))

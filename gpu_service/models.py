@@ -149,7 +149,7 @@ class ModelRegistry:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._load(key), name=f"load-{key.label}")
             self._loading[key] = task
-            task.add_done_callback(lambda _t, k=key: self._loading.pop(k, None))
+            task.add_done_callback(lambda _task: self._forget_load(key))
         try:
             return await asyncio.wait_for(asyncio.shield(task), self.settings.model_load_timeout_s)
         except TimeoutError:
@@ -157,6 +157,9 @@ class ModelRegistry:
                 f"model {key.label!r} is still loading after {self.settings.model_load_timeout_s:.0f}s "
                 "(GPU_MODEL_LOAD_TIMEOUT); retry later"
             ) from None
+
+    def _forget_load(self, key: ModelKey) -> None:
+        self._loading.pop(key, None)
 
     async def _load(self, key: ModelKey) -> LoadedModel:
         started = time.perf_counter()

@@ -274,10 +274,11 @@ class HostPool:
 
         The first good answer wins and the other request is cancelled (its connection is
         closed, so the service drops its unstarted work)."""
-        primary = asyncio.ensure_future(send(host))
+        primary: asyncio.Future[httpx.Response] = asyncio.ensure_future(send(host))
         p95 = host.p95_latency()
         owners: dict[asyncio.Future[httpx.Response], Host] = {primary: host}
         try:
+            done: set[Any]
             if p95 is not None:
                 done, _ = await asyncio.wait({primary}, timeout=p95)
                 backup = None if done else self.pick(task, exclude=tried)
@@ -285,7 +286,7 @@ class HostPool:
                     tried.add(backup.name)
                     self.hedges += 1
                     owners[asyncio.ensure_future(send(backup))] = backup
-            pending = set(owners)
+            pending: set[Any] = set(owners)
             failure: _Failed | None = None
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

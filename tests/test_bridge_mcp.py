@@ -169,7 +169,7 @@ async def test_results_keep_input_order_across_shards_and_hosts(service: Service
     vectors = r.structured_content["embeddings"]
     assert len(vectors) == 300
     for i, v in enumerate(single.structured_content["embeddings"]):
-        assert max(abs(x - y) for x, y in zip(v, vectors[i])) < 1e-5, f"vector {i} is not its text's"
+        assert max(abs(x - y) for x, y in zip(v, vectors[i], strict=True)) < 1e-5, f"vector {i} is not its text's"
 
 
 # --------------------------------------------------------------------------- other transports

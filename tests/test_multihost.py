@@ -146,7 +146,7 @@ async def test_kill_one_of_three_under_200_concurrent_calls(trio: list[ServicePr
                 results = await asyncio.gather(*tasks)
     print(f"\n[fault] kill -9 one of 3 hosts under 200 concurrent calls: 0 failed, {took[0]:.2f}s")
     for i, (got, want) in enumerate(zip(results, reference, strict=True)):
-        assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4, f"result {i} does not match its input"
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4, f"result {i} does not match its input"
     revive(trio[0])
 
 
@@ -170,7 +170,7 @@ async def test_10000_texts_sharded_over_3_hosts_one_killed_midway(trio: list[Ser
     print(f"\n[fault] 10,000 texts over 3 hosts, one killed mid-way: complete in order, {took[0]:.1f}s")
     assert len(result.embeddings) == 10_000 and progress == list(range(1, 41))
     for got, want in zip([result.embeddings[i] for i in (0, 5_000, 9_999)], check.embeddings, strict=True):
-        assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
     revive(trio[1])
 
 
@@ -235,18 +235,17 @@ async def test_garbage_answers_are_failures_never_results(service: ServiceProces
 async def test_all_hosts_down_then_one_returns(service_factory) -> None:
     svc = service_factory().start()
     config = {"hosts": [{"name": "only", "url": svc.url}], "timeout": 4, "healthCheckIntervalSeconds": 1}
-    async with Bridge(parse_config(config, "t")) as bridge:
-        async with Client(build_server(bridge)) as c:
-            svc.kill()
-            with timer() as took:
-                r = await c.call_tool("gpu_embed", {"texts": ["anyone?"]})
-            assert r.is_error and "only" in r.content[0].text
-            assert took[0] <= 4.5, f"the error must arrive within the deadline, took {took[0]:.1f}s"
-            svc.start()
-            returned = time.monotonic()
-            r = await c.call_tool("gpu_embed", {"texts": ["back?"]})
-            assert not r.is_error, r.content[0].text
-            recovered = time.monotonic() - returned
+    async with Bridge(parse_config(config, "t")) as bridge, Client(build_server(bridge)) as c:
+        svc.kill()
+        with timer() as took:
+            r = await c.call_tool("gpu_embed", {"texts": ["anyone?"]})
+        assert r.is_error and "only" in r.content[0].text
+        assert took[0] <= 4.5, f"the error must arrive within the deadline, took {took[0]:.1f}s"
+        svc.start()
+        returned = time.monotonic()
+        r = await c.call_tool("gpu_embed", {"texts": ["back?"]})
+        assert not r.is_error, r.content[0].text
+        recovered = time.monotonic() - returned
     print(f"\n[fault] all hosts down: tool error in {took[0]:.2f}s; served again {recovered:.2f}s after restart")
 
 
@@ -256,22 +255,21 @@ async def test_restarted_host_rejoins_rotation(trio: list[ServiceProcess]) -> No
         revive(svc)
     pair = trio[:2]
     config = pool_config(pair, loadBalancing="round-robin", healthCheckIntervalSeconds=0.5)
-    async with Bridge(parse_config(config, "t")) as bridge:
-        async with Client(build_server(bridge)) as c:
-            pair[0].stop()
-            for _ in range(6):  # stopped mid-test: every call still succeeds
-                assert not (await c.call_tool("gpu_embed", {"texts": ["x"]})).is_error
-            pair[0].start()
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                status = await c.call_tool("gpu_status", {})
-                if status.structured_content["hosts"][0]["state"] == "healthy":
-                    break
-                await asyncio.sleep(0.25)
-            before = served(status)["h0"]
-            for _ in range(6):
-                assert not (await c.call_tool("gpu_embed", {"texts": ["y"]})).is_error
-            after = served(await c.call_tool("gpu_status", {}))["h0"]
+    async with Bridge(parse_config(config, "t")) as bridge, Client(build_server(bridge)) as c:
+        pair[0].stop()
+        for _ in range(6):  # stopped mid-test: every call still succeeds
+            assert not (await c.call_tool("gpu_embed", {"texts": ["x"]})).is_error
+        pair[0].start()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            status = await c.call_tool("gpu_status", {})
+            if status.structured_content["hosts"][0]["state"] == "healthy":
+                break
+            await asyncio.sleep(0.25)
+        before = served(status)["h0"]
+        for _ in range(6):
+            assert not (await c.call_tool("gpu_embed", {"texts": ["y"]})).is_error
+        after = served(await c.call_tool("gpu_status", {}))["h0"]
     assert after >= before + 2, "the restarted host serves again"
 
 
@@ -310,4 +308,4 @@ async def test_openai_compatible_hosts(service: ServiceProcess) -> None:
         via_openai = await bridge.gpu.embed(["same text"])
     async with Bridge(parse_config({"hosts": [{"url": service.url}]}, "t")) as bridge:
         native = await bridge.gpu.embed(["same text"])
-    assert max(abs(a - b) for a, b in zip(via_openai.embeddings[0], native.embeddings[0])) < 1e-5
+    assert max(abs(a - b) for a, b in zip(via_openai.embeddings[0], native.embeddings[0], strict=True)) < 1e-5
