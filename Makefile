@@ -28,7 +28,7 @@ soak: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 GPU_BRIDGE_SOAK=1 $(PY) -m pytest -q -m slow
 
 bench: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py
+	HF_HUB_OFFLINE=1 $(PY) -m bench.run_all
 
 lint: $(VENV)/.installed
 	$(PY) -m pip install --quiet ruff mypy

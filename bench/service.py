@@ -179,7 +179,7 @@ def serialization() -> dict:
 
 
 def main() -> None:
-    only = sys.argv[1:]
+    only = [a for a in sys.argv[1:] if a in ("concurrency", "efficiency", "bertscore", "serialization")]
     parts = {"concurrency": concurrency, "efficiency": efficiency, "bertscore": bertscore,
              "serialization": serialization}
     if only:

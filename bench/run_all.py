@@ -1,0 +1,8 @@
+"""Run every benchmark in turn (`make bench`)."""
+
+from bench import mcp_hop, pool, service
+
+if __name__ == "__main__":
+    service.main()
+    pool.main()
+    mcp_hop.main()
