@@ -25,7 +25,7 @@ test: $(VENV)/.installed
 
 ## soak: the longer fault and load runs (also in CI)
 soak: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 GPU_BRIDGE_SOAK=1 $(PY) -m pytest -q -m slow
+	HF_HUB_OFFLINE=1 GPU_BRIDGE_SOAK=1 $(PY) -m pytest -q -s -m soak
 
 bench: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m bench.run_all

@@ -34,6 +34,9 @@ R = TypeVar("R")
 
 log = logging.getLogger("gpu_service.batching")
 
+LONG_JOB_ITEMS = 512
+"""Jobs with at least this many items log their progress."""
+
 
 class DeviceOutOfMemory(Unavailable):
     """Even a batch of one did not fit in device memory."""
@@ -250,6 +253,16 @@ class BatchScheduler(Generic[P, R]):
                     item.future.set_result(result)
                 if item.job is not None:
                     item.job.done += 1
+            for job in jobs.values():
+                self._log_progress(job)
+
+    def _log_progress(self, job: Job) -> None:
+        """Long jobs log their progress (at most once a second), as key=value fields; never texts."""
+        now = time.monotonic()
+        if job.total >= LONG_JOB_ITEMS and (now - job.last_logged >= 1.0 or job.done >= job.total):
+            job.last_logged = now
+            log.info("progress job=%s kind=%s model=%s done=%d total=%d elapsed_s=%.1f",
+                     job.id, job.kind, job.model, job.done, job.total, now - job.started)
 
     def _record(self, batch: list[_Item[P]], elapsed: float) -> None:
         padded = max(i.cost for i in batch) * len(batch)

@@ -26,6 +26,7 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     first_batch_at: float | None = None
     """When the first of its batches started: queue time = first_batch_at - started."""
+    last_logged: float = 0.0
     compute_s: float = 0.0
     """Wall time of the batches it took part in (shared with other jobs in the same batch)."""
 

@@ -24,6 +24,7 @@ from mcp_bridge.config import parse_config
 from mcp_bridge.runtime import Bridge
 from mcp_bridge.server import build_server
 from tests.conftest import ServiceProcess, free_port
+from tests.reliability import record
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +145,8 @@ async def test_kill_one_of_three_under_200_concurrent_calls(trio: list[ServicePr
             trio[0].kill()  # kill -9 while calls are in flight
             with timer() as took:
                 results = await asyncio.gather(*tasks)
-    print(f"\n[fault] kill -9 one of 3 hosts under 200 concurrent calls: 0 failed, {took[0]:.2f}s")
+    record("fault", "kill -9 one of 3 hosts under 200 concurrent tool calls",
+           f"0 failed, every vector matches its input, in order; all done in {took[0]:.2f}s")
     for i, (got, want) in enumerate(zip(results, reference, strict=True)):
         assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4, f"result {i} does not match its input"
     revive(trio[0])
@@ -167,7 +169,8 @@ async def test_10000_texts_sharded_over_3_hosts_one_killed_midway(trio: list[Ser
         with timer() as took:
             result = await bridge.gpu.embed(texts, progress=on_progress)
         check = await bridge.gpu.embed([texts[0], texts[5_000], texts[9_999]], host="h0")
-    print(f"\n[fault] 10,000 texts over 3 hosts, one killed mid-way: complete in order, {took[0]:.1f}s")
+    record("fault", "10,000 texts sharded over 3 hosts, one killed mid-way",
+           f"all 10,000 vectors back, in order (spot-checked by content), {took[0]:.1f}s")
     assert len(result.embeddings) == 10_000 and progress == list(range(1, 41))
     for got, want in zip([result.embeddings[i] for i in (0, 5_000, 9_999)], check.embeddings, strict=True):
         assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
@@ -197,7 +200,8 @@ async def test_hanging_host_does_not_hold_calls_and_returns_after_sigcont(trio: 
         while bridge.pool.host("h0").state(time.monotonic()) != "healthy" and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert bridge.pool.host("h0").state(time.monotonic()) == "healthy", "health checks bring it back"
-    print(f"\n[fault] SIGSTOP host: 10 calls served by the other host in {took[0]:.2f}s; back after SIGCONT")
+    record("fault", "SIGSTOP one of 2 hosts (hangs, sockets open), then SIGCONT",
+           f"10 calls served by the other host in {took[0]:.2f}s (host timeout 1.5 s); back in rotation after SIGCONT")
 
 
 @pytest.mark.anyio
@@ -229,6 +233,7 @@ async def test_garbage_answers_are_failures_never_results(service: ServiceProces
                 assert r.hosts == ["honest"] and r.dimensions == 384
             assert bridge.pool.host("liar").record.failed >= 1
         assert fake.hits >= 1
+    record("fault", f"host answers garbage: {garbage}", "treated as a failed host; all 4 calls answered by the honest host")
 
 
 @pytest.mark.anyio
@@ -246,7 +251,9 @@ async def test_all_hosts_down_then_one_returns(service_factory) -> None:
         r = await c.call_tool("gpu_embed", {"texts": ["back?"]})
         assert not r.is_error, r.content[0].text
         recovered = time.monotonic() - returned
-    print(f"\n[fault] all hosts down: tool error in {took[0]:.2f}s; served again {recovered:.2f}s after restart")
+    record("fault", "all hosts down, then one restarted",
+           f"tool error after {took[0]:.2f}s (deadline 4 s); next call served {recovered:.2f}s after the host was up "
+           "(health interval 1 s)")
 
 
 @pytest.mark.anyio

@@ -337,3 +337,20 @@ def test_metrics_present_and_changing(service: ServiceProcess) -> None:
                  "gpu_service_queue_seconds_bucket", "gpu_service_inference_seconds_bucket",
                  "gpu_service_model_loaded_bytes"):
         assert name in after
+
+
+def test_lang_picks_bert_scores_model_for_that_language(service: ServiceProcess) -> None:
+    """No model named, lang=de: bert-score's choice for German (not served here, so refused by name)."""
+    r = httpx.post(f"{service.url}/bertscore", json={"candidates": ["Hallo Welt"], "references": ["Hallo"], "lang": "de"})
+    assert r.status_code in (403, 404) and "bert-base-multilingual-cased" in r.json()["detail"]
+    r = httpx.post(f"{service.url}/bertscore", json={"candidates": ["hello"], "references": ["hi"], "lang": "en"})
+    assert r.status_code == 200 and r.json()["model"] == "all-MiniLM-L6-v2"
+
+
+def test_long_jobs_log_progress_without_texts(service: ServiceProcess) -> None:
+    secret_text = "confidential-sentence-xyz"
+    r = httpx.post(f"{service.url}/embed", json={"texts": [f"{secret_text} {i}" for i in range(600)]}, timeout=120)
+    assert r.status_code == 200
+    logs = service.logs()
+    assert "progress job=" in logs and "done=600 total=600" in logs
+    assert secret_text not in logs
