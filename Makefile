@@ -25,6 +25,7 @@ test: $(VENV)/.installed
 
 ## soak: the longer fault and load runs (also in CI)
 soak: $(VENV)/.installed
+	$(PY) -m pip install --quiet schemathesis
 	HF_HUB_OFFLINE=1 GPU_BRIDGE_SOAK=1 $(PY) -m pytest -q -s -m soak
 
 bench: $(VENV)/.installed
