@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -150,3 +151,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+def bridge_env() -> dict[str, str]:
+    """The environment for a bridge subprocess: no config leaks in from this machine."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GPU_BRIDGE_CONFIG", "GPU_BRIDGE_URLS")}
+    env["HOME"] = str(ROOT / "tests")
+    return env
+
+
+@contextmanager
+def http_bridge(service_url: str, transport: str = "http", token: str | None = None) -> Iterator[str]:
+    """A `gpu-bridge --transport http|sse` subprocess on a free port; yields its MCP URL, always stopped."""
+    port = free_port()
+    args = [sys.executable, "-m", "mcp_bridge", "--transport", transport, "--port", str(port), "--url", service_url]
+    proc = subprocess.Popen([*args, *(["--auth-token", token] if token else [])], env=bridge_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/{'sse' if transport == 'sse' else 'mcp'}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with httpx.stream("GET", url, timeout=1):
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -4,11 +4,10 @@ real GPU services on loopback."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,7 +19,7 @@ from mcp import Client, StdioServerParameters
 from mcp_bridge.config import parse_config
 from mcp_bridge.runtime import Bridge
 from mcp_bridge.server import build_server
-from tests.conftest import ROOT, ServiceProcess, free_port
+from tests.conftest import ROOT, ServiceProcess, bridge_env, free_port, http_bridge
 
 TOOLS = {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore", "gpu_similarity"}
 KEY = "s3cret-test-key-123"
@@ -175,12 +174,6 @@ async def test_results_keep_input_order_across_shards_and_hosts(service: Service
 # --------------------------------------------------------------------------- other transports
 
 
-def bridge_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GPU_BRIDGE_CONFIG", "GPU_BRIDGE_URLS")}
-    env["HOME"] = str(ROOT / "tests")  # no ~/.openclaw config leaks in
-    return env
-
-
 @pytest.mark.anyio
 async def test_stdio_subprocess(service: ServiceProcess) -> None:
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_bridge", "--url", service.url],
@@ -225,63 +218,30 @@ def test_stdio_stdout_carries_only_protocol(service: ServiceProcess) -> None:
     assert "configuration from" in stderr, "logs go to stderr"
 
 
-@pytest.fixture
-def http_bridge(service: ServiceProcess) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    token = "bridge-token-xyz"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port", str(port), "--url", service.url,
-         "--auth-token", token], env=bridge_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield url, token, proc
-    proc.terminate()
-    proc.wait(timeout=15)
-
-
 @pytest.mark.anyio
-async def test_streamable_http_with_bearer_token(http_bridge: tuple[str, str, subprocess.Popen[bytes]]) -> None:
+async def test_streamable_http_with_bearer_token(service: ServiceProcess) -> None:
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
-    url, token, _ = http_bridge
-    assert httpx.post(url, json={}).status_code == 401
-    assert httpx.post(url, json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http)) as c:
-            assert {t.name for t in (await c.list_tools()).tools} == TOOLS
-            r = await c.call_tool("gpu_embed", {"texts": ["over http"]})
-            assert not r.is_error and r.structured_content["count"] == 1
+    token = "bridge-token-xyz"
+    with http_bridge(service.url, token=token) as url:
+        assert httpx.post(url, json={}).status_code == 401
+        assert httpx.post(url, json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            async with Client(streamable_http_client(url, http_client=http)) as c:
+                assert {t.name for t in (await c.list_tools()).tools} == TOOLS
+                r = await c.call_tool("gpu_embed", {"texts": ["over http"]})
+                assert not r.is_error and r.structured_content["count"] == 1
 
 
 @pytest.mark.anyio
 async def test_sse_transport(service: ServiceProcess) -> None:
     from mcp.client.sse import sse_client
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mcp_bridge", "--transport", "sse", "--port", str(port),
-                             "--url", service.url], env=bridge_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with httpx.stream("GET", f"http://127.0.0.1:{port}/sse", timeout=1) as r:
-                    if r.status_code == 200:
-                        break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        async with Client(sse_client(f"http://127.0.0.1:{port}/sse")) as c:
+    with http_bridge(service.url, transport="sse") as url:
+        async with Client(sse_client(url)) as c:
             r = await c.call_tool("gpu_embed", {"texts": ["over sse"]})
             assert not r.is_error and r.structured_content["dimensions"] == 384
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 @pytest.mark.anyio

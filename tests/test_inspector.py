@@ -7,14 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import ROOT, ServiceProcess, free_port
+from tests.conftest import ROOT, ServiceProcess, http_bridge
 
 INSPECTOR_VERSION = "2.12.0"
 CACHE = ROOT / ".cache" / "inspector"
@@ -57,21 +55,8 @@ def test_inspector_over_stdio(inspector: Path, service: ServiceProcess) -> None:
 
 @pytest.fixture
 def http_bridge_url(service: ServiceProcess) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port", str(port),
-                             "--url", service.url, "--auth-token", "insp-token"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=15)
+    with http_bridge(service.url, token="insp-token") as url:
+        yield url
 
 
 def test_inspector_over_http(inspector: Path, http_bridge_url: str) -> None:
