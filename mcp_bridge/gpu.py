@@ -143,12 +143,12 @@ class GpuClient:
                 return _Shard(vectors, str(data.get("model") or h.config.model or model), 0, h.name)
 
             result, _ = await self.pool.request(
-                "embed", "POST", "/embed", parse=lambda r: None, path_for=path_for, parse_for=parse_for,
+                "embed", "POST", "/embed", path_for=path_for, parse_for=parse_for,
                 deadline=deadline, pin=host,
             )
-            shards.append(result)  # type: ignore[arg-type]
-            used.append(result.host)  # type: ignore[union-attr]
-            return result.vectors  # type: ignore[union-attr]
+            shards.append(result)
+            used.append(result.host)
+            return result.vectors
 
         vectors = await run_sharded(
             texts, self.config.shardSize, run_shard, parallel=self._parallel("embed"), progress=progress

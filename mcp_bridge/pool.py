@@ -204,13 +204,18 @@ class HostPool:
         path: str,
         *,
         json_body: Any = None,
-        parse: Callable[[httpx.Response], T],
         deadline: float,
+        parse: Callable[[httpx.Response], T] | None = None,
         pin: str | None = None,
         path_for: Callable[[Host], tuple[str, Any]] | None = None,
         parse_for: Callable[[Host, httpx.Response], T] | None = None,
     ) -> tuple[T, Host]:
-        """Send to one host after another until one answers well, the deadline passes, or a 4xx."""
+        """Send to one host after another until one answers well, the deadline passes, or a 4xx.
+
+        `parse` (or `parse_for`, when the answer's shape depends on the host's type) turns a
+        response into the result; raising BadResponse/ValueError there marks the host failed."""
+        if (parse is None) == (parse_for is None):
+            raise TypeError("give exactly one of parse and parse_for")
         able = [self.host(pin)] if pin else self._able(task)
         if pin and not able[0].can_serve(task):
             raise PoolError(f"host {pin!r} is a {able[0].kind} host and cannot serve {task}")
@@ -259,7 +264,7 @@ class HostPool:
                     await self._sleep(min(0.2, max(0.0, deadline - self._clock())))
                 continue
             try:
-                result = parse_for(host, response) if parse_for else parse(response)
+                result = parse_for(host, response) if parse_for is not None else parse(response)  # type: ignore[misc]
             except (BadResponse, ValueError, KeyError, TypeError) as exc:
                 failure = _Failure(f"malformed answer: {str(exc)[:200]}")
                 errors.append(f"{host.name}: {failure.message}")
