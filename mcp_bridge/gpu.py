@@ -263,5 +263,5 @@ class GpuClient:
             result, error = remote[row["name"]]
             row["service"] = result if result is not None else {"error": error}
             if result is not None:
-                self.pool.host(row["name"]).record.remote_queue_depth = int(result.get("queue_depth", 0))
+                self.pool.host(row["name"]).note_status(result)
         return view

@@ -43,6 +43,8 @@ class HealthMonitor:
             error = None if ok else f"health probe: HTTP {response.status_code}"
         except (httpx.HTTPError, ValueError) as exc:
             ok, error = False, f"health probe: {type(exc).__name__}"
+        if ok and host.kind == "gpu-service" and self.pool.strategy == "least-busy":
+            await self._refresh_queue(host)
         if ok:
             host.probe_passed()
         else:
@@ -51,6 +53,15 @@ class HealthMonitor:
         if was_usable != now_usable:
             log.warning("host %s is now %s", host.name, host.state(self.pool._clock()))
         return ok
+
+    async def _refresh_queue(self, host: Host) -> None:
+        """Least-busy also weighs the host's own queue (other clients' work), read from /status."""
+        try:
+            response = await host.client.get("/status", timeout=self.timeout)
+            if response.status_code == 200:
+                host.note_status(response.json())
+        except (httpx.HTTPError, ValueError):
+            pass  # the queue is a hint; liveness was decided by /health
 
     def next_delay(self, host: Host) -> float:
         base = self.interval if host.usable(self.pool._clock()) else max(0.25, self.interval / 4)

@@ -43,6 +43,7 @@ class HostRecord:
     ewma_latency_s: float | None = None
     latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=200))
     remote_queue_depth: int = 0
+    """Items the host itself reports queued (from /status), from every client, not only us."""
 
 
 class Host:
@@ -113,8 +114,16 @@ class Host:
         return "healthy"
 
     def load(self) -> float:
-        """What least-busy minimises: outstanding work per unit of weight."""
-        return (self.record.in_flight + self.record.remote_queue_depth) / self.weight
+        """What least-busy minimises: outstanding work per unit of weight.
+
+        Our own in-flight requests, plus the host's reported queue in request-sized units
+        (a shard's worth of items counts as one request), so other clients' work counts too."""
+        queued = self.record.remote_queue_depth / self._pool_config.shardSize
+        return (self.record.in_flight + queued) / self.weight
+
+    def note_status(self, status: dict[str, object]) -> None:
+        depth = status.get("queue_depth", 0)
+        self.record.remote_queue_depth = int(depth) if isinstance(depth, int | float) else 0
 
     # ------------------------------------------------------------------ outcomes
 

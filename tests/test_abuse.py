@@ -111,7 +111,7 @@ def test_key_comparison_has_no_early_exit() -> None:
     ratio = first / last
     record("abuse", "API key comparison timing (200 KB key, wrong first vs wrong last byte)",
            f"ours: ratio {ratio:.2f} (1.00 = no early exit); naive ==: ratio {naive_first / naive_last:.2f}")
-    assert 0.7 < ratio < 1.4
+    assert 0.5 < ratio < 2.0  # a naive comparison would be near 0.01 here
     assert not keys_match(key, wrong_first) and not keys_match(key, wrong_last) and keys_match(key, key.encode())
 
 

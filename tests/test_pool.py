@@ -379,3 +379,21 @@ async def test_no_hedging_by_default() -> None:
     for _ in range(5):
         await call(pool)
     assert pool.hedges == 0
+
+
+@pytest.mark.anyio
+async def test_least_busy_weighs_the_hosts_own_queue_from_health_checks() -> None:
+    def host_with_queue(depth: int) -> Handler:
+        def handler(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/status":
+                return httpx.Response(200, json={"queue_depth": depth})
+            return httpx.Response(200, json={"status": "ok", "device": "cpu"})
+
+        return handler
+
+    pool = make_pool({"a": host_with_queue(5000), "b": host_with_queue(0)}, shardSize=250)
+    monitor = HealthMonitor(pool)
+    for h in pool.hosts:
+        await monitor.probe(h)
+    assert pool.host("a").load() == 20.0  # 5,000 queued items = 20 shard-sized requests
+    assert {pool.pick("embed").name for _ in range(20)} == {"b"}, "another client's backlog on a counts"
