@@ -101,6 +101,9 @@ async def _check(config: BridgeConfig, source: str) -> int:
 
     print(f"configuration: {source}")
     async with Bridge(config) as bridge:
+        if bridge.not_configured:
+            print(bridge.not_configured)
+            return 1
         started = time.perf_counter()
         health = {r["name"]: r for r in await bridge.gpu.health()}
         info = {r["name"]: r for r in await bridge.gpu.info()}

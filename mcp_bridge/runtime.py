@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from types import TracebackType
 
-from mcp_bridge.config import BridgeConfig, ConfigError, HostConfig
+from mcp_bridge.config import BridgeConfig, HostConfig
 from mcp_bridge.embedded import NOT_CONFIGURED, EmbeddedService, service_installed
 from mcp_bridge.gpu import GpuClient
 from mcp_bridge.health import HealthMonitor
@@ -27,6 +27,8 @@ class Bridge:
         self.pool: HostPool | None = None
         self.monitor: HealthMonitor | None = None
         self._gpu: GpuClient | None = None
+        self.not_configured: str | None = None
+        """Set when there are no hosts and no embedded service: every tool call reports it."""
 
     @property
     def gpu(self) -> GpuClient:
@@ -37,12 +39,19 @@ class Bridge:
     async def __aenter__(self) -> Bridge:
         if not self.config.pool_hosts():
             if not (self.allow_embedded and service_installed()):
-                raise ConfigError(NOT_CONFIGURED)
+                # Start anyway: the tools must appear, and each call says how to configure hosts
+                # (a server that dies at start-up leaves the agent with no tools and no reason).
+                log.warning("%s", NOT_CONFIGURED)
+                self.not_configured = NOT_CONFIGURED
+                return self._start_pool()
             self.embedded = EmbeddedService()
             await self.embedded.start()
             self.config = self.config.model_copy(
                 update={"hosts": [HostConfig(name="local", url=self.embedded.url)]}
             )
+        return self._start_pool()
+
+    def _start_pool(self) -> Bridge:
         self.pool = HostPool(self.config)
         self.monitor = HealthMonitor(self.pool)
         self.monitor.start()

@@ -10,6 +10,7 @@ and what to do next, with secrets redacted.
 
 
 
+import asyncio
 import math
 import struct
 from collections.abc import Awaitable, Callable
@@ -198,6 +199,10 @@ def build_server(bridge: Bridge) -> MCPServer:
     ]
 
     async def guarded(work: Awaitable[T]) -> T:
+        if bridge.not_configured:
+            if asyncio.iscoroutine(work):
+                work.close()
+            raise ToolError(bridge.not_configured)
         try:
             return await work
         except ToolError:

@@ -148,12 +148,13 @@ async def test_progress_notifications_arrive_in_order(service: ServiceProcess) -
 
 
 @pytest.mark.anyio
-async def test_no_hosts_and_no_service_is_a_clear_error() -> None:
-    from mcp_bridge.config import ConfigError
-
-    with pytest.raises(ConfigError, match="no GPU hosts are configured"):
-        async with Bridge(parse_config({}, "test"), allow_embedded=False):
-            pass
+async def test_no_hosts_and_no_service_is_a_clear_error_at_call_time() -> None:
+    """The server still starts and lists its tools; every call says how to configure hosts."""
+    async with bridge_client({}) as c:
+        assert {t.name for t in (await c.list_tools()).tools} == TOOLS
+        for name, args in [("gpu_health", {}), ("gpu_embed", {"texts": ["x"]})]:
+            r = await c.call_tool(name, args)
+            assert r.is_error and "no GPU hosts are configured" in text(r) and "GPU_BRIDGE_URLS" in text(r)
 
 
 @pytest.mark.anyio
