@@ -330,6 +330,8 @@ class HostPool:
                     self._abort_remote(host, request_id)
                 raise
             except httpx.TimeoutException:
+                if host.kind == "gpu-service" and method == "POST":
+                    self._abort_remote(host, request_id)  # it must not keep computing what we retry elsewhere
                 raise _Failed(_Failure(f"timed out after {timeout:.1f}s")) from None
             except httpx.TransportError as exc:
                 raise _Failed(_Failure(f"{type(exc).__name__}: {str(exc)[:200] or 'connection failed'}")) from None

@@ -397,3 +397,25 @@ async def test_least_busy_weighs_the_hosts_own_queue_from_health_checks() -> Non
         await monitor.probe(h)
     assert pool.host("a").load() == 20.0  # 5,000 queued items = 20 shard-sized requests
     assert {pool.pick("embed").name for _ in range(20)} == {"b"}, "another client's backlog on a counts"
+
+
+@pytest.mark.anyio
+async def test_a_timed_out_request_is_cancelled_on_its_host_before_failover() -> None:
+    cancels: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/cancel/"):
+            cancels.append(request.url.host)
+            return httpx.Response(200, json={"cancelled": True})
+        if request.url.host.startswith("slow"):
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(200, json={"ok": True})
+
+    config = parse_config({"hosts": [{"name": "slow", "url": "http://slow.test"},
+                                     {"name": "fast", "url": "http://fast.test"}],
+                           "loadBalancing": "round-robin"}, "t")
+    pool = HostPool(config, transport=httpx.MockTransport(handler))
+    _, host = await pool.request("embed", "POST", "/embed", json_body={}, parse=parse_json,
+                                 deadline=pool._clock() + 10)
+    await pool.close()
+    assert host.name == "fast" and cancels == ["slow.test"]
