@@ -154,6 +154,15 @@ class Inference:
             self.jobs.finish(job)
         if rescale_vals is not None:
             scores = (scores - rescale_vals) / (1 - rescale_vals)
+        bad = (~torch.isfinite(scores)).any(dim=1).nonzero().flatten().tolist()
+        if bad:
+            # bert-score itself returns NaN here: a text whose tokens all weigh 0 (with idf, every
+            # token of the references appears in all of them, e.g. a single reference).
+            raise Unprocessable(
+                f"BERTScore is undefined for pair(s) {bad[:10]}: every token of a text has weight 0"
+                + (" (idf computed from too few or identical sentences; pass more idf_sentences or use idf=false)"
+                   if req.idf else " (the text has no scorable tokens)")
+            )
         p, r, f = (scores[:, i].tolist() for i in range(3))
         truncated = sum(encoded[s].truncated for s in [*req.candidates, *req.references])
         response = BertScoreResponse(

@@ -354,3 +354,15 @@ def test_long_jobs_log_progress_without_texts(service: ServiceProcess) -> None:
     logs = service.logs()
     assert "progress job=" in logs and "done=600 total=600" in logs
     assert secret_text not in logs
+
+
+def test_undefined_bertscore_is_a_clear_error_not_a_crash(service: ServiceProcess, scorer_factory) -> None:
+    """Found by fuzzing: idf from a single reference gives every token weight 0, and bert-score
+    returns NaN (which JSON cannot carry). The service says why instead of failing with 500."""
+    import math as m
+
+    _, r, _ = scorer_factory(idf=True, idf_sents=["the only reference"]).score(["a candidate"], ["the only reference"])
+    assert m.isnan(float(r[0])), "bert-score's own answer is NaN here"
+    resp = httpx.post(f"{service.url}/bertscore", json={"candidates": ["a candidate"],
+                                                        "references": ["the only reference"], "idf": True})
+    assert resp.status_code == 422 and "weight 0" in resp.json()["detail"] and "idf_sentences" in resp.json()["detail"]
