@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -43,10 +41,6 @@ def best_of(n: int, fn) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def texts(n: int, seed: int = 0) -> list[str]:
     words = ["graphics", "processing", "units", "accelerate", "neural", "network", "inference", "for", "agents", "that", "need", "embeddings", "similarity", "search", "retrieval", "evaluation", "with", "bert", "score", "on", "remote", "hosts"]
     out = []
@@ -72,6 +66,3 @@ def save(name: str, data: dict) -> None:
     data["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2))
 
-
-def run_quiet(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=True)

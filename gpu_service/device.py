@@ -38,9 +38,6 @@ def select_device(override: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def device_label(device: torch.device) -> str:
-    return str(device)
-
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
@@ -79,10 +76,6 @@ def release_cached_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on GPUs (halves memory, tensor cores), fp32 on the CPU where fp16 is slow."""
-    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 def cpu_thread_policy(threads: int | None) -> Callable[[bool], None]:
