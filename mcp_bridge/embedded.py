@@ -29,7 +29,7 @@ NOT_CONFIGURED = (
 )
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM us when the bridge dies, however it dies."""
     try:
         import ctypes
@@ -66,7 +66,7 @@ class EmbeddedService:
             [sys.executable, "-m", "gpu_service", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "warning"],
             stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(), stderr=sys.stderr.fileno(), env=env,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         log.info("starting the embedded GPU service on %s (pid %d)", self.url, self.process.pid)
         deadline = time.monotonic() + self.startup_timeout_s

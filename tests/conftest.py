@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mcp_bridge.embedded import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -51,6 +53,7 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gpu_service", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
+            preexec_fn=die_with_parent,  # even a killed test run leaves no service behind
         )
         if wait:
             self.wait_ready(timeout)
