@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 OPEN_PATHS = frozenset({"/health"})
 
 
-async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A `{"detail": ...}` JSON error answered straight from ASGI middleware."""
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -52,7 +53,7 @@ class ApiKeyMiddleware:
         given = dict(scope["headers"]).get(b"x-api-key")
         if not keys_match(self._key, given):
             reason = "missing X-API-Key header" if given is None else "wrong X-API-Key"
-            await _send_json(send, 401, f"unauthorized: {reason} (this service requires the key set in its API_KEY)")
+            await send_json(send, 401, f"unauthorized: {reason} (this service requires the key set in its API_KEY)")
             return
         await self.app(scope, receive, send)
 
@@ -75,10 +76,10 @@ class BodySizeLimitMiddleware:
             try:
                 too_big = int(length) > self.max_bytes
             except ValueError:
-                await _send_json(send, 400, "invalid Content-Length header")
+                await send_json(send, 400, "invalid Content-Length header")
                 return
             if too_big:
-                await _send_json(send, 413, message, [(b"connection", b"close")])
+                await send_json(send, 413, message, [(b"connection", b"close")])
                 return
             await self.app(scope, receive, send)
             return
@@ -92,7 +93,7 @@ class BodySizeLimitMiddleware:
             chunk = msg.get("body", b"")
             received += len(chunk)
             if received > self.max_bytes:
-                await _send_json(send, 413, message, [(b"connection", b"close")])
+                await send_json(send, 413, message, [(b"connection", b"close")])
                 return
             chunks.append(chunk)
             if not msg.get("more_body", False):

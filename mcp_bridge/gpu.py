@@ -25,7 +25,7 @@ from gpu_service.schema import (
 )
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.hosts import Host
-from mcp_bridge.pool import BadResponse, HostPool, PoolError, parse_json
+from mcp_bridge.pool import BadResponse, HostPool, PoolError, error_detail, parse_json
 from mcp_bridge.sharding import Progress, run_sharded
 
 PROBE_TIMEOUT_S = 3.0
@@ -220,11 +220,10 @@ class GpuClient:
     async def health(self) -> list[dict[str, Any]]:
         async def probe(h: Host) -> dict[str, Any]:
             started = time.perf_counter()
-            path = "/v1/models" if h.kind == "openai" else "/health"
-            response = await h.client.get(path, timeout=PROBE_TIMEOUT_S)
+            response = await h.client.get(h.health_path, timeout=PROBE_TIMEOUT_S)
             body = parse_json(response) if response.headers.get("content-type", "").startswith("application/json") else {}
             return {
-                "ok": response.status_code == 200 and (h.kind != "gpu-service" or body.get("status") == "ok"),
+                "ok": h.is_healthy_answer(response.status_code, body),
                 "status": body.get("status", response.status_code),
                 "device": body.get("device"),
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1),
@@ -243,8 +242,6 @@ class GpuClient:
                 raise PoolError(f"{h.kind} host: no {path}")
             response = await h.client.get(path, timeout=PROBE_TIMEOUT_S)
             if response.status_code != 200:
-                from mcp_bridge.pool import error_detail
-
                 raise PoolError(f"HTTP {response.status_code}: {error_detail(response)}")
             return parse_json(response)
 

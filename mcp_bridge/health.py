@@ -33,13 +33,11 @@ class HealthMonitor:
 
     async def probe(self, host: Host) -> bool:
         """One probe; updates the host's record. True if the host answered 200 with status ok."""
-        path = "/health" if host.kind in ("gpu-service", "tei") else "/v1/models"
         was_usable = host.usable(self.pool._clock())
         try:
-            response = await host.client.get(path, timeout=self.timeout)
-            ok = response.status_code == 200
-            if ok and host.kind == "gpu-service":
-                ok = response.json().get("status") == "ok"
+            response = await host.client.get(host.health_path, timeout=self.timeout)
+            body = response.json() if host.kind == "gpu-service" and response.status_code == 200 else None
+            ok = host.is_healthy_answer(response.status_code, body)
             error = None if ok else f"health probe: HTTP {response.status_code}"
         except (httpx.HTTPError, ValueError) as exc:
             ok, error = False, f"health probe: {type(exc).__name__}"

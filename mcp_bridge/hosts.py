@@ -113,6 +113,17 @@ class Host:
             return "cooling-down"
         return "healthy"
 
+    @property
+    def health_path(self) -> str:
+        """Where liveness is read: our /health, TEI's /health, an OpenAI server's /v1/models."""
+        return "/v1/models" if self.kind == "openai" else "/health"
+
+    def is_healthy_answer(self, status_code: int, body: object) -> bool:
+        """200, and for our service also `status: ok` (it answers 503 while starting or draining)."""
+        if status_code != 200:
+            return False
+        return self.kind != "gpu-service" or (isinstance(body, dict) and body.get("status") == "ok")
+
     def load(self) -> float:
         """What least-busy minimises: outstanding work per unit of weight.
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gpu_service.security import keys_match, send_json
 
 
 class BearerTokenMiddleware:
@@ -15,21 +13,17 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._digest = hashlib.sha256(token.encode()).digest()
+        self._token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")
-        given = header[7:] if header[:7].lower() == b"bearer " else b""
-        if not hmac.compare_digest(hashlib.sha256(given).digest(), self._digest):
-            body = json.dumps({"error": "unauthorized: send Authorization: Bearer <the bridge's --auth-token>"}).encode()
-            await send({
-                "type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
-            })
-            await send({"type": "http.response.body", "body": body})
+        given = header[7:] if header[:7].lower() == b"bearer " else None
+        if not keys_match(self._token, given):
+            await send_json(send, 401, "unauthorized: send Authorization: Bearer <the bridge's --auth-token>",
+                            [(b"www-authenticate", b"Bearer")])
             return
         await self.app(scope, receive, send)
 
