@@ -79,6 +79,11 @@ class LimitsConfig(_Config):
     maxTextLength: int = Field(
         default=DEFAULT_LIMITS.max_text_chars, ge=1, le=10_000_000, description="Characters per text."
     )
+    maxResultMB: float = Field(
+        default=8.0, ge=0.01, le=1024,
+        description="Largest tool result, in MiB. MCP clients built on the TypeScript SDK (OpenClaw, Claude "
+        "Desktop, the Inspector) close a stdio connection on any message over 10 MiB.",
+    )
 
 
 class BridgeConfig(_Config):

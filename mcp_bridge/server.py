@@ -11,6 +11,7 @@ and what to do next, with secrets redacted.
 
 
 import asyncio
+import json
 import math
 import struct
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,7 @@ Matrix = Annotated[
 
 
 class EmbedOutput(BaseModel):
+    encoding: Literal["float", "base64"] = Field(description="Which field holds the vectors.")
     embeddings: Vectors | None = None
     embeddings_base64: str | None = Field(
         default=None, description="encoding=base64: little-endian float32, count x dimensions, rows in input order."
@@ -163,6 +165,49 @@ def _result(summary: str, output: BaseModel) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=summary)],
         structured_content=output.model_dump(mode="json"),
+    )
+
+
+MIB = 1024 * 1024
+
+
+def vectors_json_bytes(vectors: list[list[float]], encoding: Literal["float", "base64"]) -> int:
+    """About how many bytes `vectors` take in a tool result, without serialising them all.
+
+    Float rows are measured on the first row (every row has the same width, and numbers of
+    one model print at about the same length); base64 is exact."""
+    if not vectors:
+        return 2
+    count, width = len(vectors), len(vectors[0])
+    if encoding == "base64":
+        return 4 * math.ceil(count * width * 4 / 3)
+    return count * (len(json.dumps(vectors[0], separators=(",", ":"))) + 1) + 1
+
+
+def choose_encoding(
+    vectors: list[list[float]], asked: Literal["auto", "float", "base64"], budget_mib: float
+) -> Literal["float", "base64"]:
+    """The encoding to return `vectors` in, or a ToolError if the result cannot fit the budget.
+
+    A result over the budget would not just be slow: MCP clients on the TypeScript SDK drop
+    the whole stdio connection on a message over 10 MiB. `auto` gives numbers when they fit
+    and the 4x smaller base64 blob when they do not."""
+    budget = int(budget_mib * MIB)
+    chosen: Literal["float", "base64"] = asked if asked != "auto" else (
+        "float" if vectors_json_bytes(vectors, "float") <= budget else "base64"
+    )
+    size = vectors_json_bytes(vectors, chosen)
+    if size <= budget:
+        return chosen
+    fits = max(0, budget * len(vectors) // size)
+    advice = [f"send at most {fits} texts per call" if fits else "send fewer texts"]
+    if chosen == "float":
+        advice.insert(0, "use encoding=auto or base64 (4x smaller)")
+    advice.append("ask for fewer `dimensions`")
+    raise ToolError(
+        f"the result would be {size / MIB:.1f} MiB ({len(vectors)} x {len(vectors[0])} vectors as {chosen}), over "
+        f"this bridge's limit of {budget_mib:g} MiB per tool result (limits.maxResultMB; MCP clients built on the "
+        f"TypeScript SDK close a stdio connection on a message over 10 MiB). What to do: {', or '.join(advice)}."
     )
 
 
@@ -298,29 +343,31 @@ def build_server(bridge: Bridge) -> MCPServer:
         normalize: Annotated[bool, Field(description="L2-normalise vectors (default true).")] = True,
         dimensions: Annotated[int | None, Field(ge=1, le=65_536, description="Truncate to this many dimensions (Matryoshka), renormalised.")] = None,
         host: Annotated[str | None, Field(max_length=64, description="Run on this host only (by name).")] = None,
-        encoding: Annotated[Literal["float", "base64"], Field(
+        encoding: Annotated[Literal["auto", "float", "base64"], Field(
             description="float: lists of numbers. base64: one little-endian float32 blob (4x smaller, exact; "
-            "for programs, not for reading).")] = "float",
+            f"for programs, not for reading). auto: float when the result fits in {limits.maxResultMB:g} MiB, "
+            "else base64. The result's `encoding` says which was used.")] = "auto",
     ) -> Annotated[CallToolResult, EmbedOutput]:
         result = await guarded(
             bridge.gpu.embed(texts, model=model, normalize=normalize, dimensions=dimensions, host=host,
                              progress=progress_reporter(ctx))
         )
+        chosen = choose_encoding(result.embeddings, encoding, limits.maxResultMB)
         out = EmbedOutput(
-            model=result.model, dimensions=result.dimensions, count=len(result.embeddings), hosts=result.hosts,
-            truncated=result.truncated, seconds=round(result.seconds, 3),
+            encoding=chosen, model=result.model, dimensions=result.dimensions, count=len(result.embeddings),
+            hosts=result.hosts, truncated=result.truncated, seconds=round(result.seconds, 3),
         )
-        if encoding == "base64":
+        if chosen == "base64":
             flat = [x for row in result.embeddings for x in row]
             out.embeddings_base64 = encode_float32_rows(struct.pack(f"<{len(flat)}f", *flat))
         else:
             out.embeddings = result.embeddings
-        field = "embeddings_base64" if encoding == "base64" else "embeddings"
+        field = "`embeddings_base64`, little-endian float32" if chosen == "base64" else "`embeddings`"
         summary = (
             f"Embedded {out.count} texts with {out.model} into {out.dimensions}-dimensional vectors on "
             f"{', '.join(out.hosts)} in {out.seconds:.2f}s"
             + (f"; {out.truncated} texts were truncated" if out.truncated else "")
-            + f". The vectors are in the structured content (field `{field}`, in input order)."
+            + f". The vectors are in the structured content (field {field}, in input order)."
         )
         return _result(summary, out)
 

@@ -283,3 +283,23 @@ async def test_embed_base64_encoding_is_exact(service: ServiceProcess) -> None:
         packed = (await c.call_tool("gpu_embed", {"texts": ["one", "two"], "encoding": "base64"})).structured_content
     assert packed["embeddings"] is None and floats["embeddings_base64"] is None
     assert decode_float32_rows(packed["embeddings_base64"], 2, 384) == floats["embeddings"]
+
+
+@pytest.mark.anyio
+async def test_large_results_stay_under_the_result_budget(service: ServiceProcess) -> None:
+    """auto gives numbers while they fit limits.maxResultMB and base64 past it; an explicit
+    encoding that cannot fit is a tool error that says how many texts would."""
+    texts = [f"budget text {i}" for i in range(24)]
+    # 24 x 384 floats print as ~190 KB of JSON, base64 as ~49 KB: a 0.1 MiB budget sits between.
+    async with bridge_client({"hosts": [{"url": service.url}], "limits": {"maxResultMB": 0.1}}) as c:
+        small = await c.call_tool("gpu_embed", {"texts": texts[:4]})
+        auto = await c.call_tool("gpu_embed", {"texts": texts})
+        forced = await c.call_tool("gpu_embed", {"texts": texts, "encoding": "float"})
+        huge = await c.call_tool("gpu_embed", {"texts": texts * 3, "encoding": "base64"})
+    assert small.structured_content["encoding"] == "float" and len(small.structured_content["embeddings"]) == 4
+    assert auto.structured_content["encoding"] == "base64" and auto.structured_content["embeddings"] is None
+    assert "embeddings_base64" in text(auto) and not auto.is_error
+    assert forced.is_error and "maxResultMB" in text(forced) and "encoding=auto or base64" in text(forced)
+    fits = int(text(forced).split("send at most ")[1].split()[0])
+    assert 8 <= fits < 24, text(forced)
+    assert huge.is_error and "0.1 MiB" in text(huge)

@@ -36,9 +36,13 @@ def inspector() -> Path:
     return binary
 
 
-def run(binary: Path, *args: str) -> dict:
-    env = {**os.environ, "MCP_INSPECTOR_SECRET_STORE": "memory", "HOME": str(CACHE)}
-    out = subprocess.run([str(binary), "--cli", *args], capture_output=True, text=True, timeout=120, env=env)
+def run_raw(binary: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MCP_INSPECTOR_SECRET_STORE": "memory", "HOME": str(CACHE), **(env or {})}
+    return subprocess.run([str(binary), "--cli", *args], capture_output=True, text=True, timeout=180, env=env)
+
+
+def run(binary: Path, *args: str, env: dict[str, str] | None = None) -> dict:
+    out = run_raw(binary, *args, env=env)
     assert out.returncode == 0, f"inspector failed ({out.returncode}): {out.stderr[-2000:]}"
     return json.loads(out.stdout)
 
@@ -51,6 +55,27 @@ def test_inspector_over_stdio(inspector: Path, service: ServiceProcess) -> None:
                  "--tool-arg", 'texts=["hello from the inspector", "second"]')
     assert result["isError"] is False and result["structuredContent"]["count"] == 2
     assert len(result["structuredContent"]["embeddings"][0]) == 384
+
+
+def test_a_2000_vector_result_reaches_a_typescript_sdk_client(inspector: Path, service: ServiceProcess) -> None:
+    """The Inspector, like OpenClaw and Claude Desktop, is built on the TypeScript MCP SDK, which
+    closes a stdio connection on any message over 10 MiB. 2,000 x 384 vectors as numbers are
+    ~16 MB: by default the bridge returns them as base64 (4 MB) and the call succeeds; with the
+    result budget lifted, the same call as numbers loses the connection."""
+    from gpu_service.schema import decode_float32_rows
+
+    texts = [f"vector number {i}" for i in range(2000)]
+    call = [sys.executable, "-m", "mcp_bridge", "--url", service.url, "--method", "tools/call",
+            "--tool-name", "gpu_embed", "--tool-arg", f"texts={json.dumps(texts)}"]
+    result = run(inspector, *call)
+    out = result["structuredContent"]
+    assert result["isError"] is False and out["encoding"] == "base64" and out["count"] == 2000
+    rows = decode_float32_rows(out["embeddings_base64"], 2000, 384)
+    assert abs(sum(x * x for x in rows[1999]) - 1.0) < 1e-4
+
+    lifted = run_raw(inspector, "-e", 'GPU_BRIDGE_CONFIG={"limits": {"maxResultMB": 64}}', *call,
+                     "--tool-arg", "encoding=float")
+    assert lifted.returncode != 0 and "Connection closed" in lifted.stderr + lifted.stdout, lifted.stderr[-2000:]
 
 
 @pytest.fixture

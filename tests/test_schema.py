@@ -61,3 +61,20 @@ def test_embed_request_errors_name_the_field(body: dict, field: str) -> None:
 def test_bertscore_accepts_model_alias() -> None:
     req = BertScoreRequest.model_validate({"candidates": ["a"], "references": ["b"], "model": "roberta-large"})
     assert req.model_type == "roberta-large"
+
+
+def test_result_size_estimate_matches_the_serialised_size() -> None:
+    import base64
+    import random
+    import struct
+
+    import pydantic_core
+
+    from mcp_bridge.server import vectors_json_bytes
+
+    rng = random.Random(0)
+    rows = [[struct.unpack("<f", struct.pack("<f", rng.gauss(0, 0.05)))[0] for _ in range(384)] for _ in range(50)]
+    actual = len(pydantic_core.to_json(rows))  # how the MCP SDK serialises a result
+    assert abs(vectors_json_bytes(rows, "float") - actual) / actual < 0.02
+    blob = base64.b64encode(struct.pack(f"<{50 * 384}f", *(x for r in rows for x in r)))
+    assert vectors_json_bytes(rows, "base64") == len(blob)
