@@ -40,6 +40,8 @@ from gpu_service.schema import (
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
     OpenAIUsage,
+    SimilarityRequest,
+    SimilarityResponse,
     StatusResponse,
     encode_float32_rows,
 )
@@ -346,6 +348,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data=data, model=result.model, usage=OpenAIUsage(prompt_tokens=result.tokens, total_tokens=result.tokens)
         )
         return JSONResponse(response.model_dump(), headers=_timing_headers(result.timing))
+
+    @app.post("/similarity", response_model=SimilarityResponse, response_model_exclude_none=True, responses=_ERRORS)
+    async def similarity(body: SimilarityRequest, request: Request) -> JSONResponse:
+        state = service(request)
+        state.require_ready()
+        result, timing = await _cancellable(request, state.inference.similarity(body))
+        observe(state, "/similarity", timing)
+        return JSONResponse(result.model_dump(exclude_none=True), headers=_timing_headers(timing))
 
     @app.post("/bertscore", response_model=BertScoreResponse, responses=_ERRORS)
     async def bertscore(body: BertScoreRequest, request: Request) -> JSONResponse:

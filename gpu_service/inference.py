@@ -17,7 +17,14 @@ from gpu_service.errors import TooLarge, Unprocessable
 from gpu_service.jobs import JobTracker
 from gpu_service.models import ModelRegistry
 from gpu_service.resolve import canonical_name
-from gpu_service.schema import BertScoreRequest, BertScoreResponse, ScoreMeans
+from gpu_service.schema import (
+    BertScoreRequest,
+    BertScoreResponse,
+    ScoreMeans,
+    SimilarityRequest,
+    SimilarityResponse,
+    top_matches,
+)
 from gpu_service.settings import Settings
 
 
@@ -71,6 +78,42 @@ class Inference:
         prompt: str | None = None,
     ) -> Embedded:
         check_texts("texts", texts, self.settings)
+        return await self._encode(
+            texts, model=model, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name, prompt=prompt
+        )
+
+    async def similarity(self, req: SimilarityRequest) -> tuple[SimilarityResponse, Timing]:
+        """Cosine similarities from the embedding model, computed here so no vector leaves the host."""
+        check_texts("texts", req.texts, self.settings)
+        if req.texts_b is not None:
+            check_texts("texts_b", req.texts_b, self.settings)
+        if req.query is not None:
+            check_texts("query", [req.query], self.settings)
+        embedded = await self._encode(req.inputs(), model=req.model)
+        vectors, n = embedded.vectors, len(req.texts)
+        response = SimilarityResponse(
+            mode=req.mode, model=embedded.model, count=int(vectors.shape[0]), truncated=embedded.truncated
+        )
+        # Vectors are unit length, so cosine is a dot product; clamp the rounding just past +-1.
+        if req.mode == "pairs":
+            response.scores = (vectors[:n] * vectors[n:]).sum(dim=1).clamp(-1, 1).tolist()
+        elif req.mode == "query":
+            response.scores = (vectors[:n] @ vectors[n]).clamp(-1, 1).tolist()
+            response.matches = top_matches(response.scores, req.top_k)
+        else:
+            response.matrix = (vectors @ vectors.T).clamp(-1, 1).tolist()
+        return response, embedded.timing
+
+    async def _encode(
+        self,
+        texts: list[str],
+        *,
+        model: str | None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+    ) -> Embedded:
         deadline = self._deadline()
         key = self.registry.key("embed", model or self.settings.model_embed)
         job = self.jobs.start("embed", key.label, len(texts))

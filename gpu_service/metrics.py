@@ -63,10 +63,23 @@ class Metrics:
 
 
 class RequestCounter:
-    """Pure ASGI middleware counting responses by path and status (cheaper than an http middleware)."""
+    """Pure ASGI middleware counting responses by endpoint and status (cheaper than an http middleware).
+
+    The label is the route's template (`/cancel/{request_id}`), never the raw path: raw paths
+    would make a new time series for every request id and every path a scanner tries. A response
+    sent before routing (a refused key, a body too large) counts under its path when that is a
+    route without parameters, else as `other`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    @staticmethod
+    def endpoint(scope: Scope) -> str:
+        route = scope.get("route")
+        if route is not None:
+            return str(getattr(route, "path", "other"))
+        plain = {getattr(r, "path", "") for r in getattr(scope["app"], "routes", [])}
+        return scope["path"] if scope["path"] in plain and "{" not in scope["path"] else "other"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +90,7 @@ class RequestCounter:
             if message["type"] == "http.response.start":
                 service = getattr(scope["app"].state, "service", None)
                 if service is not None:
-                    service.metrics.requests.labels(scope["path"], str(message["status"])).inc()
+                    service.metrics.requests.labels(self.endpoint(scope), str(message["status"])).inc()
             await send(message)
 
         await self.app(scope, receive, counting_send)

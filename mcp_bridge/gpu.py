@@ -22,6 +22,9 @@ from gpu_service.schema import (
     EmbedRequest,
     EmbedResponse,
     ScoreMeans,
+    SimilarityRequest,
+    SimilarityResponse,
+    top_matches,
 )
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.hosts import Host
@@ -49,6 +52,13 @@ class ScoreResult:
 
 
 @dataclass
+class SimilarityResult:
+    response: SimilarityResponse
+    hosts: list[str]
+    seconds: float
+
+
+@dataclass
 class _Shard:
     vectors: list[list[float]]
     model: str
@@ -65,6 +75,55 @@ def _normalise(vectors: list[list[float]], dimensions: int | None) -> list[list[
         norm = math.sqrt(sum(x * x for x in v)) or 1.0
         out.append([x / norm for x in v])
     return out
+
+
+def _openai_body(host: Host, texts: Sequence[str], model: str | None) -> dict[str, Any]:
+    return {"input": list(texts), "model": host.config.model or model or "default", "encoding_format": "float"}
+
+
+def _openai_vectors(data: Any, count: int, normalize: bool, dimensions: int | None) -> list[list[float]]:
+    rows = sorted(data["data"], key=lambda d: d["index"])
+    vectors = [[float(x) for x in row["embedding"]] for row in rows]
+    if normalize or dimensions is not None:
+        vectors = _normalise(vectors, dimensions)
+    _check_vectors(vectors, count, dimensions)
+    return vectors
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    return max(-1.0, min(1.0, sum(x * y for x, y in zip(a, b, strict=True))))
+
+
+def similarity_from_vectors(request: SimilarityRequest, vectors: list[list[float]], model: str) -> SimilarityResponse:
+    """What a gpu-service host's /similarity answers, from unit vectors: for hosts that only embed
+    (openai/tei), whose vectors then do travel to the bridge."""
+    n = len(request.texts)
+    out = SimilarityResponse(mode=request.mode, model=model, count=len(vectors), truncated=0)
+    if request.mode == "pairs":
+        out.scores = [_dot(vectors[i], vectors[n + i]) for i in range(n)]
+    elif request.mode == "query":
+        out.scores = [_dot(vectors[i], vectors[n]) for i in range(n)]
+        out.matches = top_matches(out.scores, request.top_k)
+    else:
+        out.matrix = [[_dot(a, b) for b in vectors] for a in vectors]
+    return out
+
+
+def _check_similarity(answer: SimilarityResponse, request: SimilarityRequest) -> None:
+    n = len(request.texts)
+    if answer.mode != request.mode:
+        raise BadResponse(f"answer is for mode={answer.mode}, mode={request.mode} was asked")
+    if request.mode == "matrix":
+        rows = answer.matrix or []
+        if len(rows) != n or any(len(row) != n for row in rows):
+            raise BadResponse(f"matrix is not {n} x {n}")
+        numbers = [x for row in rows for x in row]
+    else:
+        numbers = answer.scores or []
+        if len(numbers) != n:
+            raise BadResponse(f"{len(numbers)} scores for {n} texts")
+    if not all(math.isfinite(x) and -1.001 <= x <= 1.001 for x in numbers):
+        raise BadResponse("a similarity outside [-1, 1]")
 
 
 def _check_vectors(vectors: list[list[float]], count: int, dimensions: int | None) -> None:
@@ -123,8 +182,7 @@ class GpuClient:
                         encoding_format="base64",
                     )
                     return "/embed", body.model_dump(exclude_none=True)
-                return "/v1/embeddings", {"input": list(shard), "model": h.config.model or model or "default",
-                                          "encoding_format": "float"}
+                return "/v1/embeddings", _openai_body(h, shard, model)
 
             def parse_for(h: Host, response: httpx.Response) -> _Shard:
                 data = parse_json(response)
@@ -135,11 +193,7 @@ class GpuClient:
                     if parsed.count != count:
                         raise BadResponse(f"answer says count={parsed.count} for {count} texts")
                     return _Shard(vectors, parsed.model, parsed.truncated, h.name)
-                rows = sorted(data["data"], key=lambda d: d["index"])
-                vectors = [[float(x) for x in row["embedding"]] for row in rows]
-                if normalize or dimensions is not None:
-                    vectors = _normalise(vectors, dimensions)
-                _check_vectors(vectors, count, dimensions)
+                vectors = _openai_vectors(data, count, normalize, dimensions)
                 return _Shard(vectors, str(data.get("model") or h.config.model or model), 0, h.name)
 
             result, _ = await self.pool.request(
@@ -167,6 +221,66 @@ class GpuClient:
             truncated=sum(s.truncated for s in shards),
             seconds=time.perf_counter() - started,
         )
+
+    # ------------------------------------------------------------------ similarity
+
+    async def similarity(
+        self, request: SimilarityRequest, *, host: str | None = None, progress: Progress | None = None
+    ) -> SimilarityResult:
+        """Similarities computed on the hosts: pairs and query calls are sharded (each shard
+        scores its own texts, the bridge ranks the union), a matrix goes to one host."""
+        started = time.perf_counter()
+        if request.model is None and self.config.models.embed:
+            request = request.model_copy(update={"model": self.config.models.embed})
+        deadline = self.deadline()
+        used: list[str] = []
+        answers: list[SimilarityResponse] = []
+
+        async def ask(sub: SimilarityRequest) -> SimilarityResponse:
+            def path_for(h: Host) -> tuple[str, Any]:
+                if h.kind == "gpu-service":
+                    return "/similarity", sub.model_dump(exclude_none=True)
+                return "/v1/embeddings", _openai_body(h, sub.inputs(), sub.model)
+
+            def parse_for(h: Host, response: httpx.Response) -> SimilarityResponse:
+                data = parse_json(response)
+                if h.kind == "gpu-service":
+                    answer = SimilarityResponse.model_validate(data)
+                else:
+                    vectors = _openai_vectors(data, len(sub.inputs()), True, None)
+                    model = str(data.get("model") or h.config.model or sub.model)
+                    answer = similarity_from_vectors(sub, vectors, model)
+                _check_similarity(answer, sub)
+                return answer
+
+            answer, chosen = await self.pool.request(
+                "embed", "POST", "/similarity", path_for=path_for, parse_for=parse_for, deadline=deadline, pin=host
+            )
+            used.append(chosen.name)
+            answers.append(answer)
+            return answer
+
+        if request.mode == "matrix":
+            response = await ask(request)
+        else:
+            async def run_shard(shard: Sequence[int], index: int) -> list[float]:
+                lo, hi = shard[0], shard[-1] + 1
+                sub = request.model_copy(update={
+                    "texts": request.texts[lo:hi],
+                    "texts_b": request.texts_b[lo:hi] if request.texts_b is not None else None,
+                })
+                return (await ask(sub)).scores or []
+
+            scores = await run_sharded(
+                range(len(request.texts)), self.config.shardSize, run_shard,
+                parallel=self._parallel("embed"), progress=progress,
+            )
+            response = SimilarityResponse(
+                mode=request.mode, model=answers[0].model, scores=scores,
+                count=sum(a.count for a in answers), truncated=sum(a.truncated for a in answers),
+                matches=top_matches(scores, request.top_k) if request.mode == "query" else None,
+            )
+        return SimilarityResult(response=response, hosts=sorted(set(used)), seconds=time.perf_counter() - started)
 
     # ------------------------------------------------------------------ BERTScore
 

@@ -22,7 +22,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
-from gpu_service.schema import BertScoreRequest, encode_float32_rows
+from gpu_service.schema import (
+    SIMILARITY_MATRIX_MAX,
+    SIMILARITY_TOP_K_MAX,
+    BertScoreRequest,
+    SimilarityRequest,
+    encode_float32_rows,
+)
 from mcp_bridge import __version__
 from mcp_bridge.config import ConfigError
 from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolError, PoolTimeout
@@ -32,7 +38,6 @@ T = TypeVar("T")
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
 PROGRESS_MIN_SHARDS = 2
-SIMILARITY_MATRIX_MAX = 64
 
 
 # --------------------------------------------------------------------------- output schemas
@@ -209,13 +214,6 @@ def choose_encoding(
         f"this bridge's limit of {budget_mib:g} MiB per tool result (limits.maxResultMB; MCP clients built on the "
         f"TypeScript SDK close a stdio connection on a message over 10 MiB). What to do: {', or '.join(advice)}."
     )
-
-
-def _cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    na = math.sqrt(sum(x * x for x in a)) or 1.0
-    nb = math.sqrt(sum(y * y for y in b)) or 1.0
-    return dot / (na * nb)
 
 
 def build_server(bridge: Bridge) -> MCPServer:
@@ -421,44 +419,42 @@ def build_server(bridge: Bridge) -> MCPServer:
 
     @server.tool(
         title="Compare texts on a GPU",
-        description="Cosine similarity of texts, computed from GPU embeddings without returning vectors. "
-        "mode=pairs: texts[i] vs texts_b[i]. mode=query: rank `texts` (documents) against `query`, best top_k "
-        f"first. mode=matrix: every pair of up to {SIMILARITY_MATRIX_MAX} texts. Use for search, dedup, clustering.",
+        description="Cosine similarity of texts, computed on the GPU hosts; no vectors enter your context. "
+        "mode=query (default): rank `texts` (documents) against `query`, best top_k first. mode=pairs: "
+        f"texts[i] vs texts_b[i]. mode=matrix: every pair of up to {SIMILARITY_MATRIX_MAX} texts. Use for "
+        "search, reranking, deduplication, clustering. Costs one embedding per text.",
         annotations=READ_ONLY,
     )
     async def gpu_similarity(
         texts: Texts,
         ctx: Context,
-        mode: Annotated[Literal["pairs", "query", "matrix"], Field(description="pairs | query | matrix")] = "query",
+        mode: Annotated[Literal["pairs", "query", "matrix"], Field(description="query | pairs | matrix")] = "query",
         query: Annotated[str | None, Field(min_length=1, max_length=limits.maxTextLength, description="mode=query: the query text.")] = None,
-        texts_b: Annotated[list[str] | None, Field(description="mode=pairs: second text of each pair.")] = None,
-        top_k: Annotated[int, Field(ge=1, le=1000, description="mode=query: how many matches to return.")] = 10,
+        texts_b: Annotated[Texts | None, Field(description="mode=pairs: second text of each pair, same length as texts.")] = None,
+        top_k: Annotated[int, Field(ge=1, le=SIMILARITY_TOP_K_MAX, description="mode=query: how many matches to return.")] = 10,
         model: Model = None,
+        host: Annotated[str | None, Field(max_length=64, description="Run on this host only (by name).")] = None,
     ) -> Annotated[CallToolResult, SimilarityOutput]:
-        if mode == "query" and not query:
-            raise ToolError("mode=query needs `query` (the text to rank `texts` against)")
-        if mode == "pairs" and (texts_b is None or len(texts_b) != len(texts)):
-            raise ToolError("mode=pairs needs `texts_b` with exactly one text per item of `texts`")
-        if mode == "matrix" and len(texts) > SIMILARITY_MATRIX_MAX:
-            raise ToolError(f"mode=matrix takes at most {SIMILARITY_MATRIX_MAX} texts; use mode=query for more")
-        extra = [query] if mode == "query" else (texts_b or []) if mode == "pairs" else []
-        result = await guarded(bridge.gpu.embed([*texts, *extra], model=model, progress=progress_reporter(ctx)))
-        vectors = result.embeddings
-        docs = vectors[: len(texts)]
-        out = SimilarityOutput(mode=mode, model=result.model, hosts=result.hosts, seconds=0.0)
+        try:
+            request = SimilarityRequest(mode=mode, texts=texts, texts_b=texts_b, query=query, top_k=top_k, model=model)
+        except ValidationError as exc:
+            raise ToolError(f"invalid arguments: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        result = await guarded(bridge.gpu.similarity(request, host=host, progress=progress_reporter(ctx)))
+        r = result.response
+        out = SimilarityOutput(mode=mode, model=r.model, hosts=result.hosts, seconds=round(result.seconds, 3))
         if mode == "pairs":
-            out.scores = [round(_cosine(a, b), 6) for a, b in zip(docs, vectors[len(texts):], strict=True)]
-            summary = "Cosine per pair: " + ", ".join(f"{s:.4f}" for s in out.scores[:20])
+            out.scores = [round(x, 6) for x in r.scores or []]
+            summary = "Cosine per pair: " + ", ".join(f"{x:.4f}" for x in out.scores[:20]) + (
+                " ..." if len(out.scores) > 20 else "")
         elif mode == "query":
-            q = vectors[-1]
-            ranked = sorted(((_cosine(q, d), i) for i, d in enumerate(docs)), reverse=True)[:top_k]
-            out.matches = [Match(index=i, score=round(s, 6), text=texts[i][:200]) for s, i in ranked]
-            summary = "Best matches: " + "; ".join(f"#{m.index} ({m.score:.4f}) {m.text[:60]!r}" for m in out.matches[:10])
+            out.matches = [Match(index=m.index, score=round(m.score, 6), text=texts[m.index][:200])
+                           for m in r.matches or []]
+            summary = f"Best of {len(texts)} for the query: " + "; ".join(
+                f"#{m.index} ({m.score:.4f}) {m.text[:60]!r}" for m in out.matches[:10])
         else:
-            out.matrix = [[round(_cosine(a, b), 6) for b in docs] for a in docs]
-            summary = f"{len(docs)}x{len(docs)} cosine matrix in structured content (field `matrix`)."
-        out.seconds = round(result.seconds, 3)
-        return _result(summary, out)
+            out.matrix = [[round(x, 6) for x in row] for row in r.matrix or []]
+            summary = f"{len(texts)}x{len(texts)} cosine matrix in structured content (field `matrix`)."
+        return _result(summary + f" [{r.model} on {', '.join(result.hosts)}]", out)
 
     return server
 

@@ -318,3 +318,71 @@ async def test_openai_compatible_hosts(service: ServiceProcess) -> None:
     async with Bridge(parse_config({"hosts": [{"url": service.url}]}, "t")) as bridge:
         native = await bridge.gpu.embed(["same text"])
     assert max(abs(a - b) for a, b in zip(via_openai.embeddings[0], native.embeddings[0], strict=True)) < 1e-5
+
+
+# --------------------------------------------------------------------------- similarity on the hosts
+
+
+def similarity_requests(svc: ServiceProcess) -> float:
+    """How many /similarity requests `svc` has answered (its Prometheus counter)."""
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(f"{svc.url}/metrics").text.splitlines():
+        if line.startswith("gpu_service_requests_total{") and 'endpoint="/similarity"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.anyio
+async def test_similarity_is_computed_on_the_hosts_and_sharded(trio: list[ServiceProcess]) -> None:
+    """A 40-document query with shardSize 8 becomes 5 /similarity calls spread over the hosts;
+    each host scores its shard, the bridge ranks the union: the same top-k as one host."""
+    for svc in trio:
+        revive(svc)
+    docs = [f"document {i} about {'cats and kittens' if i % 7 == 3 else 'tax law'}" for i in range(40)]
+    args = {"texts": docs, "query": "a story about cats", "top_k": 6}
+    before = [similarity_requests(s) for s in trio]
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total))
+
+    async with Bridge(parse_config(pool_config(trio, shardSize=8, loadBalancing="round-robin"), "t")) as bridge:
+        async with Client(build_server(bridge)) as c:
+            sharded = await c.call_tool("gpu_similarity", args, progress_callback=on_progress)
+            single = await c.call_tool("gpu_similarity", {**args, "host": "h0"})
+            pairs = await c.call_tool("gpu_similarity", {"mode": "pairs", "texts": docs[:20], "texts_b": docs[20:]})
+    after = [similarity_requests(s) for s in trio]
+    assert not sharded.is_error and not single.is_error and not pairs.is_error
+    calls = [a - b for a, b in zip(after, before, strict=True)]
+    # 5 query shards over the pool, the same 5 pinned to h0, 3 pair shards
+    assert sum(calls) == 5 + 5 + 3 and calls[0] >= 5 and all(n >= 1 for n in calls), calls
+    got = sharded.structured_content["matches"]
+    assert sorted(m["index"] for m in got) == [3, 10, 17, 24, 31, 38]  # the cat documents, one per shard or two
+    assert got == single.structured_content["matches"]
+    assert [m["score"] for m in got] == sorted((m["score"] for m in got), reverse=True)
+    assert len(set(sharded.structured_content["hosts"])) == 3
+    assert [d for d, _ in progress] == [1, 2, 3, 4, 5] and {t for _, t in progress} == {5}
+    assert len(pairs.structured_content["scores"]) == 20
+
+
+@pytest.mark.anyio
+async def test_similarity_on_embedding_only_hosts_matches_our_hosts(service: ServiceProcess) -> None:
+    """An openai/tei host has no /similarity: the bridge asks it for vectors and scores them itself,
+    with the same answer as our own host."""
+    docs = ["a red apple", "a green pear", "the federal budget", "an apple pie"]
+    calls = [{"texts": docs, "query": "fruit", "top_k": 4}, {"mode": "matrix", "texts": docs},
+             {"mode": "pairs", "texts": docs[:2], "texts_b": docs[2:]}]
+    results = {}
+    for kind in ("gpu-service", "openai"):
+        config = {"hosts": [{"name": kind, "url": service.url, "type": kind, "model": "all-MiniLM-L6-v2"}]}
+        async with Bridge(parse_config(config, "t")) as bridge:
+            async with Client(build_server(bridge)) as c:
+                results[kind] = [(await c.call_tool("gpu_similarity", call)).structured_content for call in calls]
+    ours, theirs = results["gpu-service"], results["openai"]
+    assert [m["index"] for m in ours[0]["matches"]] == [m["index"] for m in theirs[0]["matches"]]
+    assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(ours[0]["matches"], theirs[0]["matches"], strict=True))
+    assert all(abs(x - y) < 1e-5 for r1, r2 in zip(ours[1]["matrix"], theirs[1]["matrix"], strict=True)
+               for x, y in zip(r1, r2, strict=True))
+    assert all(abs(x - y) < 1e-5 for x, y in zip(ours[2]["scores"], theirs[2]["scores"], strict=True))

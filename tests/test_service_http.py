@@ -77,6 +77,58 @@ def test_embeddings_equal_sentence_transformers(service: ServiceProcess, bundled
     assert torch.allclose(torch.tensor(ours), torch.from_numpy(ref), atol=1e-5)
 
 
+def test_similarity_equals_sentence_transformers_cosine(service: ServiceProcess, bundled_model_path: str) -> None:
+    from sentence_transformers import SentenceTransformer, util
+
+    docs = ["A man is eating food.", "The stock market fell sharply today.", "A man is eating a piece of bread.",
+            "Shares dropped at the open.", "A man is eating food."]
+    query = "Someone has a meal."
+    ref_model = SentenceTransformer(bundled_model_path, device="cpu")
+    ref = util.cos_sim(ref_model.encode([query]), ref_model.encode(docs))[0]
+
+    q = httpx.post(f"{service.url}/similarity", json={"mode": "query", "texts": docs, "query": query, "top_k": 3})
+    assert q.status_code == 200, q.text
+    body = q.json()
+    assert body["mode"] == "query" and body["count"] == 6 and body["model"] == "all-MiniLM-L6-v2"
+    assert torch.allclose(torch.tensor(body["scores"]), ref, atol=1e-5)
+    # Equal scores (docs 0 and 4 are the same text) rank in input order.
+    assert [m["index"] for m in body["matches"]] == [0, 4, 2]
+    assert float(q.headers["x-inference-time"]) > 0
+
+    pairs = httpx.post(f"{service.url}/similarity", json={"mode": "pairs", "texts": docs[:2], "texts_b": docs[2:4]}).json()
+    ref_pairs = util.pairwise_cos_sim(ref_model.encode(docs[:2]), ref_model.encode(docs[2:4]))
+    assert torch.allclose(torch.tensor(pairs["scores"]), ref_pairs, atol=1e-5) and "matches" not in pairs
+
+    matrix = httpx.post(f"{service.url}/similarity", json={"mode": "matrix", "texts": docs}).json()["matrix"]
+    assert torch.allclose(torch.tensor(matrix), util.cos_sim(ref_model.encode(docs), ref_model.encode(docs)), atol=1e-5)
+    assert all(-1 <= x <= 1 for row in matrix for x in row) and matrix[0][4] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"mode": "pairs", "texts": ["a", "b"], "texts_b": ["c"]}, "one text per item of texts (2); got 1"),
+    ({"mode": "pairs", "texts": ["a"]}, "mode=pairs needs texts_b"),
+    ({"mode": "query", "texts": ["a"]}, "mode=query needs a non-empty `query`"),
+    ({"mode": "query", "texts": ["a"], "query": "q", "texts_b": ["b"]}, "texts_b is only used with mode=pairs"),
+    ({"mode": "matrix", "texts": ["a"], "query": "q"}, "query is only used with mode=query"),
+    ({"mode": "matrix", "texts": [f"t{i}" for i in range(65)]}, "at most 64 texts (got 65)"),
+    ({"mode": "query", "texts": ["a", " "], "query": "q"}, "texts[1] is empty"),
+    ({"mode": "query", "texts": ["a"], "query": "q", "top_k": 0}, "top_k"),
+    ({"mode": "cluster", "texts": ["a"]}, "mode"),
+])
+def test_similarity_rejects_bad_requests(service: ServiceProcess, body: dict, needle: str) -> None:
+    r = httpx.post(f"{service.url}/similarity", json=body)
+    assert r.status_code == 422 and needle in r.text, r.text
+
+
+def test_similarity_limits_name_the_field(limited: ServiceProcess) -> None:
+    r = httpx.post(f"{limited.url}/similarity", json={"mode": "pairs", "texts": ["a"], "texts_b": ["b" * 300]})
+    assert r.status_code == 422 and "texts_b[0] has 300 characters" in r.json()["detail"]
+    many = [f"t{i}" for i in range(6)]
+    # 6 + 6 texts are embedded, but each field is within GPU_MAX_TEXTS=8: accepted.
+    ok = httpx.post(f"{limited.url}/similarity", json={"mode": "pairs", "texts": many, "texts_b": many})
+    assert ok.status_code == 200 and ok.json()["scores"] == pytest.approx([1.0] * 6, abs=1e-5)
+
+
 def test_embed_options(service: ServiceProcess) -> None:
     texts = ["hello world", "x " * 600]
     floats = httpx.post(f"{service.url}/embed", json={"texts": texts}).json()
@@ -267,6 +319,7 @@ def test_auth(keyed_service: ServiceProcess) -> None:
     for method, path, body in [("GET", "/info", None), ("GET", "/status", None), ("GET", "/metrics", None),
                                ("POST", "/embed", {"texts": ["a"]}),
                                ("POST", "/bertscore", {"candidates": ["a"], "references": ["b"]}),
+                               ("POST", "/similarity", {"texts": ["a"], "query": "b"}),
                                ("POST", "/v1/embeddings", {"input": "a"}), ("GET", "/openapi.json", None),
                                ("POST", "/cancel/some-id", None)]:
         for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]}, {"X-API-Key": KEY + "x"}):
@@ -337,6 +390,17 @@ def test_metrics_present_and_changing(service: ServiceProcess) -> None:
                  "gpu_service_queue_seconds_bucket", "gpu_service_inference_seconds_bucket",
                  "gpu_service_model_loaded_bytes"):
         assert name in after
+
+
+def test_metrics_label_routes_not_raw_paths(service: ServiceProcess) -> None:
+    """Request ids and scanned paths must not each become a new time series."""
+    for i in range(3):
+        httpx.post(f"{service.url}/cancel/req-{i}")
+        httpx.get(f"{service.url}/wp-admin/{i}.php")
+    text = httpx.get(f"{service.url}/metrics").text
+    assert 'endpoint="/cancel/{request_id}",status="200"' in text
+    assert 'endpoint="other",status="404"' in text
+    assert "req-1" not in text and "wp-admin" not in text
 
 
 def test_lang_picks_bert_scores_model_for_that_language(service: ServiceProcess) -> None:
