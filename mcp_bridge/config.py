@@ -170,8 +170,12 @@ def plugin_section(data: Any) -> Any:
 
 
 def openclaw_config_path(env: Mapping[str, str]) -> Path:
+    """Where OpenClaw keeps its config: `$OPENCLAW_CONFIG_PATH`, else `$OPENCLAW_STATE_DIR/openclaw.json`,
+    else `~/.openclaw/openclaw.json` (OpenClaw passes its servers only `HOME`, so that is the usual case)."""
     if env.get("OPENCLAW_CONFIG_PATH"):
         return Path(env["OPENCLAW_CONFIG_PATH"]).expanduser()
+    if env.get("OPENCLAW_STATE_DIR"):
+        return Path(env["OPENCLAW_STATE_DIR"]).expanduser() / "openclaw.json"
     home = env.get("OPENCLAW_HOME") or env.get("HOME") or str(Path.home())
     return Path(home) / ".openclaw" / "openclaw.json"
 

@@ -142,6 +142,21 @@ def test_manifest_follows_openclaw_native_format() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
 
 
+def test_plugin_package_matches_the_manifest_and_the_python_package() -> None:
+    """OpenClaw installs the plugin through package.json (its `openclaw.extensions` entry)."""
+    import tomllib
+
+    from mcp_bridge import __version__
+
+    package = json.loads((ROOT / "package.json").read_text())
+    python = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert package["name"] == python["name"] == PLUGIN_ID
+    assert package["version"] == MANIFEST["version"] == python["version"] == __version__
+    for entry in package["openclaw"]["extensions"]:
+        assert (ROOT / entry).is_file() and entry.lstrip("./") in package["files"]
+    assert "openclaw.plugin.json" in package["files"]
+
+
 def test_mcp_json_declares_the_same_server() -> None:
     bundle = json.loads((ROOT / ".mcp.json").read_text())
     assert bundle["mcpServers"]["gpu-bridge"]["command"] == MANIFEST["mcpServers"]["gpu-bridge"]["command"]
@@ -180,6 +195,18 @@ def test_sources_and_precedence(tmp_path: Path) -> None:
     assert [h.url for h in cfg.pool_hosts()] == ["http://u1:1", "http://u2:2"] and cfg.apiKey == "k"
     assert cfg.timeout == 9 and "GPU_BRIDGE_URLS" in source
     assert url(config_file=file_cfg, urls=["http://flag:1"], env={"GPU_BRIDGE_URLS": "http://env:1"}) == "http://flag:1"
+
+
+def test_openclaw_config_locations(tmp_path: Path) -> None:
+    section = {"plugins": {"entries": {PLUGIN_ID: {"config": {"url": "http://%s:1"}}}}}
+    for where in ("home", "state", "explicit"):
+        (tmp_path / where / ".openclaw").mkdir(parents=True)
+        write(tmp_path / where / ".openclaw" / "openclaw.json", json.dumps(section) % where)
+    home = {"HOME": str(tmp_path / "home")}
+    state = {**home, "OPENCLAW_STATE_DIR": str(tmp_path / "state" / ".openclaw")}
+    explicit = {**state, "OPENCLAW_CONFIG_PATH": str(tmp_path / "explicit" / ".openclaw" / "openclaw.json")}
+    for env, name in [(home, "home"), (state, "state"), (explicit, "explicit")]:
+        assert load_config(env=env)[0].pool_hosts()[0].url == f"http://{name}:1"
 
 
 def test_whole_openclaw_file_as_config_file(tmp_path: Path) -> None:
