@@ -56,6 +56,15 @@ async def test_tools_and_their_schemas(service: ServiceProcess) -> None:
     score = tools["gpu_bertscore"].input_schema
     assert set(score["required"]) == {"candidates", "references"}
     assert {"lang", "model_type", "model", "idf", "rescale_with_baseline"} <= set(score["properties"])
+    assert embed["properties"]["encoding"]["enum"] == ["auto", "float", "base64"]
+    assert tools["gpu_embed"].output_schema["required"][:1] == ["encoding"]
+    sim = tools["gpu_similarity"].input_schema
+    assert sim["required"] == ["texts"] and sim["properties"]["mode"]["enum"] == ["pairs", "query", "matrix"]
+    texts_b = next(s for s in sim["properties"]["texts_b"]["anyOf"] if s["type"] == "array")
+    assert texts_b["maxItems"] == 500 and texts_b["items"]["maxLength"] == 999
+    query = next(s for s in sim["properties"]["query"]["anyOf"] if s["type"] == "string")
+    assert sim["properties"]["top_k"]["maximum"] == 1000 and query["maxLength"] == 999
+    assert set(sim["properties"]) == {"texts", "mode", "query", "texts_b", "top_k", "model", "host"}
 
 
 @pytest.mark.anyio
