@@ -76,44 +76,11 @@ class Inference:
         dimensions: int | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        checked: bool = False,
     ) -> Embedded:
-        check_texts("texts", texts, self.settings)
-        return await self._encode(
-            texts, model=model, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name, prompt=prompt
-        )
-
-    async def similarity(self, req: SimilarityRequest) -> tuple[SimilarityResponse, Timing]:
-        """Cosine similarities from the embedding model, computed here so no vector leaves the host."""
-        check_texts("texts", req.texts, self.settings)
-        if req.texts_b is not None:
-            check_texts("texts_b", req.texts_b, self.settings)
-        if req.query is not None:
-            check_texts("query", [req.query], self.settings)
-        embedded = await self._encode(req.inputs(), model=req.model)
-        vectors, n = embedded.vectors, len(req.texts)
-        response = SimilarityResponse(
-            mode=req.mode, model=embedded.model, count=int(vectors.shape[0]), truncated=embedded.truncated
-        )
-        # Vectors are unit length, so cosine is a dot product; clamp the rounding just past +-1.
-        if req.mode == "pairs":
-            response.scores = (vectors[:n] * vectors[n:]).sum(dim=1).clamp(-1, 1).tolist()
-        elif req.mode == "query":
-            response.scores = (vectors[:n] @ vectors[n]).clamp(-1, 1).tolist()
-            response.matches = top_matches(response.scores, req.top_k)
-        else:
-            response.matrix = (vectors @ vectors.T).clamp(-1, 1).tolist()
-        return response, embedded.timing
-
-    async def _encode(
-        self,
-        texts: list[str],
-        *,
-        model: str | None,
-        normalize: bool = True,
-        dimensions: int | None = None,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-    ) -> Embedded:
+        """Embed `texts`; `checked` means the caller already held them to the limits, field by field."""
+        if not checked:
+            check_texts("texts", texts, self.settings)
         deadline = self._deadline()
         key = self.registry.key("embed", model or self.settings.model_embed)
         job = self.jobs.start("embed", key.label, len(texts))
@@ -139,6 +106,28 @@ class Inference:
             tokens=sum(t.cost for t in tokenized),
             timing=_timing(job),
         )
+
+    async def similarity(self, req: SimilarityRequest) -> tuple[SimilarityResponse, Timing]:
+        """Cosine similarities from the embedding model, computed here so no vector leaves the host."""
+        check_texts("texts", req.texts, self.settings)
+        if req.texts_b is not None:
+            check_texts("texts_b", req.texts_b, self.settings)
+        if req.query is not None:
+            check_texts("query", [req.query], self.settings)
+        embedded = await self.embed(req.inputs(), model=req.model, checked=True)
+        vectors, n = embedded.vectors, len(req.texts)
+        response = SimilarityResponse(
+            mode=req.mode, model=embedded.model, count=int(vectors.shape[0]), truncated=embedded.truncated
+        )
+        # Vectors are unit length, so cosine is a dot product; clamp the rounding just past +-1.
+        if req.mode == "pairs":
+            response.scores = (vectors[:n] * vectors[n:]).sum(dim=1).clamp(-1, 1).tolist()
+        elif req.mode == "query":
+            response.scores = (vectors[:n] @ vectors[n]).clamp(-1, 1).tolist()
+            response.matches = top_matches(response.scores, req.top_k)
+        else:
+            response.matrix = (vectors @ vectors.T).clamp(-1, 1).tolist()
+        return response, embedded.timing
 
     async def bertscore(self, req: BertScoreRequest) -> tuple[BertScoreResponse, Timing]:
         if len(req.candidates) != len(req.references):
