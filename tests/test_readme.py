@@ -40,9 +40,7 @@ def snippet(language: str, *needles: str) -> Any:
 
 def runnable(entry: dict[str, Any], config: Path, home: Path) -> dict[str, Any]:
     """The entry as the client would run it, with the README's example paths pointed at `config`."""
-    args = [str(config) if a.endswith("gpu-bridge.json") or a.endswith(".json") and "/" in a else a
-            for a in entry.get("args", [])]
-    args = [a.replace("${userHome}", str(home)) for a in args]
+    args = [str(config) if a.endswith(".json") else a for a in entry.get("args", [])]
     env = {**bridge_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": str(home), **entry.get("env", {})}
     return {"command": entry["command"], "args": args, "env": env}
 
