@@ -19,14 +19,19 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(VENV)/bin/gpu-bridge --transport http --host 127.0.0.1 --port $(PORT)
 
-## test: the whole test suite (under 10 minutes on 2 cores)
+## test: the whole test suite (under 10 minutes on 2 cores); fails if the run changed any file in the tree
+TREE_STATE = { git status --porcelain; git diff; } 2>/dev/null | cksum
 test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	@before="$$($(TREE_STATE))"; \
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q; status=$$?; \
+	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
+		echo "make test: the test run changed files in the work tree (tests must not):"; git status --short; exit 1; \
+	fi; exit $$status
 
-## soak: the longer fault and load runs (also in CI)
+## soak: the whole suite plus the long fault and load runs; rewrites docs/reliability.md on purpose
 soak: $(VENV)/.installed
 	$(PY) -m pip install --quiet schemathesis
-	HF_HUB_OFFLINE=1 GPU_BRIDGE_SOAK=1 $(PY) -m pytest -q -s -m soak
+	HF_HUB_OFFLINE=1 GPU_BRIDGE_SOAK=1 GPU_BRIDGE_WRITE_REPORTS=1 $(PY) -m pytest -q -s
 
 bench: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m bench.run_all

@@ -1,7 +1,8 @@
 """Collects what the fault, load and abuse tests measured, and writes `docs/reliability.md`.
 
-Tests call `record(area, case, result)`; at the end of a run that recorded anything the
-table is (re)written, merged with rows from earlier runs of other cases (so `make test`
+Tests call `record(area, case, result)`, which prints the row. Only a run with
+GPU_BRIDGE_WRITE_REPORTS=1 (`make soak`) rewrites the tracked table at the end, so `make test`
+never changes a tracked file. The table is (re)written, merged with rows from earlier runs of other cases (so `make test`
 and `make soak` each refresh their own rows).
 """
 
@@ -16,6 +17,9 @@ REPORT = ROOT / "docs" / "reliability.md"
 BENCH = ROOT / "bench" / "README.md"
 START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
 DATA = ROOT / "docs" / "reliability.json"
+
+WRITE_ENV = "GPU_BRIDGE_WRITE_REPORTS"
+"""Set to 1 to let a test run rewrite docs/reliability.md and its copy in bench/README.md."""
 
 _rows: dict[str, dict[str, str]] = {}
 
