@@ -1,13 +1,15 @@
 """Dynamic batching: one scheduler per loaded model.
 
 Requests put their items (texts, or sentences for BERTScore) on the model's queue,
-already tokenized, each with its token count. The scheduler's loop takes items
-first-in first-out into a batch while the padded cost (longest x count) stays
-within `max_batch_tokens`, waits a short window when the queue is thin so that
-concurrent requests share a batch, runs the batch on the model's single worker
-thread, and hands each item its own result. A request's items are sorted by length
-before they are queued, so a big request is cut into batches of similar lengths
-(little padding), and results go back to their input positions.
+already tokenized, each with its token count. The scheduler's loop works in rounds:
+it takes the oldest waiting items (up to `ROUND_BATCHES` batches' worth), sorts them
+by length and cuts them into batches whose padded cost (longest x count) stays within
+`max_batch_tokens`, so texts of similar length share a batch and little compute goes
+to padding, whichever requests they came from. A round runs to its end before newer
+items are looked at, so no item waits longer than one round behind later arrivals.
+When the queue is thin the loop waits a short window so concurrent requests share a
+batch. Batches run on the model's single worker thread, and each item gets its own
+result, back at its input position.
 
 Shape after Infinity's `batch_handler` and TEI's queue: admission control at the
 door (a bounded queue, 429 past it), the model never blocks the event loop, and
@@ -36,6 +38,9 @@ log = logging.getLogger("gpu_service.batching")
 
 LONG_JOB_ITEMS = 512
 """Jobs with at least this many items log their progress."""
+
+ROUND_BATCHES = 4
+"""A round sorts at most this many full batches' worth of the oldest waiting items."""
 
 
 class DeviceOutOfMemory(Unavailable):
@@ -93,6 +98,8 @@ class BatchScheduler(Generic[P, R]):
         self._after_oom = after_oom
         self._observer = observer
         self._queue: collections.deque[_Item[P]] = collections.deque()
+        self._round: collections.deque[list[_Item[P]]] = collections.deque()
+        """Batches formed from the oldest items, sorted by length, not yet started."""
         self._queued = 0
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
@@ -120,8 +127,10 @@ class BatchScheduler(Generic[P, R]):
             except asyncio.CancelledError:
                 pass
             self._worker = None
-        while self._queue:
-            item = self._queue.popleft()
+        waiting = [*self._queue, *(item for batch in self._round for item in batch)]
+        self._queue.clear()
+        self._round.clear()
+        for item in waiting:
             if not item.future.done():
                 item.future.set_exception(Unavailable(f"model {self.name!r} was unloaded; retry"))
         self._queued = 0
@@ -184,22 +193,41 @@ class BatchScheduler(Generic[P, R]):
     # ------------------------------------------------------------------ the loop
 
     def _take_batch(self) -> list[_Item[P]]:
-        batch: list[_Item[P]] = []
-        longest = 0
-        while self._queue and len(batch) < self.max_batch_size:
-            item = self._queue[0]
+        """The next batch to run: the round's next one, after forming a new round if it is over.
+        Items cancelled or timed out while they waited are dropped here, never run."""
+        while True:
+            if not self._round:
+                self._form_round()
+                if not self._round:
+                    return []
+            batch = self._round.popleft()
+            self._queued -= len(batch)
+            live = [item for item in batch if not item.future.done()]
+            if live:
+                return live
+
+    def _form_round(self) -> None:
+        """Take the oldest waiting items, sort them by length, and cut them into batches."""
+        items: list[_Item[P]] = []
+        while self._queue and len(items) < ROUND_BATCHES * self.max_batch_size:
+            item = self._queue.popleft()
             if item.future.done():  # cancelled or timed out before it started
-                self._queue.popleft()
                 self._queued -= 1
                 continue
-            new_longest = max(longest, item.cost)
-            if batch and new_longest * (len(batch) + 1) > self.max_batch_tokens:
-                break
-            self._queue.popleft()
-            self._queued -= 1
+            items.append(item)
+        items.sort(key=lambda item: item.cost)  # stable: equal lengths keep their arrival order
+        batch: list[_Item[P]] = []
+        for item in items:
+            # Sorted ascending, so the new item is the longest: padded cost = its cost x count.
+            if batch and (len(batch) >= self.max_batch_size or item.cost * (len(batch) + 1) > self.max_batch_tokens):
+                self._round.append(batch)
+                batch = []
             batch.append(item)
-            longest = new_longest
-        return batch
+        if batch:
+            self._round.append(batch)
+
+    def _waiting(self) -> list[_Item[P]]:
+        return [*(item for batch in self._round for item in batch), *self._queue]
 
     def _budget_full(self) -> bool:
         tokens = 0
@@ -214,7 +242,7 @@ class BatchScheduler(Generic[P, R]):
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if not self._queue and not self._round:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 # Collection window: a lone request waits a moment for company.
@@ -230,7 +258,7 @@ class BatchScheduler(Generic[P, R]):
                     job.first_batch_at = time.monotonic()
             self.running = len(batch)
             # Alone: one request has the whole machine (nothing else queued or in this batch).
-            solo = len(jobs) <= 1 and all(i.job is batch[0].job for i in self._queue)
+            solo = len(jobs) <= 1 and all(i.job is batch[0].job for i in self._waiting())
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._run_guarded, [i.payload for i in batch], solo
