@@ -44,6 +44,7 @@ from gpu_service.schema import (
     SimilarityResponse,
     StatusResponse,
     encode_float32_rows,
+    validation_message,
 )
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import Settings
@@ -183,11 +184,14 @@ def _timing_headers(timing: Timing) -> dict[str, str]:
 
 
 def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
+    """The same words the bridge uses for the same mistake (`texts[1] is blank: ...`)."""
+    errors = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
+        loc = tuple(err.get("loc", ()))
+        if loc[:1] == ("body",) and len(loc) > 1 and isinstance(loc[1], str):
+            loc = loc[1:]  # a field of the body: name the field alone
+        errors.append({**err, "loc": loc})
+    return "invalid request: " + validation_message(errors)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

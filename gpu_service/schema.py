@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -53,8 +53,42 @@ class _Strict(BaseModel):
 def _check_texts(values: list[str], field: str) -> list[str]:
     for i, text in enumerate(values):
         if not text.strip():
-            raise ValueError(f"{field}[{i}] is empty; every text must contain non-whitespace characters")
+            raise ValueError(f"{field}[{i}] is blank: every text needs at least one non-whitespace character")
     return values
+
+
+def error_location(loc: Iterable[int | str]) -> str:
+    """Where a validation error is, as a caller writes it: `("texts", 1)` -> `texts[1]`."""
+    where = ""
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        else:
+            where += f".{part}" if where else str(part)
+    return where
+
+
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+MAX_ERRORS_SHOWN = 5
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Pydantic's validation errors in plain words, each naming the field and index.
+
+    One function for both sides: the service's 422s and the bridge's tool errors say the
+    same (`texts[1] is blank: ...`), with no exception class names and no pydantic dump
+    (input values and documentation links are left out)."""
+    parts = []
+    for err in errors[:MAX_ERRORS_SHOWN]:
+        where = error_location(err.get("loc", ()))
+        message = str(err.get("msg", "invalid value"))
+        for prefix in _PYDANTIC_PREFIXES:
+            message = message.removeprefix(prefix)
+        # Our own validators name the field themselves ("texts[1] is blank"); pydantic's do not.
+        parts.append(message if not where or message.startswith(where) else f"{where}: {message}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more")
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- health / info
@@ -196,6 +230,15 @@ class BertScoreRequest(_Strict):
     @classmethod
     def _not_blank(cls, v: list[str], info: object) -> list[str]:
         return _check_texts(v, getattr(info, "field_name", "texts"))
+
+    @model_validator(mode="after")
+    def _one_reference_per_candidate(self) -> BertScoreRequest:
+        if len(self.candidates) != len(self.references):
+            raise ValueError(
+                f"candidates has {len(self.candidates)} texts but references has {len(self.references)}: they "
+                "pair up one to one, so give exactly one reference per candidate (the lengths must match)"
+            )
+        return self
 
 
 class ScoreMeans(_Strict):

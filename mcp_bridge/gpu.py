@@ -166,22 +166,30 @@ class GpuClient:
         host: str | None = None,
         progress: Progress | None = None,
     ) -> EmbedResult:
+        """Embed `texts` (for Python callers; raises pydantic's ValidationError on bad input)."""
+        request = EmbedRequest(texts=list(texts), model=model, normalize=normalize, dimensions=dimensions)
+        return await self.embed_request(request, host=host, progress=progress)
+
+    async def embed_request(
+        self, request: EmbedRequest, *, host: str | None = None, progress: Progress | None = None
+    ) -> EmbedResult:
+        """Embed an already validated request; shards are copies of it, not validated again."""
         started = time.perf_counter()
-        model = model or self.config.models.embed
+        model = request.model or self.config.models.embed
+        normalize, dimensions = request.normalize, request.dimensions
         deadline = self.deadline()
         used: list[str] = []
         shards: list[_Shard] = []
 
         async def run_shard(shard: Sequence[str], index: int) -> list[list[float]]:
             count = len(shard)
+            body = request.model_copy(
+                update={"texts": list(shard), "model": model, "encoding_format": "base64"}
+            ).model_dump(exclude_none=True)
 
             def path_for(h: Host) -> tuple[str, Any]:
                 if h.kind == "gpu-service":
-                    body = EmbedRequest(
-                        texts=list(shard), model=model, normalize=normalize, dimensions=dimensions,
-                        encoding_format="base64",
-                    )
-                    return "/embed", body.model_dump(exclude_none=True)
+                    return "/embed", body
                 return "/v1/embeddings", _openai_body(h, shard, model)
 
             def parse_for(h: Host, response: httpx.Response) -> _Shard:
@@ -205,7 +213,7 @@ class GpuClient:
             return result.vectors
 
         vectors = await run_sharded(
-            texts, self.config.shardSize, run_shard, parallel=self._parallel("embed"), progress=progress
+            request.texts, self.config.shardSize, run_shard, parallel=self._parallel("embed"), progress=progress
         )
         widths = {len(v) for v in vectors}
         if len(widths) > 1:

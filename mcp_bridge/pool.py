@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import ValidationError
 
+from gpu_service.schema import validation_message
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.hosts import Clock, Host
 
@@ -119,6 +121,30 @@ def error_detail(response: httpx.Response) -> str:
     if isinstance(detail, list):
         detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
     return str(detail if detail is not None else body)[:500]
+
+
+def describe_transport_error(exc: httpx.HTTPError) -> str:
+    """An HTTP client failure in plain words (never the exception's class name), with its own message."""
+    if isinstance(exc, httpx.TimeoutException):
+        what = "timed out"
+    elif isinstance(exc, httpx.ConnectError):
+        what = "could not connect"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        what = "the connection closed before a complete answer"
+    elif isinstance(exc, httpx.ReadError | httpx.WriteError):
+        what = "the connection broke during the request"
+    else:
+        what = "the request failed"
+    detail = str(exc).strip()[:200]
+    return f"{what} ({detail})" if detail else what
+
+
+def _describe_malformed(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):  # the answer does not fit the wire schema
+        return validation_message(exc.errors())[:200]
+    if isinstance(exc, KeyError):
+        return f"missing field {exc}"
+    return str(exc)[:200] or "unexpected shape"
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -266,7 +292,7 @@ class HostPool:
             try:
                 result = parse_for(host, response) if parse_for is not None else parse(response)  # type: ignore[misc]
             except (BadResponse, ValueError, KeyError, TypeError) as exc:
-                failure = _Failure(f"malformed answer: {str(exc)[:200]}")
+                failure = _Failure(f"malformed answer: {_describe_malformed(exc)}")
                 errors.append(f"{host.name}: {failure.message}")
                 self._account(host, failure)
                 continue
@@ -334,7 +360,7 @@ class HostPool:
                     self._abort_remote(host, request_id)  # it must not keep computing what we retry elsewhere
                 raise _Failed(_Failure(f"timed out after {timeout:.1f}s")) from None
             except httpx.TransportError as exc:
-                raise _Failed(_Failure(f"{type(exc).__name__}: {str(exc)[:200] or 'connection failed'}")) from None
+                raise _Failed(_Failure(describe_transport_error(exc))) from None
         finally:
             rec.in_flight -= 1
             async with self._capacity:
@@ -403,7 +429,7 @@ class HostPool:
             except TimeoutError:
                 return host, None, f"no answer within {timeout:.1f}s"
             except httpx.HTTPError as exc:
-                return host, None, f"{type(exc).__name__}: {str(exc)[:200] or 'connection failed'}"
+                return host, None, describe_transport_error(exc)
             except (PoolError, ValueError) as exc:
                 return host, None, str(exc)
 
