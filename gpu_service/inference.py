@@ -117,7 +117,7 @@ class Inference:
         embedded = await self.embed(req.inputs(), model=req.model, checked=True)
         vectors, n = embedded.vectors, len(req.texts)
         response = SimilarityResponse(
-            mode=req.mode, model=embedded.model, count=int(vectors.shape[0]), truncated=embedded.truncated
+            mode=req.chosen_mode, model=embedded.model, count=int(vectors.shape[0]), truncated=embedded.truncated
         )
         # Vectors are unit length, so cosine is a dot product; clamp the rounding just past +-1.
         if req.mode == "pairs":

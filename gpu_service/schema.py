@@ -264,14 +264,17 @@ SIMILARITY_MATRIX_MAX = 64
 """Texts in one `matrix` request: the answer grows with the square."""
 SIMILARITY_TOP_K_MAX = 1000
 
+SimilarityMode = Literal["pairs", "query", "matrix"]
+
 
 class SimilarityRequest(_Strict):
     """Cosine similarities of texts, computed where the vectors are, so they never travel."""
 
-    mode: Literal["pairs", "query", "matrix"] = Field(
-        default="query",
+    mode: SimilarityMode | None = Field(
+        default=None,
         description="pairs: texts[i] vs texts_b[i]. query: `query` vs every text, ranked. "
-        f"matrix: every text vs every text (at most {SIMILARITY_MATRIX_MAX}).",
+        f"matrix: every text vs every text (at most {SIMILARITY_MATRIX_MAX}). When omitted it follows from the "
+        "other fields: query if `query` is given, pairs if `texts_b` is, else matrix.",
     )
     texts: list[str] = Field(min_length=1, description="The texts (mode=query: the documents to rank).")
     texts_b: list[str] | None = Field(default=None, description="mode=pairs: the second text of each pair.")
@@ -286,6 +289,11 @@ class SimilarityRequest(_Strict):
 
     @model_validator(mode="after")
     def _fits_mode(self) -> SimilarityRequest:
+        inferred = self.mode is None
+        if self.mode is None:
+            if self.query is not None and self.texts_b is not None:
+                raise ValueError("give `query` (rank texts against it) or `texts_b` (score pairs), not both")
+            self.mode = "query" if self.query is not None else "pairs" if self.texts_b is not None else "matrix"
         if self.mode == "pairs":
             if self.texts_b is None or len(self.texts_b) != len(self.texts):
                 got = "none" if self.texts_b is None else str(len(self.texts_b))
@@ -300,11 +308,19 @@ class SimilarityRequest(_Strict):
         elif self.query is not None:
             raise ValueError(f"query is only used with mode=query, not mode={self.mode}")
         if self.mode == "matrix" and len(self.texts) > SIMILARITY_MATRIX_MAX:
+            without = " (texts alone ask for every text against every text)" if inferred else ""
             raise ValueError(
-                f"mode=matrix takes at most {SIMILARITY_MATRIX_MAX} texts (got {len(self.texts)}); "
-                "use mode=query to rank many texts against one"
+                f"mode=matrix takes at most {SIMILARITY_MATRIX_MAX} texts (got {len(self.texts)}){without}; "
+                "pass a `query` to rank many texts against it, or `texts_b` to score pairs"
             )
         return self
+
+    @property
+    def chosen_mode(self) -> SimilarityMode:
+        """The mode asked for or inferred (validation always sets one)."""
+        if self.mode is None:
+            raise ValueError("SimilarityRequest was built without validation")
+        return self.mode
 
     def inputs(self) -> list[str]:
         """Every text to embed, in the order `SimilarityResponse` scores them: texts, then texts_b or query."""
@@ -321,7 +337,7 @@ class SimilarityMatch(_Strict):
 
 
 class SimilarityResponse(_Strict):
-    mode: Literal["pairs", "query", "matrix"]
+    mode: SimilarityMode
     model: str
     count: int = Field(description="Texts embedded.")
     truncated: int = Field(description="Texts cut at the model's maximum length.")

@@ -98,7 +98,7 @@ def similarity_from_vectors(request: SimilarityRequest, vectors: list[list[float
     """What a gpu-service host's /similarity answers, from unit vectors: for hosts that only embed
     (openai/tei), whose vectors then do travel to the bridge."""
     n = len(request.texts)
-    out = SimilarityResponse(mode=request.mode, model=model, count=len(vectors), truncated=0)
+    out = SimilarityResponse(mode=request.chosen_mode, model=model, count=len(vectors), truncated=0)
     if request.mode == "pairs":
         out.scores = [_dot(vectors[i], vectors[n + i]) for i in range(n)]
     elif request.mode == "query":
@@ -284,7 +284,7 @@ class GpuClient:
                 parallel=self._parallel("embed"), progress=progress,
             )
             response = SimilarityResponse(
-                mode=request.mode, model=answers[0].model, scores=scores,
+                mode=request.chosen_mode, model=answers[0].model, scores=scores,
                 count=sum(a.count for a in answers), truncated=sum(a.truncated for a in answers),
                 matches=top_matches(scores, request.top_k) if request.mode == "query" else None,
             )

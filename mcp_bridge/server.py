@@ -375,15 +375,18 @@ def build_server(bridge: Bridge) -> MCPServer:
     @server.tool(
         title="Compare texts on a GPU",
         description="Cosine similarity of texts, computed on the GPU hosts; no vectors enter your context. "
-        "mode=query (default): rank `texts` (documents) against `query`, best top_k first. mode=pairs: "
-        f"texts[i] vs texts_b[i]. mode=matrix: every pair of up to {SIMILARITY_MATRIX_MAX} texts. Use for "
-        "search, reranking, deduplication, clustering. Costs one embedding per text.",
+        "Give `query` to rank `texts` (documents) against it, best top_k first; give `texts_b` to score "
+        f"texts[i] vs texts_b[i]; give texts alone for the matrix of every pair (up to {SIMILARITY_MATRIX_MAX} "
+        "texts). `mode` (query | pairs | matrix) overrides the choice. Use for search, reranking, "
+        "deduplication, clustering. Costs one embedding per text.",
         annotations=READ_ONLY,
     )
     async def gpu_similarity(
         texts: Texts,
         ctx: Context,
-        mode: Annotated[Literal["pairs", "query", "matrix"], Field(description="query | pairs | matrix")] = "query",
+        mode: Annotated[Literal["pairs", "query", "matrix"] | None, Field(
+            description="query | pairs | matrix. Omit it: query if `query` is given, pairs if `texts_b` is, "
+            "else matrix.")] = None,
         query: Annotated[str | None, Field(min_length=1, max_length=limits.maxTextLength, description="mode=query: the query text.")] = None,
         texts_b: Annotated[Texts | None, Field(description="mode=pairs: second text of each pair, same length as texts.")] = None,
         top_k: Annotated[int, Field(ge=1, le=SIMILARITY_TOP_K_MAX, description="mode=query: how many matches to return.")] = 10,
@@ -395,6 +398,7 @@ def build_server(bridge: Bridge) -> MCPServer:
         )
         result = await guarded(bridge.gpu.similarity(request, host=host, progress=progress_reporter(ctx)))
         r = result.response
+        mode = request.chosen_mode
         out = SimilarityOutput(mode=mode, model=r.model, hosts=result.hosts, seconds=round(result.seconds, 3))
         if mode == "pairs":
             out.scores = [round(x, 6) for x in r.scores or []]

@@ -59,7 +59,9 @@ async def test_tools_and_their_schemas(service: ServiceProcess) -> None:
     assert embed["properties"]["encoding"]["enum"] == ["auto", "float", "base64"]
     assert tools["gpu_embed"].output_schema["required"][:1] == ["encoding"]
     sim = tools["gpu_similarity"].input_schema
-    assert sim["required"] == ["texts"] and sim["properties"]["mode"]["enum"] == ["pairs", "query", "matrix"]
+    mode = next(s for s in sim["properties"]["mode"]["anyOf"] if "enum" in s)
+    assert sim["required"] == ["texts"] and mode["enum"] == ["pairs", "query", "matrix"]
+    assert sim["properties"]["mode"]["default"] is None, "the mode follows from the arguments unless given"
     texts_b = next(s for s in sim["properties"]["texts_b"]["anyOf"] if s["type"] == "array")
     assert texts_b["maxItems"] == 500 and texts_b["items"]["maxLength"] == 999
     query = next(s for s in sim["properties"]["query"]["anyOf"] if s["type"] == "string")
@@ -114,6 +116,27 @@ async def test_similarity_modes(service: ServiceProcess) -> None:
         assert len(m) == 3 and abs(m[0][0] - 1) < 1e-5 and abs(m[0][2] - 1) < 1e-5
         bad = await c.call_tool("gpu_similarity", {"mode": "pairs", "texts": ["a"]})
         assert bad.is_error and "texts_b" in text(bad)
+
+
+@pytest.mark.anyio
+async def test_similarity_mode_follows_from_the_arguments(service: ServiceProcess) -> None:
+    """query given: query; texts_b given: pairs; texts alone: the matrix (up to its limit)."""
+    texts = ["a cat sleeps", "a kitten naps", "tax forms"]
+    async with bridge_client({"hosts": [{"url": service.url}]}) as c:
+        alone = await c.call_tool("gpu_similarity", {"texts": texts})
+        ranked = await c.call_tool("gpu_similarity", {"texts": texts, "query": "a sleeping cat"})
+        paired = await c.call_tool("gpu_similarity", {"texts": texts[:2], "texts_b": texts[1:]})
+        too_many = await c.call_tool("gpu_similarity", {"texts": [f"text {i}" for i in range(65)]})
+        overridden = await c.call_tool("gpu_similarity", {"texts": texts, "mode": "query"})
+        both = await c.call_tool("gpu_similarity", {"texts": texts, "query": "q", "texts_b": texts})
+    assert not alone.is_error, text(alone)
+    matrix = alone.structured_content["matrix"]
+    assert alone.structured_content["mode"] == "matrix" and len(matrix) == 3 and matrix[0][1] > matrix[0][2]
+    assert ranked.structured_content["mode"] == "query" and ranked.structured_content["matches"][0]["index"] == 0
+    assert paired.structured_content["mode"] == "pairs" and len(paired.structured_content["scores"]) == 2
+    assert too_many.is_error and "at most 64 texts (got 65)" in text(too_many) and "pass a `query`" in text(too_many)
+    assert overridden.is_error and "mode=query needs a non-empty `query`" in text(overridden)
+    assert both.is_error and "not both" in text(both)
 
 
 @pytest.mark.anyio

@@ -120,6 +120,21 @@ def test_similarity_rejects_bad_requests(service: ServiceProcess, body: dict, ne
     assert r.status_code == 422 and needle in r.text, r.text
 
 
+def test_similarity_mode_follows_from_the_fields(service: ServiceProcess) -> None:
+    texts = ["a cat sleeps", "a kitten naps", "tax forms"]
+    alone = httpx.post(f"{service.url}/similarity", json={"texts": texts})
+    assert alone.status_code == 200, alone.text
+    assert alone.json()["mode"] == "matrix" and len(alone.json()["matrix"]) == 3
+    paired = httpx.post(f"{service.url}/similarity", json={"texts": texts[:1], "texts_b": texts[1:2]}).json()
+    assert paired["mode"] == "pairs" and len(paired["scores"]) == 1
+    ranked = httpx.post(f"{service.url}/similarity", json={"texts": texts, "query": "a sleeping cat"}).json()
+    assert ranked["mode"] == "query" and ranked["matches"][0]["index"] == 0
+    both = httpx.post(f"{service.url}/similarity", json={"texts": texts, "query": "q", "texts_b": texts})
+    assert both.status_code == 422 and "not both" in both.json()["detail"]
+    many = httpx.post(f"{service.url}/similarity", json={"texts": [f"t{i}" for i in range(65)]})
+    assert many.status_code == 422 and "pass a `query`" in many.json()["detail"]
+
+
 def test_similarity_limits_name_the_field(limited: ServiceProcess) -> None:
     r = httpx.post(f"{limited.url}/similarity", json={"mode": "pairs", "texts": ["a"], "texts_b": ["b" * 300]})
     assert r.status_code == 422 and "texts_b[0] has 300 characters" in r.json()["detail"]
