@@ -29,6 +29,8 @@ from gpu_service.jobs import JobTracker
 from gpu_service.metrics import CONTENT_TYPE, Metrics, RequestCounter
 from gpu_service.models import ModelKey, ModelRegistry
 from gpu_service.schema import (
+    BertScoreIdfRequest,
+    BertScoreIdfResponse,
     BertScoreRequest,
     BertScoreResponse,
     EmbedRequest,
@@ -44,10 +46,10 @@ from gpu_service.schema import (
     SimilarityResponse,
     StatusResponse,
     encode_float32_rows,
-    validation_message,
 )
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import Settings
+from gpu_service.validation import validation_message
 
 log = logging.getLogger("gpu_service")
 T = TypeVar("T")
@@ -368,6 +370,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result, timing = await _cancellable(request, state.inference.bertscore(body))
         observe(state, "/bertscore", timing)
         return JSONResponse(result.model_dump(), headers=_timing_headers(timing))
+
+    @app.post("/bertscore/idf", response_model=BertScoreIdfResponse, responses=_ERRORS)
+    async def bertscore_idf(body: BertScoreIdfRequest, request: Request) -> BertScoreIdfResponse:
+        """Document frequencies for idf over a chunk of sentences; merged counts go back in `idf_counts`."""
+        state = service(request)
+        state.require_ready()
+        return await _cancellable(request, state.inference.bertscore_idf(body))
 
     return app
 

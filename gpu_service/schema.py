@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gpu_service.validation import check_not_blank
 
 
 @dataclass(frozen=True)
@@ -48,47 +51,6 @@ class _Strict(BaseModel):
     """Unknown fields are an error: a typo must not be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-def _check_texts(values: list[str], field: str) -> list[str]:
-    for i, text in enumerate(values):
-        if not text.strip():
-            raise ValueError(f"{field}[{i}] is blank: every text needs at least one non-whitespace character")
-    return values
-
-
-def error_location(loc: Iterable[int | str]) -> str:
-    """Where a validation error is, as a caller writes it: `("texts", 1)` -> `texts[1]`."""
-    where = ""
-    for part in loc:
-        if isinstance(part, int):
-            where += f"[{part}]"
-        else:
-            where += f".{part}" if where else str(part)
-    return where
-
-
-_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
-MAX_ERRORS_SHOWN = 5
-
-
-def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
-    """Pydantic's validation errors in plain words, each naming the field and index.
-
-    One function for both sides: the service's 422s and the bridge's tool errors say the
-    same (`texts[1] is blank: ...`), with no exception class names and no pydantic dump
-    (input values and documentation links are left out)."""
-    parts = []
-    for err in errors[:MAX_ERRORS_SHOWN]:
-        where = error_location(err.get("loc", ()))
-        message = str(err.get("msg", "invalid value"))
-        for prefix in _PYDANTIC_PREFIXES:
-            message = message.removeprefix(prefix)
-        # Our own validators name the field themselves ("texts[1] is blank"); pydantic's do not.
-        parts.append(message if not where or message.startswith(where) else f"{where}: {message}")
-    if len(errors) > MAX_ERRORS_SHOWN:
-        parts.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more")
-    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- health / info
@@ -161,7 +123,7 @@ class EmbedRequest(_Strict):
     @field_validator("texts")
     @classmethod
     def _texts_not_blank(cls, v: list[str]) -> list[str]:
-        return _check_texts(v, "texts")
+        return check_not_blank(v, "texts")
 
 
 class EmbedResponse(_Strict):
@@ -202,9 +164,9 @@ def decode_float32_rows(blob: str, count: int, dimensions: int) -> list[list[flo
 # --------------------------------------------------------------------------- BERTScore
 
 
-class BertScoreRequest(_Strict):
-    candidates: list[str] = Field(min_length=1, description="Candidate texts (e.g. model outputs).")
-    references: list[str] = Field(min_length=1, description="Reference texts, one per candidate.")
+class BertScoreModelChoice(_Strict):
+    """Which model scores: the fields a BERTScore request and an idf request share."""
+
     lang: str | None = Field(
         default=None,
         max_length=16,
@@ -219,17 +181,57 @@ class BertScoreRequest(_Strict):
     num_layers: int | None = Field(
         default=None, ge=0, le=128, description="Layer whose hidden states are compared; bert-score's table when omitted."
     )
+
+
+class IdfCounts(_Strict):
+    """Document frequencies over a set of sentences: what bert-score's idf is computed from,
+    idf(token) = log((documents + 1) / (counts[token] + 1)), over the model tokenizer's ids.
+
+    Counts of separate chunks add up (`merge`), so the idf of any number of sentences, counted
+    on any number of hosts, is one table: the same as one `BERTScorer(idf_sents=...)` computes."""
+
+    documents: int = Field(ge=1, description="Sentences counted.")
+    counts: dict[int, int] = Field(description="Token id -> how many of the sentences contain it.")
+
+    @model_validator(mode="after")
+    def _counts_fit(self) -> IdfCounts:
+        for token, count in self.counts.items():
+            if token < 0 or not 1 <= count <= self.documents:
+                raise ValueError(
+                    f"counts[{token}] = {count}: token ids are >= 0 and each count is between 1 and "
+                    f"documents ({self.documents})"
+                )
+        return self
+
+    @classmethod
+    def merge(cls, parts: Iterable[IdfCounts]) -> IdfCounts:
+        counts: Counter[int] = Counter()
+        documents = 0
+        for part in parts:
+            counts.update(part.counts)
+            documents += part.documents
+        return cls(documents=documents, counts=dict(counts))
+
+
+class BertScoreRequest(BertScoreModelChoice):
+    candidates: list[str] = Field(min_length=1, description="Candidate texts (e.g. model outputs).")
+    references: list[str] = Field(min_length=1, description="Reference texts, one per candidate.")
     idf: bool = Field(default=False, description="Weight tokens by inverse document frequency.")
     idf_sentences: list[str] | None = Field(
         default=None,
         description="Sentences to compute idf from (with idf=true); the references when omitted.",
+    )
+    idf_counts: IdfCounts | None = Field(
+        default=None,
+        description="With idf=true: document frequencies to compute idf from, e.g. merged from `/bertscore/idf` "
+        "answers for more sentences than one request takes. Instead of idf_sentences.",
     )
     rescale_with_baseline: bool = Field(default=False, description="Rescale with bert-score's baseline file.")
 
     @field_validator("candidates", "references")
     @classmethod
     def _not_blank(cls, v: list[str], info: object) -> list[str]:
-        return _check_texts(v, getattr(info, "field_name", "texts"))
+        return check_not_blank(v, getattr(info, "field_name", "texts"))
 
     @model_validator(mode="after")
     def _one_reference_per_candidate(self) -> BertScoreRequest:
@@ -239,6 +241,25 @@ class BertScoreRequest(_Strict):
                 "pair up one to one, so give exactly one reference per candidate (the lengths must match)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_idf_source(self) -> BertScoreRequest:
+        given = [name for name in ("idf_sentences", "idf_counts") if getattr(self, name) is not None]
+        if given and not self.idf:
+            raise ValueError(f"{given[0]} is only used with idf=true")
+        if len(given) > 1:
+            raise ValueError("give idf_sentences or idf_counts, not both")
+        return self
+
+
+class BertScoreIdfRequest(BertScoreModelChoice):
+    """`POST /bertscore/idf`: count, for idf, the sentences of one chunk (at most the service's max_texts)."""
+
+    sentences: list[str] = Field(min_length=1, description="Sentences to count tokens in (typically references).")
+
+
+class BertScoreIdfResponse(IdfCounts):
+    model: str
 
 
 class ScoreMeans(_Strict):
@@ -285,7 +306,7 @@ class SimilarityRequest(_Strict):
     @field_validator("texts", "texts_b")
     @classmethod
     def _not_blank(cls, v: list[str] | None, info: object) -> list[str] | None:
-        return None if v is None else _check_texts(v, getattr(info, "field_name", "texts"))
+        return None if v is None else check_not_blank(v, getattr(info, "field_name", "texts"))
 
     @model_validator(mode="after")
     def _fits_mode(self) -> SimilarityRequest:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import random
 import time
@@ -31,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
 
-from gpu_service.schema import validation_message
+from mcp_bridge.answers import BadResponse, describe_malformed, describe_transport_error, error_detail
+from mcp_bridge.answers import parse_json as parse_json  # re-exported: callers read answers with it
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.hosts import Clock, Host
 
@@ -64,10 +63,6 @@ class HostRejected(PoolError):
 
 class PoolTimeout(PoolError):
     pass
-
-
-class BadResponse(Exception):
-    """The host answered, but not with what the schema promises."""
 
 
 @dataclass
@@ -108,43 +103,6 @@ class RetryBudget:
             self._retries.append(self._clock())
             return True
         return False
-
-
-def error_detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if detail is None and isinstance(body, dict) and isinstance(body.get("error"), dict):
-        detail = body["error"].get("message")
-    if isinstance(detail, list):
-        detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    return str(detail if detail is not None else body)[:500]
-
-
-def describe_transport_error(exc: httpx.HTTPError) -> str:
-    """An HTTP client failure in plain words (never the exception's class name), with its own message."""
-    if isinstance(exc, httpx.TimeoutException):
-        what = "timed out"
-    elif isinstance(exc, httpx.ConnectError):
-        what = "could not connect"
-    elif isinstance(exc, httpx.RemoteProtocolError):
-        what = "the connection closed before a complete answer"
-    elif isinstance(exc, httpx.ReadError | httpx.WriteError):
-        what = "the connection broke during the request"
-    else:
-        what = "the request failed"
-    detail = str(exc).strip()[:200]
-    return f"{what} ({detail})" if detail else what
-
-
-def _describe_malformed(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):  # the answer does not fit the wire schema
-        return validation_message(exc.errors())[:200]
-    if isinstance(exc, KeyError):
-        return f"missing field {exc}"
-    return str(exc)[:200] or "unexpected shape"
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -292,7 +250,7 @@ class HostPool:
             try:
                 result = parse_for(host, response) if parse_for is not None else parse(response)  # type: ignore[misc]
             except (BadResponse, ValueError, KeyError, TypeError) as exc:
-                failure = _Failure(f"malformed answer: {_describe_malformed(exc)}")
+                failure = _Failure(f"malformed answer: {describe_malformed(exc)}")
                 errors.append(f"{host.name}: {failure.message}")
                 self._account(host, failure)
                 continue
@@ -459,10 +417,3 @@ class _Failed(Exception):
     def __init__(self, failure: _Failure, host: Host | None = None) -> None:
         self.failure = failure
         self.host = host
-
-
-def parse_json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadResponse(f"not JSON ({exc})") from None
