@@ -337,12 +337,15 @@ def test_auth(keyed_service: ServiceProcess) -> None:
                                ("POST", "/similarity", {"texts": ["a"], "query": "b"}),
                                ("POST", "/v1/embeddings", {"input": "a"}), ("GET", "/openapi.json", None),
                                ("POST", "/cancel/some-id", None)]:
-        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]}, {"X-API-Key": KEY + "x"}):
+        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]}, {"X-API-Key": KEY + "x"},
+                        {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"},
+                        {"Authorization": f"Bearer {KEY}x"}, {"Authorization": "Bearer"}):
             r = httpx.request(method, f"{url}{path}", json=body, headers=headers)
             assert r.status_code == 401, (path, headers, r.status_code)
             assert KEY not in r.text
-        ok = httpx.request(method, f"{url}{path}", json=body, headers={"X-API-Key": KEY})
-        assert ok.status_code == 200, (path, ok.text)
+        for headers in ({"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}, {"Authorization": f"bearer {KEY}"}):
+            ok = httpx.request(method, f"{url}{path}", json=body, headers=headers)
+            assert ok.status_code == 200, (path, ok.text)
     assert KEY not in keyed_service.logs()
 
 
