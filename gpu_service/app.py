@@ -29,6 +29,8 @@ from gpu_service.jobs import JobTracker
 from gpu_service.metrics import CONTENT_TYPE, Metrics, RequestCounter
 from gpu_service.models import ModelKey, ModelRegistry
 from gpu_service.schema import (
+    BertScoreIdfRequest,
+    BertScoreIdfResponse,
     BertScoreRequest,
     BertScoreResponse,
     EmbedRequest,
@@ -47,6 +49,7 @@ from gpu_service.schema import (
 )
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import Settings
+from gpu_service.validation import validation_message
 
 log = logging.getLogger("gpu_service")
 T = TypeVar("T")
@@ -183,11 +186,14 @@ def _timing_headers(timing: Timing) -> dict[str, str]:
 
 
 def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
+    """The same words the bridge uses for the same mistake (`texts[1] is blank: ...`)."""
+    errors = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
+        loc = tuple(err.get("loc", ()))
+        if loc[:1] == ("body",) and len(loc) > 1 and isinstance(loc[1], str):
+            loc = loc[1:]  # a field of the body: name the field alone
+        errors.append({**err, "loc": loc})
+    return "invalid request: " + validation_message(errors)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -364,6 +370,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result, timing = await _cancellable(request, state.inference.bertscore(body))
         observe(state, "/bertscore", timing)
         return JSONResponse(result.model_dump(), headers=_timing_headers(timing))
+
+    @app.post("/bertscore/idf", response_model=BertScoreIdfResponse, responses=_ERRORS)
+    async def bertscore_idf(body: BertScoreIdfRequest, request: Request) -> BertScoreIdfResponse:
+        """Document frequencies for idf over a chunk of sentences; merged counts go back in `idf_counts`."""
+        state = service(request)
+        state.require_ready()
+        return await _cancellable(request, state.inference.bertscore_idf(body))
 
     return app
 

@@ -14,9 +14,11 @@ plumbing around them:
 from __future__ import annotations
 
 import collections
+import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import torch
@@ -25,6 +27,7 @@ from torch.nn.utils.rnn import pad_sequence
 from gpu_service.embedding import parameter_bytes
 from gpu_service.errors import BadRequest, Unprocessable
 from gpu_service.resolve import ResolvedModel
+from gpu_service.schema import IdfCounts
 from gpu_service.settings import BUNDLED_MODEL, BUNDLED_MODEL_LAYERS
 
 
@@ -96,10 +99,23 @@ class BertScoreEngine:
             out.append(EncodedSentence(ids, truncated=len(ids) >= self.max_length))
         return out
 
-    def idf_weights(self, sentences: list[str]) -> dict[int, float]:
-        from bert_score.utils import get_idf_dict
+    def document_counts(self, sentences: list[str]) -> IdfCounts:
+        """How many of `sentences` contain each token id: the first half of bert-score's
+        get_idf_dict (its own `process`: the set of a sentence's ids), kept apart so the
+        counts of several chunks or hosts can be merged before idf is taken."""
+        from bert_score.utils import process
 
-        return get_idf_dict(sentences, self.tokenizer, nthreads=0)
+        counts = Counter(chain.from_iterable(process(s, self.tokenizer) for s in sentences))
+        return IdfCounts(documents=len(sentences), counts=dict(counts))
+
+    @staticmethod
+    def idf_weights(frequencies: IdfCounts) -> dict[int, float]:
+        """The second half of bert-score's get_idf_dict: log((M + 1) / (df + 1)), and log(M + 1)
+        for a token no sentence contains (tested equal to `BERTScorer(idf_sents=...)`)."""
+        documents = frequencies.documents
+        weights: dict[int, float] = defaultdict(lambda: math.log(documents + 1))
+        weights.update({token: math.log((documents + 1) / (df + 1)) for token, df in frequencies.counts.items()})
+        return weights
 
     def uniform_weights(self) -> dict[int, float]:
         """bert-score's weights without idf: 1 for every token, 0 for [SEP] and [CLS]."""

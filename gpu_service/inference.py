@@ -15,9 +15,12 @@ from gpu_service.bertscore import baseline, default_layers, model_for_lang, sett
 from gpu_service.embedding import postprocess
 from gpu_service.errors import TooLarge, Unprocessable
 from gpu_service.jobs import JobTracker
-from gpu_service.models import ModelRegistry
+from gpu_service.models import ModelKey, ModelRegistry
 from gpu_service.resolve import canonical_name
 from gpu_service.schema import (
+    BertScoreIdfRequest,
+    BertScoreIdfResponse,
+    BertScoreModelChoice,
     BertScoreRequest,
     BertScoreResponse,
     ScoreMeans,
@@ -117,7 +120,7 @@ class Inference:
         embedded = await self.embed(req.inputs(), model=req.model, checked=True)
         vectors, n = embedded.vectors, len(req.texts)
         response = SimilarityResponse(
-            mode=req.mode, model=embedded.model, count=int(vectors.shape[0]), truncated=embedded.truncated
+            mode=req.chosen_mode, model=embedded.model, count=int(vectors.shape[0]), truncated=embedded.truncated
         )
         # Vectors are unit length, so cosine is a dot product; clamp the rounding just past +-1.
         if req.mode == "pairs":
@@ -129,30 +132,35 @@ class Inference:
             response.matrix = (vectors @ vectors.T).clamp(-1, 1).tolist()
         return response, embedded.timing
 
-    async def bertscore(self, req: BertScoreRequest) -> tuple[BertScoreResponse, Timing]:
-        if len(req.candidates) != len(req.references):
-            raise Unprocessable(
-                f"candidates has {len(req.candidates)} items but references has {len(req.references)}; "
-                "they pair up one to one, so the lengths must match"
-            )
-        check_texts("candidates", req.candidates, self.settings)
-        check_texts("references", req.references, self.settings)
-        deadline = self._deadline()
-        lang = (req.lang or self.settings.bertscore_default_lang).lower()
-        if req.model_type:
-            name = req.model_type
-        elif req.lang and lang != self.settings.bertscore_default_lang.lower():
+    def _bertscore_model(self, choice: BertScoreModelChoice) -> tuple[ModelKey, int, str]:
+        """The model a BERTScore request is scored with, its layer, and the request's language."""
+        lang = (choice.lang or self.settings.bertscore_default_lang).lower()
+        if choice.model_type:
+            name = choice.model_type
+        elif choice.lang and lang != self.settings.bertscore_default_lang.lower():
             name = model_for_lang(lang)
         else:
             name = self.settings.model_bertscore
-        num_layers = req.num_layers if req.num_layers is not None else default_layers(canonical_name(name))
-        key = self.registry.key("bertscore", name, num_layers)
+        num_layers = choice.num_layers if choice.num_layers is not None else default_layers(canonical_name(name))
+        return self.registry.key("bertscore", name, num_layers), num_layers, lang
+
+    async def bertscore_idf(self, req: BertScoreIdfRequest) -> BertScoreIdfResponse:
+        """Document frequencies of `req.sentences` for idf; a caller merges the counts of many chunks."""
+        check_texts("sentences", req.sentences, self.settings)
+        key, _, _ = self._bertscore_model(req)
+        async with self.registry.use(key) as loaded:
+            counts = await loaded.prepare(loaded.engine.document_counts, req.sentences)
+        return BertScoreIdfResponse(model=key.name, documents=counts.documents, counts=counts.counts)
+
+    async def bertscore(self, req: BertScoreRequest) -> tuple[BertScoreResponse, Timing]:
+        check_texts("candidates", req.candidates, self.settings)
+        check_texts("references", req.references, self.settings)
+        deadline = self._deadline()
+        key, num_layers, lang = self._bertscore_model(req)
         rescale_vals, custom_baseline = None, False
         if req.rescale_with_baseline:
             rescale_vals, custom_baseline = baseline(key.name, lang, num_layers, self.settings.baseline_dirs)
         if req.idf_sentences is not None:
-            if not req.idf:
-                raise Unprocessable("idf_sentences is only used with idf=true")
             check_texts("idf_sentences", req.idf_sentences, self.settings)
 
         job = self.jobs.start("bertscore", key.label, 0)
@@ -161,8 +169,11 @@ class Inference:
                 engine = loaded.engine
                 unique = list(dict.fromkeys([*req.candidates, *req.references]))
                 encoded = dict(zip(unique, await loaded.prepare(engine.prepare, unique), strict=True))
-                if req.idf:
-                    weights = await loaded.prepare(engine.idf_weights, req.idf_sentences or req.references)
+                if req.idf_counts is not None:
+                    weights = engine.idf_weights(req.idf_counts)
+                elif req.idf:
+                    counted = await loaded.prepare(engine.document_counts, req.idf_sentences or req.references)
+                    weights = engine.idf_weights(counted)
                 else:
                     weights = engine.uniform_weights()
                 embeddings = {s: e for s in unique if (e := engine.cached(s)) is not None}

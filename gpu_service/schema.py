@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gpu_service.validation import check_not_blank
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,6 @@ class _Strict(BaseModel):
     """Unknown fields are an error: a typo must not be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-def _check_texts(values: list[str], field: str) -> list[str]:
-    for i, text in enumerate(values):
-        if not text.strip():
-            raise ValueError(f"{field}[{i}] is empty; every text must contain non-whitespace characters")
-    return values
 
 
 # --------------------------------------------------------------------------- health / info
@@ -127,7 +123,7 @@ class EmbedRequest(_Strict):
     @field_validator("texts")
     @classmethod
     def _texts_not_blank(cls, v: list[str]) -> list[str]:
-        return _check_texts(v, "texts")
+        return check_not_blank(v, "texts")
 
 
 class EmbedResponse(_Strict):
@@ -168,9 +164,9 @@ def decode_float32_rows(blob: str, count: int, dimensions: int) -> list[list[flo
 # --------------------------------------------------------------------------- BERTScore
 
 
-class BertScoreRequest(_Strict):
-    candidates: list[str] = Field(min_length=1, description="Candidate texts (e.g. model outputs).")
-    references: list[str] = Field(min_length=1, description="Reference texts, one per candidate.")
+class BertScoreModelChoice(_Strict):
+    """Which model scores: the fields a BERTScore request and an idf request share."""
+
     lang: str | None = Field(
         default=None,
         max_length=16,
@@ -185,17 +181,85 @@ class BertScoreRequest(_Strict):
     num_layers: int | None = Field(
         default=None, ge=0, le=128, description="Layer whose hidden states are compared; bert-score's table when omitted."
     )
+
+
+class IdfCounts(_Strict):
+    """Document frequencies over a set of sentences: what bert-score's idf is computed from,
+    idf(token) = log((documents + 1) / (counts[token] + 1)), over the model tokenizer's ids.
+
+    Counts of separate chunks add up (`merge`), so the idf of any number of sentences, counted
+    on any number of hosts, is one table: the same as one `BERTScorer(idf_sents=...)` computes."""
+
+    documents: int = Field(ge=1, description="Sentences counted.")
+    counts: dict[int, int] = Field(description="Token id -> how many of the sentences contain it.")
+
+    @model_validator(mode="after")
+    def _counts_fit(self) -> IdfCounts:
+        for token, count in self.counts.items():
+            if token < 0 or not 1 <= count <= self.documents:
+                raise ValueError(
+                    f"counts[{token}] = {count}: token ids are >= 0 and each count is between 1 and "
+                    f"documents ({self.documents})"
+                )
+        return self
+
+    @classmethod
+    def merge(cls, parts: Iterable[IdfCounts]) -> IdfCounts:
+        counts: Counter[int] = Counter()
+        documents = 0
+        for part in parts:
+            counts.update(part.counts)
+            documents += part.documents
+        return cls(documents=documents, counts=dict(counts))
+
+
+class BertScoreRequest(BertScoreModelChoice):
+    candidates: list[str] = Field(min_length=1, description="Candidate texts (e.g. model outputs).")
+    references: list[str] = Field(min_length=1, description="Reference texts, one per candidate.")
     idf: bool = Field(default=False, description="Weight tokens by inverse document frequency.")
     idf_sentences: list[str] | None = Field(
         default=None,
         description="Sentences to compute idf from (with idf=true); the references when omitted.",
+    )
+    idf_counts: IdfCounts | None = Field(
+        default=None,
+        description="With idf=true: document frequencies to compute idf from, e.g. merged from `/bertscore/idf` "
+        "answers for more sentences than one request takes. Instead of idf_sentences.",
     )
     rescale_with_baseline: bool = Field(default=False, description="Rescale with bert-score's baseline file.")
 
     @field_validator("candidates", "references")
     @classmethod
     def _not_blank(cls, v: list[str], info: object) -> list[str]:
-        return _check_texts(v, getattr(info, "field_name", "texts"))
+        return check_not_blank(v, getattr(info, "field_name", "texts"))
+
+    @model_validator(mode="after")
+    def _one_reference_per_candidate(self) -> BertScoreRequest:
+        if len(self.candidates) != len(self.references):
+            raise ValueError(
+                f"candidates has {len(self.candidates)} texts but references has {len(self.references)}: they "
+                "pair up one to one, so give exactly one reference per candidate (the lengths must match)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_idf_source(self) -> BertScoreRequest:
+        given = [name for name in ("idf_sentences", "idf_counts") if getattr(self, name) is not None]
+        if given and not self.idf:
+            raise ValueError(f"{given[0]} is only used with idf=true")
+        if len(given) > 1:
+            raise ValueError("give idf_sentences or idf_counts, not both")
+        return self
+
+
+class BertScoreIdfRequest(BertScoreModelChoice):
+    """`POST /bertscore/idf`: count, for idf, the sentences of one chunk (at most the service's max_texts)."""
+
+    sentences: list[str] = Field(min_length=1, description="Sentences to count tokens in (typically references).")
+
+
+class BertScoreIdfResponse(IdfCounts):
+    model: str
 
 
 class ScoreMeans(_Strict):
@@ -221,14 +285,17 @@ SIMILARITY_MATRIX_MAX = 64
 """Texts in one `matrix` request: the answer grows with the square."""
 SIMILARITY_TOP_K_MAX = 1000
 
+SimilarityMode = Literal["pairs", "query", "matrix"]
+
 
 class SimilarityRequest(_Strict):
     """Cosine similarities of texts, computed where the vectors are, so they never travel."""
 
-    mode: Literal["pairs", "query", "matrix"] = Field(
-        default="query",
+    mode: SimilarityMode | None = Field(
+        default=None,
         description="pairs: texts[i] vs texts_b[i]. query: `query` vs every text, ranked. "
-        f"matrix: every text vs every text (at most {SIMILARITY_MATRIX_MAX}).",
+        f"matrix: every text vs every text (at most {SIMILARITY_MATRIX_MAX}). When omitted it follows from the "
+        "other fields: query if `query` is given, pairs if `texts_b` is, else matrix.",
     )
     texts: list[str] = Field(min_length=1, description="The texts (mode=query: the documents to rank).")
     texts_b: list[str] | None = Field(default=None, description="mode=pairs: the second text of each pair.")
@@ -239,10 +306,15 @@ class SimilarityRequest(_Strict):
     @field_validator("texts", "texts_b")
     @classmethod
     def _not_blank(cls, v: list[str] | None, info: object) -> list[str] | None:
-        return None if v is None else _check_texts(v, getattr(info, "field_name", "texts"))
+        return None if v is None else check_not_blank(v, getattr(info, "field_name", "texts"))
 
     @model_validator(mode="after")
     def _fits_mode(self) -> SimilarityRequest:
+        inferred = self.mode is None
+        if self.mode is None:
+            if self.query is not None and self.texts_b is not None:
+                raise ValueError("give `query` (rank texts against it) or `texts_b` (score pairs), not both")
+            self.mode = "query" if self.query is not None else "pairs" if self.texts_b is not None else "matrix"
         if self.mode == "pairs":
             if self.texts_b is None or len(self.texts_b) != len(self.texts):
                 got = "none" if self.texts_b is None else str(len(self.texts_b))
@@ -257,11 +329,19 @@ class SimilarityRequest(_Strict):
         elif self.query is not None:
             raise ValueError(f"query is only used with mode=query, not mode={self.mode}")
         if self.mode == "matrix" and len(self.texts) > SIMILARITY_MATRIX_MAX:
+            without = " (texts alone ask for every text against every text)" if inferred else ""
             raise ValueError(
-                f"mode=matrix takes at most {SIMILARITY_MATRIX_MAX} texts (got {len(self.texts)}); "
-                "use mode=query to rank many texts against one"
+                f"mode=matrix takes at most {SIMILARITY_MATRIX_MAX} texts (got {len(self.texts)}){without}; "
+                "pass a `query` to rank many texts against it, or `texts_b` to score pairs"
             )
         return self
+
+    @property
+    def chosen_mode(self) -> SimilarityMode:
+        """The mode asked for or inferred (validation always sets one)."""
+        if self.mode is None:
+            raise ValueError("SimilarityRequest was built without validation")
+        return self.mode
 
     def inputs(self) -> list[str]:
         """Every text to embed, in the order `SimilarityResponse` scores them: texts, then texts_b or query."""
@@ -278,7 +358,7 @@ class SimilarityMatch(_Strict):
 
 
 class SimilarityResponse(_Strict):
-    mode: Literal["pairs", "query", "matrix"]
+    mode: SimilarityMode
     model: str
     count: int = Field(description="Texts embedded.")
     truncated: int = Field(description="Texts cut at the model's maximum length.")

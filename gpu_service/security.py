@@ -2,9 +2,10 @@
 
 - Body size: a `Content-Length` over the limit is refused at once; a chunked body is
   counted as it streams and refused the moment it passes the limit.
-- API key: with `API_KEY` set, every path but `/health` needs `X-API-Key`. Both sides
-  are hashed and compared with `hmac.compare_digest`, so the comparison takes the same
-  time whatever the guess (no early exit, no length leak). The key is never logged.
+- API key: with `API_KEY` set, every path but `/health` needs the key, as `X-API-Key: <key>`
+  or as `Authorization: Bearer <key>` (what OpenAI clients, TEI, Infinity and vLLM send).
+  Both sides are hashed and compared with `hmac.compare_digest`, so the comparison takes
+  the same time whatever the guess (no early exit, no length leak). The key is never logged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,7 +43,16 @@ def keys_match(expected: str, given: bytes | None) -> bool:
     return hmac.compare_digest(_digest(expected), _digest(given if given is not None else b"\x00missing"))
 
 
+def bearer_token(headers: Mapping[bytes, bytes]) -> bytes | None:
+    """The token of an `Authorization: Bearer <token>` header (the scheme in any case), else None."""
+    scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+    token = token.strip()
+    return token if scheme.lower() == b"bearer" and token else None
+
+
 class ApiKeyMiddleware:
+    """The service's key, as `X-API-Key: <key>` or `Authorization: Bearer <key>`."""
+
     def __init__(self, app: ASGIApp, api_key: str | None) -> None:
         self.app = app
         self._key = api_key
@@ -50,10 +61,18 @@ class ApiKeyMiddleware:
         if self._key is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-api-key")
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-api-key")
+        sent_as = "X-API-Key"
+        if given is None:
+            given, sent_as = bearer_token(headers), "bearer token"
         if not keys_match(self._key, given):
-            reason = "missing X-API-Key header" if given is None else "wrong X-API-Key"
-            await send_json(send, 401, f"unauthorized: {reason} (this service requires the key set in its API_KEY)")
+            reason = (
+                "missing key: send X-API-Key: <key> or Authorization: Bearer <key>" if given is None
+                else f"wrong {sent_as}"
+            )
+            await send_json(send, 401, f"unauthorized: {reason} (this service requires the key set in its API_KEY)",
+                            [(b"www-authenticate", b"Bearer")])
             return
         await self.app(scope, receive, send)
 

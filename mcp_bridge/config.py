@@ -44,7 +44,12 @@ class TlsConfig(_Config):
 class HostConfig(_Config):
     name: str | None = Field(default=None, max_length=64, description="Label in status output; the URL's host:port by default.")
     url: str = Field(description="Base URL of the host, e.g. http://192.168.1.20:8765")
-    apiKey: str | None = Field(default=None, description="X-API-Key for this host (else the pool's apiKey).", repr=False)
+    apiKey: str | None = Field(default=None, description="Key for this host (else the pool's apiKey).", repr=False)
+    auth: Literal["x-api-key", "bearer"] | None = Field(
+        default=None,
+        description="How the key is sent: `x-api-key` (X-API-Key: <key>) or `bearer` (Authorization: Bearer "
+        "<key>). Default: x-api-key for gpu-service hosts, bearer for openai/tei hosts.",
+    )
     type: Literal["gpu-service", "openai", "tei"] = Field(
         default="gpu-service",
         description="gpu-service: our service (all tools). openai/tei: any OpenAI-compatible /v1/embeddings "
@@ -67,6 +72,11 @@ class HostConfig(_Config):
     @property
     def label(self) -> str:
         return self.name or urlsplit(self.url).netloc
+
+    @property
+    def auth_header(self) -> Literal["x-api-key", "bearer"]:
+        """How this host's key is sent: `auth`, else what servers of its type expect."""
+        return self.auth or ("x-api-key" if self.type == "gpu-service" else "bearer")
 
 
 class ModelsConfig(_Config):

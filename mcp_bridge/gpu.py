@@ -17,19 +17,23 @@ from typing import Any
 import httpx
 
 from gpu_service.schema import (
+    BertScoreIdfRequest,
+    BertScoreIdfResponse,
     BertScoreRequest,
     BertScoreResponse,
     EmbedRequest,
     EmbedResponse,
+    IdfCounts,
     ScoreMeans,
     SimilarityRequest,
     SimilarityResponse,
     top_matches,
 )
+from mcp_bridge.answers import BadResponse, error_detail, parse_json
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.hosts import Host
-from mcp_bridge.pool import BadResponse, HostPool, PoolError, error_detail, parse_json
-from mcp_bridge.sharding import Progress, run_sharded
+from mcp_bridge.pool import HostPool, PoolError
+from mcp_bridge.sharding import Progress, run_sharded, split
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -98,7 +102,7 @@ def similarity_from_vectors(request: SimilarityRequest, vectors: list[list[float
     """What a gpu-service host's /similarity answers, from unit vectors: for hosts that only embed
     (openai/tei), whose vectors then do travel to the bridge."""
     n = len(request.texts)
-    out = SimilarityResponse(mode=request.mode, model=model, count=len(vectors), truncated=0)
+    out = SimilarityResponse(mode=request.chosen_mode, model=model, count=len(vectors), truncated=0)
     if request.mode == "pairs":
         out.scores = [_dot(vectors[i], vectors[n + i]) for i in range(n)]
     elif request.mode == "query":
@@ -166,22 +170,30 @@ class GpuClient:
         host: str | None = None,
         progress: Progress | None = None,
     ) -> EmbedResult:
+        """Embed `texts` (for Python callers; raises pydantic's ValidationError on bad input)."""
+        request = EmbedRequest(texts=list(texts), model=model, normalize=normalize, dimensions=dimensions)
+        return await self.embed_request(request, host=host, progress=progress)
+
+    async def embed_request(
+        self, request: EmbedRequest, *, host: str | None = None, progress: Progress | None = None
+    ) -> EmbedResult:
+        """Embed an already validated request; shards are copies of it, not validated again."""
         started = time.perf_counter()
-        model = model or self.config.models.embed
+        model = request.model or self.config.models.embed
+        normalize, dimensions = request.normalize, request.dimensions
         deadline = self.deadline()
         used: list[str] = []
         shards: list[_Shard] = []
 
         async def run_shard(shard: Sequence[str], index: int) -> list[list[float]]:
             count = len(shard)
+            body = request.model_copy(
+                update={"texts": list(shard), "model": model, "encoding_format": "base64"}
+            ).model_dump(exclude_none=True)
 
             def path_for(h: Host) -> tuple[str, Any]:
                 if h.kind == "gpu-service":
-                    body = EmbedRequest(
-                        texts=list(shard), model=model, normalize=normalize, dimensions=dimensions,
-                        encoding_format="base64",
-                    )
-                    return "/embed", body.model_dump(exclude_none=True)
+                    return "/embed", body
                 return "/v1/embeddings", _openai_body(h, shard, model)
 
             def parse_for(h: Host, response: httpx.Response) -> _Shard:
@@ -205,7 +217,7 @@ class GpuClient:
             return result.vectors
 
         vectors = await run_sharded(
-            texts, self.config.shardSize, run_shard, parallel=self._parallel("embed"), progress=progress
+            request.texts, self.config.shardSize, run_shard, parallel=self._parallel("embed"), progress=progress
         )
         widths = {len(v) for v in vectors}
         if len(widths) > 1:
@@ -276,7 +288,7 @@ class GpuClient:
                 parallel=self._parallel("embed"), progress=progress,
             )
             response = SimilarityResponse(
-                mode=request.mode, model=answers[0].model, scores=scores,
+                mode=request.chosen_mode, model=answers[0].model, scores=scores,
                 count=sum(a.count for a in answers), truncated=sum(a.truncated for a in answers),
                 matches=top_matches(scores, request.top_k) if request.mode == "query" else None,
             )
@@ -288,11 +300,13 @@ class GpuClient:
         started = time.perf_counter()
         if request.model_type is None and self.config.models.bertscore and request.lang is None:
             request = request.model_copy(update={"model_type": self.config.models.bertscore})
-        if request.idf and request.idf_sentences is None:
-            # Shards must share one idf table: compute it from *all* references, as one call would.
-            request = request.model_copy(update={"idf_sentences": list(request.references)})
-        pairs = list(zip(request.candidates, request.references, strict=True))
         deadline = self.deadline()
+        if request.idf and request.idf_counts is None:
+            # Shards must share one idf table, computed from *all* references as one call would:
+            # hosts count documents per chunk, the counts add up, every shard gets the total.
+            counts = await self._idf_counts(request, request.idf_sentences or request.references, deadline)
+            request = request.model_copy(update={"idf_sentences": None, "idf_counts": counts})
+        pairs = list(zip(request.candidates, request.references, strict=True))
         used: list[str] = []
         answers: list[BertScoreResponse] = []
 
@@ -328,6 +342,31 @@ class GpuClient:
             truncated=sum(a.truncated for a in answers),
         )
         return ScoreResult(response=response, hosts=sorted(set(used)), seconds=time.perf_counter() - started)
+
+    async def _idf_counts(self, request: BertScoreRequest, sentences: Sequence[str], deadline: float) -> IdfCounts:
+        """Document frequencies of `sentences` for `request`'s model, counted in shards across the pool
+        (one chunk per shard, each a list of sentences) and added up."""
+
+        async def count(chunk: Sequence[Sequence[str]], index: int) -> list[IdfCounts]:
+            body = BertScoreIdfRequest(
+                sentences=list(chunk[0]), lang=request.lang, model_type=request.model_type,
+                num_layers=request.num_layers,
+            ).model_dump(exclude_none=True)
+
+            def parse(response: httpx.Response) -> IdfCounts:
+                parsed = BertScoreIdfResponse.model_validate(parse_json(response))
+                if parsed.documents != len(chunk[0]):
+                    raise BadResponse(f"counted {parsed.documents} sentences, {len(chunk[0])} were sent")
+                return parsed
+
+            counted, _ = await self.pool.request(
+                "bertscore", "POST", "/bertscore/idf", json_body=body, parse=parse, deadline=deadline
+            )
+            return [counted]
+
+        chunks = split(sentences, self.config.shardSize)
+        parts = await run_sharded(chunks, 1, count, parallel=self._parallel("bertscore"))
+        return IdfCounts.merge(parts)
 
     # ------------------------------------------------------------------ fleet views
 

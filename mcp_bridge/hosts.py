@@ -79,7 +79,7 @@ class Host:
     def _headers(self) -> dict[str, str]:
         if not self._api_key:
             return {}
-        if self.kind == "gpu-service":
+        if self.config.auth_header == "x-api-key":
             return {"X-API-Key": self._api_key}
         return {"Authorization": f"Bearer {self._api_key}"}
 

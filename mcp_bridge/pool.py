@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import random
 import time
@@ -32,6 +31,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from mcp_bridge.answers import BadResponse, describe_malformed, describe_transport_error, error_detail
+from mcp_bridge.answers import parse_json as parse_json  # re-exported: callers read answers with it
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.hosts import Clock, Host
 
@@ -62,10 +63,6 @@ class HostRejected(PoolError):
 
 class PoolTimeout(PoolError):
     pass
-
-
-class BadResponse(Exception):
-    """The host answered, but not with what the schema promises."""
 
 
 @dataclass
@@ -106,19 +103,6 @@ class RetryBudget:
             self._retries.append(self._clock())
             return True
         return False
-
-
-def error_detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if detail is None and isinstance(body, dict) and isinstance(body.get("error"), dict):
-        detail = body["error"].get("message")
-    if isinstance(detail, list):
-        detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    return str(detail if detail is not None else body)[:500]
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -266,7 +250,7 @@ class HostPool:
             try:
                 result = parse_for(host, response) if parse_for is not None else parse(response)  # type: ignore[misc]
             except (BadResponse, ValueError, KeyError, TypeError) as exc:
-                failure = _Failure(f"malformed answer: {str(exc)[:200]}")
+                failure = _Failure(f"malformed answer: {describe_malformed(exc)}")
                 errors.append(f"{host.name}: {failure.message}")
                 self._account(host, failure)
                 continue
@@ -334,7 +318,7 @@ class HostPool:
                     self._abort_remote(host, request_id)  # it must not keep computing what we retry elsewhere
                 raise _Failed(_Failure(f"timed out after {timeout:.1f}s")) from None
             except httpx.TransportError as exc:
-                raise _Failed(_Failure(f"{type(exc).__name__}: {str(exc)[:200] or 'connection failed'}")) from None
+                raise _Failed(_Failure(describe_transport_error(exc))) from None
         finally:
             rec.in_flight -= 1
             async with self._capacity:
@@ -403,7 +387,7 @@ class HostPool:
             except TimeoutError:
                 return host, None, f"no answer within {timeout:.1f}s"
             except httpx.HTTPError as exc:
-                return host, None, f"{type(exc).__name__}: {str(exc)[:200] or 'connection failed'}"
+                return host, None, describe_transport_error(exc)
             except (PoolError, ValueError) as exc:
                 return host, None, str(exc)
 
@@ -433,10 +417,3 @@ class _Failed(Exception):
     def __init__(self, failure: _Failure, host: Host | None = None) -> None:
         self.failure = failure
         self.host = host
-
-
-def parse_json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadResponse(f"not JSON ({exc})") from None

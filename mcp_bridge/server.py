@@ -20,19 +20,19 @@ from typing import Annotated, Any, Literal, TypeVar
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from gpu_service.schema import (
     SIMILARITY_MATRIX_MAX,
     SIMILARITY_TOP_K_MAX,
     BertScoreRequest,
+    EmbedRequest,
     SimilarityRequest,
     encode_float32_rows,
 )
 from mcp_bridge import __version__
-from mcp_bridge.config import ConfigError
-from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolError, PoolTimeout
 from mcp_bridge.runtime import Bridge
+from mcp_bridge.tool_errors import PlainErrorsMCPServer, explain, redactor, tool_request
 
 T = TypeVar("T")
 
@@ -126,43 +126,6 @@ class SimilarityOutput(BaseModel):
     seconds: float
 
 
-# --------------------------------------------------------------------------- errors
-
-
-def _redactor(bridge: Bridge) -> Callable[[str], str]:
-    secrets = [s for s in [bridge.config.apiKey, *(h.apiKey for h in bridge.config.hosts)] if s]
-
-    def redact(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    return redact
-
-
-def explain(exc: Exception) -> str:
-    """What happened and what the agent (or its user) can do about it."""
-    if isinstance(exc, HostRejected):
-        hints = {
-            401: "the bridge's apiKey for this host is missing or wrong; fix it in the bridge configuration",
-            403: "the model is not allowed on this host; call gpu_info for the allowed models",
-            404: "the model or endpoint does not exist on this host",
-            413: "the request is too large for this host; send fewer or shorter texts",
-            422: "the input is invalid; fix the arguments",
-            400: "the request is invalid; fix the arguments",
-        }
-        return f"{exc}. What to do: {hints.get(exc.status, 'check the arguments')}."
-    if isinstance(exc, PoolTimeout):
-        return f"{exc}. What to do: retry with fewer texts, or call gpu_status to see which hosts are slow or down."
-    if isinstance(exc, NoHostAvailable):
-        return f"{exc}. What to do: call gpu_status to see why hosts are out; wait and retry, or start a GPU host."
-    if isinstance(exc, ConfigError):
-        return str(exc)
-    if isinstance(exc, PoolError):
-        return f"{exc}. What to do: call gpu_status for details."
-    return f"unexpected error: {type(exc).__name__}: {exc}"
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -219,8 +182,8 @@ def choose_encoding(
 def build_server(bridge: Bridge) -> MCPServer:
     """The MCP server for a (started) bridge."""
     limits = bridge.config.limits
-    redact = _redactor(bridge)
-    server = MCPServer(
+    redact = redactor(bridge.config)
+    server = PlainErrorsMCPServer(
         "gpu-bridge",
         title="GPU bridge",
         version=__version__,
@@ -231,10 +194,12 @@ def build_server(bridge: Bridge) -> MCPServer:
         ),
     )
 
+    # Blank texts are refused by the wire schema's own rule (tool_request), with the index.
     Texts = Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=limits.maxTextLength)]],
+        list[Annotated[str, Field(max_length=limits.maxTextLength)]],
         Field(min_length=1, max_length=limits.maxBatchSize,
-              description=f"Texts, 1 to {limits.maxBatchSize}, each up to {limits.maxTextLength} characters."),
+              description=f"Texts, 1 to {limits.maxBatchSize}, each non-blank and up to {limits.maxTextLength} "
+              "characters."),
     ]
     Model = Annotated[
         str | None,
@@ -250,7 +215,7 @@ def build_server(bridge: Bridge) -> MCPServer:
             return await work
         except ToolError:
             raise
-        except (PoolError, ConfigError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence; bugs are logged in explain()
             raise ToolError(redact(explain(exc))) from None
 
     def progress_reporter(ctx: Context) -> Callable[[int, int], Awaitable[None]]:
@@ -346,10 +311,8 @@ def build_server(bridge: Bridge) -> MCPServer:
             f"for programs, not for reading). auto: float when the result fits in {limits.maxResultMB:g} MiB, "
             "else base64. The result's `encoding` says which was used.")] = "auto",
     ) -> Annotated[CallToolResult, EmbedOutput]:
-        result = await guarded(
-            bridge.gpu.embed(texts, model=model, normalize=normalize, dimensions=dimensions, host=host,
-                             progress=progress_reporter(ctx))
-        )
+        request = tool_request(EmbedRequest, texts=texts, model=model, normalize=normalize, dimensions=dimensions)
+        result = await guarded(bridge.gpu.embed_request(request, host=host, progress=progress_reporter(ctx)))
         chosen = choose_encoding(result.embeddings, encoding, limits.maxResultMB)
         out = EmbedOutput(
             encoding=chosen, model=result.model, dimensions=result.dimensions, count=len(result.embeddings),
@@ -389,18 +352,10 @@ def build_server(bridge: Bridge) -> MCPServer:
         idf: Annotated[bool, Field(description="Weight tokens by inverse document frequency over the references.")] = False,
         rescale_with_baseline: Annotated[bool, Field(description="Rescale with bert-score's baseline (needs a baseline for the model and lang).")] = False,
     ) -> Annotated[CallToolResult, BertScoreOutput]:
-        if len(candidates) != len(references):
-            raise ToolError(
-                f"candidates has {len(candidates)} texts but references has {len(references)}; "
-                "give exactly one reference per candidate"
-            )
-        try:
-            request = BertScoreRequest(
-                candidates=candidates, references=references, lang=lang, model_type=model_type or model,
-                num_layers=num_layers, idf=idf, rescale_with_baseline=rescale_with_baseline,
-            )
-        except ValidationError as exc:
-            raise ToolError(f"invalid arguments: {exc.errors()[0]['msg']}") from None
+        request = tool_request(
+            BertScoreRequest, candidates=candidates, references=references, lang=lang,
+            model_type=model_type or model, num_layers=num_layers, idf=idf, rescale_with_baseline=rescale_with_baseline,
+        )
         result = await guarded(bridge.gpu.bertscore(request, progress=progress_reporter(ctx)))
         r = result.response
         out = BertScoreOutput(
@@ -420,27 +375,30 @@ def build_server(bridge: Bridge) -> MCPServer:
     @server.tool(
         title="Compare texts on a GPU",
         description="Cosine similarity of texts, computed on the GPU hosts; no vectors enter your context. "
-        "mode=query (default): rank `texts` (documents) against `query`, best top_k first. mode=pairs: "
-        f"texts[i] vs texts_b[i]. mode=matrix: every pair of up to {SIMILARITY_MATRIX_MAX} texts. Use for "
-        "search, reranking, deduplication, clustering. Costs one embedding per text.",
+        "Give `query` to rank `texts` (documents) against it, best top_k first; give `texts_b` to score "
+        f"texts[i] vs texts_b[i]; give texts alone for the matrix of every pair (up to {SIMILARITY_MATRIX_MAX} "
+        "texts). `mode` (query | pairs | matrix) overrides the choice. Use for search, reranking, "
+        "deduplication, clustering. Costs one embedding per text.",
         annotations=READ_ONLY,
     )
     async def gpu_similarity(
         texts: Texts,
         ctx: Context,
-        mode: Annotated[Literal["pairs", "query", "matrix"], Field(description="query | pairs | matrix")] = "query",
+        mode: Annotated[Literal["pairs", "query", "matrix"] | None, Field(
+            description="query | pairs | matrix. Omit it: query if `query` is given, pairs if `texts_b` is, "
+            "else matrix.")] = None,
         query: Annotated[str | None, Field(min_length=1, max_length=limits.maxTextLength, description="mode=query: the query text.")] = None,
         texts_b: Annotated[Texts | None, Field(description="mode=pairs: second text of each pair, same length as texts.")] = None,
         top_k: Annotated[int, Field(ge=1, le=SIMILARITY_TOP_K_MAX, description="mode=query: how many matches to return.")] = 10,
         model: Model = None,
         host: Annotated[str | None, Field(max_length=64, description="Run on this host only (by name).")] = None,
     ) -> Annotated[CallToolResult, SimilarityOutput]:
-        try:
-            request = SimilarityRequest(mode=mode, texts=texts, texts_b=texts_b, query=query, top_k=top_k, model=model)
-        except ValidationError as exc:
-            raise ToolError(f"invalid arguments: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        request = tool_request(
+            SimilarityRequest, mode=mode, texts=texts, texts_b=texts_b, query=query, top_k=top_k, model=model
+        )
         result = await guarded(bridge.gpu.similarity(request, host=host, progress=progress_reporter(ctx)))
         r = result.response
+        mode = request.chosen_mode
         out = SimilarityOutput(mode=mode, model=r.model, hosts=result.hosts, seconds=round(result.seconds, 3))
         if mode == "pairs":
             out.scores = [round(x, 6) for x in r.scores or []]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gpu_service.security import keys_match, send_json
+from gpu_service.security import bearer_token, keys_match, send_json
 
 
 class BearerTokenMiddleware:
@@ -19,9 +19,7 @@ class BearerTokenMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        given = header[7:] if header[:7].lower() == b"bearer " else None
-        if not keys_match(self._token, given):
+        if not keys_match(self._token, bearer_token(dict(scope["headers"]))):
             await send_json(send, 401, "unauthorized: send Authorization: Bearer <the bridge's --auth-token>",
                             [(b"www-authenticate", b"Bearer")])
             return

@@ -59,7 +59,9 @@ async def test_tools_and_their_schemas(service: ServiceProcess) -> None:
     assert embed["properties"]["encoding"]["enum"] == ["auto", "float", "base64"]
     assert tools["gpu_embed"].output_schema["required"][:1] == ["encoding"]
     sim = tools["gpu_similarity"].input_schema
-    assert sim["required"] == ["texts"] and sim["properties"]["mode"]["enum"] == ["pairs", "query", "matrix"]
+    mode = next(s for s in sim["properties"]["mode"]["anyOf"] if "enum" in s)
+    assert sim["required"] == ["texts"] and mode["enum"] == ["pairs", "query", "matrix"]
+    assert sim["properties"]["mode"]["default"] is None, "the mode follows from the arguments unless given"
     texts_b = next(s for s in sim["properties"]["texts_b"]["anyOf"] if s["type"] == "array")
     assert texts_b["maxItems"] == 500 and texts_b["items"]["maxLength"] == 999
     query = next(s for s in sim["properties"]["query"]["anyOf"] if s["type"] == "string")
@@ -117,6 +119,27 @@ async def test_similarity_modes(service: ServiceProcess) -> None:
 
 
 @pytest.mark.anyio
+async def test_similarity_mode_follows_from_the_arguments(service: ServiceProcess) -> None:
+    """query given: query; texts_b given: pairs; texts alone: the matrix (up to its limit)."""
+    texts = ["a cat sleeps", "a kitten naps", "tax forms"]
+    async with bridge_client({"hosts": [{"url": service.url}]}) as c:
+        alone = await c.call_tool("gpu_similarity", {"texts": texts})
+        ranked = await c.call_tool("gpu_similarity", {"texts": texts, "query": "a sleeping cat"})
+        paired = await c.call_tool("gpu_similarity", {"texts": texts[:2], "texts_b": texts[1:]})
+        too_many = await c.call_tool("gpu_similarity", {"texts": [f"text {i}" for i in range(65)]})
+        overridden = await c.call_tool("gpu_similarity", {"texts": texts, "mode": "query"})
+        both = await c.call_tool("gpu_similarity", {"texts": texts, "query": "q", "texts_b": texts})
+    assert not alone.is_error, text(alone)
+    matrix = alone.structured_content["matrix"]
+    assert alone.structured_content["mode"] == "matrix" and len(matrix) == 3 and matrix[0][1] > matrix[0][2]
+    assert ranked.structured_content["mode"] == "query" and ranked.structured_content["matches"][0]["index"] == 0
+    assert paired.structured_content["mode"] == "pairs" and len(paired.structured_content["scores"]) == 2
+    assert too_many.is_error and "at most 64 texts (got 65)" in text(too_many) and "pass a `query`" in text(too_many)
+    assert overridden.is_error and "mode=query needs a non-empty `query`" in text(overridden)
+    assert both.is_error and "not both" in text(both)
+
+
+@pytest.mark.anyio
 async def test_tool_errors_say_what_to_do(service: ServiceProcess, keyed_service: ServiceProcess) -> None:
     async with bridge_client({"hosts": [{"name": "open", "url": service.url}]}) as c:
         r = await c.call_tool("gpu_embed", {"texts": ["x"], "model": "org/not-allowed"})
@@ -141,6 +164,60 @@ async def test_tool_errors_say_what_to_do(service: ServiceProcess, keyed_service
         r = await c.call_tool("gpu_embed", {"texts": ["x"]})
         assert r.is_error and "dead" in text(r) and "gpu_status" in text(r)
         assert time.monotonic() - started < 5
+
+
+PYTHON_LEAKS = ("ValidationError", "pydantic", "validation error for", "type=", "input_value", "Traceback")
+
+
+def assert_plain(message: str) -> None:
+    """What an agent reads carries no exception class name and no pydantic dump."""
+    for leak in PYTHON_LEAKS:
+        assert leak not in message, f"{leak!r} leaked into: {message}"
+
+
+@pytest.mark.anyio
+async def test_bad_arguments_are_refused_at_the_edge_naming_argument_and_index(service: ServiceProcess) -> None:
+    """Checked once, before any shard leaves the bridge, by the service's own validators: the tool
+    error and the service's 422 say the same words."""
+    blank = ["fine", "   ", "also fine"]
+    async with bridge_client({"hosts": [{"name": "box", "url": service.url}], "shardSize": 1}) as c:
+        embed = await c.call_tool("gpu_embed", {"texts": blank})
+        score = await c.call_tool("gpu_bertscore", {"candidates": ["a", "b"], "references": ["a", "\n\t"]})
+        pairs = await c.call_tool("gpu_similarity", {"texts": ["a", "b"], "texts_b": ["c", ""]})
+        sdk_checked = await c.call_tool("gpu_embed", {"texts": []})  # refused by the MCP SDK's own check
+        sent = (await c.call_tool("gpu_status", {})).structured_content["hosts"][0]["served"]
+    for result in (embed, score, pairs, sdk_checked):
+        assert result.is_error
+        assert_plain(text(result))
+    assert "invalid arguments: texts[1] is blank" in text(embed) and "texts[0]" not in text(embed)
+    assert "references[1] is blank" in text(score)
+    assert "texts_b[1] is blank" in text(pairs)
+    assert "invalid arguments: texts: List should have at least 1 item" in text(sdk_checked)
+    assert sent == 0, "nothing was sent to a host"
+
+    http = httpx.post(f"{service.url}/embed", json={"texts": blank})
+    assert http.status_code == 422
+    detail = http.json()["detail"]
+    assert_plain(detail)
+    assert detail.removeprefix("invalid request: ") == text(embed).split("invalid arguments: ")[1]
+
+
+@pytest.mark.anyio
+async def test_a_bridge_bug_is_logged_and_reported_without_internals(
+    service: ServiceProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Bridge(parse_config({"hosts": [{"url": service.url}]}, "test"), allow_embedded=False) as bridge:
+
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            # A bug cannot be made to happen in a correct bridge, so one is put in its place.
+            raise RuntimeError("bug-detail-42")
+
+        bridge.gpu.embed_request = broken  # type: ignore[method-assign]
+        async with Client(build_server(bridge)) as c:
+            r = await c.call_tool("gpu_embed", {"texts": ["x"]})
+    assert r.is_error and text(r).endswith("internal error in the bridge; see its log")
+    assert "RuntimeError" not in text(r) and "bug-detail-42" not in text(r)
+    assert any(rec.exc_info and "bug-detail-42" in str(rec.exc_info[1]) for rec in caplog.records), "traceback logged"
 
 
 @pytest.mark.anyio

@@ -23,7 +23,7 @@ FULL = {
     "hosts": [
         {"name": "rtx-3090", "url": "http://10.0.0.2:8765", "apiKey": "k1", "weight": 2, "maxConcurrent": 4,
          "timeout": 30, "tls": {"verify": True, "caBundle": "/etc/ssl/ca.pem"}},
-        {"name": "tei", "url": "https://tei.example:443/", "type": "tei", "model": "bge-small"},
+        {"name": "tei", "url": "https://tei.example:443/", "type": "tei", "model": "bge-small", "auth": "x-api-key"},
     ],
     "apiKey": "fallback",
     "loadBalancing": "round-robin",
@@ -64,6 +64,8 @@ def test_every_documented_field_parses() -> None:
     assert cfg.key_for(cfg.hosts[0]) == "k1" and cfg.key_for(cfg.hosts[1]) == "fallback"
     assert cfg.hosts[0].tls is not None and cfg.hosts[0].tls.caBundle == "/etc/ssl/ca.pem"
     assert cfg.limits.maxBatchSize == 100 and cfg.models.bertscore == "roberta-large"
+    assert [h.auth_header for h in cfg.hosts] == ["x-api-key", "x-api-key"]
+    assert parse_config({"hosts": [{"url": "http://a", "type": "openai"}]}, "t").hosts[0].auth_header == "bearer"
     jsonschema.validate(FULL, SCHEMA)
 
 
@@ -91,6 +93,7 @@ def test_seed_examples_are_valid_for_manifest_and_model(example: dict[str, Any])
         ({"limits": {"maxBatchSize": 0}}, "limits.maxBatchSize"),
         ({"hosts": [{"url": "http://a", "weight": 0}]}, "hosts.0.weight"),
         ({"hosts": [{"url": "http://a", "type": "grpc"}]}, "hosts.0.type"),
+        ({"hosts": [{"url": "http://a", "auth": "basic"}]}, "hosts.0.auth"),
         ({"surprise": True}, "surprise"),
         ({"hosts": [{"url": "http://a", "name": "x"}, {"url": "http://b", "name": "x"}]}, "unique"),
     ],

@@ -111,13 +111,28 @@ def test_similarity_equals_sentence_transformers_cosine(service: ServiceProcess,
     ({"mode": "query", "texts": ["a"], "query": "q", "texts_b": ["b"]}, "texts_b is only used with mode=pairs"),
     ({"mode": "matrix", "texts": ["a"], "query": "q"}, "query is only used with mode=query"),
     ({"mode": "matrix", "texts": [f"t{i}" for i in range(65)]}, "at most 64 texts (got 65)"),
-    ({"mode": "query", "texts": ["a", " "], "query": "q"}, "texts[1] is empty"),
+    ({"mode": "query", "texts": ["a", " "], "query": "q"}, "texts[1] is blank"),
     ({"mode": "query", "texts": ["a"], "query": "q", "top_k": 0}, "top_k"),
     ({"mode": "cluster", "texts": ["a"]}, "mode"),
 ])
 def test_similarity_rejects_bad_requests(service: ServiceProcess, body: dict, needle: str) -> None:
     r = httpx.post(f"{service.url}/similarity", json=body)
     assert r.status_code == 422 and needle in r.text, r.text
+
+
+def test_similarity_mode_follows_from_the_fields(service: ServiceProcess) -> None:
+    texts = ["a cat sleeps", "a kitten naps", "tax forms"]
+    alone = httpx.post(f"{service.url}/similarity", json={"texts": texts})
+    assert alone.status_code == 200, alone.text
+    assert alone.json()["mode"] == "matrix" and len(alone.json()["matrix"]) == 3
+    paired = httpx.post(f"{service.url}/similarity", json={"texts": texts[:1], "texts_b": texts[1:2]}).json()
+    assert paired["mode"] == "pairs" and len(paired["scores"]) == 1
+    ranked = httpx.post(f"{service.url}/similarity", json={"texts": texts, "query": "a sleeping cat"}).json()
+    assert ranked["mode"] == "query" and ranked["matches"][0]["index"] == 0
+    both = httpx.post(f"{service.url}/similarity", json={"texts": texts, "query": "q", "texts_b": texts})
+    assert both.status_code == 422 and "not both" in both.json()["detail"]
+    many = httpx.post(f"{service.url}/similarity", json={"texts": [f"t{i}" for i in range(65)]})
+    assert many.status_code == 422 and "pass a `query`" in many.json()["detail"]
 
 
 def test_similarity_limits_name_the_field(limited: ServiceProcess) -> None:
@@ -247,8 +262,8 @@ def test_bertscore_repeated_references_are_cached(service: ServiceProcess) -> No
     "body, status, words",
     [
         ({"texts": []}, 422, "texts"),
-        ({"texts": ["ok", ""]}, 422, "texts[1] is empty"),
-        ({"texts": ["ok", 5]}, 422, "texts.1"),
+        ({"texts": ["ok", ""]}, 422, "texts[1] is blank"),
+        ({"texts": ["ok", 5]}, 422, "texts[1]: Input should be a valid string"),
         ({}, 422, "texts"),
         ({"texts": "not a list"}, 422, "texts"),
         ({"texts": ["a"], "model": "../../etc/passwd"}, 403, "filesystem path"),
@@ -322,12 +337,15 @@ def test_auth(keyed_service: ServiceProcess) -> None:
                                ("POST", "/similarity", {"texts": ["a"], "query": "b"}),
                                ("POST", "/v1/embeddings", {"input": "a"}), ("GET", "/openapi.json", None),
                                ("POST", "/cancel/some-id", None)]:
-        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]}, {"X-API-Key": KEY + "x"}):
+        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]}, {"X-API-Key": KEY + "x"},
+                        {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"},
+                        {"Authorization": f"Bearer {KEY}x"}, {"Authorization": "Bearer"}):
             r = httpx.request(method, f"{url}{path}", json=body, headers=headers)
             assert r.status_code == 401, (path, headers, r.status_code)
             assert KEY not in r.text
-        ok = httpx.request(method, f"{url}{path}", json=body, headers={"X-API-Key": KEY})
-        assert ok.status_code == 200, (path, ok.text)
+        for headers in ({"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}, {"Authorization": f"bearer {KEY}"}):
+            ok = httpx.request(method, f"{url}{path}", json=body, headers=headers)
+            assert ok.status_code == 200, (path, ok.text)
     assert KEY not in keyed_service.logs()
 
 
