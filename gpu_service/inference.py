@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from gpu_service.bertscore import baseline, default_layers, model_for_lang, settings_hash
+from gpu_service.dedupe import distinct
 from gpu_service.embedding import postprocess
 from gpu_service.errors import TooLarge, Unprocessable
 from gpu_service.jobs import JobTracker
@@ -36,11 +37,19 @@ class Timing:
 
 @dataclass
 class Embedded:
-    vectors: torch.Tensor
+    distinct_vectors: torch.Tensor
+    """One row per distinct input (see dedupe.py)."""
+    positions: list[int]
+    """For every input, its row in `distinct_vectors`."""
     model: str
     truncated: int
     tokens: int
     timing: Timing
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        """One row per input, in input order; equal inputs get bit-identical rows."""
+        return self.distinct_vectors[self.positions]
 
 
 def check_texts(field: str, texts: list[str], settings: Settings) -> None:
@@ -83,7 +92,10 @@ class Inference:
             check_texts("texts", texts, self.settings)
         deadline = self._deadline()
         key = self.registry.key("embed", model or self.settings.model_embed)
-        job = self.jobs.start("embed", key.label, len(texts))
+        # Equal texts are tokenized once, and texts the model sees alike (same token ids after
+        # the prompt, lower-casing, truncation) are run once: see dedupe.py for why.
+        texts_once = distinct(texts)
+        job = self.jobs.start("embed", key.label, len(texts_once.values))
         try:
             async with self.registry.use(key) as loaded:
                 engine = loaded.engine
@@ -92,15 +104,17 @@ class Inference:
                         f"dimensions={dimensions} is larger than model {key.label!r}'s {engine.dimensions}"
                     )
                 chosen_prompt = engine.prompt_for(prompt_name, prompt)
-                tokenized = await loaded.prepare(engine.prepare, texts, chosen_prompt)
-                rows = await loaded.scheduler.submit(
-                    tokenized, [t.cost for t in tokenized], job=job, deadline=deadline
-                )
+                tokenized = await loaded.prepare(engine.prepare, texts_once.values, chosen_prompt)
+                inputs_once = distinct([tuple(t.ids) for t in tokenized])
+                items = [tokenized[i] for i in inputs_once.first]
+                job.total = len(items)
+                rows = await loaded.scheduler.submit(items, [t.cost for t in items], job=job, deadline=deadline)
         finally:
             self.jobs.finish(job)
-        vectors = postprocess(torch.stack(rows), normalize, dimensions)
+        tokenized = texts_once.fan_out(tokenized)  # one per input again, for the counts below
         return Embedded(
-            vectors=vectors,
+            distinct_vectors=postprocess(torch.stack(rows), normalize, dimensions),
+            positions=texts_once.fan_out(inputs_once.positions),
             model=key.label,
             truncated=sum(t.truncated for t in tokenized),
             tokens=sum(t.cost for t in tokenized),
@@ -115,18 +129,25 @@ class Inference:
         if req.query is not None:
             check_texts("query", [req.query], self.settings)
         embedded = await self.embed(req.inputs(), model=req.model, checked=True)
-        vectors, n = embedded.vectors, len(req.texts)
+        # Scores are computed between distinct vectors and fanned out, so equal texts (and equal
+        # pairs) get bit-identical scores and ties rank in input order on every machine.
+        vectors, row, n = embedded.distinct_vectors, embedded.positions, len(req.texts)
         response = SimilarityResponse(
-            mode=req.mode, model=embedded.model, count=int(vectors.shape[0]), truncated=embedded.truncated
+            mode=req.mode, model=embedded.model, count=len(row), truncated=embedded.truncated
         )
         # Vectors are unit length, so cosine is a dot product; clamp the rounding just past +-1.
         if req.mode == "pairs":
-            response.scores = (vectors[:n] * vectors[n:]).sum(dim=1).clamp(-1, 1).tolist()
+            pairs = distinct(list(zip(row[:n], row[n:], strict=True)))
+            first, second = (list(side) for side in zip(*pairs.values, strict=True))
+            scores = (vectors[first] * vectors[second]).sum(dim=1).clamp(-1, 1)
+            response.scores = scores[pairs.positions].tolist()
         elif req.mode == "query":
-            response.scores = (vectors[:n] @ vectors[n]).clamp(-1, 1).tolist()
+            scores = (vectors @ vectors[row[n]]).clamp(-1, 1)
+            response.scores = scores[row[:n]].tolist()
             response.matches = top_matches(response.scores, req.top_k)
         else:
-            response.matrix = (vectors @ vectors.T).clamp(-1, 1).tolist()
+            matrix = (vectors @ vectors.T).clamp(-1, 1)
+            response.matrix = matrix[row][:, row].tolist()
         return response, embedded.timing
 
     async def bertscore(self, req: BertScoreRequest) -> tuple[BertScoreResponse, Timing]:
@@ -174,14 +195,19 @@ class Inference:
                     for sentence, emb in zip(missing, found, strict=True):
                         embeddings[sentence] = emb
                         engine.remember(sentence, emb)
+                # Each sentence was embedded once; each distinct pair is matched once and its scores
+                # fanned out, so equal pairs score bit-identically wherever they sit in the request.
+                pairs = distinct(list(zip(req.candidates, req.references, strict=True)))
+                candidates, references = (list(side) for side in zip(*pairs.values, strict=True))
                 scores = await loaded.scheduler.call(
                     engine.greedy_match,
-                    [embeddings[s] for s in req.candidates],
-                    [encoded[s].ids for s in req.candidates],
-                    [embeddings[s] for s in req.references],
-                    [encoded[s].ids for s in req.references],
+                    [embeddings[s] for s in candidates],
+                    [encoded[s].ids for s in candidates],
+                    [embeddings[s] for s in references],
+                    [encoded[s].ids for s in references],
                     weights,
                 )
+                scores = scores[pairs.positions]
         finally:
             self.jobs.finish(job)
         if rescale_vals is not None:
