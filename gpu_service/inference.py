@@ -14,10 +14,9 @@ import torch
 from gpu_service.bertscore import baseline, default_layers, model_for_lang, settings_hash
 from gpu_service.dedupe import distinct
 from gpu_service.embedding import postprocess
-from gpu_service.errors import TooLarge, Unprocessable
+from gpu_service.errors import TooLarge, Unavailable, Unprocessable
 from gpu_service.jobs import JobTracker
-from gpu_service.models import ModelRegistry
-from gpu_service.resolve import canonical_name
+from gpu_service.models import ModelKey, ModelRegistry
 from gpu_service.schema import (
     BertScoreRequest,
     BertScoreResponse,
@@ -150,6 +149,30 @@ class Inference:
             response.matrix = matrix[row][:, row].tolist()
         return response, embedded.timing
 
+    def bertscore_key(self, name: str, num_layers: int | None) -> tuple[ModelKey, int]:
+        """The model key for BERTScore with `name` (checked against the policy) at `num_layers`,
+        or when that is None: BERTSCORE_NUM_LAYERS for the operator's default, else bert-score's table."""
+        self.registry.policy.check(name)
+        canonical = self.registry.policy.canonical(name)
+        if num_layers is None:
+            is_default = canonical == self.registry.policy.canonical(self.settings.model_bertscore)
+            if is_default and self.settings.bertscore_num_layers is not None:
+                num_layers = self.settings.bertscore_num_layers
+            else:
+                try:
+                    num_layers = default_layers(canonical)
+                except Unprocessable:
+                    if not is_default:
+                        raise
+                    # The host's configuration, not the caller's request, is at fault: 503, so a
+                    # pool tries another host.
+                    raise Unavailable(
+                        f"this host's default BERTScore model {canonical!r} has no layer configured: it is not "
+                        "in bert-score's table of tuned layers, so the operator must set BERTSCORE_NUM_LAYERS "
+                        "(or the request must pass num_layers)"
+                    ) from None
+        return self.registry.key("bertscore", name, num_layers), num_layers
+
     async def bertscore(self, req: BertScoreRequest) -> tuple[BertScoreResponse, Timing]:
         if len(req.candidates) != len(req.references):
             raise Unprocessable(
@@ -166,8 +189,7 @@ class Inference:
             name = model_for_lang(lang)
         else:
             name = self.settings.model_bertscore
-        num_layers = req.num_layers if req.num_layers is not None else default_layers(canonical_name(name))
-        key = self.registry.key("bertscore", name, num_layers)
+        key, num_layers = self.bertscore_key(name, req.num_layers)
         rescale_vals, custom_baseline = None, False
         if req.rescale_with_baseline:
             rescale_vals, custom_baseline = baseline(key.name, lang, num_layers, self.settings.baseline_dirs)

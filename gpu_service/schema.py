@@ -60,9 +60,20 @@ def _check_texts(values: list[str], field: str) -> list[str]:
 # --------------------------------------------------------------------------- health / info
 
 
+ServiceStatus = Literal["ok", "degraded", "starting", "draining"]
+"""ok: serving. degraded: serving, but a default model failed to load (`problems` says which and why).
+starting/draining: not serving (503)."""
+
+SERVING_STATUSES: tuple[str, ...] = ("ok", "degraded")
+"""Statuses in which a host serves requests: /health answers 200 and the bridge routes to it."""
+
+
 class HealthResponse(_Strict):
-    status: Literal["ok", "starting", "draining"]
+    status: ServiceStatus
     device: str
+    problems: list[str] = Field(
+        default_factory=list, description="Why the service is degraded, e.g. a default model that is not loaded."
+    )
 
 
 class ModelInfo(_Strict):
@@ -98,7 +109,8 @@ class JobStatus(_Strict):
 
 
 class StatusResponse(_Strict):
-    status: Literal["ok", "starting", "draining"]
+    status: ServiceStatus
+    problems: list[str] = Field(default_factory=list, description="As in /health.")
     uptime_s: float
     queue_depth: int
     """Items (texts or pairs) waiting to be run, over all models."""

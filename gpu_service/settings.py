@@ -33,6 +33,14 @@ DOCUMENTED_MODELS: tuple[str, ...] = (
 )
 """Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""
 
+DEFAULT_MODEL_VARIABLES: dict[str, str] = {
+    "embed": "MODEL_EMBED",
+    "bertscore": "MODEL_BERTSCORE",
+}
+"""Each task's default model and the variable that sets it. The operator's defaults are allowed by
+definition (by name, by path, or by their folder's name) and loaded at start-up; a new task's
+default (say `"rerank": "MODEL_RERANK"`) is one line here."""
+
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
     raw = os.environ.get(name)
@@ -45,6 +53,12 @@ def _env_int(name: str, default: int, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name}={value} must be >= {minimum}")
     return value
+
+
+def _env_optional_int(name: str, minimum: int) -> int | None:
+    if (os.environ.get(name) or "").strip() == "":
+        return None
+    return _env_int(name, 0, minimum)
 
 
 def _env_float(name: str, default: float, minimum: float = 0.0) -> float:
@@ -71,8 +85,10 @@ def _env_list(name: str) -> list[str] | None:
 class Settings:
     """Everything the service can be told. Build with `Settings.from_env()` or directly in tests."""
 
-    model_embed: str = BUNDLED_MODEL
-    model_bertscore: str = BUNDLED_MODEL
+    default_models: dict[str, str] = field(default_factory=lambda: dict.fromkeys(DEFAULT_MODEL_VARIABLES, BUNDLED_MODEL))
+    """Task -> the operator's default model (see DEFAULT_MODEL_VARIABLES): a name, or a local directory."""
+    bertscore_num_layers: int | None = None
+    """The layer of the default BERTScore model; None: bert-score's table (6 for the bundled model)."""
     bertscore_default_lang: str = "en"
     torch_device: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -101,6 +117,14 @@ class Settings:
     """Run embedding models in half precision on GPUs (never on the CPU, where it is slow)."""
     limits: Limits = DEFAULT_LIMITS
 
+    @property
+    def model_embed(self) -> str:
+        return self.default_models["embed"]
+
+    @property
+    def model_bertscore(self) -> str:
+        return self.default_models["bertscore"]
+
     @classmethod
     def from_env(cls) -> Settings:
         limits = Limits(
@@ -110,8 +134,11 @@ class Settings:
         )
         memory = os.environ.get("GPU_MODEL_MEMORY_MB")
         return cls(
-            model_embed=os.environ.get("MODEL_EMBED") or BUNDLED_MODEL,
-            model_bertscore=os.environ.get("MODEL_BERTSCORE") or BUNDLED_MODEL,
+            default_models={
+                kind: os.environ.get(variable, "").strip() or BUNDLED_MODEL
+                for kind, variable in DEFAULT_MODEL_VARIABLES.items()
+            },
+            bertscore_num_layers=_env_optional_int("BERTSCORE_NUM_LAYERS", minimum=0),
             bertscore_default_lang=os.environ.get("BERTSCORE_DEFAULT_LANG") or "en",
             torch_device=os.environ.get("TORCH_DEVICE") or None,
             api_key=os.environ.get("API_KEY") or None,

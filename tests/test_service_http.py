@@ -46,7 +46,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> ServiceProcess:
 
 def test_health_info_status(service: ServiceProcess) -> None:
     health = httpx.get(f"{service.url}/health").json()
-    assert health == {"status": "ok", "device": "cpu"}
+    assert health == {"status": "ok", "device": "cpu", "problems": []}
     info = httpx.get(f"{service.url}/info").json()
     assert info["device"] == "cpu" and info["torch_version"].startswith("2.")
     assert info["vram_total_mb"] is None  # no GPU here
