@@ -175,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             device_name=devices.device_name(state.device),
             vram_total_mb=total,
             vram_free_mb=free,
+            half_precision=devices.use_half_precision(settings.fp16, state.device),
             default_models=dict(settings.default_models),
             allowed_models=state.registry.policy.describe(),  # type: ignore[arg-type]
             models=[m.info() for m in state.registry.loaded()],

@@ -90,6 +90,7 @@ class InfoResponse(_Strict):
     device_name: str
     vram_total_mb: float | None = None
     vram_free_mb: float | None = None
+    half_precision: bool = Field(default=False, description="Embedding models run in fp16 (GPU_FP16).")
     torch_version: str
     cuda_version: str | None = None
     rocm_version: str | None = None

@@ -61,6 +61,13 @@ def _env_optional_int(name: str, minimum: int) -> int | None:
     return _env_int(name, 0, minimum)
 
 
+def _env_optional_bool(name: str) -> bool | None:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw == "":
+        return None
+    return raw not in ("0", "false", "no", "off")
+
+
 def _env_float(name: str, default: float, minimum: float = 0.0) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -113,8 +120,9 @@ class Settings:
     drain_timeout_s: float = 30.0
     cpu_threads: int | None = None
     """torch threads on a CPU device; None: all cores but one (the event loop and tokenizers need one)."""
-    fp16: bool = True
-    """Run embedding models in half precision on GPUs (never on the CPU, where it is slow)."""
+    fp16: bool | None = None
+    """GPU_FP16: half precision for embedding models. None (unset): on for CUDA/ROCm, off on MPS;
+    True: on for both; never on the CPU, where it is slow (see device.use_half_precision)."""
     limits: Limits = DEFAULT_LIMITS
 
     @property
@@ -155,7 +163,7 @@ class Settings:
             model_load_timeout_s=_env_float("GPU_MODEL_LOAD_TIMEOUT", 300.0, minimum=0.1),
             model_memory_mb=float(memory) if memory else None,
             drain_timeout_s=_env_float("GPU_DRAIN_TIMEOUT", 30.0),
-            fp16=os.environ.get("GPU_FP16", "1") not in ("0", "false", "no"),
+            fp16=_env_optional_bool("GPU_FP16"),
             cpu_threads=_env_int("GPU_CPU_THREADS", 0, minimum=0) or None,
             limits=limits,
         )

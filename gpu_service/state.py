@@ -28,10 +28,11 @@ log = logging.getLogger("gpu_service")
 
 def _engine_factories(device: Any, settings: Settings) -> dict[str, Callable[[ModelKey, Any], Any]]:
     from gpu_service.bertscore import BertScoreEngine
+    from gpu_service.device import use_half_precision
     from gpu_service.embedding import EmbeddingEngine
 
     return {
-        "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=settings.fp16),
+        "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=use_half_precision(settings.fp16, device)),
         "bertscore": lambda key, resolved: BertScoreEngine(resolved, key.num_layers, device),
     }
 
@@ -64,7 +65,7 @@ class ServiceState:
         self.default_failures: dict[str, DefaultFailure] = {}
         self.device = devices.select_device(settings.torch_device)
         if settings.max_batch_size is None:
-            settings = dataclasses.replace(settings, max_batch_size=256 if self.device.type == "cuda" else 64)
+            settings = dataclasses.replace(settings, max_batch_size=64 if self.device.type == "cpu" else 256)
             self.settings = settings
         self.metrics = Metrics()
         self.jobs = JobTracker()
