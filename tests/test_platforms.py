@@ -1,9 +1,11 @@
-"""Device selection and device facts: CUDA/ROCm, then Apple's MPS, then the CPU.
+"""Other hardware and operating systems: CUDA/ROCm, then Apple's MPS, then the CPU; and the
+one Linux-only call (the embedded service's parent-death signal) degrading elsewhere.
 
-There is no GPU here, CUDA or Apple: these tests patch torch's availability functions
-(`torch.cuda.is_available`, `torch.backends.mps.is_available`) and the `torch.mps` memory
-calls - the only mocks, standing in for hardware that cannot exist on this machine. They
-check our decisions, not that MPS works; that has not been tried on a Mac.
+There is no GPU here, CUDA or Apple, and this is Linux: these tests patch torch's
+availability functions (`torch.cuda.is_available`, `torch.backends.mps.is_available`),
+the `torch.mps` memory calls, and `sys.platform` / libc - the only mocks, standing in for
+hardware and systems that cannot exist on this machine. They check our decisions, not
+that MPS, macOS or Windows work; those have not been tried.
 """
 
 from __future__ import annotations
@@ -103,3 +105,36 @@ def test_info_and_health_report_mps(monkeypatch: pytest.MonkeyPatch) -> None:
     assert info["device"] == "mps" and info["device_name"] == "Apple GPU (MPS)"
     assert info["half_precision"] is False, "fp16 is off on MPS unless GPU_FP16=1"
     assert info["vram_total_mb"] is None, "torch refuses the memory query without a real MPS device"
+
+
+def test_parent_death_signal_degrades_without_linux_libc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    from mcp_bridge.embedded import die_with_parent
+
+    def no_libc(*args: object, **kwargs: object) -> None:
+        raise OSError("libc.so.6: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    die_with_parent()  # macOS/Windows have no libc.so.6: nothing happens, nothing raises
+
+
+@pytest.mark.anyio
+async def test_embedded_service_uses_no_preexec_fn_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Popen refuses preexec_fn on Windows: the embedded service passes none off Linux."""
+    from mcp_bridge import embedded
+
+    seen: dict[str, object] = {}
+
+    class Stop(Exception):
+        pass
+
+    def popen(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(embedded.sys, "platform", "win32")
+    monkeypatch.setattr(embedded.subprocess, "Popen", popen)
+    with pytest.raises(Stop):
+        await embedded.EmbeddedService().start()
+    assert seen["preexec_fn"] is None
