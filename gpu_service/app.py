@@ -9,11 +9,9 @@ requests before models are released.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -23,12 +21,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpu_service import __version__
-from gpu_service.errors import ClientClosed, ServiceError, Unavailable, Unprocessable
-from gpu_service.inference import Embedded, Inference, Timing
-from gpu_service.jobs import JobTracker
-from gpu_service.metrics import CONTENT_TYPE, Metrics, RequestCounter
-from gpu_service.models import ModelKey, ModelRegistry
+from gpu_service.errors import ClientClosed, ServiceError, Unprocessable
+from gpu_service.inference import Embedded, Timing
+from gpu_service.metrics import CONTENT_TYPE, RequestCounter
 from gpu_service.schema import (
+    SERVING_STATUSES,
     BertScoreIdfRequest,
     BertScoreIdfResponse,
     BertScoreRequest,
@@ -49,6 +46,7 @@ from gpu_service.schema import (
 )
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import Settings
+from gpu_service.state import ServiceState
 from gpu_service.validation import validation_message
 
 log = logging.getLogger("gpu_service")
@@ -57,91 +55,6 @@ T = TypeVar("T")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 429, 500, 503, 504)
 }
-
-
-def _engine_factories(device: Any, settings: Settings) -> dict[str, Callable[[ModelKey, Any], Any]]:
-    from gpu_service.bertscore import BertScoreEngine
-    from gpu_service.embedding import EmbeddingEngine
-
-    return {
-        "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=settings.fp16),
-        "bertscore": lambda key, resolved: BertScoreEngine(resolved, key.num_layers, device),
-    }
-
-
-def _memory_budget(settings: Settings, device: Any) -> int | None:
-    from gpu_service.device import vram_mb
-
-    if settings.model_memory_mb is not None:
-        return int(settings.model_memory_mb * 2**20)
-    total, _free = vram_mb(device)
-    return int(total * 0.8 * 2**20) if total else None
-
-
-class ServiceState:
-    """Everything the routes share, built in the lifespan (after torch picks a device)."""
-
-    def __init__(self, settings: Settings) -> None:
-        from gpu_service import device as devices
-
-        self.settings = settings
-        self.started = time.monotonic()
-        self.phase = "starting"
-        self.warm_error: str | None = None
-        self.device = devices.select_device(settings.torch_device)
-        if settings.max_batch_size is None:
-            settings = dataclasses.replace(settings, max_batch_size=256 if self.device.type == "cuda" else 64)
-            self.settings = settings
-        self.metrics = Metrics()
-        self.jobs = JobTracker()
-        self.registry = ModelRegistry(
-            settings,
-            _engine_factories(self.device, settings),
-            device_slots=threading.BoundedSemaphore(settings.max_concurrent),
-            memory_budget_bytes=_memory_budget(settings, self.device),
-            is_oom=devices.is_out_of_memory,
-            after_oom=lambda: devices.release_cached_memory(self.device),
-            observer=self.metrics.observe_batch,
-            before_batch=devices.cpu_thread_policy(settings.cpu_threads) if self.device.type == "cpu" else None,
-        )
-        self.inference = Inference(settings, self.registry, self.jobs)
-        self.cancellable: dict[str, asyncio.Future[Any]] = {}
-        self.metrics.watch(
-            self.registry.queue_depth,
-            lambda: [(m.key.label, m.key.kind, float(m.engine.memory_bytes)) for m in self.registry.loaded()],
-        )
-
-    def default_keys(self) -> list[ModelKey]:
-        from gpu_service.bertscore import default_layers
-        from gpu_service.resolve import canonical_name
-
-        bert_name = canonical_name(self.settings.model_bertscore)
-        return [
-            self.registry.key("embed", self.settings.model_embed),
-            self.registry.key("bertscore", bert_name, default_layers(bert_name)),
-        ]
-
-    async def warm(self) -> None:
-        try:
-            for key in self.default_keys():
-                await self.registry.warm(key)
-        except Exception as exc:  # noqa: BLE001 - the service still serves other models
-            self.warm_error = getattr(exc, "detail", None) or str(exc)
-            log.error("warming the default models failed: %s", self.warm_error)
-        if self.phase == "starting":
-            self.phase = "ok"
-            log.info("ready on %s", self.device)
-
-    def require_ready(self) -> None:
-        if self.phase != "ok":
-            raise Unavailable(f"service is {self.phase}; retry shortly or use another host", retry_after_s=2)
-
-    async def drain(self) -> None:
-        self.phase = "draining"
-        deadline = time.monotonic() + self.settings.drain_timeout_s
-        while len(self.jobs) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await self.registry.close()
 
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -251,8 +164,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health(request: Request) -> JSONResponse:
         state = service(request)
-        body = HealthResponse(status=state.phase, device=str(state.device))  # type: ignore[arg-type]
-        return JSONResponse(body.model_dump(), status_code=200 if state.phase == "ok" else 503)
+        status, problems = state.health()
+        body = HealthResponse(status=status, device=str(state.device), problems=problems)  # type: ignore[arg-type]
+        # degraded answers 200: the host serves the models it has (the bridge keeps using it).
+        return JSONResponse(body.model_dump(), status_code=200 if status in SERVING_STATUSES else 503)
 
     @app.get("/info", response_model=InfoResponse)
     async def info(request: Request) -> InfoResponse:
@@ -266,7 +181,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             device_name=devices.device_name(state.device),
             vram_total_mb=total,
             vram_free_mb=free,
-            default_models={"embed": settings.model_embed, "bertscore": settings.model_bertscore},
+            half_precision=devices.use_half_precision(settings.fp16, state.device),
+            default_models=dict(settings.default_models),
             allowed_models=state.registry.policy.describe(),  # type: ignore[arg-type]
             models=[m.info() for m in state.registry.loaded()],
             limits={
@@ -283,8 +199,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/status", response_model=StatusResponse)
     async def status(request: Request) -> StatusResponse:
         state = service(request)
+        status, problems = state.health()
         return StatusResponse(
-            status=state.phase,  # type: ignore[arg-type]
+            status=status,  # type: ignore[arg-type]
+            problems=problems,
             uptime_s=round(time.monotonic() - state.started, 3),
             queue_depth=state.registry.queue_depth(),
             active_jobs=[job.status() for job in state.jobs.active()],

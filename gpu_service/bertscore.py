@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from gpu_service.embedding import parameter_bytes
 from gpu_service.errors import BadRequest, Unprocessable
-from gpu_service.resolve import ResolvedModel
+from gpu_service.resolve import ResolvedModel, looks_like_path
 from gpu_service.schema import IdfCounts
 from gpu_service.settings import BUNDLED_MODEL, BUNDLED_MODEL_LAYERS
 
@@ -40,7 +40,8 @@ def default_layers(model: str) -> int:
     if model == BUNDLED_MODEL:
         return BUNDLED_MODEL_LAYERS
     raise Unprocessable(
-        f"num_layers is required for model {model!r}: it is not in bert-score's table of tuned layers"
+        f"num_layers is required for model {model!r}: it is not in bert-score's table of tuned layers "
+        "(pass num_layers)"
     )
 
 
@@ -194,6 +195,8 @@ def baseline(model: str, lang: str, num_layers: int, extra_dirs: list[str]) -> t
     import bert_score
     import pandas as pd
 
+    if looks_like_path(model):  # a model from a local directory: its baseline is named after the folder
+        model = Path(model).name
     candidates = [(Path(d) / lang / f"{model}.tsv", True) for d in extra_dirs]
     candidates.append((Path(os.path.dirname(bert_score.__file__)) / "rescale_baseline" / lang / f"{model}.tsv", False))
     for path, custom in candidates:

@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         settings = Settings.from_env()
+        if settings.torch_device:  # a TORCH_DEVICE this machine lacks: one line, not a start-up traceback
+            from gpu_service.device import select_device
+
+            select_device(settings.torch_device)
     except ValueError as exc:
         print(f"gpu-service: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

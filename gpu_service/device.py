@@ -1,27 +1,49 @@
 """Which device to run on, and what it looks like (ADR D1).
 
+Auto selection: a CUDA/ROCm GPU, else an Apple GPU (MPS), else the CPU.
 `torch.cuda.is_available()` is true for NVIDIA (CUDA) and AMD (ROCm) builds alike,
-so one call covers both. `TORCH_DEVICE` overrides the choice (`cpu`, `cuda`, `cuda:1`),
-and everything reported about the device is about the selected one, not device 0.
+so one call covers both. `TORCH_DEVICE` overrides the choice (`cpu`, `cuda`, `cuda:1`,
+`mps`), and everything reported about the device is about the selected one, not device 0.
+
+Half precision: on by default on CUDA/ROCm GPUs; off by default on MPS (LayerNorm and
+softmax in fp16 are less exact there and our parity tests cannot run on one), and
+`GPU_FP16=1` turns it on; never on the CPU, where it is slow.
+
+Nothing here is Linux-only: calls that exist on one platform or torch build only are
+looked up and guarded. MPS is unit-tested with torch's availability functions patched
+(no Apple GPU here), not tried on a Mac.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import platform
 from collections.abc import Callable
 
 import torch
 
 log = logging.getLogger("gpu_service.device")
 
+DEVICE_TYPES = ("cuda", "mps", "cpu")
+"""What TORCH_DEVICE may name (ROCm GPUs are `cuda` in torch)."""
+
+
+def mps_available() -> bool:
+    """An Apple GPU usable by torch (macOS 12.3+ on Apple Silicon, a torch build with MPS)."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
 
 def select_device(override: str | None = None) -> torch.device:
-    """The device to use: `override` if given (validated), else the first GPU, else the CPU."""
+    """The device to use: `override` if given (validated), else CUDA/ROCm, else MPS, else the CPU."""
     if override:
         try:
             device = torch.device(override)
         except RuntimeError as exc:
             raise ValueError(f"TORCH_DEVICE={override!r} is not a valid torch device: {exc}") from None
+        if device.type not in DEVICE_TYPES:
+            raise ValueError(f"TORCH_DEVICE={override!r}: this service runs on {', '.join(DEVICE_TYPES)}")
         if device.type == "cuda":
             if not torch.cuda.is_available():
                 raise ValueError(f"TORCH_DEVICE={override!r} but torch sees no CUDA/ROCm device")
@@ -31,28 +53,57 @@ def select_device(override: str | None = None) -> torch.device:
                     f"TORCH_DEVICE={override!r} but only {torch.cuda.device_count()} GPU(s) are visible"
                 )
             return torch.device("cuda", index)
+        if device.type == "mps":
+            if not mps_available():
+                raise ValueError(
+                    f"TORCH_DEVICE={override!r} but torch sees no Apple GPU (MPS needs macOS 12.3+ on "
+                    "Apple Silicon and a torch build with MPS)"
+                )
+            return torch.device("mps")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda", 0)
-    log.warning("no CUDA/ROCm GPU visible to torch: running on the CPU")
+    if mps_available():
+        log.info("no CUDA/ROCm GPU; running on the Apple GPU (MPS)")
+        return torch.device("mps")
+    log.warning("no CUDA/ROCm or Apple (MPS) GPU visible to torch: running on the CPU")
     return torch.device("cpu")
 
+
+def use_half_precision(setting: bool | None, device: torch.device) -> bool:
+    """Whether embedding models run in fp16: `setting` is GPU_FP16 (None when unset)."""
+    if device.type == "cuda":
+        return setting is not False
+    if device.type == "mps":
+        return setting is True
+    return False
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
     return platform.processor() or platform.machine() or "cpu"
 
 
 def vram_mb(device: torch.device) -> tuple[float | None, float | None]:
-    """(total, free) memory of the selected GPU in MiB; (None, None) on the CPU."""
-    if device.type != "cuda":
-        return None, None
-    free, total = torch.cuda.mem_get_info(device)
-    return total / 2**20, free / 2**20
+    """(total, free) memory of the selected GPU in MiB; (None, None) on the CPU or when unknown.
+
+    On MPS the GPU shares the machine's memory: total is what Metal recommends this process
+    use at most, free is that minus what the driver has allocated (torch 2.3+)."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return total / 2**20, free / 2**20
+    if device.type == "mps":
+        mps = getattr(torch, "mps", None)
+        try:
+            recommended = float(mps.recommended_max_memory())  # type: ignore[union-attr]
+            allocated = float(mps.driver_allocated_memory())  # type: ignore[union-attr]
+        except (AttributeError, RuntimeError):
+            return None, None
+        return recommended / 2**20, max(0.0, recommended - allocated) / 2**20
+    return None, None
 
 
 def runtime_versions() -> dict[str, str | None]:
@@ -65,7 +116,8 @@ def runtime_versions() -> dict[str, str | None]:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for a device out-of-memory error (CUDA and ROCm raise the same class)."""
+    """True for a device out-of-memory error (CUDA and ROCm raise the same class; MPS raises a
+    RuntimeError "MPS backend out of memory")."""
     oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(exc, oom_type):
         return True
@@ -75,7 +127,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def release_cached_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
+    elif device.type == "mps":
+        empty_cache = getattr(getattr(torch, "mps", None), "empty_cache", None)
+        if empty_cache is not None:
+            try:
+                empty_cache()
+            except RuntimeError:
+                pass  # nothing cached to release
 
 
 def cpu_thread_policy(threads: int | None) -> Callable[[bool], None]:
@@ -86,8 +144,7 @@ def cpu_thread_policy(threads: int | None) -> Callable[[bool], None]:
     requests, the tokenizer) stalls torch's parallel regions - every op waits for its
     slowest thread - which under load costs far more than the one core given up. A lone
     big request has no such neighbours and gets every core."""
-    import os
-
+    # sched_getaffinity (the cores this process may use) exists on Linux only.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     busy = threads or max(1, cores - 1)
     alone = threads or cores

@@ -44,7 +44,7 @@ class EmbeddingEngine:
         self.device = device
         # trust_remote_code stays off: a model that needs custom code is refused at load.
         self.model = SentenceTransformer(resolved.source, device=str(device), trust_remote_code=False)
-        if fp16 and device.type == "cuda":
+        if fp16:  # decided per device by device.use_half_precision
             self.model.half()
         self.model.eval()
         first: Any = self.model[0]

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 
 from gpu_service.bertscore import baseline, default_layers, model_for_lang, settings_hash
+from gpu_service.dedupe import distinct
 from gpu_service.embedding import postprocess
-from gpu_service.errors import TooLarge, Unprocessable
+from gpu_service.errors import TooLarge, Unavailable, Unprocessable
 from gpu_service.jobs import JobTracker
 from gpu_service.models import ModelKey, ModelRegistry
-from gpu_service.resolve import canonical_name
 from gpu_service.schema import (
     BertScoreIdfRequest,
     BertScoreIdfResponse,
@@ -39,11 +39,19 @@ class Timing:
 
 @dataclass
 class Embedded:
-    vectors: torch.Tensor
+    distinct_vectors: torch.Tensor
+    """One row per distinct input (see dedupe.py)."""
+    positions: list[int]
+    """For every input, its row in `distinct_vectors`."""
     model: str
     truncated: int
     tokens: int
     timing: Timing
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        """One row per input, in input order; equal inputs get bit-identical rows."""
+        return self.distinct_vectors[self.positions]
 
 
 def check_texts(field: str, texts: list[str], settings: Settings) -> None:
@@ -86,7 +94,10 @@ class Inference:
             check_texts("texts", texts, self.settings)
         deadline = self._deadline()
         key = self.registry.key("embed", model or self.settings.model_embed)
-        job = self.jobs.start("embed", key.label, len(texts))
+        # Equal texts are tokenized once, and texts the model sees alike (same token ids after
+        # the prompt, lower-casing, truncation) are run once: see dedupe.py for why.
+        texts_once = distinct(texts)
+        job = self.jobs.start("embed", key.label, len(texts_once.values))
         try:
             async with self.registry.use(key) as loaded:
                 engine = loaded.engine
@@ -95,15 +106,17 @@ class Inference:
                         f"dimensions={dimensions} is larger than model {key.label!r}'s {engine.dimensions}"
                     )
                 chosen_prompt = engine.prompt_for(prompt_name, prompt)
-                tokenized = await loaded.prepare(engine.prepare, texts, chosen_prompt)
-                rows = await loaded.scheduler.submit(
-                    tokenized, [t.cost for t in tokenized], job=job, deadline=deadline
-                )
+                tokenized = await loaded.prepare(engine.prepare, texts_once.values, chosen_prompt)
+                inputs_once = distinct([tuple(t.ids) for t in tokenized])
+                items = [tokenized[i] for i in inputs_once.first]
+                job.total = len(items)
+                rows = await loaded.scheduler.submit(items, [t.cost for t in items], job=job, deadline=deadline)
         finally:
             self.jobs.finish(job)
-        vectors = postprocess(torch.stack(rows), normalize, dimensions)
+        tokenized = texts_once.fan_out(tokenized)  # one per input again, for the counts below
         return Embedded(
-            vectors=vectors,
+            distinct_vectors=postprocess(torch.stack(rows), normalize, dimensions),
+            positions=texts_once.fan_out(inputs_once.positions),
             model=key.label,
             truncated=sum(t.truncated for t in tokenized),
             tokens=sum(t.cost for t in tokenized),
@@ -118,19 +131,50 @@ class Inference:
         if req.query is not None:
             check_texts("query", [req.query], self.settings)
         embedded = await self.embed(req.inputs(), model=req.model, checked=True)
-        vectors, n = embedded.vectors, len(req.texts)
+        # Scores are computed between distinct vectors and fanned out, so equal texts (and equal
+        # pairs) get bit-identical scores and ties rank in input order on every machine.
+        vectors, row, n = embedded.distinct_vectors, embedded.positions, len(req.texts)
         response = SimilarityResponse(
-            mode=req.chosen_mode, model=embedded.model, count=int(vectors.shape[0]), truncated=embedded.truncated
+            mode=req.chosen_mode, model=embedded.model, count=len(row), truncated=embedded.truncated
         )
         # Vectors are unit length, so cosine is a dot product; clamp the rounding just past +-1.
         if req.mode == "pairs":
-            response.scores = (vectors[:n] * vectors[n:]).sum(dim=1).clamp(-1, 1).tolist()
+            pairs = distinct(list(zip(row[:n], row[n:], strict=True)))
+            first, second = (list(side) for side in zip(*pairs.values, strict=True))
+            scores = (vectors[first] * vectors[second]).sum(dim=1).clamp(-1, 1)
+            response.scores = scores[pairs.positions].tolist()
         elif req.mode == "query":
-            response.scores = (vectors[:n] @ vectors[n]).clamp(-1, 1).tolist()
+            scores = (vectors @ vectors[row[n]]).clamp(-1, 1)
+            response.scores = scores[row[:n]].tolist()
             response.matches = top_matches(response.scores, req.top_k)
         else:
-            response.matrix = (vectors @ vectors.T).clamp(-1, 1).tolist()
+            matrix = (vectors @ vectors.T).clamp(-1, 1)
+            response.matrix = matrix[row][:, row].tolist()
         return response, embedded.timing
+
+    def bertscore_key(self, name: str, num_layers: int | None) -> tuple[ModelKey, int]:
+        """The model key for BERTScore with `name` (checked against the policy) at `num_layers`,
+        or when that is None: BERTSCORE_NUM_LAYERS for the operator's default, else bert-score's table."""
+        self.registry.policy.check(name)
+        canonical = self.registry.policy.canonical(name)
+        if num_layers is None:
+            is_default = canonical == self.registry.policy.canonical(self.settings.model_bertscore)
+            if is_default and self.settings.bertscore_num_layers is not None:
+                num_layers = self.settings.bertscore_num_layers
+            else:
+                try:
+                    num_layers = default_layers(canonical)
+                except Unprocessable:
+                    if not is_default:
+                        raise
+                    # The host's configuration, not the caller's request, is at fault: 503, so a
+                    # pool tries another host.
+                    raise Unavailable(
+                        f"this host's default BERTScore model {canonical!r} has no layer configured: it is not "
+                        "in bert-score's table of tuned layers, so the operator must set BERTSCORE_NUM_LAYERS "
+                        "(or the request must pass num_layers)"
+                    ) from None
+        return self.registry.key("bertscore", name, num_layers), num_layers
 
     def _bertscore_model(self, choice: BertScoreModelChoice) -> tuple[ModelKey, int, str]:
         """The model a BERTScore request is scored with, its layer, and the request's language."""
@@ -141,8 +185,8 @@ class Inference:
             name = model_for_lang(lang)
         else:
             name = self.settings.model_bertscore
-        num_layers = choice.num_layers if choice.num_layers is not None else default_layers(canonical_name(name))
-        return self.registry.key("bertscore", name, num_layers), num_layers, lang
+        key, num_layers = self.bertscore_key(name, choice.num_layers)
+        return key, num_layers, lang
 
     async def bertscore_idf(self, req: BertScoreIdfRequest) -> BertScoreIdfResponse:
         """Document frequencies of `req.sentences` for idf; a caller merges the counts of many chunks."""
@@ -185,14 +229,19 @@ class Inference:
                     for sentence, emb in zip(missing, found, strict=True):
                         embeddings[sentence] = emb
                         engine.remember(sentence, emb)
+                # Each sentence was embedded once; each distinct pair is matched once and its scores
+                # fanned out, so equal pairs score bit-identically wherever they sit in the request.
+                pairs = distinct(list(zip(req.candidates, req.references, strict=True)))
+                candidates, references = (list(side) for side in zip(*pairs.values, strict=True))
                 scores = await loaded.scheduler.call(
                     engine.greedy_match,
-                    [embeddings[s] for s in req.candidates],
-                    [encoded[s].ids for s in req.candidates],
-                    [embeddings[s] for s in req.references],
-                    [encoded[s].ids for s in req.references],
+                    [embeddings[s] for s in candidates],
+                    [encoded[s].ids for s in candidates],
+                    [embeddings[s] for s in references],
+                    [encoded[s].ids for s in references],
                     weights,
                 )
+                scores = scores[pairs.positions]
         finally:
             self.jobs.finish(job)
         if rescale_vals is not None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from gpu_service.batching import BatchObserver, BatchScheduler
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ServiceError
-from gpu_service.resolve import ModelPolicy, ResolvedModel, canonical_name, resolve
+from gpu_service.resolve import ModelPolicy, ResolvedModel, resolve
 from gpu_service.schema import ModelInfo
 from gpu_service.settings import Settings
 
@@ -123,7 +123,7 @@ class ModelRegistry:
     def key(self, kind: str, name: str, num_layers: int | None = None) -> ModelKey:
         """Check the name against the policy (no disk, no network) and build its key."""
         self.policy.check(name)
-        return ModelKey(kind, canonical_name(name), num_layers)
+        return ModelKey(kind, self.policy.canonical(name), num_layers)
 
     @asynccontextmanager
     async def use(self, key: ModelKey) -> AsyncIterator[LoadedModel]:

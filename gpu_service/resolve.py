@@ -48,29 +48,59 @@ def looks_like_path(name: str) -> bool:
     )
 
 
+def _real_path(name: str) -> Path:
+    return Path(os.path.expanduser(name)).resolve()
+
+
 class ModelPolicy:
-    """Decides whether a name may be loaded at all. Never touches disk or network."""
+    """Decides whether a name may be loaded at all. Never touches the network; the disk only to
+    resolve paths (`..`, symlinks) before comparing them."""
 
     def __init__(self, settings: Settings) -> None:
         self._dirs = [Path(d).resolve() for d in settings.model_dirs]
+        self._defaults = list(dict.fromkeys(settings.default_models.values()))
+        # For each default that is a directory: where it really is, and its folder name as configured.
+        self._default_dirs = {
+            d: (_real_path(d), Path(os.path.normpath(os.path.expanduser(d))).name)
+            for d in self._defaults if looks_like_path(d)
+        }
         if settings.allowed_models == ["*"]:
             self.allow_any = True
             self.allowed: list[str] = []
         else:
             self.allow_any = False
             base = settings.allowed_models if settings.allowed_models is not None else list(DOCUMENTED_MODELS)
-            names = [*base, settings.model_embed, settings.model_bertscore]
-            self.allowed = sorted({canonical_name(n) for n in names})
+            self.allowed = sorted({canonical_name(n) for n in [*base, *self._defaults]})
         self._allowed_lower = {n.lower() for n in self.allowed}
         self.source = "ALLOWED_MODELS" if settings.allowed_models is not None else "the default allowlist"
 
     def describe(self) -> list[str] | str:
         return "*" if self.allow_any else self.allowed
 
+    def operator_default(self, name: str) -> str | None:
+        """The operator's default model (MODEL_EMBED, ...) that `name` refers to, if any: its exact
+        spelling, the same directory spelled another way, or that directory's folder name (`name`
+        or `org/name`, as for GPU_MODEL_DIRS). The operator's own defaults are allowed by definition."""
+        if name in self._defaults:
+            return name
+        for default, (directory, folder) in self._default_dirs.items():
+            if looks_like_path(name):
+                if _real_path(name) == directory:
+                    return default
+            elif name.split("/")[-1] == folder:
+                return default
+        return None
+
+    def canonical(self, name: str) -> str:
+        """One spelling per model: every way of naming an operator's default is that default."""
+        return self.operator_default(name) or canonical_name(name)
+
     def check(self, name: str) -> None:
         """Raise ModelNotAllowed unless `name` may be loaded."""
+        if self.operator_default(name) is not None:
+            return
         if looks_like_path(name):
-            path = Path(os.path.expanduser(name)).resolve()
+            path = _real_path(name)
             if any(path == d or d in path.parents for d in self._dirs):
                 return
             raise ModelNotAllowed(

@@ -56,9 +56,20 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------- health / info
 
 
+ServiceStatus = Literal["ok", "degraded", "starting", "draining"]
+"""ok: serving. degraded: serving, but a default model failed to load (`problems` says which and why).
+starting/draining: not serving (503)."""
+
+SERVING_STATUSES: tuple[str, ...] = ("ok", "degraded")
+"""Statuses in which a host serves requests: /health answers 200 and the bridge routes to it."""
+
+
 class HealthResponse(_Strict):
-    status: Literal["ok", "starting", "draining"]
+    status: ServiceStatus
     device: str
+    problems: list[str] = Field(
+        default_factory=list, description="Why the service is degraded, e.g. a default model that is not loaded."
+    )
 
 
 class ModelInfo(_Strict):
@@ -75,6 +86,7 @@ class InfoResponse(_Strict):
     device_name: str
     vram_total_mb: float | None = None
     vram_free_mb: float | None = None
+    half_precision: bool = Field(default=False, description="Embedding models run in fp16 (GPU_FP16).")
     torch_version: str
     cuda_version: str | None = None
     rocm_version: str | None = None
@@ -94,7 +106,8 @@ class JobStatus(_Strict):
 
 
 class StatusResponse(_Strict):
-    status: Literal["ok", "starting", "draining"]
+    status: ServiceStatus
+    problems: list[str] = Field(default_factory=list, description="As in /health.")
     uptime_s: float
     queue_depth: int
     """Items (texts or pairs) waiting to be run, over all models."""

@@ -33,6 +33,14 @@ DOCUMENTED_MODELS: tuple[str, ...] = (
 )
 """Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""
 
+DEFAULT_MODEL_VARIABLES: dict[str, str] = {
+    "embed": "MODEL_EMBED",
+    "bertscore": "MODEL_BERTSCORE",
+}
+"""Each task's default model and the variable that sets it. The operator's defaults are allowed by
+definition (by name, by path, or by their folder's name) and loaded at start-up; a new task's
+default (say `"rerank": "MODEL_RERANK"`) is one line here."""
+
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
     raw = os.environ.get(name)
@@ -45,6 +53,19 @@ def _env_int(name: str, default: int, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name}={value} must be >= {minimum}")
     return value
+
+
+def _env_optional_int(name: str, minimum: int) -> int | None:
+    if (os.environ.get(name) or "").strip() == "":
+        return None
+    return _env_int(name, 0, minimum)
+
+
+def _env_optional_bool(name: str) -> bool | None:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw == "":
+        return None
+    return raw not in ("0", "false", "no", "off")
 
 
 def _env_float(name: str, default: float, minimum: float = 0.0) -> float:
@@ -71,8 +92,10 @@ def _env_list(name: str) -> list[str] | None:
 class Settings:
     """Everything the service can be told. Build with `Settings.from_env()` or directly in tests."""
 
-    model_embed: str = BUNDLED_MODEL
-    model_bertscore: str = BUNDLED_MODEL
+    default_models: dict[str, str] = field(default_factory=lambda: dict.fromkeys(DEFAULT_MODEL_VARIABLES, BUNDLED_MODEL))
+    """Task -> the operator's default model (see DEFAULT_MODEL_VARIABLES): a name, or a local directory."""
+    bertscore_num_layers: int | None = None
+    """The layer of the default BERTScore model; None: bert-score's table (6 for the bundled model)."""
     bertscore_default_lang: str = "en"
     torch_device: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -97,9 +120,18 @@ class Settings:
     drain_timeout_s: float = 30.0
     cpu_threads: int | None = None
     """torch threads on a CPU device; None: all cores but one (the event loop and tokenizers need one)."""
-    fp16: bool = True
-    """Run embedding models in half precision on GPUs (never on the CPU, where it is slow)."""
+    fp16: bool | None = None
+    """GPU_FP16: half precision for embedding models. None (unset): on for CUDA/ROCm, off on MPS;
+    True: on for both; never on the CPU, where it is slow (see device.use_half_precision)."""
     limits: Limits = DEFAULT_LIMITS
+
+    @property
+    def model_embed(self) -> str:
+        return self.default_models["embed"]
+
+    @property
+    def model_bertscore(self) -> str:
+        return self.default_models["bertscore"]
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -110,8 +142,11 @@ class Settings:
         )
         memory = os.environ.get("GPU_MODEL_MEMORY_MB")
         return cls(
-            model_embed=os.environ.get("MODEL_EMBED") or BUNDLED_MODEL,
-            model_bertscore=os.environ.get("MODEL_BERTSCORE") or BUNDLED_MODEL,
+            default_models={
+                kind: os.environ.get(variable, "").strip() or BUNDLED_MODEL
+                for kind, variable in DEFAULT_MODEL_VARIABLES.items()
+            },
+            bertscore_num_layers=_env_optional_int("BERTSCORE_NUM_LAYERS", minimum=0),
             bertscore_default_lang=os.environ.get("BERTSCORE_DEFAULT_LANG") or "en",
             torch_device=os.environ.get("TORCH_DEVICE") or None,
             api_key=os.environ.get("API_KEY") or None,
@@ -128,7 +163,7 @@ class Settings:
             model_load_timeout_s=_env_float("GPU_MODEL_LOAD_TIMEOUT", 300.0, minimum=0.1),
             model_memory_mb=float(memory) if memory else None,
             drain_timeout_s=_env_float("GPU_DRAIN_TIMEOUT", 30.0),
-            fp16=os.environ.get("GPU_FP16", "1") not in ("0", "false", "no"),
+            fp16=_env_optional_bool("GPU_FP16"),
             cpu_threads=_env_int("GPU_CPU_THREADS", 0, minimum=0) or None,
             limits=limits,
         )

@@ -110,20 +110,30 @@ async def _check(config: BridgeConfig, source: str) -> int:
         print(f"strategy: {bridge.config.loadBalancing}; probed in {time.perf_counter() - started:.2f}s\n")
         rows = [("HOST", "URL", "HEALTH", "DEVICE", "MODELS", "LATENCY", "PROBLEM")]
         usable = 0
+        degraded: list[tuple[str, list[str]]] = []
         for name, h in health.items():
             i = info.get(name, {})
             details = i.get("info") or {}
-            problem = h.get("error") or i.get("error") or ""
+            problems = h.get("problems") or []
+            problem = h.get("error") or i.get("error") or "; ".join(problems)
             ok = bool(h.get("ok")) and not i.get("error")
             usable += ok
+            if ok and problems:
+                degraded.append((name, problems))
             models = ",".join(m["name"] for m in details.get("models", [])) or "-"
             device = f"{details.get('device', h.get('device') or '-')} {details.get('device_name', '')}".strip()
             latency = f"{h['latency_ms']} ms" if h.get("latency_ms") is not None else "-"
-            rows.append((name, h["url"], "ok" if ok else "FAIL", device, models, latency, problem[:80]))
+            health_word = ("degraded" if problems else "ok") if ok else "FAIL"
+            rows.append((name, h["url"], health_word, device, models, latency, problem[:80]))
         widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
         for r in rows:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
-        print(f"\n{usable}/{len(health)} host(s) usable")
+        # A degraded host serves the models it has; its reasons in full (the table cuts them).
+        for name, problems in degraded:
+            print(f"\n{name} is degraded (serves the models it has):")
+            for problem in problems:
+                print(f"  - {problem}")
+        print(f"\n{usable}/{len(health)} host(s) usable" + (f", {len(degraded)} degraded" if degraded else ""))
         return 0 if usable else 1
 
 

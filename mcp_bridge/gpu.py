@@ -375,10 +375,14 @@ class GpuClient:
             started = time.perf_counter()
             response = await h.client.get(h.health_path, timeout=PROBE_TIMEOUT_S)
             body = parse_json(response) if response.headers.get("content-type", "").startswith("application/json") else {}
+            ok = h.is_healthy_answer(response.status_code, body)
+            if ok:
+                h.note_health(body)
             return {
-                "ok": h.is_healthy_answer(response.status_code, body),
+                "ok": ok,
                 "status": body.get("status", response.status_code),
                 "device": body.get("device"),
+                "problems": h.problems_in(body),
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             }
 

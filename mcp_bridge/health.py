@@ -32,7 +32,8 @@ class HealthMonitor:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def probe(self, host: Host) -> bool:
-        """One probe; updates the host's record. True if the host answered 200 with status ok."""
+        """One probe; updates the host's record. True if the host answered 200 with a serving status
+        (ok, or degraded: it lacks a default model but serves the others)."""
         was_usable = host.usable(self.pool._clock())
         try:
             response = await host.client.get(host.health_path, timeout=self.timeout)
@@ -45,6 +46,10 @@ class HealthMonitor:
             await self._refresh_queue(host)
         if ok:
             host.probe_passed()
+            before = host.record.problems
+            host.note_health(body)
+            if host.record.problems and host.record.problems != before:
+                log.warning("host %s is degraded: %s", host.name, "; ".join(host.record.problems))
         else:
             host.probe_failed(error or "health probe failed")
         now_usable = host.usable(self.pool._clock())

@@ -8,6 +8,12 @@ only through the small methods below, so the state machine is easy to follow:
        └──── passing health probe ◀─────────┘
     healthy ──M failed probes──▶ unhealthy ──K passing probes──▶ healthy
     429/503 + Retry-After ──▶ cooling down until then (not a failure)
+
+A host whose /health says `degraded` (a default model failed to load there) stays
+usable: it serves the models it has. A call that needs the missing model gets a 5xx
+from it that names the reason, and is retried on another host like any 5xx. Its
+state reads `degraded` and the reasons are kept in `problems`, so gpu_status,
+gpu_health and `gpu-bridge --check` show them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from gpu_service.schema import SERVING_STATUSES
 from mcp_bridge.config import BridgeConfig, HostConfig
 
 Clock = Callable[[], float]
@@ -44,6 +51,8 @@ class HostRecord:
     latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=200))
     remote_queue_depth: int = 0
     """Items the host itself reports queued (from /status), from every client, not only us."""
+    problems: list[str] = field(default_factory=list)
+    """What the host reports missing while it serves degraded (from /health)."""
 
 
 class Host:
@@ -111,7 +120,7 @@ class Host:
             return "unhealthy"
         if self.cooling(now):
             return "cooling-down"
-        return "healthy"
+        return "degraded" if self.record.problems else "healthy"
 
     @property
     def health_path(self) -> str:
@@ -119,10 +128,20 @@ class Host:
         return "/v1/models" if self.kind == "openai" else "/health"
 
     def is_healthy_answer(self, status_code: int, body: object) -> bool:
-        """200, and for our service also `status: ok` (it answers 503 while starting or draining)."""
+        """200, and for our service also a serving status: `ok`, or `degraded` (it serves the models
+        it has); it answers 503 while starting or draining."""
         if status_code != 200:
             return False
-        return self.kind != "gpu-service" or (isinstance(body, dict) and body.get("status") == "ok")
+        return self.kind != "gpu-service" or (isinstance(body, dict) and body.get("status") in SERVING_STATUSES)
+
+    @staticmethod
+    def problems_in(body: object) -> list[str]:
+        """The reasons a degraded service gives in its /health answer (none from other servers)."""
+        problems = body.get("problems") if isinstance(body, dict) else None
+        return [str(p) for p in problems] if isinstance(problems, list) else []
+
+    def note_health(self, body: object) -> None:
+        self.record.problems = self.problems_in(body)
 
     def load(self) -> float:
         """What least-busy minimises: outstanding work per unit of weight.
@@ -201,6 +220,7 @@ class Host:
             "consecutive_failures": rec.consecutive_failures,
             "ejections": rec.ejections,
             "last_error": rec.last_error,
+            "problems": list(rec.problems),
             "served": rec.served,
             "failed": rec.failed,
         }

@@ -44,9 +44,9 @@ PROGRESS_MIN_SHARDS = 2
 
 
 class HealthOutput(BaseModel):
-    healthy: int = Field(description="Hosts that answered ok.")
+    healthy: int = Field(description="Hosts that serve (ok, or degraded: a default model missing, see problems).")
     total: int
-    hosts: list[dict[str, Any]] = Field(description="Per host: name, url, type, ok, status, device, latency_ms, error.")
+    hosts: list[dict[str, Any]] = Field(description="Per host: name, url, type, ok, status, device, problems, latency_ms, error.")
 
 
 class InfoOutput(BaseModel):
@@ -237,10 +237,11 @@ def build_server(bridge: Bridge) -> MCPServer:
         rows = await guarded(bridge.gpu.health())
         healthy = sum(1 for r in rows if r.get("ok"))
         lines = [
-            f"- {r['name']}: {'ok' if r.get('ok') else 'DOWN'}"
+            f"- {r['name']}: {('degraded' if r.get('problems') else 'ok') if r.get('ok') else 'DOWN'}"
             + (f" on {r['device']}" if r.get("device") else "")
             + (f" ({r['latency_ms']} ms)" if r.get("latency_ms") is not None else "")
             + (f" - {r['error']}" if r.get("error") else "")
+            + (f" - {'; '.join(r['problems'])}" if r.get("ok") and r.get("problems") else "")
             for r in rows
         ]
         out = HealthOutput(healthy=healthy, total=len(rows), hosts=[{k: redact(str(v)) if k == "error" else v
@@ -272,7 +273,7 @@ def build_server(bridge: Bridge) -> MCPServer:
 
     @server.tool(
         title="GPU pool: load and failures",
-        description="The pool's view of every host (state healthy/ejected/unhealthy/cooling-down, in-flight "
+        description="The pool's view of every host (state healthy/degraded/ejected/unhealthy/cooling-down, in-flight "
         "requests, latency, failures, last error) plus each host's queue and job progress. Use to see why "
         "calls are slow or failing.",
         annotations=READ_ONLY,

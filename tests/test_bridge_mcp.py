@@ -374,6 +374,8 @@ async def test_embed_base64_encoding_is_exact(service: ServiceProcess) -> None:
         floats = (await c.call_tool("gpu_embed", {"texts": ["one", "two"]})).structured_content
         packed = (await c.call_tool("gpu_embed", {"texts": ["one", "two"], "encoding": "base64"})).structured_content
     assert packed["embeddings"] is None and floats["embeddings_base64"] is None
+    # Exact on purpose: the same two texts, alone on the host, run as the same one batch (the same
+    # computation), so any difference would be the encoding's.
     assert decode_float32_rows(packed["embeddings_base64"], 2, 384) == floats["embeddings"]
 
 

@@ -360,7 +360,12 @@ async def test_similarity_is_computed_on_the_hosts_and_sharded(trio: list[Servic
     assert sum(calls) == 5 + 5 + 3 and calls[0] >= 5 and all(n >= 1 for n in calls), calls
     got = sharded.structured_content["matches"]
     assert sorted(m["index"] for m in got) == [3, 10, 17, 24, 31, 38]  # the cat documents, one per shard or two
-    assert got == single.structured_content["matches"]
+    # Not ==: the pinned call's five shards share batches on h0, the spread ones do not, and a
+    # batch's layout moves the last bits of a score. The same documents, the same scores to 1e-5.
+    pinned = single.structured_content["matches"]
+    assert sorted(m["index"] for m in pinned) == sorted(m["index"] for m in got)
+    pinned_score = {m["index"]: m["score"] for m in pinned}
+    assert all(abs(m["score"] - pinned_score[m["index"]]) < 1e-5 for m in got)
     assert [m["score"] for m in got] == sorted((m["score"] for m in got), reverse=True)
     assert len(set(sharded.structured_content["hosts"])) == 3
     assert [d for d, _ in progress] == [1, 2, 3, 4, 5] and {t for _, t in progress} == {5}

@@ -1,0 +1,131 @@
+"""What the routes share: the device, the model registry, the jobs, and the service's health.
+
+Built in the app's lifespan (after torch picks a device). Start-up warms the operator's
+default models; one that fails to load is logged and reported by `/health` as
+`degraded` with the reason, and the others still load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gpu_service.errors import Unavailable
+from gpu_service.inference import Inference
+from gpu_service.jobs import JobTracker
+from gpu_service.metrics import Metrics
+from gpu_service.models import ModelKey, ModelRegistry
+from gpu_service.settings import DEFAULT_MODEL_VARIABLES, Settings
+
+log = logging.getLogger("gpu_service")
+
+
+def _engine_factories(device: Any, settings: Settings) -> dict[str, Callable[[ModelKey, Any], Any]]:
+    from gpu_service.bertscore import BertScoreEngine
+    from gpu_service.device import use_half_precision
+    from gpu_service.embedding import EmbeddingEngine
+
+    return {
+        "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=use_half_precision(settings.fp16, device)),
+        "bertscore": lambda key, resolved: BertScoreEngine(resolved, key.num_layers, device),
+    }
+
+
+def _memory_budget(settings: Settings, device: Any) -> int | None:
+    from gpu_service.device import vram_mb
+
+    if settings.model_memory_mb is not None:
+        return int(settings.model_memory_mb * 2**20)
+    total, _free = vram_mb(device)
+    return int(total * 0.8 * 2**20) if total else None
+
+
+@dataclass
+class DefaultFailure:
+    key: ModelKey | None
+    """None when the default could not even be named (refused, or its layer unknown)."""
+    reason: str
+
+
+class ServiceState:
+    """Everything the routes share, built in the lifespan (after torch picks a device)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from gpu_service import device as devices
+
+        self.settings = settings
+        self.started = time.monotonic()
+        self.phase = "starting"
+        self.default_failures: dict[str, DefaultFailure] = {}
+        self.device = devices.select_device(settings.torch_device)
+        if settings.max_batch_size is None:
+            settings = dataclasses.replace(settings, max_batch_size=64 if self.device.type == "cpu" else 256)
+            self.settings = settings
+        self.metrics = Metrics()
+        self.jobs = JobTracker()
+        self.registry = ModelRegistry(
+            settings,
+            _engine_factories(self.device, settings),
+            device_slots=threading.BoundedSemaphore(settings.max_concurrent),
+            memory_budget_bytes=_memory_budget(settings, self.device),
+            is_oom=devices.is_out_of_memory,
+            after_oom=lambda: devices.release_cached_memory(self.device),
+            observer=self.metrics.observe_batch,
+            before_batch=devices.cpu_thread_policy(settings.cpu_threads) if self.device.type == "cpu" else None,
+        )
+        self.inference = Inference(settings, self.registry, self.jobs)
+        self.cancellable: dict[str, asyncio.Future[Any]] = {}
+        self.metrics.watch(
+            self.registry.queue_depth,
+            lambda: [(m.key.label, m.key.kind, float(m.engine.memory_bytes)) for m in self.registry.loaded()],
+        )
+
+    def default_key(self, kind: str, name: str) -> ModelKey:
+        if kind == "bertscore":
+            return self.inference.bertscore_key(name, None)[0]
+        return self.registry.key(kind, name)
+
+    async def warm(self) -> None:
+        """Load every default; one that fails is logged and reported by /health, the others still load."""
+        for kind, name in self.settings.default_models.items():
+            variable = DEFAULT_MODEL_VARIABLES[kind]
+            key: ModelKey | None = None
+            try:
+                key = self.default_key(kind, name)
+                await self.registry.warm(key)
+            except Exception as exc:  # noqa: BLE001 - the service still serves the other models
+                reason = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
+                self.default_failures[kind] = DefaultFailure(key, f"{variable}={name!r} is not loaded: {reason}")
+                log.error("default model %s=%r failed to load, serving without it: %s", variable, name, reason)
+        if self.phase == "starting":
+            self.phase = "ok"
+            log.info("ready on %s%s", self.device, " (degraded: see /health)" if self.problems() else "")
+
+    def problems(self) -> list[str]:
+        """Why the service is degraded: defaults that failed to load and are still not loaded."""
+        loaded = {m.key for m in self.registry.loaded()}
+        return [f.reason for f in self.default_failures.values() if f.key is None or f.key not in loaded]
+
+    def health(self) -> tuple[str, list[str]]:
+        """ok | degraded (serving, but a default model is missing) | starting | draining, and why."""
+        if self.phase != "ok":
+            return self.phase, []
+        problems = self.problems()
+        return ("degraded" if problems else "ok"), problems
+
+    def require_ready(self) -> None:
+        if self.phase != "ok":
+            raise Unavailable(f"service is {self.phase}; retry shortly or use another host", retry_after_s=2)
+
+    async def drain(self) -> None:
+        self.phase = "draining"
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while len(self.jobs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.registry.close()
