@@ -59,10 +59,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def _engine_factories(device: Any, settings: Settings) -> dict[str, Callable[[ModelKey, Any], Any]]:
     from gpu_service.bertscore import BertScoreEngine
     from gpu_service.embedding import EmbeddingEngine
+    from gpu_service.rerank import RerankEngine
 
     return {
         "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=settings.fp16),
         "bertscore": lambda key, resolved: BertScoreEngine(resolved, key.num_layers, device),
+        "rerank": lambda key, resolved: RerankEngine(resolved, device, fp16=settings.fp16),
     }
 
 
@@ -113,10 +115,13 @@ class ServiceState:
         from gpu_service.resolve import canonical_name
 
         bert_name = canonical_name(self.settings.model_bertscore)
-        return [
+        keys = [
             self.registry.key("embed", self.settings.model_embed),
             self.registry.key("bertscore", bert_name, default_layers(bert_name)),
         ]
+        if self.settings.model_rerank:
+            keys.append(self.registry.key("rerank", self.settings.model_rerank))
+        return keys
 
     async def warm(self) -> None:
         try:
@@ -211,7 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="openclaw-gpu-bridge GPU service",
         version=__version__,
         lifespan=lifespan,
-        description="Embeddings and BERTScore on this machine's GPU, batched across requests.",
+        description="Embeddings, BERTScore and reranking on this machine's GPU, batched across requests.",
     )
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
@@ -260,7 +265,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             device_name=devices.device_name(state.device),
             vram_total_mb=total,
             vram_free_mb=free,
-            default_models={"embed": settings.model_embed, "bertscore": settings.model_bertscore},
+            default_models={
+                "embed": settings.model_embed, "bertscore": settings.model_bertscore, "rerank": settings.model_rerank
+            },
             allowed_models=state.registry.policy.describe(),  # type: ignore[arg-type]
             models=[m.info() for m in state.registry.loaded()],
             limits={
@@ -365,6 +372,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         observe(state, "/bertscore", timing)
         return JSONResponse(result.model_dump(), headers=_timing_headers(timing))
 
+    from gpu_service.rerank_routes import router as rerank_router  # here: it uses this module's helpers
+
+    app.include_router(rerank_router)
     return app
 
 

@@ -59,8 +59,8 @@ class ModelPolicy:
         else:
             self.allow_any = False
             base = settings.allowed_models if settings.allowed_models is not None else list(DOCUMENTED_MODELS)
-            names = [*base, settings.model_embed, settings.model_bertscore]
-            self.allowed = sorted({canonical_name(n) for n in names})
+            names = [*base, settings.model_embed, settings.model_bertscore, settings.model_rerank]
+            self.allowed = sorted({canonical_name(n) for n in names if n})
         self._allowed_lower = {n.lower() for n in self.allowed}
         self.source = "ALLOWED_MODELS" if settings.allowed_models is not None else "the default allowlist"
 

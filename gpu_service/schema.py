@@ -65,9 +65,12 @@ class HealthResponse(_Strict):
     device: str
 
 
+ModelKind = Literal["embed", "bertscore", "rerank"]
+
+
 class ModelInfo(_Strict):
     name: str
-    kind: Literal["embed", "bertscore"]
+    kind: ModelKind
     memory_mb: float
     in_use: int = 0
     default: bool = False
@@ -82,7 +85,8 @@ class InfoResponse(_Strict):
     torch_version: str
     cuda_version: str | None = None
     rocm_version: str | None = None
-    default_models: dict[str, str]
+    default_models: dict[str, str | None]
+    """The model each task uses when a request names none; `rerank` is null until MODEL_RERANK is set."""
     allowed_models: list[str] | Literal["*"]
     models: list[ModelInfo]
     limits: dict[str, int]
@@ -90,7 +94,7 @@ class InfoResponse(_Strict):
 
 class JobStatus(_Strict):
     id: str
-    kind: Literal["embed", "bertscore"]
+    kind: ModelKind
     model: str
     done: int
     total: int

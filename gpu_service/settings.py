@@ -17,6 +17,18 @@ BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_MODEL_LAYERS = 6
 """all-MiniLM-L6-v2 has 6 layers; bert-score's table does not know it, so we say which to use."""
 
+DOCUMENTED_RERANKERS: tuple[str, ...] = (
+    "BAAI/bge-reranker-base",
+    "BAAI/bge-reranker-large",
+    "BAAI/bge-reranker-v2-m3",
+    "cross-encoder/ms-marco-MiniLM-L-6-v2",
+    "cross-encoder/ms-marco-MiniLM-L6-v2",
+    "cross-encoder/ms-marco-MiniLM-L-12-v2",
+    "mixedbread-ai/mxbai-rerank-xsmall-v1",
+    "mixedbread-ai/mxbai-rerank-base-v1",
+)
+"""Well-known cross-encoders (one relevance label, no custom code): allowed by default, none bundled."""
+
 DOCUMENTED_MODELS: tuple[str, ...] = (
     "all-MiniLM-L6-v2",
     "sentence-transformers/all-MiniLM-L6-v2",
@@ -30,6 +42,7 @@ DOCUMENTED_MODELS: tuple[str, ...] = (
     "bert-base-uncased",
     "bert-base-multilingual-cased",
     "distilbert-base-uncased",
+    *DOCUMENTED_RERANKERS,
 )
 """Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""
 
@@ -73,6 +86,8 @@ class Settings:
 
     model_embed: str = BUNDLED_MODEL
     model_bertscore: str = BUNDLED_MODEL
+    model_rerank: str | None = None
+    """The default reranker (a cross-encoder); None: no reranker unless a request names one."""
     bertscore_default_lang: str = "en"
     torch_device: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -112,6 +127,7 @@ class Settings:
         return cls(
             model_embed=os.environ.get("MODEL_EMBED") or BUNDLED_MODEL,
             model_bertscore=os.environ.get("MODEL_BERTSCORE") or BUNDLED_MODEL,
+            model_rerank=os.environ.get("MODEL_RERANK") or None,
             bertscore_default_lang=os.environ.get("BERTSCORE_DEFAULT_LANG") or "en",
             torch_device=os.environ.get("TORCH_DEVICE") or None,
             api_key=os.environ.get("API_KEY") or None,
