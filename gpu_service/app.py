@@ -45,7 +45,7 @@ from gpu_service.schema import (
     encode_float32_rows,
 )
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
-from gpu_service.settings import Settings
+from gpu_service.settings import DEFAULT_MODEL_VARIABLES, Settings
 from gpu_service.state import ServiceState
 from gpu_service.validation import validation_message
 
@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="openclaw-gpu-bridge GPU service",
         version=__version__,
         lifespan=lifespan,
-        description="Embeddings and BERTScore on this machine's GPU, batched across requests.",
+        description="Embeddings, BERTScore and reranking on this machine's GPU, batched across requests.",
     )
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             vram_total_mb=total,
             vram_free_mb=free,
             half_precision=devices.use_half_precision(settings.fp16, state.device),
-            default_models=dict(settings.default_models),
+            default_models={kind: settings.default_models.get(kind) for kind in DEFAULT_MODEL_VARIABLES},
             allowed_models=state.registry.policy.describe(),  # type: ignore[arg-type]
             models=[m.info() for m in state.registry.loaded()],
             limits={
@@ -296,6 +296,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.require_ready()
         return await _cancellable(request, state.inference.bertscore_idf(body))
 
+    from gpu_service.rerank_routes import router as rerank_router  # here: it uses this module's helpers
+
+    app.include_router(rerank_router)
     return app
 
 

@@ -40,8 +40,16 @@ class EmbeddingEngine:
     def __init__(self, resolved: ResolvedModel, device: torch.device, fp16: bool) -> None:
         from sentence_transformers import SentenceTransformer
 
+        from gpu_service.rerank import is_cross_encoder
+
         self.name = resolved.name
         self.device = device
+        if resolved.origin != "hub" and is_cross_encoder(resolved.source):
+            # As an embedding model it would silently give vectors it was never trained to produce.
+            raise Unprocessable(
+                f"model {self.name!r} is a cross-encoder (a reranker), not an embedding model: "
+                "rerank with it at /v1/rerank or /rerank, or name an embedding model"
+            )
         # trust_remote_code stays off: a model that needs custom code is refused at load.
         self.model = SentenceTransformer(resolved.source, device=str(device), trust_remote_code=False)
         if fp16:  # decided per device by device.use_half_precision

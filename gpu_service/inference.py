@@ -14,7 +14,7 @@ import torch
 from gpu_service.bertscore import baseline, default_layers, model_for_lang, settings_hash
 from gpu_service.dedupe import distinct
 from gpu_service.embedding import postprocess
-from gpu_service.errors import TooLarge, Unavailable, Unprocessable
+from gpu_service.errors import ModelNotFound, TooLarge, Unavailable, Unprocessable
 from gpu_service.jobs import JobTracker
 from gpu_service.models import ModelKey, ModelRegistry
 from gpu_service.schema import (
@@ -28,7 +28,7 @@ from gpu_service.schema import (
     SimilarityResponse,
     top_matches,
 )
-from gpu_service.settings import Settings
+from gpu_service.settings import DOCUMENTED_RERANKERS, Settings
 
 
 @dataclass
@@ -52,6 +52,18 @@ class Embedded:
     def vectors(self) -> torch.Tensor:
         """One row per input, in input order; equal inputs get bit-identical rows."""
         return self.distinct_vectors[self.positions]
+
+
+@dataclass
+class Reranked:
+    logits: list[float]
+    """One per input document, in input order."""
+    order: list[int]
+    """Input positions, best first by the logit; equal logits in input order."""
+    model: str
+    truncated: int
+    tokens: int
+    timing: Timing
 
 
 def check_texts(field: str, texts: list[str], settings: Settings) -> None:
@@ -121,6 +133,53 @@ class Inference:
             truncated=sum(t.truncated for t in tokenized),
             tokens=sum(t.cost for t in tokenized),
             timing=_timing(job),
+        )
+
+    async def rerank(
+        self, query: str, documents: list[str], *, model: str | None, field: str = "documents", truncate: bool = True
+    ) -> Reranked:
+        """Score each (query, document) pair with a cross-encoder; a repeated document is scored once.
+
+        `field` names the documents in errors; with `truncate=False` a pair longer than the
+        model's maximum is refused (text-embeddings-inference's default) instead of cut."""
+        check_texts(field, documents, self.settings)
+        check_texts("query", [query], self.settings)
+        deadline = self._deadline()
+        key = self.registry.key("rerank", model or self._default_reranker())
+        unique = list(dict.fromkeys(documents))
+        job = self.jobs.start("rerank", key.label, len(unique))
+        try:
+            async with self.registry.use(key) as loaded:
+                engine = loaded.engine
+                pairs = dict(zip(unique, await loaded.prepare(engine.prepare, query, unique), strict=True))
+                if not truncate:
+                    too_long = next((i for i, d in enumerate(documents) if pairs[d].truncated), None)
+                    if too_long is not None:
+                        raise Unprocessable(
+                            f"{field}[{too_long}], together with the query, is longer than the {engine.max_length} "
+                            f"tokens model {key.label!r} reads; send truncate=true to cut it, or a shorter text"
+                        )
+                batch = list(pairs.values())
+                logits = await loaded.scheduler.submit(batch, [p.cost for p in batch], job=job, deadline=deadline)
+        finally:
+            self.jobs.finish(job)
+        by_text = dict(zip(unique, logits, strict=True))
+        scores = [by_text[d] for d in documents]
+        return Reranked(
+            logits=scores,
+            order=sorted(range(len(scores)), key=lambda i: (-scores[i], i)),
+            model=key.label,
+            truncated=sum(pairs[d].truncated for d in documents),
+            tokens=sum(pairs[d].cost for d in documents),
+            timing=_timing(job),
+        )
+
+    def _default_reranker(self) -> str:
+        if self.settings.model_rerank:
+            return self.settings.model_rerank
+        raise ModelNotFound(
+            "no reranker is configured on this host: set MODEL_RERANK=<name or directory> on the service to a "
+            f"cross-encoder (allowed by default: {', '.join(DOCUMENTED_RERANKERS)}), or name an allowed one in `model`"
         )
 
     async def similarity(self, req: SimilarityRequest) -> tuple[SimilarityResponse, Timing]:

@@ -36,7 +36,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class ModelKey:
     kind: str
-    """embed | bertscore"""
+    """embed | bertscore | rerank"""
     name: str
     num_layers: int | None = None
 

@@ -72,9 +72,12 @@ class HealthResponse(_Strict):
     )
 
 
+ModelKind = Literal["embed", "bertscore", "rerank"]
+
+
 class ModelInfo(_Strict):
     name: str
-    kind: Literal["embed", "bertscore"]
+    kind: ModelKind
     memory_mb: float
     in_use: int = 0
     default: bool = False
@@ -90,7 +93,8 @@ class InfoResponse(_Strict):
     torch_version: str
     cuda_version: str | None = None
     rocm_version: str | None = None
-    default_models: dict[str, str]
+    default_models: dict[str, str | None]
+    """The model each task uses when a request names none; `rerank` is null until MODEL_RERANK is set."""
     allowed_models: list[str] | Literal["*"]
     models: list[ModelInfo]
     limits: dict[str, int]
@@ -98,7 +102,7 @@ class InfoResponse(_Strict):
 
 class JobStatus(_Strict):
     id: str
-    kind: Literal["embed", "bertscore"]
+    kind: ModelKind
     model: str
     done: int
     total: int

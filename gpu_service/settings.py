@@ -17,6 +17,18 @@ BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_MODEL_LAYERS = 6
 """all-MiniLM-L6-v2 has 6 layers; bert-score's table does not know it, so we say which to use."""
 
+DOCUMENTED_RERANKERS: tuple[str, ...] = (
+    "BAAI/bge-reranker-base",
+    "BAAI/bge-reranker-large",
+    "BAAI/bge-reranker-v2-m3",
+    "cross-encoder/ms-marco-MiniLM-L-6-v2",
+    "cross-encoder/ms-marco-MiniLM-L6-v2",
+    "cross-encoder/ms-marco-MiniLM-L-12-v2",
+    "mixedbread-ai/mxbai-rerank-xsmall-v1",
+    "mixedbread-ai/mxbai-rerank-base-v1",
+)
+"""Well-known cross-encoders (one relevance label, no custom code): allowed by default, none bundled."""
+
 DOCUMENTED_MODELS: tuple[str, ...] = (
     "all-MiniLM-L6-v2",
     "sentence-transformers/all-MiniLM-L6-v2",
@@ -30,16 +42,22 @@ DOCUMENTED_MODELS: tuple[str, ...] = (
     "bert-base-uncased",
     "bert-base-multilingual-cased",
     "distilbert-base-uncased",
+    *DOCUMENTED_RERANKERS,
 )
 """Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""
 
 DEFAULT_MODEL_VARIABLES: dict[str, str] = {
     "embed": "MODEL_EMBED",
     "bertscore": "MODEL_BERTSCORE",
+    "rerank": "MODEL_RERANK",
 }
 """Each task's default model and the variable that sets it. The operator's defaults are allowed by
 definition (by name, by path, or by their folder's name) and loaded at start-up; a new task's
-default (say `"rerank": "MODEL_RERANK"`) is one line here."""
+default is one line here."""
+
+BUNDLED_DEFAULTS: dict[str, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
+"""The default of a task whose variable is unset; a task missing here (rerank: no reranker ships in
+the bundled package) has no default until the operator sets one."""
 
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
@@ -92,8 +110,9 @@ def _env_list(name: str) -> list[str] | None:
 class Settings:
     """Everything the service can be told. Build with `Settings.from_env()` or directly in tests."""
 
-    default_models: dict[str, str] = field(default_factory=lambda: dict.fromkeys(DEFAULT_MODEL_VARIABLES, BUNDLED_MODEL))
-    """Task -> the operator's default model (see DEFAULT_MODEL_VARIABLES): a name, or a local directory."""
+    default_models: dict[str, str] = field(default_factory=lambda: dict(BUNDLED_DEFAULTS))
+    """Task -> the operator's default model (see DEFAULT_MODEL_VARIABLES): a name, or a local directory.
+    A task without an entry has no default."""
     bertscore_num_layers: int | None = None
     """The layer of the default BERTScore model; None: bert-score's table (6 for the bundled model)."""
     bertscore_default_lang: str = "en"
@@ -133,6 +152,10 @@ class Settings:
     def model_bertscore(self) -> str:
         return self.default_models["bertscore"]
 
+    @property
+    def model_rerank(self) -> str | None:
+        return self.default_models.get("rerank")
+
     @classmethod
     def from_env(cls) -> Settings:
         limits = Limits(
@@ -143,8 +166,9 @@ class Settings:
         memory = os.environ.get("GPU_MODEL_MEMORY_MB")
         return cls(
             default_models={
-                kind: os.environ.get(variable, "").strip() or BUNDLED_MODEL
+                kind: name
                 for kind, variable in DEFAULT_MODEL_VARIABLES.items()
+                if (name := os.environ.get(variable, "").strip() or BUNDLED_DEFAULTS.get(kind))
             },
             bertscore_num_layers=_env_optional_int("BERTSCORE_NUM_LAYERS", minimum=0),
             bertscore_default_lang=os.environ.get("BERTSCORE_DEFAULT_LANG") or "en",

@@ -30,10 +30,13 @@ def _engine_factories(device: Any, settings: Settings) -> dict[str, Callable[[Mo
     from gpu_service.bertscore import BertScoreEngine
     from gpu_service.device import use_half_precision
     from gpu_service.embedding import EmbeddingEngine
+    from gpu_service.rerank import RerankEngine
 
+    half = use_half_precision(settings.fp16, device)
     return {
-        "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=use_half_precision(settings.fp16, device)),
+        "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=half),
         "bertscore": lambda key, resolved: BertScoreEngine(resolved, key.num_layers, device),
+        "rerank": lambda key, resolved: RerankEngine(resolved, device, fp16=half),
     }
 
 

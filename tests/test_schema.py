@@ -17,7 +17,7 @@ from gpu_service.schema import (
 
 def test_schema_and_bridge_import_without_torch() -> None:
     code = (
-        "import sys; import gpu_service.schema, mcp_bridge.server, mcp_bridge.cli; "
+        "import sys; import gpu_service.schema, gpu_service.schema_rerank, mcp_bridge.server, mcp_bridge.cli; "
         "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

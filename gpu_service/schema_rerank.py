@@ -1,0 +1,99 @@
+"""The wire schema of reranking: `POST /v1/rerank` (Cohere's and Jina's shape) and `POST /rerank` (TEI's).
+
+Part of the shared wire schema (`gpu_service.schema`, whose rules these models reuse), kept
+in its own module so neither grows past a readable size. Like it, importable without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from gpu_service.schema import ModelName, _Strict
+from gpu_service.validation import check_not_blank
+
+
+class RerankDocument(_Strict):
+    text: str
+
+
+def _query_not_blank(query: str) -> str:
+    if not query.strip():
+        raise ValueError("query is blank: it needs at least one non-whitespace character")
+    return query
+
+
+class RerankRequest(_Strict):
+    """Cohere's and Jina's rerank request: score every document against the query with a cross-encoder."""
+
+    model: ModelName | None = Field(default=None, description="Reranker; the service's MODEL_RERANK when omitted.")
+    query: str = Field(description="The text to rank the documents against.")
+    documents: list[str | RerankDocument] = Field(
+        min_length=1, description='Documents to rank: strings or `{"text": ...}` objects.'
+    )
+    top_n: int | None = Field(default=None, ge=1, description="Results to return, best first; all when omitted.")
+    return_documents: bool = Field(default=False, description="Echo each result's document text.")
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        return _query_not_blank(v)
+
+    @field_validator("documents")
+    @classmethod
+    def _documents(cls, v: list[str | RerankDocument]) -> list[str | RerankDocument]:
+        check_not_blank([d if isinstance(d, str) else d.text for d in v], "documents")
+        return v
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankResult(_Strict):
+    index: int = Field(description="Position in `documents`.")
+    relevance_score: float = Field(description="0 to 1: the sigmoid of the cross-encoder's logit.")
+    document: RerankDocument | None = Field(default=None, description="With return_documents=true.")
+
+
+class RerankUsage(_Strict):
+    total_tokens: int = Field(description="Tokens of the (query, document) pairs the model read.")
+
+
+class RerankResponse(_Strict):
+    results: list[RerankResult] = Field(description="Best first by the model's logit; ties in input order.")
+    model: str
+    usage: RerankUsage
+    truncated: int = Field(description="Pairs cut at the model's maximum length.")
+
+
+class TEIRerankRequest(_Strict):
+    """text-embeddings-inference's `/rerank` request (plus an optional `model`)."""
+
+    query: str
+    texts: list[str] = Field(min_length=1, description="Texts to rank against the query.")
+    raw_scores: bool = Field(default=False, description="Scores are the model's logits instead of their sigmoid.")
+    return_text: bool = Field(default=False, description="Echo each hit's text.")
+    truncate: bool = Field(
+        default=False, description="Cut pairs longer than the model's maximum; when false such a pair is an error."
+    )
+    truncation_direction: Literal["right", "Right"] = Field(
+        default="right", description="Only right truncation (the end of the pair is cut) is supported."
+    )
+    model: ModelName | None = Field(default=None, description="Reranker; the service's MODEL_RERANK when omitted.")
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        return _query_not_blank(v)
+
+    @field_validator("texts")
+    @classmethod
+    def _texts(cls, v: list[str]) -> list[str]:
+        return check_not_blank(v, "texts")
+
+
+class TEIRerankHit(_Strict):
+    index: int = Field(description="Position in `texts`.")
+    score: float
+    text: str | None = None
