@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import tempfile
 import time
@@ -98,7 +99,7 @@ def vectors_of(response: httpx.Response, count: int) -> np.ndarray | None:
 def check(label: str, server: str, reference: Reference, texts: list[str], vectors: np.ndarray) -> float:
     worst = reference.min_cosine(texts, vectors)
     if worst < MIN_COSINE:
-        raise AccuracyError(f"{server}, {label}: min cosine {worst:.6f} < {MIN_COSINE} vs SentenceTransformer")
+        raise AccuracyError(f"{server}, {label}: min cosine {worst:.7f} < {MIN_COSINE} vs SentenceTransformer")
     return worst
 
 
@@ -205,7 +206,8 @@ def write_readme(block: str, readme: Path = README) -> None:
     readme.write_text(text[:start] + "\n" + block.strip() + "\n" + text[end:])
 
 
-def readme_block(results: dict[str, dict[str, dict]], loads: list[str], args: argparse.Namespace) -> str:
+def readme_block(results: dict[str, dict[str, dict]], loads: list[str], args: argparse.Namespace,
+                 load_average: tuple[float, float]) -> str:
     header, rows = result_rows(results, loads)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -215,8 +217,9 @@ def readme_block(results: dict[str, dict[str, dict]], loads: list[str], args: ar
         f"service, both on torch 2.13.0 CPU; `wrk`, {wrk_load.CONNECTIONS} connections, {args.duration:g} s per run "
         f"after a {WARM_UP_S:g} s warm-up; better of {args.runs} runs. p50/p99 are per request (for the 2,000-text "
         f"load, the request's time). Vectors checked under every load: min cosine "
-        f"{worst_cosine(results):.6f} vs "
-        f"`SentenceTransformer.encode` (required ≥ {MIN_COSINE}).", "",
+        f"{worst_cosine(results):.7f} vs `SentenceTransformer.encode` (required ≥ {MIN_COSINE}). Load average "
+        f"of the machine ({os.cpu_count()} cores) before / after the run: {load_average[0]:.1f} / "
+        f"{load_average[1]:.1f} (above ~0.5, something else was using the CPU: treat the numbers as noisy).", "",
         *lines, "", *[f"- {note}" for note in notes]])
 
 
@@ -289,6 +292,10 @@ def main(argv: list[str] | None = None) -> None:
         wrk_load.ensure_wrk()
     if not args.ours_only:
         install()  # before anything is measured: a failed install should fail in the first minute
+    load_before = os.getloadavg()[0]
+    if load_before > 1:
+        print(f"note: load average {load_before:.1f} on {os.cpu_count()} cores: something else is using the CPU, "
+              "the numbers will be noisy", flush=True)
     try:
         results = measure(args)
     except AccuracyError as exc:
@@ -306,9 +313,10 @@ def main(argv: list[str] | None = None) -> None:
     except AccuracyError as exc:
         print(f"FAIL: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
-    print(f"accuracy: min cosine {worst:.6f} vs SentenceTransformer.encode over every load (>= {MIN_COSINE})")
+    print(f"load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"accuracy: min cosine {worst:.7f} vs SentenceTransformer.encode over every load (>= {MIN_COSINE})")
     if args.write:
-        write_readme(readme_block(results, args.loads, args))
+        write_readme(readme_block(results, args.loads, args, (load_before, os.getloadavg()[0])))
         print(f"wrote {README.relative_to(ROOT)}")
 
 
