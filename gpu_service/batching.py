@@ -84,10 +84,8 @@ class BatchScheduler(Generic[P, R]):
         is_oom: Callable[[BaseException], bool] = lambda exc: False,
         after_oom: Callable[[], None] = lambda: None,
         observer: BatchObserver | None = None,
-        before_batch: Callable[[bool], None] | None = None,
     ) -> None:
         self.name = name
-        self._before_batch = before_batch
         self._run_batch = run_batch
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
@@ -226,9 +224,6 @@ class BatchScheduler(Generic[P, R]):
         if batch:
             self._round.append(batch)
 
-    def _waiting(self) -> list[_Item[P]]:
-        return [*(item for batch in self._round for item in batch), *self._queue]
-
     def _budget_full(self) -> bool:
         tokens = 0
         longest = 0
@@ -257,11 +252,9 @@ class BatchScheduler(Generic[P, R]):
                 if job.first_batch_at is None:
                     job.first_batch_at = time.monotonic()
             self.running = len(batch)
-            # Alone: one request has the whole machine (nothing else queued or in this batch).
-            solo = len(jobs) <= 1 and all(i.job is batch[0].job for i in self._waiting())
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self._run_guarded, [i.payload for i in batch], solo
+                    self._executor, self._run_guarded, [i.payload for i in batch]
                 )
             except BaseException as exc:  # noqa: BLE001 - every item must learn what happened
                 for item in batch:
@@ -304,10 +297,8 @@ class BatchScheduler(Generic[P, R]):
 
     # ------------------------------------------------------------------ worker thread
 
-    def _run_guarded(self, payloads: list[P], solo: bool = False) -> list[R]:
+    def _run_guarded(self, payloads: list[P]) -> list[R]:
         """Run one batch on the device; on out-of-memory, split it and try the halves."""
-        if self._before_batch is not None:
-            self._before_batch(solo)
         with self._slots:
             try:
                 results = list(self._run_batch(payloads))

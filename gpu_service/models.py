@@ -90,10 +90,8 @@ class ModelRegistry:
         is_oom: Callable[[BaseException], bool] = lambda exc: False,
         after_oom: Callable[[], None] = lambda: None,
         observer: BatchObserver | None = None,
-        before_batch: Callable[[bool], None] | None = None,
     ) -> None:
         self.settings = settings
-        self._before_batch = before_batch
         self.policy = ModelPolicy(settings)
         self._factories = factories
         self._slots = device_slots
@@ -188,7 +186,6 @@ class ModelRegistry:
             is_oom=self._is_oom,
             after_oom=self._after_oom,
             observer=self._observer,
-            before_batch=self._before_batch,
         )
         scheduler.start()
         model = LoadedModel(

@@ -138,7 +138,7 @@ class Settings:
     """Budget for loaded models; None: 80% of VRAM on a GPU, unlimited on CPU."""
     drain_timeout_s: float = 30.0
     cpu_threads: int | None = None
-    """torch threads on a CPU device; None: all cores but one (the event loop and tokenizers need one)."""
+    """torch threads on a CPU device; None: one per core this process may use."""
     fp16: bool | None = None
     """GPU_FP16: half precision for embedding models. None (unset): on for CUDA/ROCm, off on MPS;
     True: on for both; never on the CPU, where it is slow (see device.use_half_precision)."""

@@ -67,6 +67,8 @@ class ServiceState:
         self.phase = "starting"
         self.default_failures: dict[str, DefaultFailure] = {}
         self.device = devices.select_device(settings.torch_device)
+        if self.device.type == "cpu":
+            devices.use_cpu_threads(settings.cpu_threads)
         if settings.max_batch_size is None:
             settings = dataclasses.replace(settings, max_batch_size=64 if self.device.type == "cpu" else 256)
             self.settings = settings
@@ -80,7 +82,6 @@ class ServiceState:
             is_oom=devices.is_out_of_memory,
             after_oom=lambda: devices.release_cached_memory(self.device),
             observer=self.metrics.observe_batch,
-            before_batch=devices.cpu_thread_policy(settings.cpu_threads) if self.device.type == "cpu" else None,
         )
         self.inference = Inference(settings, self.registry, self.jobs)
         self.cancellable: dict[str, asyncio.Future[Any]] = {}

@@ -138,3 +138,15 @@ async def test_embedded_service_uses_no_preexec_fn_off_linux(monkeypatch: pytest
     with pytest.raises(Stop):
         await embedded.EmbeddedService().start()
     assert seen["preexec_fn"] is None
+
+
+def test_cpu_threads_default_to_every_core_and_follow_gpu_cpu_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU device torch gets one thread per usable core (the older policy left one idle
+    under load, which cost ~40% on 2 cores), or exactly GPU_CPU_THREADS."""
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        assert devices.use_cpu_threads(None) == cores == torch.get_num_threads()
+        assert devices.use_cpu_threads(1) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
