@@ -24,6 +24,7 @@ from gpu_service import __version__
 from gpu_service.errors import ClientClosed, ServiceError, Unprocessable
 from gpu_service.inference import Embedded, Timing
 from gpu_service.metrics import CONTENT_TYPE, RequestCounter
+from gpu_service.responses import VectorJSONResponse, embed_body, openai_body
 from gpu_service.schema import (
     SERVING_STATUSES,
     BertScoreIdfRequest,
@@ -35,14 +36,11 @@ from gpu_service.schema import (
     ErrorResponse,
     HealthResponse,
     InfoResponse,
-    OpenAIEmbedding,
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
-    OpenAIUsage,
     SimilarityRequest,
     SimilarityResponse,
     StatusResponse,
-    encode_float32_rows,
 )
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import DEFAULT_MODEL_VARIABLES, Settings
@@ -234,7 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return result
 
     @app.post("/embed", response_model=EmbedResponse, response_model_exclude_none=True, responses=_ERRORS)
-    async def embed(body: EmbedRequest, request: Request) -> JSONResponse:
+    async def embed(body: EmbedRequest, request: Request) -> Response:
         result = await run_embed(
             request,
             body.texts,
@@ -244,34 +242,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             prompt_name=body.prompt_name,
             prompt=body.prompt,
         )
-        vectors = result.vectors
-        response = EmbedResponse(
-            model=result.model, dimensions=int(vectors.shape[1]), count=int(vectors.shape[0]), truncated=result.truncated
-        )
-        if body.encoding_format == "base64":
-            response.embeddings_base64 = encode_float32_rows(vectors.numpy().astype("<f4").tobytes())
-        else:
-            response.embeddings = vectors.tolist()
-        return JSONResponse(response.model_dump(exclude_none=True), headers=_timing_headers(result.timing))
+        body_out = embed_body(result.vectors.numpy(), model=result.model, truncated=result.truncated,
+                              encoding_format=body.encoding_format)
+        return VectorJSONResponse(body_out, headers=_timing_headers(result.timing))
 
     @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_ERRORS)
-    async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> JSONResponse:
+    async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Response:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or any(not t.strip() for t in texts):
             raise Unprocessable("input must be a non-empty string or a non-empty list of non-empty strings")
         result = await run_embed(request, texts, model=body.model, dimensions=body.dimensions)
-        rows = result.vectors.numpy().astype("<f4")
-        data = [
-            OpenAIEmbedding(
-                index=i,
-                embedding=encode_float32_rows(row.tobytes()) if body.encoding_format == "base64" else row.tolist(),
-            )
-            for i, row in enumerate(rows)
-        ]
-        response = OpenAIEmbeddingResponse(
-            data=data, model=result.model, usage=OpenAIUsage(prompt_tokens=result.tokens, total_tokens=result.tokens)
-        )
-        return JSONResponse(response.model_dump(), headers=_timing_headers(result.timing))
+        body_out = openai_body(result.vectors.numpy(), model=result.model, tokens=result.tokens,
+                               encoding_format=body.encoding_format)
+        return VectorJSONResponse(body_out, headers=_timing_headers(result.timing))
 
     @app.post("/similarity", response_model=SimilarityResponse, response_model_exclude_none=True, responses=_ERRORS)
     async def similarity(body: SimilarityRequest, request: Request) -> JSONResponse:

@@ -145,6 +145,24 @@ def test_similarity_limits_name_the_field(limited: ServiceProcess) -> None:
     assert ok.status_code == 200 and ok.json()["scores"] == pytest.approx([1.0] * 6, abs=1e-5)
 
 
+def test_float_answers_read_back_to_the_exact_float32_vectors(service: ServiceProcess) -> None:
+    """Numbers are written as the shortest decimal of each float32 (as TEI and Infinity do): read
+    back as float32 they equal the base64 blob of the same request bit for bit (same texts, same
+    batch layout, so the same computation)."""
+    import numpy as np
+
+    from gpu_service.schema import decode_float32_rows
+
+    texts = ["exact numbers", "a second, longer text to embed", "third"]
+    floats = httpx.post(f"{service.url}/embed", json={"texts": texts}, timeout=60).json()
+    packed = httpx.post(f"{service.url}/embed", json={"texts": texts, "encoding_format": "base64"}, timeout=60).json()
+    exact = np.asarray(decode_float32_rows(packed["embeddings_base64"], 3, 384), dtype=np.float32)
+    assert np.array_equal(np.asarray(floats["embeddings"], dtype=np.float32), exact)
+    openai = httpx.post(f"{service.url}/v1/embeddings", json={"input": texts}, timeout=60).json()
+    rows = [d["embedding"] for d in sorted(openai["data"], key=lambda d: d["index"])]
+    assert np.array_equal(np.asarray(rows, dtype=np.float32), exact)
+
+
 def test_embed_options(service: ServiceProcess) -> None:
     texts = ["hello world", "x " * 600]
     floats = httpx.post(f"{service.url}/embed", json={"texts": texts}).json()
