@@ -319,10 +319,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dimensions=body.dimensions,
             prompt_name=body.prompt_name,
             prompt=body.prompt,
+            input_type=body.input_type,
         )
         vectors = result.vectors
         response = EmbedResponse(
-            model=result.model, dimensions=int(vectors.shape[1]), count=int(vectors.shape[0]), truncated=result.truncated
+            model=result.model, dimensions=int(vectors.shape[1]), count=int(vectors.shape[0]), truncated=result.truncated,
+            tokens=result.tokens,
         )
         if body.encoding_format == "base64":
             response.embeddings_base64 = encode_float32_rows(vectors.numpy().astype("<f4").tobytes())
@@ -335,7 +337,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or any(not t.strip() for t in texts):
             raise Unprocessable("input must be a non-empty string or a non-empty list of non-empty strings")
-        result = await run_embed(request, texts, model=body.model, dimensions=body.dimensions)
+        result = await run_embed(request, texts, model=body.model, dimensions=body.dimensions, input_type=body.input_type)
         rows = result.vectors.numpy().astype("<f4")
         data = [
             OpenAIEmbedding(

@@ -42,6 +42,8 @@ class EmbedResult:
     hosts: list[str]
     truncated: int
     seconds: float
+    tokens: int = 0
+    """Tokens the models read, as the hosts report them (a host that reports none adds 0)."""
 
 
 @dataclass
@@ -65,6 +67,7 @@ class _Shard:
     truncated: int
     host: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens: int = 0
 
 
 def _normalise(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
@@ -165,7 +168,10 @@ class GpuClient:
         dimensions: int | None = None,
         host: str | None = None,
         progress: Progress | None = None,
+        input_type: str | None = None,
     ) -> EmbedResult:
+        """`input_type` (query, document, ...) selects the model's prompt of that name on gpu-service
+        hosts that define one; openai/tei hosts are not told."""
         started = time.perf_counter()
         model = model or self.config.models.embed
         deadline = self.deadline()
@@ -179,7 +185,7 @@ class GpuClient:
                 if h.kind == "gpu-service":
                     body = EmbedRequest(
                         texts=list(shard), model=model, normalize=normalize, dimensions=dimensions,
-                        encoding_format="base64",
+                        encoding_format="base64", input_type=input_type,
                     )
                     return "/embed", body.model_dump(exclude_none=True)
                 return "/v1/embeddings", _openai_body(h, shard, model)
@@ -192,9 +198,12 @@ class GpuClient:
                     _check_vectors(vectors, count, dimensions or parsed.dimensions)
                     if parsed.count != count:
                         raise BadResponse(f"answer says count={parsed.count} for {count} texts")
-                    return _Shard(vectors, parsed.model, parsed.truncated, h.name)
+                    return _Shard(vectors, parsed.model, parsed.truncated, h.name, tokens=parsed.tokens or 0)
                 vectors = _openai_vectors(data, count, normalize, dimensions)
-                return _Shard(vectors, str(data.get("model") or h.config.model or model), 0, h.name)
+                usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+                tokens = usage.get("prompt_tokens")
+                return _Shard(vectors, str(data.get("model") or h.config.model or model), 0, h.name,
+                              tokens=tokens if isinstance(tokens, int) else 0)
 
             result, _ = await self.pool.request(
                 "embed", "POST", "/embed", path_for=path_for, parse_for=parse_for,
@@ -220,6 +229,7 @@ class GpuClient:
             hosts=sorted(set(used)),
             truncated=sum(s.truncated for s in shards),
             seconds=time.perf_counter() - started,
+            tokens=sum(s.tokens for s in shards),
         )
 
     # ------------------------------------------------------------------ similarity
