@@ -221,7 +221,11 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
         return JSONResponse({"object": "list", "data": data, "model": result.model, "usage": usage})
 
     async def models(request: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": await list_models(gpu, config)})
+        found, problems = await list_models(gpu, config)
+        body: dict[str, Any] = {"object": "list", "data": found}
+        if problems:  # not OpenAI's, and ignored by its clients: why a host is missing from the list
+            body["host_errors"] = [{"host": name, "error": redact(error)} for name, error in problems]
+        return JSONResponse(body)
 
     return Starlette(routes=[
         Route(f"{PREFIX}/embeddings", answering(embeddings), methods=["POST"]),
@@ -229,11 +233,14 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
     ])
 
 
-async def list_models(gpu: Embedder, config: BridgeConfig) -> list[dict[str, Any]]:
+async def list_models(gpu: Embedder, config: BridgeConfig) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """The embedding models the pool serves: loaded on gpu-service hosts (from their /info, with
     dimensions, maximum input tokens and prompts), configured for openai/tei hosts, and the
-    bridge's `models.embed`. `default: true` marks the one used when a request names none."""
+    bridge's `models.embed`. `default: true` marks the one used when a request names none.
+    Also (host, error) for every gpu-service host whose /info did not answer."""
     found: dict[str, dict[str, Any]] = {}
+    problems: list[tuple[str, str]] = []
+    kinds = {h.label: h.type for h in config.pool_hosts()}
 
     def entry(name: str) -> dict[str, Any]:
         return found.setdefault(name, {"id": name, "object": "model", "created": 0, "owned_by": "gpu-bridge",
@@ -243,6 +250,8 @@ async def list_models(gpu: Embedder, config: BridgeConfig) -> list[dict[str, Any
     for row in await gpu.info():
         info = row.get("info")
         if not isinstance(info, dict):
+            if kinds.get(row["name"]) == "gpu-service" and row.get("error"):
+                problems.append((row["name"], str(row["error"])))
             continue
         host_defaults.append(str((info.get("default_models") or {}).get("embed") or ""))
         for model in info.get("models") or []:
@@ -261,7 +270,7 @@ async def list_models(gpu: Embedder, config: BridgeConfig) -> list[dict[str, Any
         default = next(iter(found))
     if default is not None:
         entry(default)["default"] = True
-    return list(found.values())
+    return list(found.values()), problems
 
 
 def route_v1(openai: ASGIApp, other: ASGIApp) -> ASGIApp:

@@ -341,3 +341,20 @@ def alive(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/status")
     return not (status.exists() and "\nState:\tZ" in status.read_text())  # a zombie is dead
+
+
+def test_the_readme_openai_client_snippet(service: ServiceProcess, tmp_path: Path) -> None:
+    """The README's `openai` example, run as written against a bridge (only its URL and token replaced)."""
+    import contextlib
+    import io
+
+    from tests.test_readme import blocks
+
+    (code,) = [b for b in blocks("python") if "from openai import OpenAI" in b]
+    with http_bridge([service.url], tmp_path) as bridge:
+        code = code.replace("http://127.0.0.1:8787/v1", bridge.base_url).replace("<the bridge's token>", TOKEN)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(code, {})  # noqa: S102 - the README's own example
+    count, width, tokens = printed.getvalue().split()
+    assert (count, width) == ("2", "384") and int(tokens) > 2
