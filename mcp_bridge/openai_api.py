@@ -89,7 +89,7 @@ def pool_error(exc: PoolError | ValueError) -> ApiError:
         if exc.status == 401:  # the bridge's key for that host, not the caller's token
             return ApiError(502, f"{exc}: the bridge's apiKey for this host is missing or wrong", code="host_auth")
         if 400 <= exc.status < 500:
-            return ApiError(exc.status, exc.detail, code="rejected_by_host")
+            return ApiError(exc.status, f"host {exc.host!r}: {exc.detail}", code="rejected_by_host")
     if isinstance(exc, PoolTimeout):
         return ApiError(504, str(exc), code="deadline_exceeded")
     if isinstance(exc, NoHostAvailable):
