@@ -241,9 +241,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dimensions=body.dimensions,
             prompt_name=body.prompt_name,
             prompt=body.prompt,
+            input_type=body.input_type,
         )
         body_out = embed_body(result.vectors.numpy(), model=result.model, truncated=result.truncated,
-                              encoding_format=body.encoding_format)
+                              tokens=result.tokens, encoding_format=body.encoding_format)
         return VectorJSONResponse(body_out, headers=_timing_headers(result.timing))
 
     @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_ERRORS)
@@ -251,7 +252,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or any(not t.strip() for t in texts):
             raise Unprocessable("input must be a non-empty string or a non-empty list of non-empty strings")
-        result = await run_embed(request, texts, model=body.model, dimensions=body.dimensions)
+        result = await run_embed(request, texts, model=body.model, dimensions=body.dimensions,
+                                 input_type=body.input_type)
         body_out = openai_body(result.vectors.numpy(), model=result.model, tokens=result.tokens,
                                encoding_format=body.encoding_format)
         return VectorJSONResponse(body_out, headers=_timing_headers(result.timing))

@@ -99,6 +99,7 @@ class Inference:
         dimensions: int | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        input_type: str | None = None,
         checked: bool = False,
     ) -> Embedded:
         """Embed `texts`; `checked` means the caller already held them to the limits, field by field."""
@@ -117,6 +118,8 @@ class Inference:
                     raise Unprocessable(
                         f"dimensions={dimensions} is larger than model {key.label!r}'s {engine.dimensions}"
                     )
+                if prompt_name is None and prompt is None and input_type in engine.prompts:
+                    prompt_name = input_type  # the model's own prompt for this kind of text
                 chosen_prompt = engine.prompt_for(prompt_name, prompt)
                 tokenized = await loaded.prepare(engine.prepare, texts_once.values, chosen_prompt)
                 inputs_once = distinct([tuple(t.ids) for t in tokenized])

@@ -64,6 +64,7 @@ class LoadedModel:
         return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
 
     def info(self) -> ModelInfo:
+        embed = self.key.kind == "embed"
         return ModelInfo(
             name=self.key.label,
             kind=self.key.kind,  # type: ignore[arg-type]
@@ -71,6 +72,9 @@ class LoadedModel:
             in_use=self.in_use,
             default=self.default,
             last_used_s_ago=round(time.monotonic() - self.last_used, 1),
+            dimensions=self.engine.dimensions if embed else None,
+            max_tokens=self.engine.max_length if embed else None,
+            prompts=sorted(n for n, text in self.engine.prompts.items() if text) if embed else None,
         )
 
     async def close(self) -> None:

@@ -30,11 +30,11 @@ def float32_rows(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype="<f4")
 
 
-def embed_body(rows: np.ndarray, *, model: str, truncated: int, encoding_format: str) -> dict[str, Any]:
+def embed_body(rows: np.ndarray, *, model: str, truncated: int, tokens: int, encoding_format: str) -> dict[str, Any]:
     """`/embed`'s answer (EmbedResponse's fields) for `rows` [count, dimensions]."""
     rows = float32_rows(rows)
     body: dict[str, Any] = {"model": model, "dimensions": int(rows.shape[1]), "count": int(rows.shape[0]),
-                            "truncated": truncated}
+                            "truncated": truncated, "tokens": tokens}
     if encoding_format == "base64":
         body["embeddings_base64"] = encode_float32_rows(rows.tobytes())
     else:

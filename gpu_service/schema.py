@@ -82,6 +82,11 @@ class ModelInfo(_Strict):
     in_use: int = 0
     default: bool = False
     last_used_s_ago: float | None = None
+    dimensions: int | None = Field(default=None, description="Embedding models: the vector width.")
+    max_tokens: int | None = Field(default=None, description="Embedding models: tokens read per text; the rest is cut.")
+    prompts: list[str] | None = Field(
+        default=None, description="Embedding models: the prompts the model defines that add text (prompt_name/input_type)."
+    )
 
 
 class InfoResponse(_Strict):
@@ -124,6 +129,18 @@ class StatusResponse(_Strict):
 # --------------------------------------------------------------------------- embeddings
 
 
+InputType = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="What the texts are, e.g. `query` or `document`: the model's prompt of that name is used "
+        "when the model defines one, and nothing otherwise (unlike prompt_name, an unknown name is no error). "
+        "prompt_name and prompt take precedence.",
+    ),
+]
+
+
 class EmbedRequest(_Strict):
     texts: list[str] = Field(min_length=1, description="Texts to embed, in order.")
     model: ModelName | None = Field(default=None, description="Model; the service default when omitted.")
@@ -133,6 +150,7 @@ class EmbedRequest(_Strict):
     )
     prompt_name: str | None = Field(default=None, description="Name of a prompt the model defines, e.g. `query`.")
     prompt: str | None = Field(default=None, max_length=2000, description="Literal text prepended to each input.")
+    input_type: InputType | None = None
     encoding_format: Literal["float", "base64"] = Field(
         default="float", description="`base64`: one little-endian float32 blob, rows in input order."
     )
@@ -151,6 +169,9 @@ class EmbedResponse(_Strict):
     embeddings: list[list[float]] | None = None
     embeddings_base64: str | None = Field(
         default=None, description="Set instead of `embeddings` when encoding_format is base64."
+    )
+    tokens: int | None = Field(
+        default=None, description="Tokens the model read, special tokens included, after truncation."
     )
 
     def vectors(self) -> list[list[float]]:
@@ -401,6 +422,7 @@ class OpenAIEmbeddingRequest(_Strict):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
+    input_type: InputType | None = None
 
 
 class OpenAIEmbedding(_Strict):

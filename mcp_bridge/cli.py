@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 from mcp_bridge import __version__
 from mcp_bridge.config import BridgeConfig, ConfigError, load_config
@@ -30,12 +32,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=os.environ.get("GPU_BRIDGE_TRANSPORT", "stdio"))
     p.add_argument("--host", default=os.environ.get("GPU_BRIDGE_HOST", "127.0.0.1"),
                    help="address for the http/sse transports (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("GPU_BRIDGE_PORT", "8787")))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GPU_BRIDGE_PORT", "8787")),
+                   help="port for the http/sse transports (0: a free one, printed when ready)")
     p.add_argument("--auth-token", default=None,
                    help="bearer token required by the http/sse transports (or GPU_BRIDGE_AUTH_TOKEN)")
     p.add_argument("--log-level", default=os.environ.get("GPU_BRIDGE_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--check", action="store_true", help="probe every host, print a table, exit 1 if none is usable")
+    p.add_argument("--exit-with-stdin", action="store_true",
+                   help="http/sse: stop when stdin closes (for a parent process that starts the bridge: it "
+                   "dies with its parent however the parent ends)")
     p.add_argument("--version", action="version", version=f"gpu-bridge {__version__}")
     return p.parse_args(argv)
 
@@ -45,9 +51,11 @@ def _banner(url: str, token: str | None) -> str:
     snippet: dict[str, object] = {"type": "http", "url": url}
     if token:
         snippet["headers"] = {"Authorization": f"Bearer {token}"}
+    base = url.rsplit("/", 1)[0]
     return "\n".join([
         "",
         f"GPU bridge (MCP, streamable HTTP) is ready at {url}",
+        f"OpenAI-compatible embeddings at {base}/v1 (POST /v1/embeddings, GET /v1/models; same token)",
         "",
         "List the tools with the MCP Inspector CLI:",
         f"  npx @modelcontextprotocol/inspector@2.12.0 --cli {url} --transport http{auth} --method tools/list",
@@ -80,20 +88,40 @@ async def _serve(config: BridgeConfig, args: argparse.Namespace) -> None:
         transport = "sse" if args.transport == "sse" else "http"
         if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
             log.warning("serving MCP on %s without --auth-token: anyone who can reach it can use your GPUs", args.host)
-        app = http_app(server, transport, args.host, token)
-        uv = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+        from mcp_bridge.openai_api import openai_app
+
+        openai = openai_app(bridge.gpu, bridge.config, unavailable=bridge.not_configured)
+        app = http_app(server, transport, args.host, token, openai)
+        uv = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           timeout_graceful_shutdown=5))
 
         async def announce() -> None:
             while not uv.started:
                 await asyncio.sleep(0.05)
+            port = uv.servers[0].sockets[0].getsockname()[1] if uv.servers else args.port  # --port 0
             path = "/sse" if transport == "sse" else "/mcp"
-            print(_banner(f"http://{args.host}:{args.port}{path}", token), flush=True)
+            print(_banner(f"http://{args.host}:{port}{path}", token), flush=True)
 
+        if args.exit_with_stdin:
+            exit_when_stdin_closes(lambda: setattr(uv, "should_exit", True))
         announcer = asyncio.create_task(announce())
         try:
             await uv.serve()
         finally:
             announcer.cancel()
+
+
+def exit_when_stdin_closes(stop: Callable[[], None]) -> None:
+    """Call `stop` when stdin reaches end of file: the parent that holds its other end has closed it
+    or died (the kernel closes a dead process's pipes, whatever killed it)."""
+
+    def watch() -> None:
+        while os.read(sys.stdin.fileno(), 65536):
+            pass
+        log.info("stdin closed: stopping")
+        stop()
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
 async def _check(config: BridgeConfig, source: str) -> int:
@@ -139,6 +167,10 @@ async def _check(config: BridgeConfig, source: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.exit_with_stdin and args.transport == "stdio":
+        print("gpu-bridge: --exit-with-stdin is for the http/sse transports (stdio reads MCP from stdin)",
+              file=sys.stderr)
+        raise SystemExit(2)
     # Logs go to stderr: under stdio, stdout is the MCP channel and one stray line breaks it.
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -113,6 +113,11 @@ class BridgeConfig(_Config):
     retryBudgetPercent: float = Field(default=20.0, ge=0, le=100)
     shardSize: int = Field(default=256, ge=1, le=100_000, description="Texts per request to a host.")
     hedging: bool = Field(default=False, description="Send a slow request to a second host as well.")
+    bridgeCommand: str | None = Field(
+        default=None, min_length=1,
+        description="OpenClaw plugin only: the gpu-bridge executable its memory embedding provider starts "
+        "(default: gpu-bridge on PATH). The bridge itself ignores it.",
+    )
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 

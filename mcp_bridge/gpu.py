@@ -46,6 +46,8 @@ class EmbedResult:
     hosts: list[str]
     truncated: int
     seconds: float
+    tokens: int = 0
+    """Tokens the models read, as the hosts report them (a host that reports none adds 0)."""
 
 
 @dataclass
@@ -69,6 +71,7 @@ class _Shard:
     truncated: int
     host: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens: int = 0
 
 
 def _normalise(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
@@ -169,9 +172,14 @@ class GpuClient:
         dimensions: int | None = None,
         host: str | None = None,
         progress: Progress | None = None,
+        input_type: str | None = None,
     ) -> EmbedResult:
-        """Embed `texts` (for Python callers; raises pydantic's ValidationError on bad input)."""
-        request = EmbedRequest(texts=list(texts), model=model, normalize=normalize, dimensions=dimensions)
+        """Embed `texts` (for Python callers; raises pydantic's ValidationError on bad input).
+
+        `input_type` (query, document, ...) selects the model's prompt of that name on gpu-service
+        hosts that define one; openai/tei hosts are not told."""
+        request = EmbedRequest(texts=list(texts), model=model, normalize=normalize, dimensions=dimensions,
+                               input_type=input_type)
         return await self.embed_request(request, host=host, progress=progress)
 
     async def embed_request(
@@ -204,9 +212,12 @@ class GpuClient:
                     _check_vectors(vectors, count, dimensions or parsed.dimensions)
                     if parsed.count != count:
                         raise BadResponse(f"answer says count={parsed.count} for {count} texts")
-                    return _Shard(vectors, parsed.model, parsed.truncated, h.name)
+                    return _Shard(vectors, parsed.model, parsed.truncated, h.name, tokens=parsed.tokens or 0)
                 vectors = _openai_vectors(data, count, normalize, dimensions)
-                return _Shard(vectors, str(data.get("model") or h.config.model or model), 0, h.name)
+                usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+                tokens = usage.get("prompt_tokens")
+                return _Shard(vectors, str(data.get("model") or h.config.model or model), 0, h.name,
+                              tokens=tokens if isinstance(tokens, int) else 0)
 
             result, _ = await self.pool.request(
                 "embed", "POST", "/embed", path_for=path_for, parse_for=parse_for,
@@ -232,6 +243,7 @@ class GpuClient:
             hosts=sorted(set(used)),
             truncated=sum(s.truncated for s in shards),
             seconds=time.perf_counter() - started,
+            tokens=sum(s.tokens for s in shards),
         )
 
     # ------------------------------------------------------------------ similarity

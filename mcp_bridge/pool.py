@@ -65,6 +65,14 @@ class PoolTimeout(PoolError):
     pass
 
 
+class PoolBusy(NoHostAvailable):
+    """Every host that was tried said it is busy (429/503 with Retry-After): come back later."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass
 class _Failure:
     message: str
@@ -208,16 +216,19 @@ class HostPool:
         self.budget.record_request()
         tried: set[str] = set()
         errors: list[str] = []
+        busy_only = True  # every failure so far was a busy answer
         first = True
         while True:
             remaining = deadline - self._clock()
             if remaining <= 0:
+                self._raise_if_busy(busy_only, able, errors)
                 raise PoolTimeout(self._summary(f"{task} did not finish within the deadline", errors))
             host = self.host(pin) if pin else self.pick(task, exclude=tried)
             if host is None:
                 if len(tried) >= len(able):
                     # Every host tried once this round: back off, then go round again.
                     if not self.budget.try_spend():
+                        self._raise_if_busy(busy_only, able, errors)
                         raise NoHostAvailable(self._summary(f"every host failed {task} (retry budget spent)", errors))
                     await self._backoff(able, deadline)
                     tried.clear()
@@ -225,6 +236,7 @@ class HostPool:
                 await self._wait_for_capacity(deadline)
                 continue
             if not first and not self.budget.try_spend():
+                self._raise_if_busy(busy_only, able, errors)
                 raise NoHostAvailable(self._summary(f"{task} failed and the retry budget is spent", errors))
             first = False
             tried.add(host.name)
@@ -241,6 +253,7 @@ class HostPool:
             except _Failed as failed:
                 host = failed.host or host
                 errors.append(f"{host.name}: {failed.failure.message}")
+                busy_only = busy_only and not failed.failure.counts
                 self._account(host, failed.failure)
                 if pin:
                     if self._clock() >= deadline or not self.budget.try_spend():
@@ -252,6 +265,7 @@ class HostPool:
             except (BadResponse, ValueError, KeyError, TypeError) as exc:
                 failure = _Failure(f"malformed answer: {describe_malformed(exc)}")
                 errors.append(f"{host.name}: {failure.message}")
+                busy_only = False
                 self._account(host, failure)
                 continue
             return result, host
@@ -365,6 +379,15 @@ class HostPool:
                 await asyncio.wait_for(self._capacity.wait(), timeout=max(0.01, min(1.0, deadline - self._clock())))
             except TimeoutError:
                 pass
+
+    def _raise_if_busy(self, busy_only: bool, hosts: list[Host], errors: list[str]) -> None:
+        """Out of time or retries, and every host only said it was busy: that is overload, not failure."""
+        if not (busy_only and errors):
+            return
+        now = self._clock()
+        waits = [h.record.cooldown_until - now for h in hosts if h.cooling(now)]
+        retry_after = max(1.0, min(waits)) if waits else 1.0
+        raise PoolBusy(self._summary("every host is busy", errors), retry_after)
 
     @staticmethod
     def _summary(message: str, errors: list[str]) -> str:

@@ -1,6 +1,9 @@
-"""Serving the MCP server over HTTP (streamable HTTP at /mcp, or legacy SSE), with a bearer token."""
+"""Serving over HTTP: MCP (streamable HTTP at /mcp, or legacy SSE) and OpenAI's embeddings API at /v1,
+behind one bearer token."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -11,24 +14,36 @@ from gpu_service.security import bearer_token, keys_match, send_json
 class BearerTokenMiddleware:
     """Refuse every HTTP request without `Authorization: Bearer <token>` (constant-time check)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, refuse: Callable[[Send], Awaitable[None]] | None = None) -> None:
         self.app = app
         self._token = token
+        self._refuse = refuse
+        """How to answer a refused request, when not with the default `{"detail": ...}`."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if not keys_match(self._token, bearer_token(dict(scope["headers"]))):
+            if self._refuse is not None:
+                await self._refuse(send)
+                return
             await send_json(send, 401, "unauthorized: send Authorization: Bearer <the bridge's --auth-token>",
                             [(b"www-authenticate", b"Bearer")])
             return
         await self.app(scope, receive, send)
 
 
-def http_app(server: MCPServer, transport: str, host: str, token: str | None) -> ASGIApp:
+def http_app(server: MCPServer, transport: str, host: str, token: str | None, openai: ASGIApp | None = None) -> ASGIApp:
+    """MCP at /mcp (or /sse), and with `openai` the OpenAI-compatible API at /v1, one token for both."""
     if transport == "sse":
         app: ASGIApp = server.sse_app(host=host)
     else:
         app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
-    return BearerTokenMiddleware(app, token) if token else app
+    if token:
+        app = BearerTokenMiddleware(app, token)
+    if openai is not None:
+        from mcp_bridge.openai_api import route_v1, send_unauthorized
+
+        app = route_v1(BearerTokenMiddleware(openai, token, send_unauthorized) if token else openai, app)
+    return app

@@ -41,10 +41,13 @@ class ServiceProcess:
     def url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "gpu_service", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+
     def start(self, wait: bool = True, timeout: float = 120.0) -> ServiceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gpu_service", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+            self.command(),
             env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
             preexec_fn=die_with_parent,  # even a killed test run leaves no service behind
         )

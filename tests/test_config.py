@@ -135,11 +135,14 @@ def test_manifest_schema_and_config_model_have_the_same_keys() -> None:
 
 
 def test_manifest_follows_openclaw_native_format() -> None:
-    allowed_top = {"id", "configSchema", "name", "description", "version", "uiHints", "mcpServers"}
+    allowed_top = {"id", "configSchema", "name", "description", "version", "uiHints", "mcpServers", "contracts"}
     assert set(MANIFEST) <= allowed_top and {"id", "configSchema"} <= set(MANIFEST)
     assert MANIFEST["id"] == PLUGIN_ID
     server = MANIFEST["mcpServers"]["gpu-bridge"]
     assert server["transport"] == "stdio" and server["command"]
+    # the memory embedding provider registered by openclaw/index.js (OpenClaw refuses an undeclared one)
+    assert MANIFEST["contracts"] == {"embeddingProviders": ["gpu-bridge"]}
+    assert 'const PROVIDER_ID = "gpu-bridge";' in (ROOT / "openclaw" / "index.js").read_text()
     sensitive = {k for k, v in MANIFEST["uiHints"].items() if v.get("sensitive")}
     assert sensitive == {"apiKey", "hosts.*.apiKey"}
     jsonschema.Draft202012Validator.check_schema(SCHEMA)

@@ -16,7 +16,7 @@ import pytest
 
 from mcp_bridge.config import parse_config
 from mcp_bridge.health import HealthMonitor
-from mcp_bridge.pool import HostPool, HostRejected, NoHostAvailable, PoolTimeout, parse_json
+from mcp_bridge.pool import HostPool, HostRejected, NoHostAvailable, PoolBusy, PoolTimeout, parse_json
 
 
 class Clock:
@@ -158,6 +158,22 @@ async def test_retry_after_cools_a_busy_host_without_counting_a_failure() -> Non
     a = pool.host("a")
     assert a.state(clock.now) == "cooling-down" and a.record.consecutive_failures == 0
     assert 6.9 <= a.record.cooldown_until - clock.now <= 7.0
+
+
+@pytest.mark.anyio
+async def test_every_host_busy_to_the_end_is_busy_not_a_timeout() -> None:
+    """Hosts that only ever say 429/503 + Retry-After are overloaded, not broken: the call ends with
+    PoolBusy (an OpenAI client gets 429 + Retry-After) carrying the soonest cool-down; one real failure
+    among them makes it an ordinary timeout."""
+    clock = Clock()
+    busy = make_pool({"a": status(429, {"Retry-After": "7"}), "b": status(503, {"Retry-After": "9"})}, clock)
+    with pytest.raises(PoolBusy) as err:
+        await call(busy, deadline=5)
+    assert "every host is busy" in str(err.value) and 1.0 <= err.value.retry_after <= 7.0
+    mixed = make_pool({"a": status(429, {"Retry-After": "7"}), "b": status(500)}, Clock())
+    with pytest.raises((NoHostAvailable, PoolTimeout)) as other:
+        await call(mixed, deadline=5)
+    assert not isinstance(other.value, PoolBusy)
 
 
 @pytest.mark.anyio

@@ -110,7 +110,7 @@ async def test_remote_streamable_http_snippet(pool_file: Path) -> None:
 
     from tests.conftest import free_port
 
-    command = next(b for b in blocks("bash") if "--transport http" in b).strip()
+    command = next(b for b in blocks("bash") if "--transport http --host 0.0.0.0" in b).strip()
     port, token = free_port(), "readme-token-123"
     argv = shlex.split(command.replace('"$(openssl rand -hex 24)"', token))
     argv = [{"0.0.0.0": "127.0.0.1", "8787": str(port), "pool.json": str(pool_file)}.get(a, a) for a in argv]
