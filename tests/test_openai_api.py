@@ -156,6 +156,21 @@ def test_the_token_and_bad_requests_get_openai_errors(service: ServiceProcess, t
         assert raw.status_code == 400 and "not valid JSON" in raw.json()["error"]["message"]
 
 
+def test_models_lists_the_pools_models_and_the_hosts_that_did_not_answer(
+    service: ServiceProcess, tmp_path: Path
+) -> None:
+    config = {"hosts": [{"name": "up", "url": service.url}, {"name": "down", "url": "http://127.0.0.1:9"},
+                        {"name": "tei", "url": "http://127.0.0.1:9", "type": "tei", "model": "bge-small"}]}
+    with http_bridge([], tmp_path, config=config) as bridge:
+        listed = httpx.get(f"{bridge.base_url}/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        ids = [m.id for m in client(bridge).models.list()]  # the OpenAI client ignores the extra fields
+    assert ids == ["all-MiniLM-L6-v2", "bge-small"]
+    by_id = {m["id"]: m for m in listed["data"]}
+    assert by_id["all-MiniLM-L6-v2"]["hosts"] == ["up"] and by_id["all-MiniLM-L6-v2"]["default"] is True
+    assert by_id["bge-small"]["hosts"] == ["tei"] and "dimensions" not in by_id["bge-small"]
+    assert [e["host"] for e in listed["host_errors"]] == ["down"], "a tei host has no /info: not an error"
+
+
 def test_pool_errors_map_to_the_statuses_openai_clients_act_on() -> None:
     assert pool_error(PoolBusy("every host is busy", 7.2)).status == 429
     assert pool_error(PoolBusy("every host is busy", 7.2)).response().headers["retry-after"] == "7"
