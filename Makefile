@@ -23,7 +23,7 @@ run: $(VENV)/.installed
 TREE_STATE = { git status --porcelain; git diff; } 2>/dev/null | cksum
 test: $(VENV)/.installed
 	@before="$$($(TREE_STATE))"; \
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q; status=$$?; \
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS); status=$$?; \
 	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
 		echo "make test: the test run changed files in the work tree (tests must not):"; git status --short; exit 1; \
 	fi; exit $$status
