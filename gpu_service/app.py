@@ -188,6 +188,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "max_text_chars": settings.limits.max_text_chars,
                 "max_body_bytes": settings.limits.max_body_bytes,
                 "max_queue": settings.max_queue,
+                "max_batch_tokens": state.settings.max_batch_tokens or 0,
+                "max_batch_size": state.settings.max_batch_size or 0,
             },
             torch_version=versions["torch_version"] or "",
             cuda_version=versions["cuda_version"],

@@ -22,6 +22,8 @@ import platform
 
 import torch
 
+from gpu_service.settings import DEFAULT_BATCH_TOKENS
+
 log = logging.getLogger("gpu_service.device")
 
 DEVICE_TYPES = ("cuda", "mps", "cpu")
@@ -148,3 +150,23 @@ def use_cpu_threads(threads: int | None) -> int:
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return wanted
+
+
+MAX_AUTO_BATCH_TOKENS = 262_144
+ACTIVATION_BYTES_PER_TOKEN = 64 * 1024
+"""A generous bound on one token's activations in one layer of an encoder up to ~1,024 wide in half
+precision (inference frees each layer's activations before the next): hidden states, attention
+projections and the 4x feed-forward. Out-of-memory still splits a batch if a model needs more."""
+
+
+def batch_token_budget(device: torch.device) -> int:
+    """Padded tokens per batch: on CUDA/ROCm, half of the free device memory at start-up over
+    ACTIVATION_BYTES_PER_TOKEN (between 16,384 and 262,144), so a big GPU takes big batches;
+    16,384 elsewhere."""
+    if device.type != "cuda":
+        return DEFAULT_BATCH_TOKENS
+    _total, free_mb = vram_mb(device)
+    if not free_mb:
+        return DEFAULT_BATCH_TOKENS
+    fitting = int(free_mb * 2**20 * 0.5 // ACTIVATION_BYTES_PER_TOKEN)
+    return max(DEFAULT_BATCH_TOKENS, min(MAX_AUTO_BATCH_TOKENS, fitting))

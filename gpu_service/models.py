@@ -26,7 +26,7 @@ from gpu_service.batching import BatchObserver, BatchScheduler
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ServiceError
 from gpu_service.resolve import ModelPolicy, ResolvedModel, resolve
 from gpu_service.schema import ModelInfo
-from gpu_service.settings import Settings
+from gpu_service.settings import DEFAULT_BATCH_TOKENS, Settings
 
 log = logging.getLogger("gpu_service.models")
 
@@ -182,7 +182,7 @@ class ModelRegistry:
         scheduler: BatchScheduler[Any, Any] = BatchScheduler(
             key.label,
             engine.run,
-            max_batch_tokens=self.settings.max_batch_tokens,
+            max_batch_tokens=self.settings.max_batch_tokens or DEFAULT_BATCH_TOKENS,
             max_batch_size=self.settings.max_batch_size or 64,
             max_queue=self.settings.max_queue,
             window_s=self.settings.batch_window_ms / 1000,

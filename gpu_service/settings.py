@@ -55,6 +55,9 @@ DEFAULT_MODEL_VARIABLES: dict[str, str] = {
 definition (by name, by path, or by their folder's name) and loaded at start-up; a new task's
 default is one line here."""
 
+DEFAULT_BATCH_TOKENS = 16_384
+"""Padded tokens per batch on a CPU or an Apple GPU (TEI's default too); CUDA sizes it from free memory."""
+
 BUNDLED_DEFAULTS: dict[str, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
 """The default of a task whose variable is unset; a task missing here (rerank: no reranker ships in
 the bundled package) has no default until the operator sets one."""
@@ -127,7 +130,9 @@ class Settings:
     warm_defaults: bool = True
     max_concurrent: int = 2
     """Batches running on the device at once, over all models."""
-    max_batch_tokens: int = 16_384
+    max_batch_tokens: int | None = None
+    """Padded tokens per batch; None: 16,384 on a CPU or Apple GPU, sized from free memory on CUDA/ROCm
+    (see device.batch_token_budget)."""
     max_batch_size: int | None = None
     """Items per batch; None: 256 on a GPU, 64 on the CPU (bigger CPU batches are slower per item)."""
     max_queue: int = 8192
@@ -179,7 +184,7 @@ class Settings:
             baseline_dirs=_env_list("BERTSCORE_BASELINE_DIRS") or [],
             warm_defaults=os.environ.get("GPU_WARM_DEFAULTS", "1") not in ("0", "false", "no"),
             max_concurrent=_env_int("GPU_MAX_CONCURRENT", 2),
-            max_batch_tokens=_env_int("GPU_MAX_BATCH_TOKENS", 16_384),
+            max_batch_tokens=_env_int("GPU_MAX_BATCH_TOKENS", 0, minimum=0) or None,
             max_batch_size=_env_int("GPU_MAX_BATCH_SIZE", 0, minimum=0) or None,
             max_queue=_env_int("GPU_MAX_QUEUE", 8192),
             batch_window_ms=_env_float("GPU_BATCH_WINDOW_MS", 2.0),

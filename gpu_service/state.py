@@ -71,7 +71,9 @@ class ServiceState:
             devices.use_cpu_threads(settings.cpu_threads)
         if settings.max_batch_size is None:
             settings = dataclasses.replace(settings, max_batch_size=64 if self.device.type == "cpu" else 256)
-            self.settings = settings
+        if settings.max_batch_tokens is None:
+            settings = dataclasses.replace(settings, max_batch_tokens=devices.batch_token_budget(self.device))
+        self.settings = settings
         self.metrics = Metrics()
         self.jobs = JobTracker()
         self.registry = ModelRegistry(

@@ -150,3 +150,25 @@ def test_cpu_threads_default_to_every_core_and_follow_gpu_cpu_threads(monkeypatc
         assert devices.use_cpu_threads(1) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("kind", "free_mb", "tokens"), [
+    ("cpu", None, 16_384),            # CPU: the fixed default
+    ("cuda", 2_048, 16_384),          # a small GPU: never below the default
+    ("cuda", 20_000, 160_000),        # half of 20,000 MiB at 64 KiB a token
+    ("cuda", 80_000, 262_144),        # a big GPU: capped
+])
+def test_batch_token_budget_is_sized_from_free_gpu_memory(
+    monkeypatch: pytest.MonkeyPatch, kind: str, free_mb: float | None, tokens: int
+) -> None:
+    """No GPU here: the free-memory reading is patched (what torch.cuda.mem_get_info would say)."""
+    monkeypatch.setattr(devices, "vram_mb", lambda device: (free_mb, free_mb))
+    assert devices.batch_token_budget(torch.device(kind)) == tokens
+
+
+def test_info_reports_the_batch_budget_in_use() -> None:
+    from gpu_service.app import create_app
+
+    with TestClient(create_app(Settings(warm_defaults=False, torch_device="cpu"))) as client:
+        limits = client.get("/info").json()["limits"]
+    assert limits["max_batch_tokens"] == 16_384 and limits["max_batch_size"] == 64
