@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from gpu_protocol.bertscore import IdfCounts
 from gpu_service.embedding import parameter_bytes
 from gpu_service.errors import BadRequest, Unprocessable
 from gpu_service.resolve import ResolvedModel, looks_like_path
-from gpu_service.schema import IdfCounts
 from gpu_service.settings import BUNDLED_MODEL, BUNDLED_MODEL_LAYERS
 
 

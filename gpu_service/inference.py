@@ -11,23 +11,21 @@ from dataclasses import dataclass
 
 import torch
 
-from gpu_service.bertscore import baseline, default_layers, model_for_lang, settings_hash
-from gpu_service.dedupe import distinct
-from gpu_service.embedding import postprocess
-from gpu_service.errors import ModelNotFound, TooLarge, Unavailable, Unprocessable
-from gpu_service.jobs import JobTracker
-from gpu_service.models import ModelKey, ModelRegistry
-from gpu_service.schema import (
+from gpu_protocol.bertscore import (
     BertScoreIdfRequest,
     BertScoreIdfResponse,
     BertScoreModelChoice,
     BertScoreRequest,
     BertScoreResponse,
     ScoreMeans,
-    SimilarityRequest,
-    SimilarityResponse,
-    top_matches,
 )
+from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
+from gpu_service.bertscore import baseline, default_layers, model_for_lang, settings_hash
+from gpu_service.dedupe import distinct
+from gpu_service.embedding import postprocess
+from gpu_service.errors import ModelNotFound, TooLarge, Unavailable, Unprocessable
+from gpu_service.jobs import JobTracker
+from gpu_service.models import ModelKey, ModelRegistry
 from gpu_service.settings import DOCUMENTED_RERANKERS, Settings
 
 

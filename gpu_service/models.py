@@ -22,10 +22,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gpu_protocol.status import ModelInfo
 from gpu_service.batching import BatchObserver, BatchScheduler
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ServiceError
 from gpu_service.resolve import ModelPolicy, ResolvedModel, resolve
-from gpu_service.schema import ModelInfo
 from gpu_service.settings import Settings
 
 log = logging.getLogger("gpu_service.models")

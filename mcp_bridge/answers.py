@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from gpu_service.validation import validation_message
+from gpu_protocol.validation import validation_message
 
 
 class BadResponse(Exception):

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gpu_service.schema import DEFAULT_LIMITS
+from gpu_protocol.limits import DEFAULT_LIMITS
 
 PLUGIN_ID = "openclaw-gpu-bridge"
 

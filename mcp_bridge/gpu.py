@@ -16,19 +16,16 @@ from typing import Any
 
 import httpx
 
-from gpu_service.schema import (
+from gpu_protocol.bertscore import (
     BertScoreIdfRequest,
     BertScoreIdfResponse,
     BertScoreRequest,
     BertScoreResponse,
-    EmbedRequest,
-    EmbedResponse,
     IdfCounts,
     ScoreMeans,
-    SimilarityRequest,
-    SimilarityResponse,
-    top_matches,
 )
+from gpu_protocol.embed import EmbedRequest, EmbedResponse
+from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
 from mcp_bridge.answers import BadResponse, error_detail, parse_json
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.hosts import Host

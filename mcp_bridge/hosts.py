@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from gpu_service.schema import SERVING_STATUSES
+from gpu_protocol.status import SERVING_STATUSES
 from mcp_bridge.config import BridgeConfig, HostConfig
 
 Clock = Callable[[], float]

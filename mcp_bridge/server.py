@@ -22,14 +22,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from gpu_service.schema import (
-    SIMILARITY_MATRIX_MAX,
-    SIMILARITY_TOP_K_MAX,
-    BertScoreRequest,
-    EmbedRequest,
-    SimilarityRequest,
-    encode_float32_rows,
-)
+from gpu_protocol.bertscore import BertScoreRequest
+from gpu_protocol.codec import encode_float32_rows
+from gpu_protocol.embed import EmbedRequest
+from gpu_protocol.limits import SIMILARITY_MATRIX_MAX, SIMILARITY_TOP_K_MAX
+from gpu_protocol.similarity import SimilarityRequest
 from mcp_bridge import __version__
 from mcp_bridge.runtime import Bridge
 from mcp_bridge.tool_errors import PlainErrorsMCPServer, explain, redactor, tool_request

@@ -17,7 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import BaseModel, ValidationError
 
-from gpu_service.validation import validation_message
+from gpu_protocol.validation import validation_message
 from mcp_bridge.config import BridgeConfig, ConfigError
 from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolError, PoolTimeout
 

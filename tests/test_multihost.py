@@ -309,7 +309,7 @@ async def test_openai_compatible_hosts(service: ServiceProcess) -> None:
             from mcp_bridge.pool import NoHostAvailable
 
             with pytest.raises(NoHostAvailable, match="embeddings only"):
-                await bridge.gpu.bertscore(__import__("gpu_service.schema").schema.BertScoreRequest(
+                await bridge.gpu.bertscore(__import__("gpu_protocol.bertscore").bertscore.BertScoreRequest(
                     candidates=["a"], references=["b"]))
     # our own service's OpenAI-compatible endpoint, used as an `openai` host
     config = {"hosts": [{"name": "ours-as-openai", "url": service.url, "type": "openai", "model": "all-MiniLM-L6-v2"}]}

@@ -6,18 +6,15 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from gpu_service.schema import (
-    BertScoreRequest,
-    EmbedRequest,
-    EmbedResponse,
-    decode_float32_rows,
-    encode_float32_rows,
-)
+from gpu_protocol.bertscore import BertScoreRequest
+from gpu_protocol.codec import decode_float32_rows, encode_float32_rows
+from gpu_protocol.embed import EmbedRequest, EmbedResponse
 
 
 def test_schema_and_bridge_import_without_torch() -> None:
     code = (
-        "import sys; import gpu_service.schema, gpu_service.schema_rerank, mcp_bridge.server, mcp_bridge.cli; "
+        "import sys; import gpu_protocol.embed, gpu_protocol.bertscore, gpu_protocol.similarity, "
+        "gpu_protocol.rerank, gpu_protocol.status, gpu_protocol.auth, mcp_bridge.server, mcp_bridge.cli; "
         "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import torch
 
-from gpu_service.schema import EmbedResponse
+from gpu_protocol.embed import EmbedResponse
 from tests.conftest import ServiceProcess
 
 KEY = "s3cret-test-key-123"
