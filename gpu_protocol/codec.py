@@ -16,8 +16,9 @@ import numpy.typing as npt
 
 FLOAT32_LE = np.dtype("<f4")
 
-Block = npt.NDArray[np.float32]
-"""float32 [count, dimensions], rows in input order."""
+Block = npt.NDArray[np.floating[Any]]
+"""[count, dimensions], rows in input order: float32 from the wire's base64 (or float64 when parsed from
+JSON numbers that should keep their precision)."""
 
 
 class VectorsInvalid(ValueError):
@@ -56,10 +57,10 @@ def decode_float32_rows(blob: str, count: int, dimensions: int) -> list[list[flo
     return rows
 
 
-def as_block(rows: Any) -> Block:
-    """Rows of numbers (e.g. JSON arrays) as a float32 block; rows of different lengths are refused."""
+def as_block(rows: Any, dtype: npt.DTypeLike = np.float32) -> Block:
+    """Rows of numbers (e.g. JSON arrays) as a block; rows of different lengths are refused."""
     try:
-        block = np.asarray(rows, dtype=np.float32)
+        block: Block = np.asarray(rows, dtype=dtype)
     except (ValueError, TypeError):
         raise VectorsInvalid("vectors of different lengths, or not numbers") from None
     if block.ndim != 2:

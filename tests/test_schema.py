@@ -65,13 +65,15 @@ def test_result_size_estimate_matches_the_serialised_size() -> None:
     import random
     import struct
 
+    import numpy as np
     import pydantic_core
 
-    from mcp_bridge.server import vectors_json_bytes
+    from mcp_bridge.tool_outputs import vectors_json_bytes
 
     rng = random.Random(0)
     rows = [[struct.unpack("<f", struct.pack("<f", rng.gauss(0, 0.05)))[0] for _ in range(384)] for _ in range(50)]
     actual = len(pydantic_core.to_json(rows))  # how the MCP SDK serialises a result
-    assert abs(vectors_json_bytes(rows, "float") - actual) / actual < 0.02
+    block = np.asarray(rows, dtype=np.float32)  # the bridge measures the block it holds
+    assert abs(vectors_json_bytes(block, "float") - actual) / actual < 0.02
     blob = base64.b64encode(struct.pack(f"<{50 * 384}f", *(x for r in rows for x in r)))
-    assert vectors_json_bytes(rows, "base64") == len(blob)
+    assert vectors_json_bytes(block, "base64") == len(blob)
