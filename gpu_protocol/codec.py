@@ -25,14 +25,15 @@ class VectorsInvalid(ValueError):
     """Vectors that do not have the promised shape, or hold a number that is not finite."""
 
 
-def encode_float32_rows(rows_le_bytes: bytes) -> str:
+def encode_float32_rows(rows_le_bytes: bytes | memoryview) -> str:
     """Base64 of an already little-endian float32 buffer."""
     return base64.b64encode(rows_le_bytes).decode("ascii")
 
 
 def encode_block(block: Block) -> str:
-    """Base64 of `block` as little-endian float32, rows in order."""
-    return encode_float32_rows(np.ascontiguousarray(block, dtype=FLOAT32_LE).tobytes())
+    """Base64 of `block` as little-endian float32, rows in order (read from the array's memory, no copy
+    when it already is little-endian float32)."""
+    return encode_float32_rows(np.ascontiguousarray(block, dtype=FLOAT32_LE).data.cast("B"))
 
 
 def decode_float32_block(blob: str, count: int, dimensions: int) -> Block:
