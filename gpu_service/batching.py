@@ -23,7 +23,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -74,7 +74,7 @@ class BatchScheduler(Generic[P, R]):
     def __init__(
         self,
         name: str,
-        run_batch: Callable[[list[P]], Sequence[R]],
+        run_batch: Callable[[list[P]], Iterable[R]],
         *,
         max_batch_tokens: int,
         max_batch_size: int,

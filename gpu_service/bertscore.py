@@ -68,8 +68,6 @@ class EncodedSentence:
 
 
 class BertScoreEngine:
-    kind = "bertscore"
-
     def __init__(self, resolved: ResolvedModel, num_layers: int, device: torch.device, cache_tokens: int = 65_536):
         from bert_score.utils import get_model, get_tokenizer
 
@@ -87,7 +85,6 @@ class BertScoreEngine:
         self._cache: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
         self._cache_tokens = 0
         self._cache_limit = cache_tokens
-        self.cache_hits = 0
 
     # ---- preprocessing thread ------------------------------------------------------------
 
@@ -172,7 +169,6 @@ class BertScoreEngine:
         emb = self._cache.get(sentence)
         if emb is not None:
             self._cache.move_to_end(sentence)
-            self.cache_hits += 1
         return emb
 
     def remember(self, sentence: str, emb: torch.Tensor) -> None:

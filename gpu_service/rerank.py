@@ -79,8 +79,6 @@ def is_cross_encoder(source: str) -> bool:
 
 
 class RerankEngine:
-    kind = "rerank"
-
     def __init__(self, resolved: ResolvedModel, device: torch.device, fp16: bool) -> None:
         from sentence_transformers import CrossEncoder
         from transformers import AutoConfig
