@@ -35,8 +35,6 @@ def parameter_bytes(module: torch.nn.Module) -> int:
 
 
 class EmbeddingEngine:
-    kind = "embed"
-
     def __init__(self, resolved: ResolvedModel, device: torch.device, fp16: bool) -> None:
         from sentence_transformers import SentenceTransformer
 
