@@ -124,10 +124,6 @@ class Host:
             return "cooling-down"
         return "degraded" if self.record.problems else "healthy"
 
-    @property
-    def problems(self) -> list[str]:
-        return list(self.record.problems)
-
     def note_problems(self, problems: list[str]) -> bool:
         """What a passing health probe says is missing (none when healthy); True if that changed."""
         changed = problems != self.record.problems
@@ -146,10 +142,6 @@ class Host:
         self.record.remote_queue_depth = status.queue_depth
 
     # ------------------------------------------------------------------ outcomes
-
-    @property
-    def in_flight(self) -> int:
-        return self.record.in_flight
 
     def request_started(self) -> None:
         self.record.in_flight += 1

@@ -110,9 +110,14 @@ class HostProtocol(ABC):
         problems = fields.get("problems")
         problems = [str(p) for p in problems] if isinstance(problems, list) else []
         device = str(fields["device"]) if fields.get("device") else None
-        status = fields.get("status", response.status_code)
+        status = fields.get("status")
+        status = status if isinstance(status, str | int) else response.status_code
         if response.status_code != 200 or not self._serves(body):
-            return HealthVerdict("down", status, device, problems, reason=f"HTTP {response.status_code}")
+            if response.status_code != 200:
+                reason = f"HTTP {response.status_code}"
+            else:
+                reason = f"HTTP 200, status {status!r}" if fields else "HTTP 200 without a JSON health answer"
+            return HealthVerdict("down", status, device, problems, reason=reason)
         return HealthVerdict("degraded" if problems else "ok", status, device, problems)
 
     def _serves(self, body: Any) -> bool:
