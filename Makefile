@@ -8,11 +8,12 @@ PORT   ?= 8787
 
 .PHONY: run test soak bench lint inspector clean
 
-$(VENV)/.installed: pyproject.toml
+# Two distributions from one checkout: the bridge (+ gpu_protocol) at the root, the service in service/.
+$(VENV)/.installed: pyproject.toml service/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e '.[service,test]'
+	$(PY) -m pip install --quiet -e '.[test]' -e ./service
 	touch $@
 
 ## run: a local GPU service (bundled all-MiniLM-L6-v2) + the MCP bridge on streamable HTTP
@@ -39,7 +40,7 @@ bench: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m pip install --quiet ruff mypy
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy mcp_bridge gpu_service
+	$(VENV)/bin/mypy mcp_bridge gpu_service gpu_protocol
 
 ## inspector: install the MCP Inspector CLI (npm) used by the Inspector tests
 inspector:

@@ -24,6 +24,7 @@ from bench.common import free_port, save, table
 from mcp_bridge.config import parse_config
 from mcp_bridge.gpu import GpuClient
 from mcp_bridge.pool import HostPool, parse_json
+from mcp_bridge.protocols import HttpCall
 
 COST_PER_TEXT_S = 0.0005  # 2,000 texts/s per simulated GPU
 DIMS = 8
@@ -78,16 +79,23 @@ async def overhead(url: str, n: int = 400) -> tuple[float, float]:
     pool = HostPool(config)
     body = {"texts": ["x"]}
     direct, pooled = [], []
+
+    def call(host: object) -> HttpCall:
+        return HttpCall("POST", "/embed", body)
+
+    def parse(host: object, response: httpx.Response) -> object:
+        return parse_json(response)
+
     async with httpx.AsyncClient(base_url=url) as http:
         for _ in range(50):
             await http.post("/embed", json=body)
-            await pool.request("embed", "POST", "/embed", json_body=body, parse=parse_json, deadline=time.monotonic() + 10)
+            await pool.request("embed", call, parse, deadline=time.monotonic() + 10)
         for _ in range(n):
             t = time.perf_counter()
             parse_json(await http.post("/embed", json=body))
             direct.append(time.perf_counter() - t)
             t = time.perf_counter()
-            await pool.request("embed", "POST", "/embed", json_body=body, parse=parse_json, deadline=time.monotonic() + 10)
+            await pool.request("embed", call, parse, deadline=time.monotonic() + 10)
             pooled.append(time.perf_counter() - t)
     await pool.close()
     return statistics.median(direct), statistics.median(pooled)

@@ -146,7 +146,8 @@ def serialization() -> dict:
     then the whole request both ways (which includes the model's time)."""
     import numpy as np
 
-    from gpu_service.schema import EmbedResponse, encode_float32_rows
+    from gpu_protocol.codec import encode_float32_rows
+    from gpu_protocol.embed import EmbedResponse
 
     rows = np.random.default_rng(0).standard_normal((2000, 384)).astype("<f4")
 

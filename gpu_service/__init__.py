@@ -1,7 +1,8 @@
-"""GPU service: a FastAPI app that embeds texts and computes BERTScore on the local GPU (or CPU).
+"""GPU service: a FastAPI app that embeds texts, computes BERTScore and reranks on the local GPU (or CPU).
 
-Importing this package must not import torch: `gpu_service.schema` is shared with the
-torch-free bridge. The app itself lives in `gpu_service.app`.
+The app lives in `gpu_service.app`; the wire protocol it speaks (models, routes, limits, the
+vector codec, the key check) is `gpu_protocol`, shared with the bridge. The service ships as
+its own distribution (`openclaw-gpu-service`, see `service/pyproject.toml`).
 """
 
 __all__ = ["__version__"]

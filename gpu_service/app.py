@@ -20,32 +20,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gpu_protocol import routes
+from gpu_protocol.bertscore import (
+    BertScoreIdfRequest,
+    BertScoreIdfResponse,
+    BertScoreRequest,
+    BertScoreResponse,
+)
+from gpu_protocol.embed import (
+    EmbedRequest,
+    EmbedResponse,
+    OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+)
+from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
+from gpu_protocol.status import SERVING_STATUSES, ErrorResponse, HealthResponse, InfoResponse, StatusResponse
+from gpu_protocol.validation import validation_message
 from gpu_service import __version__
 from gpu_service.errors import ClientClosed, ServiceError, Unprocessable
 from gpu_service.inference import Embedded, Timing
 from gpu_service.metrics import CONTENT_TYPE, RequestCounter
 from gpu_service.responses import VectorJSONResponse, embed_body, openai_body
-from gpu_service.schema import (
-    SERVING_STATUSES,
-    BertScoreIdfRequest,
-    BertScoreIdfResponse,
-    BertScoreRequest,
-    BertScoreResponse,
-    EmbedRequest,
-    EmbedResponse,
-    ErrorResponse,
-    HealthResponse,
-    InfoResponse,
-    OpenAIEmbeddingRequest,
-    OpenAIEmbeddingResponse,
-    SimilarityRequest,
-    SimilarityResponse,
-    StatusResponse,
-)
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import DEFAULT_MODEL_VARIABLES, Settings
 from gpu_service.state import ServiceState
-from gpu_service.validation import validation_message
 
 log = logging.getLogger("gpu_service")
 T = TypeVar("T")
@@ -53,9 +51,6 @@ T = TypeVar("T")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 429, 500, 503, 504)
 }
-
-
-REQUEST_ID_HEADER = "x-request-id"
 
 
 async def _cancellable(request: Request, work: Awaitable[T]) -> T:
@@ -66,7 +61,7 @@ async def _cancellable(request: Request, work: Awaitable[T]) -> T:
     open after it abandons a request, and proxies may hide the disconnect."""
     task = asyncio.ensure_future(work)
     cancellable: dict[str, asyncio.Future[Any]] = request.app.state.service.cancellable
-    request_id = request.headers.get(REQUEST_ID_HEADER)
+    request_id = request.headers.get(routes.REQUEST_ID_HEADER)
     if request_id:
         cancellable[request_id] = task
 
@@ -159,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.error("unhandled error on %s: %s", request.url.path, type(exc).__name__, exc_info=exc)
         return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
 
-    @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+    @app.get(routes.HEALTH, response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health(request: Request) -> JSONResponse:
         state = service(request)
         status, problems = state.health()
@@ -167,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # degraded answers 200: the host serves the models it has (the bridge keeps using it).
         return JSONResponse(body.model_dump(), status_code=200 if status in SERVING_STATUSES else 503)
 
-    @app.get("/info", response_model=InfoResponse)
+    @app.get(routes.INFO, response_model=InfoResponse)
     async def info(request: Request) -> InfoResponse:
         from gpu_service import device as devices
 
@@ -196,7 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rocm_version=versions["rocm_version"],
         )
 
-    @app.get("/status", response_model=StatusResponse)
+    @app.get(routes.STATUS, response_model=StatusResponse)
     async def status(request: Request) -> StatusResponse:
         state = service(request)
         status, problems = state.health()
@@ -210,7 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batches={m.key.label: m.scheduler.stats.batches for m in state.registry.loaded()},
         )
 
-    @app.post("/cancel/{request_id}")
+    @app.post(routes.CANCEL)
     async def cancel(request_id: str, request: Request) -> dict[str, bool]:
         """Cancel the request sent with this `X-Request-Id`; its unstarted work is dropped."""
         task = service(request).cancellable.get(request_id)
@@ -218,7 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task.cancel()
         return {"cancelled": task is not None}
 
-    @app.get("/metrics", response_class=Response)
+    @app.get(routes.METRICS, response_class=Response)
     async def metrics(request: Request) -> Response:
         return Response(service(request).metrics.render(), media_type=CONTENT_TYPE)
 
@@ -233,7 +228,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         observe(state, request.url.path, result.timing)
         return result
 
-    @app.post("/embed", response_model=EmbedResponse, response_model_exclude_none=True, responses=_ERRORS)
+    @app.post(routes.EMBED, response_model=EmbedResponse, response_model_exclude_none=True, responses=_ERRORS)
     async def embed(body: EmbedRequest, request: Request) -> Response:
         result = await run_embed(
             request,
@@ -249,7 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               tokens=result.tokens, encoding_format=body.encoding_format)
         return VectorJSONResponse(body_out, headers=_timing_headers(result.timing))
 
-    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_ERRORS)
+    @app.post(routes.OPENAI_EMBEDDINGS, response_model=OpenAIEmbeddingResponse, responses=_ERRORS)
     async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Response:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or any(not t.strip() for t in texts):
@@ -260,23 +255,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                encoding_format=body.encoding_format)
         return VectorJSONResponse(body_out, headers=_timing_headers(result.timing))
 
-    @app.post("/similarity", response_model=SimilarityResponse, response_model_exclude_none=True, responses=_ERRORS)
+    @app.post(routes.SIMILARITY, response_model=SimilarityResponse, response_model_exclude_none=True, responses=_ERRORS)
     async def similarity(body: SimilarityRequest, request: Request) -> JSONResponse:
         state = service(request)
         state.require_ready()
         result, timing = await _cancellable(request, state.inference.similarity(body))
-        observe(state, "/similarity", timing)
+        observe(state, routes.SIMILARITY, timing)
         return JSONResponse(result.model_dump(exclude_none=True), headers=_timing_headers(timing))
 
-    @app.post("/bertscore", response_model=BertScoreResponse, responses=_ERRORS)
+    @app.post(routes.BERTSCORE, response_model=BertScoreResponse, responses=_ERRORS)
     async def bertscore(body: BertScoreRequest, request: Request) -> JSONResponse:
         state = service(request)
         state.require_ready()
         result, timing = await _cancellable(request, state.inference.bertscore(body))
-        observe(state, "/bertscore", timing)
+        observe(state, routes.BERTSCORE, timing)
         return JSONResponse(result.model_dump(), headers=_timing_headers(timing))
 
-    @app.post("/bertscore/idf", response_model=BertScoreIdfResponse, responses=_ERRORS)
+    @app.post(routes.BERTSCORE_IDF, response_model=BertScoreIdfResponse, responses=_ERRORS)
     async def bertscore_idf(body: BertScoreIdfRequest, request: Request) -> BertScoreIdfResponse:
         """Document frequencies for idf over a chunk of sentences; merged counts go back in `idf_counts`."""
         state = service(request)

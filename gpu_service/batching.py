@@ -23,9 +23,9 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from gpu_service.errors import DeadlineExceeded, Overloaded, Unavailable
@@ -58,12 +58,10 @@ class _Item(Generic[P]):
 @dataclass
 class BatchStats:
     batches: int = 0
-    items: int = 0
-    tokens: int = 0
+    """Batches run so far (/status)."""
     oom_splits: int = 0
     items_per_s: float = 0.0
     """EWMA throughput; used to tell an overloaded client when to come back."""
-    sizes: list[int] = field(default_factory=list)
 
 
 BatchObserver = Callable[[str, int, int, float], None]
@@ -74,7 +72,7 @@ class BatchScheduler(Generic[P, R]):
     def __init__(
         self,
         name: str,
-        run_batch: Callable[[list[P]], Sequence[R]],
+        run_batch: Callable[[list[P]], Iterable[R]],
         *,
         max_batch_tokens: int,
         max_batch_size: int,
@@ -288,8 +286,6 @@ class BatchScheduler(Generic[P, R]):
     def _record(self, batch: list[_Item[P]], elapsed: float) -> None:
         padded = max(i.cost for i in batch) * len(batch)
         self.stats.batches += 1
-        self.stats.items += len(batch)
-        self.stats.tokens += padded
         rate = len(batch) / max(elapsed, 1e-6)
         self.stats.items_per_s = rate if self.stats.items_per_s == 0 else 0.8 * self.stats.items_per_s + 0.2 * rate
         if self._observer is not None:

@@ -20,14 +20,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from gpu_protocol.bertscore import IdfCounts
 from gpu_service.embedding import parameter_bytes
 from gpu_service.errors import BadRequest, Unprocessable
 from gpu_service.resolve import ResolvedModel, looks_like_path
-from gpu_service.schema import IdfCounts
 from gpu_service.settings import BUNDLED_MODEL, BUNDLED_MODEL_LAYERS
 
 
@@ -68,8 +69,6 @@ class EncodedSentence:
 
 
 class BertScoreEngine:
-    kind = "bertscore"
-
     def __init__(self, resolved: ResolvedModel, num_layers: int, device: torch.device, cache_tokens: int = 65_536):
         from bert_score.utils import get_model, get_tokenizer
 
@@ -87,7 +86,6 @@ class BertScoreEngine:
         self._cache: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
         self._cache_tokens = 0
         self._cache_limit = cache_tokens
-        self.cache_hits = 0
 
     # ---- preprocessing thread ------------------------------------------------------------
 
@@ -172,7 +170,6 @@ class BertScoreEngine:
         emb = self._cache.get(sentence)
         if emb is not None:
             self._cache.move_to_end(sentence)
-            self.cache_hits += 1
         return emb
 
     def remember(self, sentence: str, emb: torch.Tensor) -> None:
@@ -183,6 +180,9 @@ class BertScoreEngine:
         while self._cache_tokens > self._cache_limit:
             _, old = self._cache.popitem(last=False)
             self._cache_tokens -= old.size(0)
+
+    def details(self) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         self._cache.clear()

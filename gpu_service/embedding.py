@@ -35,8 +35,6 @@ def parameter_bytes(module: torch.nn.Module) -> int:
 
 
 class EmbeddingEngine:
-    kind = "embed"
-
     def __init__(self, resolved: ResolvedModel, device: torch.device, fp16: bool) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -116,6 +114,11 @@ class EmbeddingEngine:
         with torch.inference_mode():
             out = self.model.forward(features)["sentence_embedding"]
         return out.float().cpu()
+
+    def details(self) -> dict[str, Any]:
+        """/info: the vector width, tokens read per text, and the prompts that add text."""
+        return {"dimensions": self.dimensions, "max_tokens": self.max_length,
+                "prompts": sorted(name for name, text in self.prompts.items() if text)}
 
     def close(self) -> None:
         self.model.to("cpu")

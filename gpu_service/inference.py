@@ -8,26 +8,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
-from gpu_service.bertscore import baseline, default_layers, model_for_lang, settings_hash
-from gpu_service.dedupe import distinct
-from gpu_service.embedding import postprocess
-from gpu_service.errors import ModelNotFound, TooLarge, Unavailable, Unprocessable
-from gpu_service.jobs import JobTracker
-from gpu_service.models import ModelKey, ModelRegistry
-from gpu_service.schema import (
+from gpu_protocol.bertscore import (
     BertScoreIdfRequest,
     BertScoreIdfResponse,
     BertScoreModelChoice,
     BertScoreRequest,
     BertScoreResponse,
     ScoreMeans,
-    SimilarityRequest,
-    SimilarityResponse,
-    top_matches,
 )
+from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
+from gpu_service.bertscore import BertScoreEngine, baseline, default_layers, model_for_lang, settings_hash
+from gpu_service.dedupe import distinct
+from gpu_service.embedding import EmbeddingEngine, postprocess
+from gpu_service.errors import ModelNotFound, TooLarge, Unavailable, Unprocessable
+from gpu_service.jobs import JobTracker
+from gpu_service.models import ModelKey, ModelRegistry
+from gpu_service.rerank import RerankEngine
 from gpu_service.settings import DOCUMENTED_RERANKERS, Settings
 
 
@@ -113,7 +113,7 @@ class Inference:
         job = self.jobs.start("embed", key.label, len(texts_once.values))
         try:
             async with self.registry.use(key) as loaded:
-                engine = loaded.engine
+                engine = cast(EmbeddingEngine, loaded.engine)  # the registry builds a key's kind of engine
                 if dimensions is not None and dimensions > engine.dimensions:
                     raise Unprocessable(
                         f"dimensions={dimensions} is larger than model {key.label!r}'s {engine.dimensions}"
@@ -153,7 +153,7 @@ class Inference:
         job = self.jobs.start("rerank", key.label, len(unique))
         try:
             async with self.registry.use(key) as loaded:
-                engine = loaded.engine
+                engine = cast(RerankEngine, loaded.engine)
                 pairs = dict(zip(unique, await loaded.prepare(engine.prepare, query, unique), strict=True))
                 if not truncate:
                     too_long = next((i for i, d in enumerate(documents) if pairs[d].truncated), None)
@@ -255,7 +255,7 @@ class Inference:
         check_texts("sentences", req.sentences, self.settings)
         key, _, _ = self._bertscore_model(req)
         async with self.registry.use(key) as loaded:
-            counts = await loaded.prepare(loaded.engine.document_counts, req.sentences)
+            counts = await loaded.prepare(cast(BertScoreEngine, loaded.engine).document_counts, req.sentences)
         return BertScoreIdfResponse(model=key.name, documents=counts.documents, counts=counts.counts)
 
     async def bertscore(self, req: BertScoreRequest) -> tuple[BertScoreResponse, Timing]:
@@ -272,7 +272,7 @@ class Inference:
         job = self.jobs.start("bertscore", key.label, 0)
         try:
             async with self.registry.use(key) as loaded:
-                engine = loaded.engine
+                engine = cast(BertScoreEngine, loaded.engine)
                 unique = list(dict.fromkeys([*req.candidates, *req.references]))
                 encoded = dict(zip(unique, await loaded.prepare(engine.prepare, unique), strict=True))
                 if req.idf_counts is not None:

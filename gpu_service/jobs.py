@@ -11,7 +11,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from gpu_service.schema import JobStatus
+from gpu_protocol.status import JobStatus
 
 _ids = itertools.count(1)
 

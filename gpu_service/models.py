@@ -22,10 +22,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gpu_protocol.status import ModelInfo
 from gpu_service.batching import BatchObserver, BatchScheduler
+from gpu_service.engine import Engine
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ServiceError
 from gpu_service.resolve import ModelPolicy, ResolvedModel, resolve
-from gpu_service.schema import ModelInfo
 from gpu_service.settings import DEFAULT_BATCH_TOKENS, Settings
 
 log = logging.getLogger("gpu_service.models")
@@ -45,14 +46,14 @@ class ModelKey:
         return self.name if self.num_layers is None else f"{self.name}@L{self.num_layers}"
 
 
-EngineFactory = Callable[[ModelKey, ResolvedModel], Any]
-"""Builds an engine (blocking, runs on a loader thread). Must expose memory_bytes, run(batch), close()."""
+EngineFactory = Callable[[ModelKey, ResolvedModel], Engine]
+"""Builds the engine of a key's task (blocking, runs on a loader thread)."""
 
 
 @dataclass
 class LoadedModel:
     key: ModelKey
-    engine: Any
+    engine: Engine
     scheduler: BatchScheduler[Any, Any]
     prep: ThreadPoolExecutor
     default: bool
@@ -64,7 +65,6 @@ class LoadedModel:
         return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
 
     def info(self) -> ModelInfo:
-        embed = self.key.kind == "embed"
         return ModelInfo(
             name=self.key.label,
             kind=self.key.kind,  # type: ignore[arg-type]
@@ -72,9 +72,7 @@ class LoadedModel:
             in_use=self.in_use,
             default=self.default,
             last_used_s_ago=round(time.monotonic() - self.last_used, 1),
-            dimensions=self.engine.dimensions if embed else None,
-            max_tokens=self.engine.max_length if embed else None,
-            prompts=sorted(n for n, text in self.engine.prompts.items() if text) if embed else None,
+            **self.engine.details(),
         )
 
     async def close(self) -> None:
@@ -105,7 +103,6 @@ class ModelRegistry:
         self._observer = observer
         self._loaded: dict[ModelKey, LoadedModel] = {}
         self._loading: dict[ModelKey, asyncio.Task[LoadedModel]] = {}
-        self.loads = 0
         self.evictions = 0
         self.defaults: set[ModelKey] = set()
 
@@ -167,7 +164,7 @@ class ModelRegistry:
         started = time.perf_counter()
         factory = self._factories[key.kind]
 
-        def build() -> Any:
+        def build() -> Engine:
             resolved = resolve(key.name, self.settings)
             log.info("loading %s model %s from %s (%s)", key.kind, key.label, resolved.source, resolved.origin)
             return factory(key, resolved)
@@ -200,7 +197,6 @@ class ModelRegistry:
             default=key in self.defaults,
         )
         self._loaded[key] = model
-        self.loads += 1
         log.info("loaded %s in %.1fs (%.0f MiB)", key.label, time.perf_counter() - started, engine.memory_bytes / 2**20)
         await self._evict_over_budget(keep=key)
         return model

@@ -79,8 +79,6 @@ def is_cross_encoder(source: str) -> bool:
 
 
 class RerankEngine:
-    kind = "rerank"
-
     def __init__(self, resolved: ResolvedModel, device: torch.device, fp16: bool) -> None:
         from sentence_transformers import CrossEncoder
         from transformers import AutoConfig
@@ -145,6 +143,9 @@ class RerankEngine:
             scores = self.model(features)["scores"]
         logits: list[float] = scores.float().reshape(len(batch)).cpu().tolist()
         return logits
+
+    def details(self) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         self.model.to("cpu")

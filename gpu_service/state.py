@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,22 +19,28 @@ from gpu_service.errors import Unavailable
 from gpu_service.inference import Inference
 from gpu_service.jobs import JobTracker
 from gpu_service.metrics import Metrics
-from gpu_service.models import ModelKey, ModelRegistry
+from gpu_service.models import EngineFactory, ModelKey, ModelRegistry
 from gpu_service.settings import DEFAULT_MODEL_VARIABLES, Settings
 
 log = logging.getLogger("gpu_service")
 
 
-def _engine_factories(device: Any, settings: Settings) -> dict[str, Callable[[ModelKey, Any], Any]]:
+def _engine_factories(device: Any, settings: Settings) -> dict[str, EngineFactory]:
     from gpu_service.bertscore import BertScoreEngine
     from gpu_service.device import use_half_precision
     from gpu_service.embedding import EmbeddingEngine
     from gpu_service.rerank import RerankEngine
 
     half = use_half_precision(settings.fp16, device)
+
+    def bertscore(key: ModelKey, resolved: Any) -> BertScoreEngine:
+        if key.num_layers is None:  # Inference.bertscore_key always picks one
+            raise ValueError(f"BERTScore model {key.name!r} was asked for without its layer")
+        return BertScoreEngine(resolved, key.num_layers, device)
+
     return {
         "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=half),
-        "bertscore": lambda key, resolved: BertScoreEngine(resolved, key.num_layers, device),
+        "bertscore": bertscore,
         "rerank": lambda key, resolved: RerankEngine(resolved, device, fp16=half),
     }
 

@@ -1,6 +1,6 @@
 """MCP bridge: GPU tools for an agent, spread over a pool of GPU hosts.
 
-Installs without torch. The GPU service's wire schema is shared from `gpu_service.schema`.
+Installs without torch and without the GPU service: what it shares with its hosts is `gpu_protocol`.
 """
 
 __all__ = ["__version__"]

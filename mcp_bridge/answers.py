@@ -2,17 +2,28 @@
 
 What these return can reach an agent (in a tool error or `gpu_status`), so it never
 carries an exception class name or a pydantic dump.
+
+`BadResponse` is the one exception that says "this host answered garbage": the pool holds
+it against the host and tries another. A protocol's parse code turns every way an answer
+can be wrong (not JSON, not the schema, vectors of the wrong shape) into it, with
+`read_model` and `host_answer`; any other exception is a bug in the bridge and is never
+held against a host.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from gpu_service.validation import validation_message
+from gpu_protocol.codec import VectorsInvalid
+from gpu_protocol.validation import validation_message
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class BadResponse(Exception):
@@ -25,8 +36,9 @@ def error_detail(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:300] or response.reason_phrase
     detail = body.get("detail") if isinstance(body, dict) else None
-    if detail is None and isinstance(body, dict) and isinstance(body.get("error"), dict):
-        detail = body["error"].get("message")
+    if detail is None and isinstance(body, dict):
+        error = body.get("error")  # OpenAI: {"error": {"message": ...}}; TEI: {"error": "...", "error_type": ...}
+        detail = error.get("message") if isinstance(error, dict) else error
     if isinstance(detail, list):
         detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
     return str(detail if detail is not None else body)[:500]
@@ -51,8 +63,6 @@ def describe_transport_error(exc: httpx.HTTPError) -> str:
 def describe_malformed(exc: Exception) -> str:
     if isinstance(exc, ValidationError):  # the answer does not fit the wire schema
         return validation_message(exc.errors())[:200]
-    if isinstance(exc, KeyError):
-        return f"missing field {exc}"
     return str(exc)[:200] or "unexpected shape"
 
 
@@ -61,3 +71,24 @@ def parse_json(response: httpx.Response) -> Any:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadResponse(f"not JSON ({exc})") from None
+
+
+def read_model(response: httpx.Response, model: type[ModelT]) -> ModelT:
+    """The answer as `model`, or BadResponse saying what does not fit. Parsed by pydantic straight
+    from the bytes (no Python dict in between: a 2,000-vector answer is one long string)."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if errors and errors[0]["type"] == "json_invalid":
+            raise BadResponse(f"not JSON ({errors[0]['msg']})") from None
+        raise BadResponse(describe_malformed(exc)) from None
+
+
+@contextmanager
+def host_answer() -> Iterator[None]:
+    """Around code that reads a host's answer: a schema or vector-shape failure becomes BadResponse."""
+    try:
+        yield
+    except (ValidationError, VectorsInvalid) as exc:
+        raise BadResponse(describe_malformed(exc)) from None

@@ -133,26 +133,25 @@ async def _check(config: BridgeConfig, source: str) -> int:
             print(bridge.not_configured)
             return 1
         started = time.perf_counter()
-        health = {r["name"]: r for r in await bridge.gpu.health()}
-        info = {r["name"]: r for r in await bridge.gpu.info()}
+        health = await bridge.gpu.health()
+        info = {r.name: r for r in await bridge.gpu.info()}
         print(f"strategy: {bridge.config.loadBalancing}; probed in {time.perf_counter() - started:.2f}s\n")
         rows = [("HOST", "URL", "HEALTH", "DEVICE", "MODELS", "LATENCY", "PROBLEM")]
         usable = 0
         degraded: list[tuple[str, list[str]]] = []
-        for name, h in health.items():
-            i = info.get(name, {})
-            details = i.get("info") or {}
-            problems = h.get("problems") or []
-            problem = h.get("error") or i.get("error") or "; ".join(problems)
-            ok = bool(h.get("ok")) and not i.get("error")
+        for h in health:
+            i = info[h.name]
+            details = i.info
+            problem = h.error or i.error or "; ".join(h.problems)
+            ok = h.ok and not i.error
             usable += ok
-            if ok and problems:
-                degraded.append((name, problems))
-            models = ",".join(m["name"] for m in details.get("models", [])) or "-"
-            device = f"{details.get('device', h.get('device') or '-')} {details.get('device_name', '')}".strip()
-            latency = f"{h['latency_ms']} ms" if h.get("latency_ms") is not None else "-"
-            health_word = ("degraded" if problems else "ok") if ok else "FAIL"
-            rows.append((name, h["url"], health_word, device, models, latency, problem[:80]))
+            if ok and h.problems:
+                degraded.append((h.name, h.problems))
+            models = ",".join(m.name for m in details.models) if details and details.models else "-"
+            device = (f"{details.device} {details.device_name}" if details else h.device or "-").strip()
+            latency = f"{h.latency_ms} ms" if h.latency_ms is not None else "-"
+            health_word = ("degraded" if h.problems else "ok") if ok else "FAIL"
+            rows.append((h.name, h.url, health_word, device, models, latency, problem[:80]))
         widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
         for r in rows:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gpu_service.schema import DEFAULT_LIMITS
+from gpu_protocol.limits import DEFAULT_LIMITS
+from mcp_bridge.protocols import HOST_TYPES
 
 PLUGIN_ID = "openclaw-gpu-bridge"
 
@@ -50,16 +51,25 @@ class HostConfig(_Config):
         description="How the key is sent: `x-api-key` (X-API-Key: <key>) or `bearer` (Authorization: Bearer "
         "<key>). Default: x-api-key for gpu-service hosts, bearer for openai/tei hosts.",
     )
-    type: Literal["gpu-service", "openai", "tei"] = Field(
+    type: str = Field(
         default="gpu-service",
-        description="gpu-service: our service (all tools). openai/tei: any OpenAI-compatible /v1/embeddings "
-        "(text-embeddings-inference, Infinity, vLLM): embeddings only.",
+        description="gpu-service: our service (all tools). openai: any OpenAI-compatible /v1/embeddings "
+        "(Infinity, vLLM, ...). tei: text-embeddings-inference's native API. openai and tei: embeddings only.",
     )
-    model: str | None = Field(default=None, description="Model to request from an openai/tei host.")
+    model: str | None = Field(
+        default=None, description="Model to request from an openai host; for a tei host (one model), its name in results."
+    )
     weight: float = Field(default=1.0, gt=0, le=1000, description="Relative capacity for balancing.")
     maxConcurrent: int | None = Field(default=None, ge=1, le=10_000, description="Requests in flight at most.")
     timeout: float | None = Field(default=None, gt=0, le=3600, description="Per-request timeout in seconds.")
     tls: TlsConfig | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if value not in HOST_TYPES:
+            raise ValueError(f"unknown host type {value!r}; one of: {', '.join(HOST_TYPES)}")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -76,7 +86,7 @@ class HostConfig(_Config):
     @property
     def auth_header(self) -> Literal["x-api-key", "bearer"]:
         """How this host's key is sent: `auth`, else what servers of its type expect."""
-        return self.auth or ("x-api-key" if self.type == "gpu-service" else "bearer")
+        return self.auth or HOST_TYPES[self.type].default_auth
 
 
 class ModelsConfig(_Config):

@@ -41,7 +41,9 @@ def die_with_parent() -> None:
 
 
 def service_installed() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "fastapi", "uvicorn", "sentence_transformers"))
+    """The service's distribution (openclaw-gpu-service) and what it runs on, found without importing them."""
+    modules = ("gpu_service", "torch", "fastapi", "uvicorn", "sentence_transformers")
+    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def free_port() -> int:

@@ -1,53 +1,72 @@
-"""What the tools call: embeddings, BERTScore, health, info and status over the host pool.
+"""What the tools call: embeddings, similarity and BERTScore over the host pool, and the fleet's views.
 
-Speaks our service's wire schema (`gpu_service.schema`) to `gpu-service` hosts and
-the OpenAI embeddings API to `openai`/`tei` hosts, shards large calls across the pool,
-and checks every answer (counts, dimensions, numbers) before it reaches the agent: a
-host that answers garbage is treated as a failed host, not passed on.
+Large calls are sharded across the pool; each shard is one pool request whose body each
+host's protocol builds and whose answer it parses and checks (counts, dimensions, numbers)
+before anything reaches the agent: a host that answers garbage is treated as a failed
+host, not passed on. Vectors stay numpy blocks (`VectorBlock`) from the host's bytes to
+the tool's encoding.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property
 
-import httpx
-
-from gpu_service.schema import (
+from gpu_protocol.bertscore import (
     BertScoreIdfRequest,
-    BertScoreIdfResponse,
     BertScoreRequest,
     BertScoreResponse,
-    EmbedRequest,
-    EmbedResponse,
     IdfCounts,
     ScoreMeans,
-    SimilarityRequest,
-    SimilarityResponse,
-    top_matches,
 )
-from mcp_bridge.answers import BadResponse, error_detail, parse_json
+from gpu_protocol.embed import EmbedRequest
+from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
 from mcp_bridge.config import BridgeConfig
-from mcp_bridge.hosts import Host
-from mcp_bridge.pool import HostPool, PoolError
+from mcp_bridge.errors import PoolError
+from mcp_bridge.fleet import Fleet
+from mcp_bridge.pool import HostPool
 from mcp_bridge.sharding import Progress, run_sharded, split
-
-PROBE_TIMEOUT_S = 3.0
+from mcp_bridge.vectors import VectorBlock, join
+from mcp_bridge.views import FleetStatus, HealthRow, InfoRow
 
 
 @dataclass
 class EmbedResult:
-    embeddings: list[list[float]]
-    model: str
-    dimensions: int
-    hosts: list[str]
-    truncated: int
+    block: VectorBlock
+    """The vectors, in input order, as computed (numpy)."""
     seconds: float
-    tokens: int = 0
-    """Tokens the models read, as the hosts report them (a host that reports none adds 0)."""
+
+    @property
+    def model(self) -> str:
+        return self.block.model
+
+    @property
+    def dimensions(self) -> int:
+        return self.block.dimensions
+
+    @property
+    def count(self) -> int:
+        return len(self.block)
+
+    @property
+    def hosts(self) -> list[str]:
+        return list(self.block.hosts)
+
+    @property
+    def truncated(self) -> int:
+        return self.block.truncated
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the models read, as the hosts report them (a host that reports none adds 0)."""
+        return self.block.tokens
+
+    @cached_property
+    def embeddings(self) -> list[list[float]]:
+        """The vectors as lists of floats (made on first use: callers that encode them need not)."""
+        return self.block.rows()
 
 
 @dataclass
@@ -64,98 +83,14 @@ class SimilarityResult:
     seconds: float
 
 
-@dataclass
-class _Shard:
-    vectors: list[list[float]]
-    model: str
-    truncated: int
-    host: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    tokens: int = 0
-
-
-def _normalise(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
-    out = []
-    for v in vectors:
-        if dimensions is not None:
-            v = v[:dimensions]
-        norm = math.sqrt(sum(x * x for x in v)) or 1.0
-        out.append([x / norm for x in v])
-    return out
-
-
-def _openai_body(host: Host, texts: Sequence[str], model: str | None) -> dict[str, Any]:
-    return {"input": list(texts), "model": host.config.model or model or "default", "encoding_format": "float"}
-
-
-def _openai_vectors(data: Any, count: int, normalize: bool, dimensions: int | None) -> list[list[float]]:
-    rows = sorted(data["data"], key=lambda d: d["index"])
-    vectors = [[float(x) for x in row["embedding"]] for row in rows]
-    if normalize or dimensions is not None:
-        vectors = _normalise(vectors, dimensions)
-    _check_vectors(vectors, count, dimensions)
-    return vectors
-
-
-def _dot(a: list[float], b: list[float]) -> float:
-    return max(-1.0, min(1.0, sum(x * y for x, y in zip(a, b, strict=True))))
-
-
-def similarity_from_vectors(request: SimilarityRequest, vectors: list[list[float]], model: str) -> SimilarityResponse:
-    """What a gpu-service host's /similarity answers, from unit vectors: for hosts that only embed
-    (openai/tei), whose vectors then do travel to the bridge."""
-    n = len(request.texts)
-    out = SimilarityResponse(mode=request.chosen_mode, model=model, count=len(vectors), truncated=0)
-    if request.mode == "pairs":
-        out.scores = [_dot(vectors[i], vectors[n + i]) for i in range(n)]
-    elif request.mode == "query":
-        out.scores = [_dot(vectors[i], vectors[n]) for i in range(n)]
-        out.matches = top_matches(out.scores, request.top_k)
-    else:
-        out.matrix = [[_dot(a, b) for b in vectors] for a in vectors]
-    return out
-
-
-def _check_similarity(answer: SimilarityResponse, request: SimilarityRequest) -> None:
-    n = len(request.texts)
-    if answer.mode != request.mode:
-        raise BadResponse(f"answer is for mode={answer.mode}, mode={request.mode} was asked")
-    if request.mode == "matrix":
-        rows = answer.matrix or []
-        if len(rows) != n or any(len(row) != n for row in rows):
-            raise BadResponse(f"matrix is not {n} x {n}")
-        numbers = [x for row in rows for x in row]
-    else:
-        numbers = answer.scores or []
-        if len(numbers) != n:
-            raise BadResponse(f"{len(numbers)} scores for {n} texts")
-    if not all(math.isfinite(x) and -1.001 <= x <= 1.001 for x in numbers):
-        raise BadResponse("a similarity outside [-1, 1]")
-
-
-def _check_vectors(vectors: list[list[float]], count: int, dimensions: int | None) -> None:
-    if len(vectors) != count:
-        raise BadResponse(f"{len(vectors)} vectors for {count} texts")
-    if not vectors:
-        return
-    width = len(vectors[0])
-    if width == 0 or any(len(v) != width for v in vectors):
-        raise BadResponse("vectors of different lengths")
-    if dimensions is not None and width != dimensions:
-        raise BadResponse(f"vectors have {width} dimensions, {dimensions} were asked for")
-    for v in vectors:
-        for x in v:
-            if not math.isfinite(x):
-                raise BadResponse("non-finite number in a vector")
-
-
 class GpuClient:
     def __init__(self, config: BridgeConfig, pool: HostPool) -> None:
         self.config = config
         self.pool = pool
+        self.fleet = Fleet(pool)
 
     def deadline(self) -> float:
-        return self.pool._clock() + self.config.timeout
+        return self.pool.clock() + self.config.timeout
 
     def _parallel(self, task: str) -> int:
         hosts = [h for h in self.pool.hosts if h.can_serve(task)]
@@ -188,63 +123,26 @@ class GpuClient:
         """Embed an already validated request; shards are copies of it, not validated again."""
         started = time.perf_counter()
         model = request.model or self.config.models.embed
-        normalize, dimensions = request.normalize, request.dimensions
         deadline = self.deadline()
-        used: list[str] = []
-        shards: list[_Shard] = []
 
-        async def run_shard(shard: Sequence[str], index: int) -> list[list[float]]:
-            count = len(shard)
-            body = request.model_copy(
-                update={"texts": list(shard), "model": model, "encoding_format": "base64"}
-            ).model_dump(exclude_none=True)
-
-            def path_for(h: Host) -> tuple[str, Any]:
-                if h.kind == "gpu-service":
-                    return "/embed", body
-                return "/v1/embeddings", _openai_body(h, shard, model)
-
-            def parse_for(h: Host, response: httpx.Response) -> _Shard:
-                data = parse_json(response)
-                if h.kind == "gpu-service":
-                    parsed = EmbedResponse.model_validate(data)
-                    vectors = parsed.vectors()
-                    _check_vectors(vectors, count, dimensions or parsed.dimensions)
-                    if parsed.count != count:
-                        raise BadResponse(f"answer says count={parsed.count} for {count} texts")
-                    return _Shard(vectors, parsed.model, parsed.truncated, h.name, tokens=parsed.tokens or 0)
-                vectors = _openai_vectors(data, count, normalize, dimensions)
-                usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-                tokens = usage.get("prompt_tokens")
-                return _Shard(vectors, str(data.get("model") or h.config.model or model), 0, h.name,
-                              tokens=tokens if isinstance(tokens, int) else 0)
-
-            result, _ = await self.pool.request(
-                "embed", "POST", "/embed", path_for=path_for, parse_for=parse_for,
+        async def run_shard(shard: Sequence[str], index: int) -> VectorBlock:
+            sub = request.model_copy(update={"texts": list(shard), "model": model})
+            block, chosen = await self.pool.request(
+                "embed", lambda h: h.protocol.embed_call(sub), lambda h, r: h.protocol.parse_embed(r, sub),
                 deadline=deadline, pin=host,
             )
-            shards.append(result)
-            used.append(result.host)
-            return result.vectors
+            return block.computed_on(chosen.name)
 
-        vectors = await run_sharded(
+        blocks = await run_sharded(
             request.texts, self.config.shardSize, run_shard, parallel=self._parallel("embed"), progress=progress
         )
-        widths = {len(v) for v in vectors}
+        widths = {b.dimensions for b in blocks}
         if len(widths) > 1:
             raise PoolError(
                 f"hosts returned vectors of different sizes {sorted(widths)}: they serve different models "
                 "under the same name; pin a host (host=...) or name the model explicitly"
             )
-        return EmbedResult(
-            embeddings=vectors,
-            model=shards[0].model if shards else (model or ""),
-            dimensions=widths.pop() if widths else 0,
-            hosts=sorted(set(used)),
-            truncated=sum(s.truncated for s in shards),
-            seconds=time.perf_counter() - started,
-            tokens=sum(s.tokens for s in shards),
-        )
+        return EmbedResult(join(blocks), seconds=time.perf_counter() - started)
 
     # ------------------------------------------------------------------ similarity
 
@@ -257,30 +155,15 @@ class GpuClient:
         if request.model is None and self.config.models.embed:
             request = request.model_copy(update={"model": self.config.models.embed})
         deadline = self.deadline()
-        used: list[str] = []
+        used: set[str] = set()
         answers: list[SimilarityResponse] = []
 
         async def ask(sub: SimilarityRequest) -> SimilarityResponse:
-            def path_for(h: Host) -> tuple[str, Any]:
-                if h.kind == "gpu-service":
-                    return "/similarity", sub.model_dump(exclude_none=True)
-                return "/v1/embeddings", _openai_body(h, sub.inputs(), sub.model)
-
-            def parse_for(h: Host, response: httpx.Response) -> SimilarityResponse:
-                data = parse_json(response)
-                if h.kind == "gpu-service":
-                    answer = SimilarityResponse.model_validate(data)
-                else:
-                    vectors = _openai_vectors(data, len(sub.inputs()), True, None)
-                    model = str(data.get("model") or h.config.model or sub.model)
-                    answer = similarity_from_vectors(sub, vectors, model)
-                _check_similarity(answer, sub)
-                return answer
-
             answer, chosen = await self.pool.request(
-                "embed", "POST", "/similarity", path_for=path_for, parse_for=parse_for, deadline=deadline, pin=host
+                "embed", lambda h: h.protocol.similarity_call(sub), lambda h, r: h.protocol.parse_similarity(r, sub),
+                deadline=deadline, pin=host,
             )
-            used.append(chosen.name)
+            used.add(chosen.name)
             answers.append(answer)
             return answer
 
@@ -295,16 +178,17 @@ class GpuClient:
                 })
                 return (await ask(sub)).scores or []
 
-            scores = await run_sharded(
+            parts = await run_sharded(
                 range(len(request.texts)), self.config.shardSize, run_shard,
                 parallel=self._parallel("embed"), progress=progress,
             )
+            scores = [score for part in parts for score in part]
             response = SimilarityResponse(
                 mode=request.chosen_mode, model=answers[0].model, scores=scores,
                 count=sum(a.count for a in answers), truncated=sum(a.truncated for a in answers),
                 matches=top_matches(scores, request.top_k) if request.mode == "query" else None,
             )
-        return SimilarityResult(response=response, hosts=sorted(set(used)), seconds=time.perf_counter() - started)
+        return SimilarityResult(response=response, hosts=sorted(used), seconds=time.perf_counter() - started)
 
     # ------------------------------------------------------------------ BERTScore
 
@@ -319,33 +203,23 @@ class GpuClient:
             counts = await self._idf_counts(request, request.idf_sentences or request.references, deadline)
             request = request.model_copy(update={"idf_sentences": None, "idf_counts": counts})
         pairs = list(zip(request.candidates, request.references, strict=True))
-        used: list[str] = []
+        used: set[str] = set()
         answers: list[BertScoreResponse] = []
 
         async def run_shard(shard: Sequence[tuple[str, str]], index: int) -> list[tuple[float, float, float]]:
-            body = request.model_copy(
-                update={"candidates": [c for c, _ in shard], "references": [r for _, r in shard]}
-            ).model_dump(exclude_none=True)
-
-            def parse(response: httpx.Response) -> BertScoreResponse:
-                parsed = BertScoreResponse.model_validate(parse_json(response))
-                if not (len(parsed.precision) == len(parsed.recall) == len(parsed.f1) == len(shard)):
-                    raise BadResponse(f"scores for {len(parsed.f1)} pairs, {len(shard)} were sent")
-                if not all(math.isfinite(x) for x in (*parsed.precision, *parsed.recall, *parsed.f1)):
-                    raise BadResponse("non-finite score")
-                return parsed
-
-            parsed, host = await self.pool.request(
-                "bertscore", "POST", "/bertscore", json_body=body, parse=parse, deadline=deadline
+            sub = request.model_copy(update={"candidates": [c for c, _ in shard], "references": [r for _, r in shard]})
+            answer, chosen = await self.pool.request(
+                "bertscore", lambda h: h.protocol.bertscore_call(sub), lambda h, r: h.protocol.parse_bertscore(r, sub),
+                deadline=deadline,
             )
-            used.append(host.name)
-            answers.append(parsed)
-            return list(zip(parsed.precision, parsed.recall, parsed.f1, strict=True))
+            used.add(chosen.name)
+            answers.append(answer)
+            return list(zip(answer.precision, answer.recall, answer.f1, strict=True))
 
-        scores = await run_sharded(
+        parts = await run_sharded(
             pairs, self.config.shardSize, run_shard, parallel=self._parallel("bertscore"), progress=progress
         )
-        p, r, f = (list(col) for col in zip(*scores, strict=True))
+        p, r, f = (list(col) for col in zip(*(s for part in parts for s in part), strict=True))
         head = answers[0]
         response = BertScoreResponse(
             precision=p, recall=r, f1=f,
@@ -353,81 +227,34 @@ class GpuClient:
             model=head.model, num_layers=head.num_layers, hash=head.hash,
             truncated=sum(a.truncated for a in answers),
         )
-        return ScoreResult(response=response, hosts=sorted(set(used)), seconds=time.perf_counter() - started)
+        return ScoreResult(response=response, hosts=sorted(used), seconds=time.perf_counter() - started)
 
     async def _idf_counts(self, request: BertScoreRequest, sentences: Sequence[str], deadline: float) -> IdfCounts:
         """Document frequencies of `sentences` for `request`'s model, counted in shards across the pool
         (one chunk per shard, each a list of sentences) and added up."""
 
         async def count(chunk: Sequence[Sequence[str]], index: int) -> list[IdfCounts]:
-            body = BertScoreIdfRequest(
+            sub = BertScoreIdfRequest(
                 sentences=list(chunk[0]), lang=request.lang, model_type=request.model_type,
                 num_layers=request.num_layers,
-            ).model_dump(exclude_none=True)
-
-            def parse(response: httpx.Response) -> IdfCounts:
-                parsed = BertScoreIdfResponse.model_validate(parse_json(response))
-                if parsed.documents != len(chunk[0]):
-                    raise BadResponse(f"counted {parsed.documents} sentences, {len(chunk[0])} were sent")
-                return parsed
-
+            )
             counted, _ = await self.pool.request(
-                "bertscore", "POST", "/bertscore/idf", json_body=body, parse=parse, deadline=deadline
+                "bertscore", lambda h: h.protocol.bertscore_idf_call(sub),
+                lambda h, r: h.protocol.parse_bertscore_idf(r, sub), deadline=deadline,
             )
             return [counted]
 
         chunks = split(sentences, self.config.shardSize)
         parts = await run_sharded(chunks, 1, count, parallel=self._parallel("bertscore"))
-        return IdfCounts.merge(parts)
+        return IdfCounts.merge(counted for part in parts for counted in part)
 
     # ------------------------------------------------------------------ fleet views
 
-    async def health(self) -> list[dict[str, Any]]:
-        async def probe(h: Host) -> dict[str, Any]:
-            started = time.perf_counter()
-            response = await h.client.get(h.health_path, timeout=PROBE_TIMEOUT_S)
-            body = parse_json(response) if response.headers.get("content-type", "").startswith("application/json") else {}
-            ok = h.is_healthy_answer(response.status_code, body)
-            if ok:
-                h.note_health(body)
-            return {
-                "ok": ok,
-                "status": body.get("status", response.status_code),
-                "device": body.get("device"),
-                "problems": h.problems_in(body),
-                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-            }
+    async def health(self) -> list[HealthRow]:
+        return await self.fleet.health()
 
-        rows = []
-        for host, result, error in await self.pool.each(probe, PROBE_TIMEOUT_S + 0.5):
-            row = {"name": host.name, "url": host.url, "type": host.kind}
-            row.update(result or {"ok": False, "error": error})
-            rows.append(row)
-        return rows
+    async def info(self) -> list[InfoRow]:
+        return await self.fleet.info()
 
-    async def _get_each(self, path: str) -> list[tuple[Host, Any, str | None]]:
-        async def get(h: Host) -> Any:
-            if h.kind != "gpu-service":
-                raise PoolError(f"{h.kind} host: no {path}")
-            response = await h.client.get(path, timeout=PROBE_TIMEOUT_S)
-            if response.status_code != 200:
-                raise PoolError(f"HTTP {response.status_code}: {error_detail(response)}")
-            return parse_json(response)
-
-        return await self.pool.each(get, PROBE_TIMEOUT_S + 0.5)
-
-    async def info(self) -> list[dict[str, Any]]:
-        return [
-            {"name": h.name, "url": h.url, **({"info": result} if result is not None else {"error": error})}
-            for h, result, error in await self._get_each("/info")
-        ]
-
-    async def status(self) -> dict[str, Any]:
-        view = self.pool.snapshot()
-        remote = {h.name: (result, error) for h, result, error in await self._get_each("/status")}
-        for row in view["hosts"]:
-            result, error = remote[row["name"]]
-            row["service"] = result if result is not None else {"error": error}
-            if result is not None:
-                self.pool.host(row["name"]).note_status(result)
-        return view
+    async def status(self) -> FleetStatus:
+        return await self.fleet.status()

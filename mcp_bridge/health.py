@@ -1,4 +1,4 @@
-"""Active health checks: probe every host's `/health` on a jittered interval.
+"""Active health checks: probe every host on a jittered interval (its protocol says where and how).
 
 A host is marked unhealthy after `unhealthyThreshold` failed probes and healthy again
 after `healthyThreshold` passing ones; a passing probe also ends an ejection. Hosts
@@ -17,6 +17,9 @@ import random
 
 import httpx
 
+from mcp_bridge.answers import BadResponse, describe_transport_error
+from mcp_bridge.errors import PoolError
+from mcp_bridge.fleet import check_health, read_status
 from mcp_bridge.hosts import Host
 from mcp_bridge.pool import HostPool
 
@@ -32,42 +35,39 @@ class HealthMonitor:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def probe(self, host: Host) -> bool:
-        """One probe; updates the host's record. True if the host answered 200 with a serving status
-        (ok, or degraded: it lacks a default model but serves the others)."""
-        was_usable = host.usable(self.pool._clock())
+        """One probe; updates the host's record. True if the host's protocol judges it serving
+        (for our service: ok, or degraded: it lacks a default model but serves the others)."""
+        was_usable = host.usable(self.pool.clock())
+        problems: list[str] = []
         try:
-            response = await host.client.get(host.health_path, timeout=self.timeout)
-            body = response.json() if host.kind == "gpu-service" and response.status_code == 200 else None
-            ok = host.is_healthy_answer(response.status_code, body)
-            error = None if ok else f"health probe: HTTP {response.status_code}"
-        except (httpx.HTTPError, ValueError) as exc:
-            ok, error = False, f"health probe: {type(exc).__name__}"
-        if ok and host.kind == "gpu-service" and self.pool.strategy == "least-busy":
+            verdict = await check_health(host, self.timeout)
+            ok, error, problems = verdict.serving, f"health probe: {verdict.reason}", verdict.problems
+        except httpx.HTTPError as exc:
+            ok, error = False, f"health probe: {describe_transport_error(exc)}"
+        if ok and self.pool.strategy == "least-busy":
             await self._refresh_queue(host)
         if ok:
             host.probe_passed()
-            before = host.record.problems
-            host.note_health(body)
-            if host.record.problems and host.record.problems != before:
-                log.warning("host %s is degraded: %s", host.name, "; ".join(host.record.problems))
+            if host.note_problems(problems) and problems:
+                log.warning("host %s is degraded: %s", host.name, "; ".join(problems))
         else:
-            host.probe_failed(error or "health probe failed")
-        now_usable = host.usable(self.pool._clock())
+            host.probe_failed(error)
+        now_usable = host.usable(self.pool.clock())
         if was_usable != now_usable:
-            log.warning("host %s is now %s", host.name, host.state(self.pool._clock()))
+            log.warning("host %s is now %s", host.name, host.state(self.pool.clock()))
         return ok
 
     async def _refresh_queue(self, host: Host) -> None:
-        """Least-busy also weighs the host's own queue (other clients' work), read from /status."""
+        """Least-busy also weighs the host's own queue (other clients' work), read from its /status."""
         try:
-            response = await host.client.get("/status", timeout=self.timeout)
-            if response.status_code == 200:
-                host.note_status(response.json())
-        except (httpx.HTTPError, ValueError):
-            pass  # the queue is a hint; liveness was decided by /health
+            status = await read_status(host, self.timeout)
+        except (httpx.HTTPError, PoolError, BadResponse):
+            return  # the queue is a hint; liveness was decided by the health probe
+        if status is not None:
+            host.note_status(status)
 
     def next_delay(self, host: Host) -> float:
-        base = self.interval if host.usable(self.pool._clock()) else max(0.25, self.interval / 4)
+        base = self.interval if host.usable(self.pool.clock()) else max(0.25, self.interval / 4)
         return base * self._rng.uniform(0.9, 1.1)
 
     async def _watch(self, host: Host) -> None:

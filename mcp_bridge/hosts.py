@@ -1,7 +1,8 @@
-"""One GPU host as the pool sees it: its settings, its HTTP client, and its health record.
+"""One GPU host as the pool sees it: its settings, its protocol, its HTTP client, and its health record.
 
-All the state a balancing or ejection decision reads lives here, and is changed
-only through the small methods below, so the state machine is easy to follow:
+All the state a balancing or ejection decision reads lives here, and is read and changed
+only through the small methods below (no other module touches `record`), so the state
+machine is easy to follow:
 
     healthy ──N consecutive failures──▶ ejected (until T, growing with each ejection)
        ▲                                    │
@@ -26,8 +27,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from gpu_service.schema import SERVING_STATUSES
+from gpu_protocol.status import StatusResponse
 from mcp_bridge.config import BridgeConfig, HostConfig
+from mcp_bridge.protocols import HostProtocol, protocol_for
+from mcp_bridge.views import HostState, HostView
 
 Clock = Callable[[], float]
 
@@ -67,30 +70,22 @@ class Host:
         self.config = config
         self.name = config.label
         self.url = config.url
-        self.kind = config.type
+        self.protocol: HostProtocol = protocol_for(config)
         self.weight = config.weight
         self.max_concurrent = config.maxConcurrent
         self.timeout = config.timeout or pool_config.timeout
-        self._api_key = pool_config.key_for(config)
         self._pool_config = pool_config
         self._clock = clock
         self._rng = rng
         self.record = HostRecord()
         self.client = httpx.AsyncClient(
             base_url=self.url,
-            headers=self._headers(),
+            headers=self.protocol.auth_headers(pool_config.key_for(config)),
             verify=_verify(config),
             timeout=httpx.Timeout(self.timeout, connect=min(5.0, self.timeout)),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             transport=transport,
         )
-
-    def _headers(self) -> dict[str, str]:
-        if not self._api_key:
-            return {}
-        if self.config.auth_header == "x-api-key":
-            return {"X-API-Key": self._api_key}
-        return {"Authorization": f"Bearer {self._api_key}"}
 
     def __repr__(self) -> str:  # never shows the key
         return f"Host({self.name!r}, {self.url!r})"
@@ -98,7 +93,7 @@ class Host:
     # ------------------------------------------------------------------ state
 
     def can_serve(self, task: str) -> bool:
-        return self.kind == "gpu-service" or task == "embed"
+        return self.protocol.can_serve(task)
 
     def ejected(self, now: float) -> bool:
         return now < self.record.ejected_until
@@ -113,7 +108,14 @@ class Host:
     def has_capacity(self) -> bool:
         return self.max_concurrent is None or self.record.in_flight < self.max_concurrent
 
-    def state(self, now: float) -> str:
+    def out_until(self) -> float:
+        """When the host is usable again as far as ejection and cool-down go (for panic mode)."""
+        return max(self.record.ejected_until, self.record.cooldown_until)
+
+    def cooling_left(self, now: float) -> float:
+        return max(0.0, self.record.cooldown_until - now)
+
+    def state(self, now: float) -> HostState:
         if self.ejected(now):
             return "ejected"
         if not self.record.healthy:
@@ -122,26 +124,11 @@ class Host:
             return "cooling-down"
         return "degraded" if self.record.problems else "healthy"
 
-    @property
-    def health_path(self) -> str:
-        """Where liveness is read: our /health, TEI's /health, an OpenAI server's /v1/models."""
-        return "/v1/models" if self.kind == "openai" else "/health"
-
-    def is_healthy_answer(self, status_code: int, body: object) -> bool:
-        """200, and for our service also a serving status: `ok`, or `degraded` (it serves the models
-        it has); it answers 503 while starting or draining."""
-        if status_code != 200:
-            return False
-        return self.kind != "gpu-service" or (isinstance(body, dict) and body.get("status") in SERVING_STATUSES)
-
-    @staticmethod
-    def problems_in(body: object) -> list[str]:
-        """The reasons a degraded service gives in its /health answer (none from other servers)."""
-        problems = body.get("problems") if isinstance(body, dict) else None
-        return [str(p) for p in problems] if isinstance(problems, list) else []
-
-    def note_health(self, body: object) -> None:
-        self.record.problems = self.problems_in(body)
+    def note_problems(self, problems: list[str]) -> bool:
+        """What a passing health probe says is missing (none when healthy); True if that changed."""
+        changed = problems != self.record.problems
+        self.record.problems = list(problems)
+        return changed
 
     def load(self) -> float:
         """What least-busy minimises: outstanding work per unit of weight.
@@ -151,11 +138,16 @@ class Host:
         queued = self.record.remote_queue_depth / self._pool_config.shardSize
         return (self.record.in_flight + queued) / self.weight
 
-    def note_status(self, status: dict[str, object]) -> None:
-        depth = status.get("queue_depth", 0)
-        self.record.remote_queue_depth = int(depth) if isinstance(depth, int | float) else 0
+    def note_status(self, status: StatusResponse) -> None:
+        self.record.remote_queue_depth = status.queue_depth
 
     # ------------------------------------------------------------------ outcomes
+
+    def request_started(self) -> None:
+        self.record.in_flight += 1
+
+    def request_finished(self) -> None:
+        self.record.in_flight -= 1
 
     def succeeded(self, latency_s: float) -> None:
         rec = self.record
@@ -176,6 +168,10 @@ class Host:
             base = min(cfg.ejectionSeconds * rec.ejections, cfg.maxEjectionSeconds)
             rec.ejected_until = self._clock() + base * self._rng.uniform(0.9, 1.1)
             rec.consecutive_failures = 0
+
+    def rejected(self, error: str) -> None:
+        """A 4xx: the caller's problem, not held against the host, but shown as its last error."""
+        self.record.last_error = error
 
     def cool_down(self, seconds: float, error: str) -> None:
         """Busy (429/503 with Retry-After): leave it alone that long; not a failure."""
@@ -206,24 +202,24 @@ class Host:
             return None
         return values[int(0.95 * (len(values) - 1))]
 
-    def snapshot(self, now: float) -> dict[str, object]:
+    def view(self, now: float) -> HostView:
         rec = self.record
-        return {
-            "name": self.name,
-            "url": self.url,
-            "type": self.kind,
-            "state": self.state(now),
-            "ejected_for_s": round(rec.ejected_until - now, 1) if self.ejected(now) else None,
-            "in_flight": rec.in_flight,
-            "weight": self.weight,
-            "ewma_latency_ms": round(rec.ewma_latency_s * 1000, 1) if rec.ewma_latency_s is not None else None,
-            "consecutive_failures": rec.consecutive_failures,
-            "ejections": rec.ejections,
-            "last_error": rec.last_error,
-            "problems": list(rec.problems),
-            "served": rec.served,
-            "failed": rec.failed,
-        }
+        return HostView(
+            name=self.name,
+            url=self.url,
+            type=self.protocol.type,
+            state=self.state(now),
+            ejected_for_s=round(rec.ejected_until - now, 1) if self.ejected(now) else None,
+            in_flight=rec.in_flight,
+            weight=self.weight,
+            ewma_latency_ms=round(rec.ewma_latency_s * 1000, 1) if rec.ewma_latency_s is not None else None,
+            consecutive_failures=rec.consecutive_failures,
+            ejections=rec.ejections,
+            last_error=rec.last_error,
+            problems=list(rec.problems),
+            served=rec.served,
+            failed=rec.failed,
+        )
 
     async def close(self) -> None:
         await self.client.aclose()

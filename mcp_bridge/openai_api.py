@@ -29,10 +29,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gpu_service.schema import OpenAIEmbeddingRequest, encode_float32_rows
+from gpu_protocol.codec import encode_float32_rows
+from gpu_protocol.embed import OpenAIEmbeddingRequest
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.gpu import EmbedResult
 from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
+from mcp_bridge.views import InfoRow
 
 log = logging.getLogger("mcp_bridge.openai")
 
@@ -49,7 +51,7 @@ class Embedder(Protocol):
         input_type: str | None = ...,
     ) -> EmbedResult: ...
 
-    async def info(self) -> list[dict[str, Any]]: ...
+    async def info(self) -> list[InfoRow]: ...
 
 
 class ApiError(Exception):
@@ -240,7 +242,6 @@ async def list_models(gpu: Embedder, config: BridgeConfig) -> tuple[list[dict[st
     Also (host, error) for every gpu-service host whose /info did not answer."""
     found: dict[str, dict[str, Any]] = {}
     problems: list[tuple[str, str]] = []
-    kinds = {h.label: h.type for h in config.pool_hosts()}
 
     def entry(name: str) -> dict[str, Any]:
         return found.setdefault(name, {"id": name, "object": "model", "created": 0, "owned_by": "gpu-bridge",
@@ -248,22 +249,22 @@ async def list_models(gpu: Embedder, config: BridgeConfig) -> tuple[list[dict[st
 
     host_defaults: list[str] = []
     for row in await gpu.info():
-        info = row.get("info")
-        if not isinstance(info, dict):
-            if kinds.get(row["name"]) == "gpu-service" and row.get("error"):
-                problems.append((row["name"], str(row["error"])))
+        if row.info is None:
+            if row.described and row.error:
+                problems.append((row.name, row.error))
             continue
-        host_defaults.append(str((info.get("default_models") or {}).get("embed") or ""))
-        for model in info.get("models") or []:
-            if model.get("kind") != "embed":
+        host_defaults.append(row.info.default_models.get("embed") or "")
+        for model in row.info.models:
+            if model.kind != "embed":
                 continue
-            item = entry(model["name"])
-            item["hosts"].append(row["name"])
-            for key, out in (("dimensions", "dimensions"), ("max_tokens", "max_input_tokens"), ("prompts", "prompts")):
-                if model.get(key) is not None:
-                    item[out] = model[key]
+            item = entry(model.name)
+            item["hosts"].append(row.name)
+            for value, out in ((model.dimensions, "dimensions"), (model.max_tokens, "max_input_tokens"),
+                               (model.prompts, "prompts")):
+                if value is not None:
+                    item[out] = value
     for host in config.pool_hosts():
-        if host.type != "gpu-service" and host.model:
+        if host.model:  # what the bridge asks an openai/tei host for
             entry(host.model)["hosts"].append(host.label)
     default = config.models.embed or next((d for d in host_defaults if d), None)
     if default is None and found:

@@ -11,28 +11,32 @@ and what to do next, with secrets redacted.
 
 
 import asyncio
-import json
-import math
-import struct
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import BaseModel, Field
 
-from gpu_service.schema import (
-    SIMILARITY_MATRIX_MAX,
-    SIMILARITY_TOP_K_MAX,
-    BertScoreRequest,
-    EmbedRequest,
-    SimilarityRequest,
-    encode_float32_rows,
-)
+from gpu_protocol.bertscore import BertScoreRequest
+from gpu_protocol.embed import EmbedRequest
+from gpu_protocol.limits import SIMILARITY_MATRIX_MAX, SIMILARITY_TOP_K_MAX
+from gpu_protocol.similarity import SimilarityRequest
+from gpu_protocol.status import StatusResponse
 from mcp_bridge import __version__
 from mcp_bridge.runtime import Bridge
 from mcp_bridge.tool_errors import PlainErrorsMCPServer, explain, redactor, tool_request
+from mcp_bridge.tool_outputs import (
+    BertScoreOutput,
+    EmbedOutput,
+    HealthOutput,
+    InfoOutput,
+    Match,
+    SimilarityOutput,
+    StatusOutput,
+    embed_output,
+)
 
 T = TypeVar("T")
 
@@ -40,142 +44,10 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_worl
 PROGRESS_MIN_SHARDS = 2
 
 
-# --------------------------------------------------------------------------- output schemas
-
-
-class HealthOutput(BaseModel):
-    healthy: int = Field(description="Hosts that serve (ok, or degraded: a default model missing, see problems).")
-    total: int
-    hosts: list[dict[str, Any]] = Field(description="Per host: name, url, type, ok, status, device, problems, latency_ms, error.")
-
-
-class InfoOutput(BaseModel):
-    hosts: list[dict[str, Any]] = Field(description="Per host: name, url, and its /info (device, VRAM, models) or error.")
-
-
-class StatusOutput(BaseModel):
-    strategy: str
-    mode: Literal["normal", "panic"]
-    panics: int
-    hosts: list[dict[str, Any]] = Field(
-        description="Per host: state, in_flight, ewma_latency_ms, consecutive_failures, last_error, served, "
-        "and the host's own /status (queue depth, active jobs with progress, loaded models)."
-    )
-
-
-# The schema of a vector list is kept shallow on purpose: a client that validates structured
-# content with a generic JSON Schema validator would otherwise check every one of the
-# 768,000 numbers of a 2,000 x 384 result (seconds in the Python SDK). The bridge checks
-# the numbers itself (count, width, finite) before anything is returned.
-Vectors = Annotated[
-    list[list[float]],
-    WithJsonSchema({
-        "type": "array",
-        "items": {"type": "array", "description": "one vector (numbers)"},
-        "description": "One vector per input text, in input order.",
-    }),
-]
-Matrix = Annotated[
-    list[list[float]],
-    WithJsonSchema({"type": "array", "items": {"type": "array"}, "description": "Rows of cosine similarities."}),
-]
-
-
-class EmbedOutput(BaseModel):
-    encoding: Literal["float", "base64"] = Field(description="Which field holds the vectors.")
-    embeddings: Vectors | None = None
-    embeddings_base64: str | None = Field(
-        default=None, description="encoding=base64: little-endian float32, count x dimensions, rows in input order."
-    )
-    model: str
-    dimensions: int
-    count: int
-    hosts: list[str] = Field(description="Hosts that computed the vectors.")
-    truncated: int = Field(description="Texts cut at the model's maximum length.")
-    seconds: float
-
-
-class BertScoreOutput(BaseModel):
-    precision: list[float]
-    recall: list[float]
-    f1: list[float]
-    mean_precision: float
-    mean_recall: float
-    mean_f1: float
-    model: str
-    num_layers: int
-    hash: str = Field(description="bert-score's settings hash, for reporting results reproducibly.")
-    truncated: int
-    hosts: list[str]
-    seconds: float
-
-
-class Match(BaseModel):
-    index: int
-    score: float
-    text: str
-
-
-class SimilarityOutput(BaseModel):
-    mode: Literal["pairs", "query", "matrix"]
-    model: str
-    scores: list[float] | None = Field(default=None, description="pairs: cosine of texts[i] and texts_b[i].")
-    matches: list[Match] | None = Field(default=None, description="query: best documents first.")
-    matrix: Matrix | None = Field(default=None, description="matrix: cosine of every pair of texts.")
-    hosts: list[str]
-    seconds: float
-
-
-# --------------------------------------------------------------------------- helpers
-
-
 def _result(summary: str, output: BaseModel) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=summary)],
         structured_content=output.model_dump(mode="json"),
-    )
-
-
-MIB = 1024 * 1024
-
-
-def vectors_json_bytes(vectors: list[list[float]], encoding: Literal["float", "base64"]) -> int:
-    """About how many bytes `vectors` take in a tool result, without serialising them all.
-
-    Float rows are measured on the first row (every row has the same width, and numbers of
-    one model print at about the same length); base64 is exact."""
-    if not vectors:
-        return 2
-    count, width = len(vectors), len(vectors[0])
-    if encoding == "base64":
-        return 4 * math.ceil(count * width * 4 / 3)
-    return count * (len(json.dumps(vectors[0], separators=(",", ":"))) + 1) + 1
-
-
-def choose_encoding(
-    vectors: list[list[float]], asked: Literal["auto", "float", "base64"], budget_mib: float
-) -> Literal["float", "base64"]:
-    """The encoding to return `vectors` in, or a ToolError if the result cannot fit the budget.
-
-    A result over the budget would not just be slow: MCP clients on the TypeScript SDK drop
-    the whole stdio connection on a message over 10 MiB. `auto` gives numbers when they fit
-    and the 4x smaller base64 blob when they do not."""
-    budget = int(budget_mib * MIB)
-    chosen: Literal["float", "base64"] = asked if asked != "auto" else (
-        "float" if vectors_json_bytes(vectors, "float") <= budget else "base64"
-    )
-    size = vectors_json_bytes(vectors, chosen)
-    if size <= budget:
-        return chosen
-    fits = max(0, budget * len(vectors) // size)
-    advice = [f"send at most {fits} texts per call" if fits else "send fewer texts"]
-    if chosen == "float":
-        advice.insert(0, "use encoding=auto or base64 (4x smaller)")
-    advice.append("ask for fewer `dimensions`")
-    raise ToolError(
-        f"the result would be {size / MIB:.1f} MiB ({len(vectors)} x {len(vectors[0])} vectors as {chosen}), over "
-        f"this bridge's limit of {budget_mib:g} MiB per tool result (limits.maxResultMB; MCP clients built on the "
-        f"TypeScript SDK close a stdio connection on a message over 10 MiB). What to do: {', or '.join(advice)}."
     )
 
 
@@ -235,17 +107,18 @@ def build_server(bridge: Bridge) -> MCPServer:
     )
     async def gpu_health() -> Annotated[CallToolResult, HealthOutput]:
         rows = await guarded(bridge.gpu.health())
-        healthy = sum(1 for r in rows if r.get("ok"))
+        healthy = sum(1 for r in rows if r.ok)
         lines = [
-            f"- {r['name']}: {('degraded' if r.get('problems') else 'ok') if r.get('ok') else 'DOWN'}"
-            + (f" on {r['device']}" if r.get("device") else "")
-            + (f" ({r['latency_ms']} ms)" if r.get("latency_ms") is not None else "")
-            + (f" - {r['error']}" if r.get("error") else "")
-            + (f" - {'; '.join(r['problems'])}" if r.get("ok") and r.get("problems") else "")
+            f"- {r.name}: {('degraded' if r.problems else 'ok') if r.ok else 'DOWN'}"
+            + (f" on {r.device}" if r.device else "")
+            + (f" ({r.latency_ms} ms)" if r.latency_ms is not None else "")
+            + (f" - {r.error}" if r.error else "")
+            + (f" - {'; '.join(r.problems)}" if r.ok and r.problems else "")
             for r in rows
         ]
-        out = HealthOutput(healthy=healthy, total=len(rows), hosts=[{k: redact(str(v)) if k == "error" else v
-                                                                     for k, v in r.items()} for r in rows])
+        hosts = [r.model_copy(update={"error": redact(r.error)} if r.error else {}).model_dump(exclude_unset=True)
+                 for r in rows]
+        out = HealthOutput(healthy=healthy, total=len(rows), hosts=hosts)
         return _result(redact(f"{healthy}/{len(rows)} GPU hosts healthy\n" + "\n".join(lines)), out)
 
     # ------------------------------------------------------------------ gpu_info
@@ -260,14 +133,14 @@ def build_server(bridge: Bridge) -> MCPServer:
         rows = await guarded(bridge.gpu.info())
         lines = []
         for r in rows:
-            info = r.get("info")
-            if info:
-                loaded = ", ".join(m["name"] for m in info.get("models", [])) or "none"
-                vram = f", {info['vram_free_mb']:.0f}/{info['vram_total_mb']:.0f} MiB free" if info.get("vram_total_mb") else ""
-                lines.append(f"- {r['name']}: {info['device']} ({info['device_name']}{vram}); loaded: {loaded}")
+            info = r.info
+            if info is not None:
+                loaded = ", ".join(m.name for m in info.models) or "none"
+                vram = f", {info.vram_free_mb or 0:.0f}/{info.vram_total_mb:.0f} MiB free" if info.vram_total_mb else ""
+                lines.append(f"- {r.name}: {info.device} ({info.device_name}{vram}); loaded: {loaded}")
             else:
-                lines.append(f"- {r['name']}: unavailable - {r.get('error')}")
-        return _result(redact("\n".join(lines)), InfoOutput(hosts=rows))
+                lines.append(f"- {r.name}: unavailable - {r.error}")
+        return _result(redact("\n".join(lines)), InfoOutput(hosts=[r.model_dump(mode="json", exclude_unset=True) for r in rows]))
 
     # ------------------------------------------------------------------ gpu_status
 
@@ -280,16 +153,17 @@ def build_server(bridge: Bridge) -> MCPServer:
     )
     async def gpu_status() -> Annotated[CallToolResult, StatusOutput]:
         view = await guarded(bridge.gpu.status())
-        lines = [f"strategy {view['strategy']}, mode {view['mode']}"]
-        for h in view["hosts"]:
-            service = h.get("service") or {}
-            queue = service.get("queue_depth", "?") if "error" not in service else "unreachable"
+        lines = [f"strategy {view.strategy}, mode {view.mode}"]
+        for h in view.hosts:
+            queue = h.service.queue_depth if isinstance(h.service, StatusResponse) else "unreachable"
             lines.append(
-                f"- {h['name']}: {h['state']}, {h['in_flight']} in flight, queue {queue}, "
-                f"served {h['served']}, failed {h['failed']}"
-                + (f", last error: {h['last_error']}" if h.get("last_error") else "")
+                f"- {h.name}: {h.state}, {h.in_flight} in flight, queue {queue}, "
+                f"served {h.served}, failed {h.failed}"
+                + (f", last error: {h.last_error}" if h.last_error else "")
             )
-        return _result(redact("\n".join(lines)), StatusOutput(**view))
+        out = StatusOutput(strategy=view.strategy, mode=view.mode, panics=view.panics,
+                           hosts=[h.model_dump(mode="json") for h in view.hosts])
+        return _result(redact("\n".join(lines)), out)
 
     # ------------------------------------------------------------------ gpu_embed
 
@@ -314,16 +188,8 @@ def build_server(bridge: Bridge) -> MCPServer:
     ) -> Annotated[CallToolResult, EmbedOutput]:
         request = tool_request(EmbedRequest, texts=texts, model=model, normalize=normalize, dimensions=dimensions)
         result = await guarded(bridge.gpu.embed_request(request, host=host, progress=progress_reporter(ctx)))
-        chosen = choose_encoding(result.embeddings, encoding, limits.maxResultMB)
-        out = EmbedOutput(
-            encoding=chosen, model=result.model, dimensions=result.dimensions, count=len(result.embeddings),
-            hosts=result.hosts, truncated=result.truncated, seconds=round(result.seconds, 3),
-        )
-        if chosen == "base64":
-            flat = [x for row in result.embeddings for x in row]
-            out.embeddings_base64 = encode_float32_rows(struct.pack(f"<{len(flat)}f", *flat))
-        else:
-            out.embeddings = result.embeddings
+        out = embed_output(result, encoding, limits.maxResultMB)
+        chosen = out.encoding
         field = "`embeddings_base64`, little-endian float32" if chosen == "base64" else "`embeddings`"
         summary = (
             f"Embedded {out.count} texts with {out.model} into {out.dimensions}-dimensional vectors on "

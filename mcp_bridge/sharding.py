@@ -1,18 +1,20 @@
 """Split one large request into shards that run in parallel across the pool.
 
 Each shard is an ordinary pool request (so it gets its own host choice, retries and
-failover); results are put back by shard index, and the total count is checked, so
-a host that fails mid-way can delay a result but never lose or reorder one.
+failover); each shard's result must have one entry per input, and results come back by
+shard index, so a host that fails mid-way can delay a result but never lose or reorder
+one. The caller joins the shards' results (lists end to end, vector blocks with one
+`np.concatenate`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence, Sized
 from typing import TypeVar
 
 T = TypeVar("T")
-R = TypeVar("R")
+S = TypeVar("S", bound=Sized)
 
 Progress = Callable[[int, int], Awaitable[None]]
 
@@ -24,14 +26,14 @@ def split(items: Sequence[T], size: int) -> list[Sequence[T]]:
 async def run_sharded(
     items: Sequence[T],
     shard_size: int,
-    run_shard: Callable[[Sequence[T], int], Awaitable[list[R]]],
+    run_shard: Callable[[Sequence[T], int], Awaitable[S]],
     *,
     parallel: int,
     progress: Progress | None = None,
-) -> list[R]:
-    """`run_shard(shard, index)` for every shard, at most `parallel` at once; results in input order."""
+) -> list[S]:
+    """`run_shard(shard, index)` for every shard, at most `parallel` at once; the shards' results in order."""
     shards = split(items, shard_size)
-    results: list[list[R] | None] = [None] * len(shards)
+    results: list[S | None] = [None] * len(shards)
     gate = asyncio.Semaphore(max(1, parallel))
     done = 0
 
@@ -56,7 +58,7 @@ async def run_sharded(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    merged = [r for shard in results for r in (shard or [])]
-    if len(merged) != len(items):
-        raise ValueError(f"sharded request returned {len(merged)} results for {len(items)} inputs")
-    return merged
+    joined = [r for r in results if r is not None]
+    if len(joined) != len(shards) or sum(len(r) for r in joined) != len(items):
+        raise ValueError(f"sharded request returned {sum(len(r) for r in joined)} results for {len(items)} inputs")
+    return joined

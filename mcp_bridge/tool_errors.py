@@ -17,9 +17,9 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import BaseModel, ValidationError
 
-from gpu_service.validation import validation_message
+from gpu_protocol.validation import validation_message
 from mcp_bridge.config import BridgeConfig, ConfigError
-from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolError, PoolTimeout
+from mcp_bridge.errors import HostRejected, NoHostAvailable, PoolError, PoolTimeout
 
 log = logging.getLogger("mcp_bridge.tools")
 

@@ -6,32 +6,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from mcp.server.mcpserver import MCPServer
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Send
 
-from gpu_service.security import bearer_token, keys_match, send_json
+from gpu_protocol.auth import KeyRequired
+
+REFUSAL = "unauthorized: send Authorization: Bearer <the bridge's --auth-token>"
 
 
-class BearerTokenMiddleware:
+class BearerTokenMiddleware(KeyRequired):
     """Refuse every HTTP request without `Authorization: Bearer <token>` (constant-time check)."""
 
     def __init__(self, app: ASGIApp, token: str, refuse: Callable[[Send], Awaitable[None]] | None = None) -> None:
-        self.app = app
-        self._token = token
-        self._refuse = refuse
-        """How to answer a refused request, when not with the default `{"detail": ...}`."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if not keys_match(self._token, bearer_token(dict(scope["headers"]))):
-            if self._refuse is not None:
-                await self._refuse(send)
-                return
-            await send_json(send, 401, "unauthorized: send Authorization: Bearer <the bridge's --auth-token>",
-                            [(b"www-authenticate", b"Bearer")])
-            return
-        await self.app(scope, receive, send)
+        super().__init__(app, token, refusal=lambda sent_as: REFUSAL, respond=refuse)
 
 
 def http_app(server: MCPServer, transport: str, host: str, token: str | None, openai: ASGIApp | None = None) -> ASGIApp:

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
+from gpu_protocol.auth import keys_match
 from gpu_service.errors import ModelNotAllowed
-from gpu_service.security import keys_match
 from tests.conftest import ServiceProcess
 from tests.reliability import record
 

@@ -39,6 +39,16 @@ def test_bench_never_imports_from_tests() -> None:
     assert offenders == []
 
 
+def test_bridge_cpu_bench_runs_and_round_trips_the_vectors() -> None:
+    """bench/bridge_cpu.py checks inside each run that the vectors come back exactly (both encodings)."""
+    import asyncio
+
+    from bench import bridge_cpu
+
+    for encoding in ("base64", "float"):
+        assert len(asyncio.run(bridge_cpu.measure(encoding))) == bridge_cpu.RUNS
+
+
 def test_peer_corpus_is_fixed_and_mixed() -> None:
     texts = corpus()
     assert texts == corpus()

@@ -368,7 +368,7 @@ async def test_client_cancellation_stops_work_on_the_host(service_factory) -> No
 
 @pytest.mark.anyio
 async def test_embed_base64_encoding_is_exact(service: ServiceProcess) -> None:
-    from gpu_service.schema import decode_float32_rows
+    from gpu_protocol.codec import decode_float32_rows
 
     async with bridge_client({"hosts": [{"url": service.url}]}) as c:
         floats = (await c.call_tool("gpu_embed", {"texts": ["one", "two"]})).structured_content

@@ -163,6 +163,22 @@ def test_plugin_package_matches_the_manifest_and_the_python_package() -> None:
     assert "openclaw.plugin.json" in package["files"]
 
 
+def test_the_service_distribution_has_the_same_version_and_they_pin_each_other() -> None:
+    """Two distributions from one checkout (the bridge + gpu_protocol; the service), released together."""
+    import tomllib
+
+    from gpu_service import __version__ as service_version
+    from mcp_bridge import __version__
+
+    bridge = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    service = tomllib.loads((ROOT / "service" / "pyproject.toml").read_text())["project"]
+    assert service["name"] == "openclaw-gpu-service"
+    assert service["version"] == bridge["version"] == service_version == __version__
+    assert f"{PLUGIN_ID}=={__version__}" in service["dependencies"], "the service needs gpu_protocol of its version"
+    assert bridge["optional-dependencies"]["service"] == [f"openclaw-gpu-service=={__version__}"]
+    assert not any(d.split("[")[0].startswith(("torch", "fastapi")) for d in bridge["dependencies"])
+
+
 def test_mcp_json_declares_the_same_server() -> None:
     bundle = json.loads((ROOT / ".mcp.json").read_text())
     assert bundle["mcpServers"]["gpu-bridge"]["command"] == MANIFEST["mcpServers"]["gpu-bridge"]["command"]

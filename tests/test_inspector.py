@@ -62,7 +62,7 @@ def test_a_2000_vector_result_reaches_a_typescript_sdk_client(inspector: Path, s
     closes a stdio connection on any message over 10 MiB. 2,000 x 384 vectors as numbers are
     ~16 MB: by default the bridge returns them as base64 (4 MB) and the call succeeds; with the
     result budget lifted, the same call as numbers loses the connection."""
-    from gpu_service.schema import decode_float32_rows
+    from gpu_protocol.codec import decode_float32_rows
 
     texts = [f"vector number {i}" for i in range(2000)]
     call = [sys.executable, "-m", "mcp_bridge", "--url", service.url, "--method", "tools/call",

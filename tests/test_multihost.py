@@ -298,9 +298,12 @@ async def test_openai_compatible_hosts(service: ServiceProcess) -> None:
         return JSONResponse({"object": "list", "data": data, "model": body["model"],
                              "usage": {"prompt_tokens": 1, "total_tokens": 1}})
 
-    routes = [Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/health", healthy)]
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "bge-small", "object": "model"}]})
+
+    routes = [Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/v1/models", models)]
     with FakeHost(routes) as fake:
-        config = {"hosts": [{"name": "tei", "url": fake.url, "type": "tei", "model": "bge-small"}]}
+        config = {"hosts": [{"name": "infinity", "url": fake.url, "type": "openai", "model": "bge-small"}]}
         async with Bridge(parse_config(config, "t")) as bridge:
             r = await bridge.gpu.embed(["a", "bbbb"], normalize=False)
             assert r.embeddings == [[1.0, 1.0, 0.0], [4.0, 1.0, 0.0]] and seen_models == ["bge-small"]
@@ -309,7 +312,7 @@ async def test_openai_compatible_hosts(service: ServiceProcess) -> None:
             from mcp_bridge.pool import NoHostAvailable
 
             with pytest.raises(NoHostAvailable, match="embeddings only"):
-                await bridge.gpu.bertscore(__import__("gpu_service.schema").schema.BertScoreRequest(
+                await bridge.gpu.bertscore(__import__("gpu_protocol.bertscore").bertscore.BertScoreRequest(
                     candidates=["a"], references=["b"]))
     # our own service's OpenAI-compatible endpoint, used as an `openai` host
     config = {"hosts": [{"name": "ours-as-openai", "url": service.url, "type": "openai", "model": "all-MiniLM-L6-v2"}]}

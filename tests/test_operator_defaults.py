@@ -129,7 +129,7 @@ async def test_bertscore_directory_default_needs_its_layer(service_factory, mode
         assert bridge.pool is not None and bridge.monitor is not None
         host = bridge.pool.host("box")
         assert await bridge.monitor.probe(host), "a degraded host passes the probe: it still serves"
-        assert host.state(bridge.pool._clock()) == "degraded" and "BERTSCORE_NUM_LAYERS" in host.record.problems[0]
+        assert host.state(bridge.pool.clock()) == "degraded" and "BERTSCORE_NUM_LAYERS" in host.record.problems[0]
         async with Client(build_server(bridge)) as client:
             result = await client.call_tool("gpu_health", {})
             assert "box: degraded" in result.content[0].text and "BERTSCORE_NUM_LAYERS" in result.content[0].text

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from mcp_bridge.config import parse_config
-from mcp_bridge.health import HealthMonitor
 from mcp_bridge.pool import HostPool, HostRejected, NoHostAvailable, PoolBusy, PoolTimeout, parse_json
+from mcp_bridge.protocols import HttpCall
 
 
 class Clock:
@@ -65,9 +65,16 @@ def refuse(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("connection refused", request=request)
 
 
+def post_embed(host: object) -> HttpCall:
+    return HttpCall("POST", "/embed", {})
+
+
+def read_json(host: object, response: httpx.Response) -> object:
+    return parse_json(response)
+
+
 async def call(pool: HostPool, deadline: float = 30.0, pin: str | None = None) -> str:
-    _, host = await pool.request("embed", "POST", "/embed", json_body={}, parse=parse_json,
-                                 deadline=pool._clock() + deadline, pin=pin)
+    _, host = await pool.request("embed", post_embed, read_json, deadline=pool.clock() + deadline, pin=pin)
     return host.name
 
 
@@ -92,7 +99,7 @@ async def test_client_errors_are_never_retried_or_held_against_the_host(code: in
             await call(pool, pin="a")
     assert err.value.host == "a" and err.value.status == code and f"status {code}" in str(err.value)
     assert pool.seen["b"] == 0 and pool.seen["a"] == 1
-    assert pool.host("a").record.consecutive_failures == 0 and pool.host("a").state(pool._clock()) == "healthy"
+    assert pool.host("a").record.consecutive_failures == 0 and pool.host("a").state(pool.clock()) == "healthy"
 
 
 @pytest.mark.anyio
@@ -183,7 +190,7 @@ async def test_panic_mode_tries_hosts_that_are_all_out() -> None:
     for h in pool.hosts:
         h.record.healthy = False
     assert await call(pool) in {"a", "b"}
-    assert pool.panics >= 1 and pool.snapshot()["mode"] == "panic"
+    assert pool.panics >= 1 and pool.snapshot().mode == "panic"
 
 
 @pytest.mark.anyio
@@ -303,55 +310,7 @@ def test_openai_hosts_only_serve_embeddings() -> None:
     assert {pool.pick("embed").name for _ in range(50)} == {"tei", "ours"}
 
 
-# --------------------------------------------------------------------------- health checks
-
-
-@pytest.mark.anyio
-async def test_health_state_transitions() -> None:
-    clock = Clock()
-    up = {"a": True}
-
-    def health(request: httpx.Request) -> httpx.Response:
-        if not up["a"]:
-            raise httpx.ConnectError("down", request=request)
-        return httpx.Response(200, json={"status": "ok", "device": "cpu"})
-
-    pool = make_pool({"a": health, "b": ok}, clock, unhealthyThreshold=2, healthyThreshold=2,
-                     healthCheckIntervalSeconds=10)
-    monitor = HealthMonitor(pool, rng=random.Random(0))
-    a = pool.host("a")
-    up["a"] = False
-    assert not await monitor.probe(a)
-    assert a.state(clock.now) == "healthy", "one failed probe is not enough"
-    await monitor.probe(a)
-    assert a.state(clock.now) == "unhealthy"
-    assert monitor.next_delay(a) <= 10 / 4 * 1.1, "down hosts are probed more often"
-    up["a"] = True
-    await monitor.probe(a)
-    assert a.state(clock.now) == "unhealthy", "healthyThreshold=2 needs two passing probes"
-    await monitor.probe(a)
-    assert a.state(clock.now) == "healthy"
-    assert 9 <= monitor.next_delay(a) <= 11
-
-
-@pytest.mark.anyio
-async def test_passing_probe_ends_an_ejection() -> None:
-    clock = Clock()
-    pool = make_pool({"a": lambda r: httpx.Response(200, json={"status": "ok"}), "b": ok}, clock)
-    a = pool.host("a")
-    for _ in range(3):
-        a.failed("boom")
-    assert a.ejected(clock.now)
-    await HealthMonitor(pool).probe(a)
-    assert not a.ejected(clock.now) and a.state(clock.now) == "healthy"
-
-
-@pytest.mark.anyio
-async def test_starting_service_is_not_healthy() -> None:
-    pool = make_pool({"a": lambda r: httpx.Response(503, json={"status": "starting", "device": "cpu"})},
-                     unhealthyThreshold=1)
-    assert not await HealthMonitor(pool).probe(pool.host("a"))
-    assert pool.host("a").state(pool._clock()) == "unhealthy"
+# --------------------------------------------------------------------------- hedging and cancellation
 
 
 @pytest.mark.anyio
@@ -377,11 +336,10 @@ async def test_hedging_sends_a_slow_request_to_a_second_host() -> None:
     for _ in range(30):
         slow.record.latencies.append(0.05)  # its usual p95: 50 ms
     started = asyncio.get_running_loop().time()
-    body, host = await pool.request("embed", "POST", "/embed", json_body={}, parse=parse_json,
-                                    deadline=pool._clock() + 10)
+    body, host = await pool.request("embed", post_embed, read_json, deadline=pool.clock() + 10)
     elapsed = asyncio.get_running_loop().time() - started
     assert host.name == "fast" and body == {"host": "fast.test"}
-    assert elapsed < 1.0 and pool.hedges == 1 and pool.snapshot()["hedges"] == 1
+    assert elapsed < 1.0 and pool.hedges == 1 and pool.snapshot().hedges == 1
     assert slow_started.is_set() and slow_cancelled.is_set(), "the losing request is cancelled"
     assert slow.record.in_flight == 0 and pool.host("fast").record.in_flight == 0
     await pool.close()
@@ -395,24 +353,6 @@ async def test_no_hedging_by_default() -> None:
     for _ in range(5):
         await call(pool)
     assert pool.hedges == 0
-
-
-@pytest.mark.anyio
-async def test_least_busy_weighs_the_hosts_own_queue_from_health_checks() -> None:
-    def host_with_queue(depth: int) -> Handler:
-        def handler(request: httpx.Request) -> httpx.Response:
-            if request.url.path == "/status":
-                return httpx.Response(200, json={"queue_depth": depth})
-            return httpx.Response(200, json={"status": "ok", "device": "cpu"})
-
-        return handler
-
-    pool = make_pool({"a": host_with_queue(5000), "b": host_with_queue(0)}, shardSize=250)
-    monitor = HealthMonitor(pool)
-    for h in pool.hosts:
-        await monitor.probe(h)
-    assert pool.host("a").load() == 20.0  # 5,000 queued items = 20 shard-sized requests
-    assert {pool.pick("embed").name for _ in range(20)} == {"b"}, "another client's backlog on a counts"
 
 
 @pytest.mark.anyio
@@ -431,7 +371,6 @@ async def test_a_timed_out_request_is_cancelled_on_its_host_before_failover() ->
                                      {"name": "fast", "url": "http://fast.test"}],
                            "loadBalancing": "round-robin"}, "t")
     pool = HostPool(config, transport=httpx.MockTransport(handler))
-    _, host = await pool.request("embed", "POST", "/embed", json_body={}, parse=parse_json,
-                                 deadline=pool._clock() + 10)
+    _, host = await pool.request("embed", post_embed, read_json, deadline=pool.clock() + 10)
     await pool.close()
     assert host.name == "fast" and cancels == ["slow.test"]

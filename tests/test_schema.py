@@ -6,18 +6,15 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from gpu_service.schema import (
-    BertScoreRequest,
-    EmbedRequest,
-    EmbedResponse,
-    decode_float32_rows,
-    encode_float32_rows,
-)
+from gpu_protocol.bertscore import BertScoreRequest
+from gpu_protocol.codec import decode_float32_rows, encode_float32_rows
+from gpu_protocol.embed import EmbedRequest, EmbedResponse
 
 
 def test_schema_and_bridge_import_without_torch() -> None:
     code = (
-        "import sys; import gpu_service.schema, gpu_service.schema_rerank, mcp_bridge.server, mcp_bridge.cli; "
+        "import sys; import gpu_protocol.embed, gpu_protocol.bertscore, gpu_protocol.similarity, "
+        "gpu_protocol.rerank, gpu_protocol.status, gpu_protocol.auth, mcp_bridge.server, mcp_bridge.cli; "
         "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -68,13 +65,15 @@ def test_result_size_estimate_matches_the_serialised_size() -> None:
     import random
     import struct
 
+    import numpy as np
     import pydantic_core
 
-    from mcp_bridge.server import vectors_json_bytes
+    from mcp_bridge.tool_outputs import vectors_json_bytes
 
     rng = random.Random(0)
     rows = [[struct.unpack("<f", struct.pack("<f", rng.gauss(0, 0.05)))[0] for _ in range(384)] for _ in range(50)]
     actual = len(pydantic_core.to_json(rows))  # how the MCP SDK serialises a result
-    assert abs(vectors_json_bytes(rows, "float") - actual) / actual < 0.02
+    block = np.asarray(rows, dtype=np.float32)  # the bridge measures the block it holds
+    assert abs(vectors_json_bytes(block, "float") - actual) / actual < 0.02
     blob = base64.b64encode(struct.pack(f"<{50 * 384}f", *(x for r in rows for x in r)))
-    assert vectors_json_bytes(rows, "base64") == len(blob)
+    assert vectors_json_bytes(block, "base64") == len(blob)

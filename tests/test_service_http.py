@@ -12,7 +12,7 @@ import httpx
 import pytest
 import torch
 
-from gpu_service.schema import EmbedResponse
+from gpu_protocol.embed import EmbedResponse
 from tests.conftest import ServiceProcess
 
 KEY = "s3cret-test-key-123"
@@ -151,7 +151,7 @@ def test_float_answers_read_back_to_the_exact_float32_vectors(service: ServicePr
     batch layout, so the same computation)."""
     import numpy as np
 
-    from gpu_service.schema import decode_float32_rows
+    from gpu_protocol.codec import decode_float32_rows
 
     texts = ["exact numbers", "a second, longer text to embed", "third"]
     floats = httpx.post(f"{service.url}/embed", json={"texts": texts}, timeout=60).json()

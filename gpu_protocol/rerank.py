@@ -1,7 +1,6 @@
 """The wire schema of reranking: `POST /v1/rerank` (Cohere's and Jina's shape) and `POST /rerank` (TEI's).
 
-Part of the shared wire schema (`gpu_service.schema`, whose rules these models reuse), kept
-in its own module so neither grows past a readable size. Like it, importable without torch.
+Like every module of the protocol, importable without torch.
 """
 
 from __future__ import annotations
@@ -10,11 +9,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gpu_service.schema import ModelName, _Strict
-from gpu_service.validation import check_not_blank
+from gpu_protocol.base import ModelName, StrictModel
+from gpu_protocol.validation import check_not_blank
 
 
-class RerankDocument(_Strict):
+class RerankDocument(StrictModel):
     text: str
 
 
@@ -24,7 +23,7 @@ def _query_not_blank(query: str) -> str:
     return query
 
 
-class RerankRequest(_Strict):
+class RerankRequest(StrictModel):
     """Cohere's and Jina's rerank request: score every document against the query with a cross-encoder."""
 
     model: ModelName | None = Field(default=None, description="Reranker; the service's MODEL_RERANK when omitted.")
@@ -50,24 +49,24 @@ class RerankRequest(_Strict):
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
-class RerankResult(_Strict):
+class RerankResult(StrictModel):
     index: int = Field(description="Position in `documents`.")
     relevance_score: float = Field(description="0 to 1: the sigmoid of the cross-encoder's logit.")
     document: RerankDocument | None = Field(default=None, description="With return_documents=true.")
 
 
-class RerankUsage(_Strict):
+class RerankUsage(StrictModel):
     total_tokens: int = Field(description="Tokens of the (query, document) pairs the model read.")
 
 
-class RerankResponse(_Strict):
+class RerankResponse(StrictModel):
     results: list[RerankResult] = Field(description="Best first by the model's logit; ties in input order.")
     model: str
     usage: RerankUsage
     truncated: int = Field(description="Pairs cut at the model's maximum length.")
 
 
-class TEIRerankRequest(_Strict):
+class TEIRerankRequest(StrictModel):
     """text-embeddings-inference's `/rerank` request (plus an optional `model`)."""
 
     query: str
@@ -93,7 +92,7 @@ class TEIRerankRequest(_Strict):
         return check_not_blank(v, "texts")
 
 
-class TEIRerankHit(_Strict):
+class TEIRerankHit(StrictModel):
     index: int = Field(description="Position in `texts`.")
     score: float
     text: str | None = None

@@ -1,8 +1,8 @@
 """The rules every request of the wire schema shares, and how their failures read.
 
-Torch-free like `gpu_service.schema`, which uses these; both the service (its 422s) and
-the bridge (its tool errors) turn pydantic's errors into words with `validation_message`,
-so the same mistake reads the same on both sides.
+The protocol's models use these; both the service (its 422s) and the bridge (its tool
+errors, and what it says about a host's malformed answer) turn pydantic's errors into words
+with `validation_message`, so the same mistake reads the same on both sides.
 """
 
 from __future__ import annotations

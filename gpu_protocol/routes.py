@@ -1,0 +1,45 @@
+"""Every path and header name of the protocol, spelled once for the service and the bridge."""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- our GPU service
+
+HEALTH = "/health"
+"""Liveness and readiness; needs no key."""
+INFO = "/info"
+STATUS = "/status"
+METRICS = "/metrics"
+EMBED = "/embed"
+SIMILARITY = "/similarity"
+BERTSCORE = "/bertscore"
+BERTSCORE_IDF = "/bertscore/idf"
+CANCEL = "/cancel/{request_id}"
+"""Cancel the request sent with this `X-Request-Id`; its unstarted work is dropped."""
+
+# OpenAI-, Cohere/Jina- and TEI-compatible routes the service also serves.
+OPENAI_EMBEDDINGS = "/v1/embeddings"
+RERANK = "/v1/rerank"
+TEI_RERANK = "/rerank"
+
+OPEN_PATHS = frozenset({HEALTH})
+"""Paths that need no API key."""
+
+
+def cancel_path(request_id: str) -> str:
+    return CANCEL.format(request_id=request_id)
+
+
+# --------------------------------------------------------------------------- other servers the bridge speaks to
+
+OPENAI_MODELS = "/v1/models"
+"""An OpenAI-compatible server's model list: its liveness check."""
+TEI_EMBED = "/embed"
+"""text-embeddings-inference's native embedding route (`{"inputs": [...]}` -> a list of vectors)."""
+TEI_HEALTH = "/health"
+
+# --------------------------------------------------------------------------- headers
+
+REQUEST_ID_HEADER = "X-Request-Id"
+"""Names a compute request so that `POST /cancel/{id}` can drop it."""
+API_KEY_HEADER = "X-API-Key"
+AUTHORIZATION_HEADER = "Authorization"

@@ -1,0 +1,84 @@
+"""The service's own views of itself: `/health`, `/info`, `/status`, and the shape of every error."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from gpu_protocol.base import StrictModel
+
+ServiceStatus = Literal["ok", "degraded", "starting", "draining"]
+"""ok: serving. degraded: serving, but a default model failed to load (`problems` says which and why).
+starting/draining: not serving (503)."""
+
+SERVING_STATUSES: tuple[str, ...] = ("ok", "degraded")
+"""Statuses in which a host serves requests: /health answers 200 and the bridge routes to it."""
+
+
+class HealthResponse(StrictModel):
+    status: ServiceStatus
+    device: str
+    problems: list[str] = Field(
+        default_factory=list, description="Why the service is degraded, e.g. a default model that is not loaded."
+    )
+
+
+ModelKind = Literal["embed", "bertscore", "rerank"]
+
+
+class ModelInfo(StrictModel):
+    name: str
+    kind: ModelKind
+    memory_mb: float
+    in_use: int = 0
+    default: bool = False
+    last_used_s_ago: float | None = None
+    dimensions: int | None = Field(default=None, description="Embedding models: the vector width.")
+    max_tokens: int | None = Field(default=None, description="Embedding models: tokens read per text; the rest is cut.")
+    prompts: list[str] | None = Field(
+        default=None, description="Embedding models: the prompts the model defines that add text (prompt_name/input_type)."
+    )
+
+
+class InfoResponse(StrictModel):
+    device: str
+    device_name: str
+    vram_total_mb: float | None = None
+    vram_free_mb: float | None = None
+    half_precision: bool = Field(default=False, description="Embedding models run in fp16 (GPU_FP16).")
+    torch_version: str
+    cuda_version: str | None = None
+    rocm_version: str | None = None
+    default_models: dict[str, str | None]
+    """The model each task uses when a request names none; `rerank` is null until MODEL_RERANK is set."""
+    allowed_models: list[str] | Literal["*"]
+    models: list[ModelInfo]
+    limits: dict[str, int]
+
+
+class JobStatus(StrictModel):
+    id: str
+    kind: ModelKind
+    model: str
+    done: int
+    total: int
+    age_s: float
+
+
+class StatusResponse(StrictModel):
+    status: ServiceStatus
+    problems: list[str] = Field(default_factory=list, description="As in /health.")
+    uptime_s: float
+    queue_depth: int
+    """Items (texts or pairs) waiting to be run, over all models."""
+    active_jobs: list[JobStatus]
+    models: list[ModelInfo]
+    batches: dict[str, int]
+    """Batches run so far, per model."""
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service returns: `detail` says what was wrong and what is allowed."""
+
+    detail: str | list[dict[str, object]]

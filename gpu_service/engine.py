@@ -1,0 +1,30 @@
+"""What the model registry and the batcher need from a loaded model, whatever its task.
+
+An engine is built by a factory (on a loader thread) for one `ModelKey`: `EmbeddingEngine`,
+`BertScoreEngine` and `RerankEngine` are the three. Each also has its own preprocessing
+methods, which `inference.py` calls on the engine of the task it asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+
+class Engine(Protocol):
+    name: str
+    """The model's name as requested (what answers report)."""
+    memory_bytes: int
+    """Parameter memory, for the registry's budget and /info."""
+
+    def run(self, batch: list[Any]) -> Iterable[Any]:
+        """One result per item of `batch`, in order (on the model's worker thread)."""
+        ...
+
+    def details(self) -> dict[str, Any]:
+        """Task-specific fields of this model's entry in /info (ModelInfo), e.g. an embedding's width."""
+        ...
+
+    def close(self) -> None:
+        """Release the model's memory (it is not used again)."""
+        ...

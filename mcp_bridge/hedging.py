@@ -1,0 +1,59 @@
+"""Hedged requests: when a host is slower than its own p95, a copy goes to a second host.
+
+The first good answer wins and the other request is cancelled (its connection is closed,
+and the pool tells the host to drop the work), so a hedge costs at most one extra request
+and only on the slow tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from mcp_bridge.errors import Failure, HostFailed
+from mcp_bridge.hosts import Host
+
+
+async def send_hedged(
+    host: Host,
+    send: Callable[[Host], Awaitable[httpx.Response]],
+    backup: Callable[[], Host | None],
+    account: Callable[[Host, Failure], None],
+) -> tuple[httpx.Response, Host]:
+    """Send to `host`; past its p95 ask `backup()` for a second host and send there too.
+
+    Returns the first answer and who gave it. When both fail, the first failure is accounted
+    here (`account`) and the last is raised as HostFailed for the caller to account."""
+    primary: asyncio.Future[httpx.Response] = asyncio.ensure_future(send(host))
+    p95 = host.p95_latency()
+    owners: dict[asyncio.Future[httpx.Response], Host] = {primary: host}
+    try:
+        done: set[Any]
+        if p95 is not None:
+            done, _ = await asyncio.wait({primary}, timeout=p95)
+            second = None if done else backup()
+            if second is not None:
+                owners[asyncio.ensure_future(send(second))] = second
+        pending: set[Any] = set(owners)
+        failure: HostFailed | None = None
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                exc = future.exception()
+                if exc is None:
+                    return future.result(), owners[future]
+                if not isinstance(exc, HostFailed):
+                    raise exc
+                exc.host = owners[future]
+                if failure is not None and failure.host is not None:
+                    account(failure.host, failure.failure)
+                failure = exc
+        assert failure is not None
+        raise failure
+    finally:
+        for future in owners:
+            future.cancel()
+        await asyncio.gather(*owners, return_exceptions=True)

@@ -1,0 +1,174 @@
+"""How the bridge talks to one kind of host: the `HostProtocol` interface (after httpx's `BaseTransport`).
+
+One subclass per host type owns everything that differs between servers: which tasks it
+serves, how its key is sent, how a request is built (`HttpCall`), how an answer is parsed
+and checked, how health is probed and judged, how abandoned work is cancelled, and whether
+it has `/info` and `/status`. The pool, the health loop and the tools only call these
+methods; none of them asks what type a host is. Adding a host type is one subclass,
+registered in `mcp_bridge.protocols`, and its test.
+
+Parse methods raise `BadResponse` for an answer that does not fit (the pool holds it against
+the host and tries another); any other exception is a bug in the bridge, never the host's.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import httpx
+
+from gpu_protocol.bertscore import (
+    BertScoreIdfRequest,
+    BertScoreIdfResponse,
+    BertScoreRequest,
+    BertScoreResponse,
+)
+from gpu_protocol.embed import EmbedRequest
+from gpu_protocol.routes import API_KEY_HEADER, AUTHORIZATION_HEADER
+from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
+from gpu_protocol.status import InfoResponse, StatusResponse
+from mcp_bridge.vectors import VectorBlock
+
+if TYPE_CHECKING:
+    from mcp_bridge.config import HostConfig
+
+Task = Literal["embed", "bertscore"]
+"""What a tool call needs a host to do (similarity needs `embed`)."""
+AuthScheme = Literal["x-api-key", "bearer"]
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One HTTP request to a host, relative to its base URL."""
+
+    method: str
+    path: str
+    json: Any = None
+
+
+@dataclass(frozen=True)
+class HealthVerdict:
+    """What one health probe found."""
+
+    state: Literal["ok", "degraded", "down"]
+    """ok and degraded serve (degraded: a default model is missing, see `problems`); down does not."""
+    status: str | int
+    """The host's own word for its state (our service's `status`), else the HTTP status code."""
+    device: str | None = None
+    problems: list[str] = field(default_factory=list)
+    reason: str | None = None
+    """Why it is down, e.g. `HTTP 503`."""
+
+    @property
+    def serving(self) -> bool:
+        return self.state != "down"
+
+
+class Unsupported(Exception):
+    """A protocol was asked for something its hosts do not do (the pool never routes such a call)."""
+
+
+class HostProtocol(ABC):
+    type: ClassVar[str]
+    """The `type` a host is configured with."""
+    tasks: ClassVar[frozenset[Task]]
+    serves: ClassVar[str]
+    """What its hosts serve, in words for an error: `every tool`, `embeddings only`."""
+    default_auth: ClassVar[AuthScheme]
+    """How the key is sent when the host's `auth` is not set: what servers of this type expect."""
+
+    def __init__(self, config: HostConfig) -> None:
+        self.config = config
+
+    def can_serve(self, task: str) -> bool:
+        return task in self.tasks
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        """The headers that carry `key` (none without a key)."""
+        if not key:
+            return {}
+        if self.config.auth_header == "x-api-key":
+            return {API_KEY_HEADER: key}
+        return {AUTHORIZATION_HEADER: f"Bearer {key}"}
+
+    # ------------------------------------------------------------------ health
+
+    @abstractmethod
+    def health_call(self) -> HttpCall: ...
+
+    def judge_health(self, response: httpx.Response) -> HealthVerdict:
+        """A 200 serves if `_serves` agrees; a JSON body's status, device and problems are read."""
+        body: Any = None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = response.json()
+            except ValueError:
+                body = None  # unreadable: as if there were none
+        fields: dict[str, Any] = body if isinstance(body, dict) else {}
+        problems = fields.get("problems")
+        problems = [str(p) for p in problems] if isinstance(problems, list) else []
+        device = str(fields["device"]) if fields.get("device") else None
+        status = fields.get("status")
+        status = status if isinstance(status, str | int) else response.status_code
+        if response.status_code != 200 or not self._serves(body):
+            if response.status_code != 200:
+                reason = f"HTTP {response.status_code}"
+            else:
+                reason = f"HTTP 200, status {status!r}" if fields else "HTTP 200 without a JSON health answer"
+            return HealthVerdict("down", status, device, problems, reason=reason)
+        return HealthVerdict("degraded" if problems else "ok", status, device, problems)
+
+    def _serves(self, body: Any) -> bool:
+        """Whether a 200 health answer with this body (parsed JSON, None if none) means the host serves."""
+        return True
+
+    # ------------------------------------------------------------------ work
+
+    @abstractmethod
+    def embed_call(self, request: EmbedRequest) -> HttpCall: ...
+
+    @abstractmethod
+    def parse_embed(self, response: httpx.Response, request: EmbedRequest) -> VectorBlock:
+        """`request.texts`' vectors, checked: one per text, one width (`request.dimensions` when
+        given), every number finite."""
+
+    @abstractmethod
+    def similarity_call(self, request: SimilarityRequest) -> HttpCall: ...
+
+    @abstractmethod
+    def parse_similarity(self, response: httpx.Response, request: SimilarityRequest) -> SimilarityResponse: ...
+
+    def bertscore_call(self, request: BertScoreRequest) -> HttpCall:
+        raise Unsupported(f"{self.type} hosts do not compute BERTScore")
+
+    def parse_bertscore(self, response: httpx.Response, request: BertScoreRequest) -> BertScoreResponse:
+        raise Unsupported(f"{self.type} hosts do not compute BERTScore")
+
+    def bertscore_idf_call(self, request: BertScoreIdfRequest) -> HttpCall:
+        raise Unsupported(f"{self.type} hosts do not compute BERTScore")
+
+    def parse_bertscore_idf(self, response: httpx.Response, request: BertScoreIdfRequest) -> BertScoreIdfResponse:
+        raise Unsupported(f"{self.type} hosts do not compute BERTScore")
+
+    def cancel_call(self, request_id: str) -> HttpCall | None:
+        """How to tell the host to drop the work of an abandoned request (sent with this
+        `X-Request-Id`); None when it has no way (the connection closing is all it gets)."""
+        return None
+
+    # ------------------------------------------------------------------ views
+
+    def info_call(self) -> HttpCall | None:
+        """Where the host describes its device and models; None for hosts without."""
+        return None
+
+    def parse_info(self, response: httpx.Response) -> InfoResponse:
+        raise Unsupported(f"{self.type} hosts have no /info")
+
+    def status_call(self) -> HttpCall | None:
+        """Where the host reports its queue and jobs; None for hosts without."""
+        return None
+
+    def parse_status(self, response: httpx.Response) -> StatusResponse:
+        raise Unsupported(f"{self.type} hosts have no /status")

@@ -1,0 +1,122 @@
+"""Our own GPU service (`gpu-service` hosts): every task, vectors as base64 float32, similarity on the host,
+cancellation by request id, and typed /info and /status."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import httpx
+
+from gpu_protocol import routes
+from gpu_protocol.bertscore import (
+    BertScoreIdfRequest,
+    BertScoreIdfResponse,
+    BertScoreRequest,
+    BertScoreResponse,
+)
+from gpu_protocol.codec import check_block
+from gpu_protocol.embed import EmbedRequest, EmbedResponse
+from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
+from gpu_protocol.status import SERVING_STATUSES, InfoResponse, StatusResponse
+from mcp_bridge.answers import BadResponse, host_answer, read_model
+from mcp_bridge.protocols.base import HostProtocol, HttpCall, Task
+from mcp_bridge.vectors import VectorBlock
+
+
+class GpuServiceProtocol(HostProtocol):
+    type = "gpu-service"
+    tasks: ClassVar[frozenset[Task]] = frozenset({"embed", "bertscore"})
+    serves = "every tool"
+    default_auth = "x-api-key"
+
+    def health_call(self) -> HttpCall:
+        return HttpCall("GET", routes.HEALTH)
+
+    def _serves(self, body: Any) -> bool:
+        # It answers 503 while starting or draining; degraded (a default model missing) still serves.
+        return isinstance(body, dict) and body.get("status") in SERVING_STATUSES
+
+    # ------------------------------------------------------------------ embeddings
+
+    def embed_call(self, request: EmbedRequest) -> HttpCall:
+        body = request.model_copy(update={"encoding_format": "base64"}).model_dump(exclude_none=True)
+        return HttpCall("POST", routes.EMBED, body)
+
+    def parse_embed(self, response: httpx.Response, request: EmbedRequest) -> VectorBlock:
+        answer = read_model(response, EmbedResponse)
+        count = len(request.texts)
+        with host_answer():
+            block = answer.block()
+            check_block(block, count, request.dimensions or answer.dimensions)
+        if answer.count != count:
+            raise BadResponse(f"answer says count={answer.count} for {count} texts")
+        return VectorBlock(block, answer.model, answer.truncated, tokens=answer.tokens or 0)
+
+    # ------------------------------------------------------------------ similarity
+
+    def similarity_call(self, request: SimilarityRequest) -> HttpCall:
+        return HttpCall("POST", routes.SIMILARITY, request.model_dump(exclude_none=True))
+
+    def parse_similarity(self, response: httpx.Response, request: SimilarityRequest) -> SimilarityResponse:
+        answer = read_model(response, SimilarityResponse)
+        check_similarity(answer, request)
+        return answer
+
+    # ------------------------------------------------------------------ BERTScore
+
+    def bertscore_call(self, request: BertScoreRequest) -> HttpCall:
+        return HttpCall("POST", routes.BERTSCORE, request.model_dump(exclude_none=True))
+
+    def parse_bertscore(self, response: httpx.Response, request: BertScoreRequest) -> BertScoreResponse:
+        answer = read_model(response, BertScoreResponse)
+        sent = len(request.candidates)
+        if not (len(answer.precision) == len(answer.recall) == len(answer.f1) == sent):
+            raise BadResponse(f"scores for {len(answer.f1)} pairs, {sent} were sent")
+        if not all(math.isfinite(x) for x in (*answer.precision, *answer.recall, *answer.f1)):
+            raise BadResponse("non-finite score")
+        return answer
+
+    def bertscore_idf_call(self, request: BertScoreIdfRequest) -> HttpCall:
+        return HttpCall("POST", routes.BERTSCORE_IDF, request.model_dump(exclude_none=True))
+
+    def parse_bertscore_idf(self, response: httpx.Response, request: BertScoreIdfRequest) -> BertScoreIdfResponse:
+        answer = read_model(response, BertScoreIdfResponse)
+        if answer.documents != len(request.sentences):
+            raise BadResponse(f"counted {answer.documents} sentences, {len(request.sentences)} were sent")
+        return answer
+
+    # ------------------------------------------------------------------ control and views
+
+    def cancel_call(self, request_id: str) -> HttpCall:
+        return HttpCall("POST", routes.cancel_path(request_id))
+
+    def info_call(self) -> HttpCall:
+        return HttpCall("GET", routes.INFO)
+
+    def parse_info(self, response: httpx.Response) -> InfoResponse:
+        return read_model(response, InfoResponse)
+
+    def status_call(self) -> HttpCall:
+        return HttpCall("GET", routes.STATUS)
+
+    def parse_status(self, response: httpx.Response) -> StatusResponse:
+        return read_model(response, StatusResponse)
+
+
+def check_similarity(answer: SimilarityResponse, request: SimilarityRequest) -> None:
+    """One score per text (an n x n matrix for mode=matrix), every one a cosine in [-1, 1]."""
+    n = len(request.texts)
+    if answer.mode != request.mode:
+        raise BadResponse(f"answer is for mode={answer.mode}, mode={request.mode} was asked")
+    if request.mode == "matrix":
+        rows = answer.matrix or []
+        if len(rows) != n or any(len(row) != n for row in rows):
+            raise BadResponse(f"matrix is not {n} x {n}")
+        numbers = [x for row in rows for x in row]
+    else:
+        numbers = answer.scores or []
+        if len(numbers) != n:
+            raise BadResponse(f"{len(numbers)} scores for {n} texts")
+    if not all(math.isfinite(x) and -1.001 <= x <= 1.001 for x in numbers):
+        raise BadResponse("a similarity outside [-1, 1]")

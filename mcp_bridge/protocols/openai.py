@@ -1,0 +1,48 @@
+"""OpenAI-compatible hosts (`openai`): `POST /v1/embeddings` (Infinity, vLLM, and our own service speak it),
+liveness from `GET /v1/models`. Embeddings only; similarity is computed in the bridge."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+from pydantic import BaseModel
+
+from gpu_protocol import routes
+from gpu_protocol.embed import EmbedRequest
+from mcp_bridge.answers import read_model
+from mcp_bridge.protocols.base import HttpCall
+from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
+from mcp_bridge.vectors import VectorBlock
+
+
+class _Embedding(BaseModel):  # lenient: servers add fields of their own (id, created, object, ...)
+    index: int
+    embedding: list[float]
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int = 0
+
+
+class _Answer(BaseModel):
+    data: list[_Embedding]
+    model: str | None = None
+    usage: _Usage | None = None
+
+
+class OpenAIProtocol(EmbeddingsOnly):
+    type = "openai"
+
+    def health_call(self) -> HttpCall:
+        return HttpCall("GET", routes.OPENAI_MODELS)
+
+    def embed_call(self, request: EmbedRequest) -> HttpCall:
+        body = {"input": list(request.texts), "model": self.model_for(request), "encoding_format": "float"}
+        return HttpCall("POST", routes.OPENAI_EMBEDDINGS, body)
+
+    def parse_embed(self, response: httpx.Response, request: EmbedRequest) -> VectorBlock:
+        answer = read_model(response, _Answer)
+        rows = [item.embedding for item in sorted(answer.data, key=lambda item: item.index)]
+        block = self.checked_block(rows, request, answer.model or self.model_for(request))
+        return replace(block, tokens=answer.usage.prompt_tokens) if answer.usage else block
