@@ -181,3 +181,10 @@ def http_bridge(service_url: str, transport: str = "http", token: str | None = N
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def batches_run(service_url: str, model: str = "all-MiniLM-L6-v2") -> float:
+    """Batches a service has run for `model`, from its /metrics (to see work stop after a cancel)."""
+    lines = [ln for ln in httpx.get(f"{service_url}/metrics").text.splitlines()
+             if ln.startswith(f'gpu_service_batch_size_count{{model="{model}"}}')]
+    return float(lines[0].split()[-1]) if lines else 0.0

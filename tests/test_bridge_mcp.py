@@ -19,7 +19,7 @@ from mcp import Client, StdioServerParameters
 from mcp_bridge.config import parse_config
 from mcp_bridge.runtime import Bridge
 from mcp_bridge.server import build_server
-from tests.conftest import ROOT, ServiceProcess, bridge_env, free_port, http_bridge
+from tests.conftest import ROOT, ServiceProcess, batches_run, bridge_env, free_port, http_bridge
 
 TOOLS = {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore", "gpu_similarity"}
 KEY = "s3cret-test-key-123"
@@ -339,9 +339,7 @@ async def test_client_cancellation_stops_work_on_the_host(service_factory) -> No
     texts = [f"a long text to keep the host busy, number {i}, " * 6 for i in range(2000)]
 
     def batches() -> float:
-        lines = [ln for ln in httpx.get(f"{svc.url}/metrics").text.splitlines()
-                 if ln.startswith('gpu_service_batch_size_count{model="all-MiniLM-L6-v2"}')]
-        return float(lines[0].split()[-1]) if lines else 0.0
+        return batches_run(svc.url)
 
     async with bridge_client({"hosts": [{"url": svc.url}], "shardSize": 5000}) as c:
         with anyio.move_on_after(1.5):

@@ -26,7 +26,7 @@ import pytest
 
 from mcp_bridge.openai_api import pool_error
 from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
-from tests.conftest import ServiceProcess, bridge_env
+from tests.conftest import ServiceProcess, batches_run, bridge_env
 
 openai = pytest.importorskip("openai")
 
@@ -250,9 +250,7 @@ def test_a_client_that_goes_away_cancels_the_work_on_the_hosts(
     texts = [f"a long text to keep the host busy, number {i}, " * 6 for i in range(2000)]
 
     def batches() -> float:
-        lines = [ln for ln in httpx.get(f"{svc.url}/metrics").text.splitlines()
-                 if ln.startswith('gpu_service_batch_size_count{model="all-MiniLM-L6-v2"}')]
-        return float(lines[0].split()[-1]) if lines else 0.0
+        return batches_run(svc.url)
 
     with http_bridge([svc.url], tmp_path, config={"shardSize": 5000}) as bridge:
         with pytest.raises(httpx.ReadTimeout):  # httpx closes the connection when it gives up
