@@ -9,6 +9,9 @@ Outcomes:
   parse) count against the host (ejection after `failureThreshold` in a row) and are
   retried on another host;
 - 429/503 with Retry-After cool the host down for that long and are retried elsewhere;
+- a `cluster` host (a proxy such as Ray Serve's in front of many replicas) may be tried again
+  in the same round, and its 408 (the proxy's replica queue timed out) is retried like a 5xx;
+  from any other host a 408 is the caller's problem, like the 4xx below;
 - 400/401/403/404/413/422 are the caller's problem: never retried, never held
   against the host, reported with the host's name and its reason;
 - any other exception from building a request or parsing an answer is a bug in the
@@ -50,6 +53,8 @@ log = logging.getLogger("mcp_bridge.pool")
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRYABLE_FROM_CLUSTER = RETRYABLE_STATUS | {408}
+"""Ray Serve's proxy answers 408 when a request waited too long for a replica: another try may land on a free one."""
 MAX_RETRY_AFTER_S = 30.0
 
 CallFor = Callable[[Host], HttpCall]
@@ -140,6 +145,7 @@ class HostPool:
         errors: list[str] = []
         busy_only = True  # every failure so far was a busy answer
         first = True
+        previous: Host | None = None
         while True:
             remaining = deadline - self.clock()
             if remaining <= 0:
@@ -161,7 +167,11 @@ class HostPool:
                 self._raise_if_busy(busy_only, able, errors)
                 raise NoHostAvailable(self._summary(f"{task} failed and the retry budget is spent", errors))
             first = False
-            tried.add(host.name)
+            if not host.cluster:  # a cluster host stands for many replicas: the next try may find another
+                tried.add(host.name)
+            elif host is previous:
+                await self._backoff([host], deadline)  # the same proxy again: not in a tight loop
+            previous = host
 
             def send(h: Host) -> Awaitable[httpx.Response]:
                 return self._send(h, call(h), deadline)
@@ -228,7 +238,7 @@ class HostPool:
             host.succeeded(self.clock() - started)
             return response
         detail = error_detail(response)
-        if status in RETRYABLE_STATUS:
+        if status in (RETRYABLE_FROM_CLUSTER if host.cluster else RETRYABLE_STATUS):
             retry_after = _retry_after(response)
             busy = status in (429, 503) and retry_after is not None
             raise HostFailed(Failure(f"HTTP {status}: {detail}", retry_after, counts=not busy))
