@@ -36,7 +36,7 @@ from gpu_protocol.routes import REQUEST_ID_HEADER
 from mcp_bridge.answers import BadResponse, describe_transport_error, error_detail
 from mcp_bridge.answers import parse_json as parse_json  # re-exported: callers read answers with it
 from mcp_bridge.balancing import balancer
-from mcp_bridge.config import BridgeConfig
+from mcp_bridge.config import BridgeConfig, HostConfig
 from mcp_bridge.errors import Failure, HostFailed
 from mcp_bridge.errors import HostRejected as HostRejected  # re-exported: the pool's errors, from one place
 from mcp_bridge.errors import NoHostAvailable as NoHostAvailable
@@ -88,7 +88,12 @@ class HostPool:
         self.clock = clock
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self.hosts = [Host(h, config, clock, self._rng, transport) for h in config.pool_hosts()]
+        self._transport = transport
+        self.hosts: list[Host] = [
+            Host(h, config, clock, self._rng, transport) for h in config.pool_hosts() if not h.discover
+        ]
+        """Replaced, never changed in place (hosts found by DNS come and go while requests run)."""
+        self._retiring: set[asyncio.Task[None]] = set()
         self._balancer = balancer(self.strategy, self._rng)
         self.budget = RetryBudget(config.retryBudgetPercent / 100, clock)
         self._capacity = asyncio.Condition()
@@ -128,6 +133,28 @@ class HostPool:
         serve = "; ".join(f"{'/'.join(kinds)} hosts serve {words}" for words, kinds in by_words.items())
         return f"no configured host can serve {task} ({serve})"
 
+    # ------------------------------------------------------------------ hosts that come and go (DNS discovery)
+
+    def add_host(self, entry: HostConfig, *, name: str, url: str) -> Host:
+        """A host found for `entry` (its settings, its own name and address) joins the pool."""
+        host = Host(entry, self.config, self.clock, self._rng, self._transport, name=name, url=url, origin=entry.label)
+        self.hosts = [*self.hosts, host]
+        return host
+
+    def remove_host(self, host: Host) -> None:
+        """`host` leaves the pool: no new requests; those in flight finish, then its client is closed."""
+        self.hosts = [h for h in self.hosts if h is not host]
+        task = asyncio.get_running_loop().create_task(self._retire(host))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, host: Host) -> None:
+        try:
+            async with self._capacity:
+                await self._capacity.wait_for(lambda: host.record.in_flight == 0)
+        finally:
+            await host.close()
+
     # ------------------------------------------------------------------ sending
 
     async def request(
@@ -139,6 +166,8 @@ class HostPool:
         if pin and not able[0].can_serve(task):
             raise PoolError(f"host {pin!r} is a {able[0].protocol.type} host and cannot serve {task}")
         if not able:
+            if not self.hosts:
+                raise NoHostAvailable(f"no host to serve {task}: DNS discovery has found no address yet")
             raise NoHostAvailable(self._none_can_serve(task))
         self.budget.record_request()
         tried: set[str] = set()
@@ -336,4 +365,7 @@ class HostPool:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for task in list(self._retiring):  # removed hosts still finishing: close them now
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(h.close() for h in self.hosts))
