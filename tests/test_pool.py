@@ -399,11 +399,15 @@ async def test_a_cluster_host_that_answers_408_is_tried_again() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_cluster_host_is_retried_within_the_round_even_beside_other_hosts() -> None:
-    pool = make_pool({"serve": answers(500, 500, 200), "other": status(500)}, loadBalancing="round-robin",
-                     host_serve={"cluster": True})
+async def test_a_cluster_host_is_tried_again_before_an_ejected_host_is_tried_in_panic() -> None:
+    # A plain host is tried once per round, so after its failure only `other` (ejected) is left and
+    # the pool would panic onto it; a cluster host stays a candidate and gets the retry.
+    pool = make_pool({"serve": answers(500, 200), "other": ok}, host_serve={"cluster": True})
     for _ in range(3):
-        assert await call(pool) == "serve"
+        pool.host("other").failed("HTTP 500")
+    assert pool.host("other").ejected(pool.clock())
+    assert await call(pool) == "serve"
+    assert pool.seen == {"serve": 2}
 
 
 @pytest.mark.anyio
