@@ -63,6 +63,17 @@ class HostConfig(_Config):
     maxConcurrent: int | None = Field(default=None, ge=1, le=10_000, description="Requests in flight at most.")
     timeout: float | None = Field(default=None, gt=0, le=3600, description="Per-request timeout in seconds.")
     tls: TlsConfig | None = None
+    cluster: bool = Field(
+        default=False,
+        description="The URL is a proxy in front of many replicas (Ray Serve, a Kubernetes Service): 408 is "
+        "retried, a retry may go to the same URL, and ejection needs 3x failureThreshold failures in a row.",
+    )
+    discover: Literal["dns"] | None = Field(
+        default=None,
+        description="dns: the URL's host name is resolved (A/AAAA; a Kubernetes headless Service) and every "
+        "address becomes a host <name>@<ip> with this entry's settings; re-resolved every "
+        "healthCheckIntervalSeconds.",
+    )
 
     @field_validator("type")
     @classmethod

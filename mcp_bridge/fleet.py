@@ -103,7 +103,7 @@ class Fleet:
         remote = {h.name: (result, error) for h, result, error in await self.pool.each(status, PROBE_TIMEOUT_S + 0.5)}
         hosts = []
         for row in view.hosts:
-            result, error = remote[row.name]
+            result, error = remote.get(row.name, (None, "left the pool while being asked"))
             service = result if result is not None else Unreachable(error=error or "no answer")
             hosts.append(HostStatus(**row.model_dump(), service=service))
         return FleetStatus(strategy=view.strategy, mode=view.mode, hosts=hosts, panics=view.panics, hedges=view.hedges)

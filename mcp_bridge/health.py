@@ -6,7 +6,8 @@ that are down are probed four times as often, so they come back quickly. `/healt
 needs no key, and a 401 on a compute call is never counted against a host, so a
 wrong key never makes a host flap: it is reported by the calls that need it.
 
-The loop belongs to the bridge's lifetime: `start()` on entry, `stop()` on exit.
+The loop belongs to the bridge's lifetime: `start()` on entry, `stop()` on exit; hosts that join
+or leave the pool later (DNS discovery) are watched and unwatched one by one.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class HealthMonitor:
         self.interval = pool.config.healthCheckIntervalSeconds
         self.timeout = pool.config.healthCheckTimeoutSeconds
         self._rng = rng or random.Random()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[Host, asyncio.Task[None]] = {}
+        self._started = False
 
     async def probe(self, host: Host) -> bool:
         """One probe; updates the host's record. True if the host's protocol judges it serving
@@ -81,11 +83,26 @@ class HealthMonitor:
                 log.exception("health probe of %s crashed", host.name)
 
     def start(self) -> None:
-        if not self._tasks:
-            self._tasks = [asyncio.create_task(self._watch(h), name=f"health-{h.name}") for h in self.pool.hosts]
+        if not self._started:
+            self._started = True
+            for host in self.pool.hosts:
+                self.watch(host)
+
+    def watch(self, host: Host) -> None:
+        """Probe `host` from now on (a host that joined the pool; at start, every host)."""
+        if host not in self._tasks:
+            self._tasks[host] = asyncio.create_task(self._watch(host), name=f"health-{host.name}")
+
+    def unwatch(self, host: Host) -> None:
+        """Stop probing `host` (it left the pool)."""
+        task = self._tasks.pop(host, None)
+        if task is not None:
+            task.cancel()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = {}
+        self._started = False

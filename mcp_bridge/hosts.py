@@ -34,6 +34,10 @@ from mcp_bridge.views import HostState, HostView
 
 Clock = Callable[[], float]
 
+CLUSTER_FAILURE_FACTOR = 3
+"""A `cluster` host (a proxy for many replicas) is ejected only after this many times
+`failureThreshold` failures in a row: one bad replica behind it must not take out the rest."""
+
 
 @dataclass
 class HostRecord:
@@ -66,10 +70,17 @@ class Host:
         clock: Clock,
         rng: random.Random,
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        name: str | None = None,
+        url: str | None = None,
+        origin: str | None = None,
     ):
         self.config = config
-        self.name = config.label
-        self.url = config.url
+        self.name = name or config.label
+        self.url = url or config.url
+        self.origin = origin
+        """The config entry this host was discovered from (DNS discovery); None for a configured host."""
+        self.cluster = config.cluster
         self.protocol: HostProtocol = protocol_for(config)
         self.weight = config.weight
         self.max_concurrent = config.maxConcurrent
@@ -163,11 +174,16 @@ class Host:
         rec.consecutive_failures += 1
         rec.last_error = error
         cfg = self._pool_config
-        if rec.consecutive_failures >= cfg.failureThreshold and not self.ejected(self._clock()):
+        if rec.consecutive_failures >= self.failure_threshold() and not self.ejected(self._clock()):
             rec.ejections += 1
             base = min(cfg.ejectionSeconds * rec.ejections, cfg.maxEjectionSeconds)
             rec.ejected_until = self._clock() + base * self._rng.uniform(0.9, 1.1)
             rec.consecutive_failures = 0
+
+    def failure_threshold(self) -> int:
+        """Consecutive failures that eject this host."""
+        factor = CLUSTER_FAILURE_FACTOR if self.cluster else 1
+        return self._pool_config.failureThreshold * factor
 
     def rejected(self, error: str) -> None:
         """A 4xx: the caller's problem, not held against the host, but shown as its last error."""
@@ -208,6 +224,7 @@ class Host:
             name=self.name,
             url=self.url,
             type=self.protocol.type,
+            origin=self.origin,
             state=self.state(now),
             ejected_for_s=round(rec.ejected_until - now, 1) if self.ejected(now) else None,
             in_flight=rec.in_flight,

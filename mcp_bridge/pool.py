@@ -9,6 +9,9 @@ Outcomes:
   parse) count against the host (ejection after `failureThreshold` in a row) and are
   retried on another host;
 - 429/503 with Retry-After cool the host down for that long and are retried elsewhere;
+- a `cluster` host (a proxy such as Ray Serve's in front of many replicas) may be tried again
+  in the same round, and its 408 (the proxy's replica queue timed out) is retried like a 5xx;
+  from any other host a 408 is the caller's problem, like the 4xx below;
 - 400/401/403/404/413/422 are the caller's problem: never retried, never held
   against the host, reported with the host's name and its reason;
 - any other exception from building a request or parsing an answer is a bug in the
@@ -33,7 +36,7 @@ from gpu_protocol.routes import REQUEST_ID_HEADER
 from mcp_bridge.answers import BadResponse, describe_transport_error, error_detail
 from mcp_bridge.answers import parse_json as parse_json  # re-exported: callers read answers with it
 from mcp_bridge.balancing import balancer
-from mcp_bridge.config import BridgeConfig
+from mcp_bridge.config import BridgeConfig, HostConfig
 from mcp_bridge.errors import Failure, HostFailed
 from mcp_bridge.errors import HostRejected as HostRejected  # re-exported: the pool's errors, from one place
 from mcp_bridge.errors import NoHostAvailable as NoHostAvailable
@@ -50,6 +53,8 @@ log = logging.getLogger("mcp_bridge.pool")
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRYABLE_FROM_CLUSTER = RETRYABLE_STATUS | {408}
+"""Ray Serve's proxy answers 408 when a request waited too long for a replica: another try may land on a free one."""
 MAX_RETRY_AFTER_S = 30.0
 
 CallFor = Callable[[Host], HttpCall]
@@ -83,7 +88,12 @@ class HostPool:
         self.clock = clock
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self.hosts = [Host(h, config, clock, self._rng, transport) for h in config.pool_hosts()]
+        self._transport = transport
+        self.hosts: list[Host] = [
+            Host(h, config, clock, self._rng, transport) for h in config.pool_hosts() if not h.discover
+        ]
+        """Replaced, never changed in place (hosts found by DNS come and go while requests run)."""
+        self._retiring: set[asyncio.Task[None]] = set()
         self._balancer = balancer(self.strategy, self._rng)
         self.budget = RetryBudget(config.retryBudgetPercent / 100, clock)
         self._capacity = asyncio.Condition()
@@ -123,6 +133,28 @@ class HostPool:
         serve = "; ".join(f"{'/'.join(kinds)} hosts serve {words}" for words, kinds in by_words.items())
         return f"no configured host can serve {task} ({serve})"
 
+    # ------------------------------------------------------------------ hosts that come and go (DNS discovery)
+
+    def add_host(self, entry: HostConfig, *, name: str, url: str) -> Host:
+        """A host found for `entry` (its settings, its own name and address) joins the pool."""
+        host = Host(entry, self.config, self.clock, self._rng, self._transport, name=name, url=url, origin=entry.label)
+        self.hosts = [*self.hosts, host]
+        return host
+
+    def remove_host(self, host: Host) -> None:
+        """`host` leaves the pool: no new requests; those in flight finish, then its client is closed."""
+        self.hosts = [h for h in self.hosts if h is not host]
+        task = asyncio.get_running_loop().create_task(self._retire(host))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, host: Host) -> None:
+        try:
+            async with self._capacity:
+                await self._capacity.wait_for(lambda: host.record.in_flight == 0)
+        finally:
+            await host.close()
+
     # ------------------------------------------------------------------ sending
 
     async def request(
@@ -134,12 +166,15 @@ class HostPool:
         if pin and not able[0].can_serve(task):
             raise PoolError(f"host {pin!r} is a {able[0].protocol.type} host and cannot serve {task}")
         if not able:
+            if not self.hosts:
+                raise NoHostAvailable(f"no host to serve {task}: DNS discovery has found no address yet")
             raise NoHostAvailable(self._none_can_serve(task))
         self.budget.record_request()
         tried: set[str] = set()
         errors: list[str] = []
         busy_only = True  # every failure so far was a busy answer
         first = True
+        previous: Host | None = None
         while True:
             remaining = deadline - self.clock()
             if remaining <= 0:
@@ -161,7 +196,11 @@ class HostPool:
                 self._raise_if_busy(busy_only, able, errors)
                 raise NoHostAvailable(self._summary(f"{task} failed and the retry budget is spent", errors))
             first = False
-            tried.add(host.name)
+            if not host.cluster:  # a cluster host stands for many replicas: the next try may find another
+                tried.add(host.name)
+            elif host is previous:
+                await self._backoff([host], deadline)  # the same proxy again: not in a tight loop
+            previous = host
 
             def send(h: Host) -> Awaitable[httpx.Response]:
                 return self._send(h, call(h), deadline)
@@ -228,7 +267,7 @@ class HostPool:
             host.succeeded(self.clock() - started)
             return response
         detail = error_detail(response)
-        if status in RETRYABLE_STATUS:
+        if status in (RETRYABLE_FROM_CLUSTER if host.cluster else RETRYABLE_STATUS):
             retry_after = _retry_after(response)
             busy = status in (429, 503) and retry_after is not None
             raise HostFailed(Failure(f"HTTP {status}: {detail}", retry_after, counts=not busy))
@@ -326,4 +365,7 @@ class HostPool:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for task in list(self._retiring):  # removed hosts still finishing: close them now
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(h.close() for h in self.hosts))

@@ -1,6 +1,6 @@
 """The bridge's running parts, started and stopped together.
 
-`Bridge` owns the host pool, the health monitor and (with no hosts configured) the
+`Bridge` owns the host pool, the health monitor, DNS discovery (hosts from `discover: "dns"` entries) and (with no hosts configured) the
 embedded GPU service. The MCP server's tools call `bridge.gpu`. Using it as an async
 context manager guarantees the health loop and any child process stop with it.
 """
@@ -11,6 +11,7 @@ import logging
 from types import TracebackType
 
 from mcp_bridge.config import BridgeConfig, HostConfig
+from mcp_bridge.discovery import DnsDiscovery, Resolver, resolve_dns
 from mcp_bridge.embedded import NOT_CONFIGURED, EmbeddedService, service_installed
 from mcp_bridge.gpu import GpuClient
 from mcp_bridge.health import HealthMonitor
@@ -20,8 +21,13 @@ log = logging.getLogger("mcp_bridge")
 
 
 class Bridge:
-    def __init__(self, config: BridgeConfig, *, allow_embedded: bool = True) -> None:
+    def __init__(
+        self, config: BridgeConfig, *, allow_embedded: bool = True, resolver: Resolver = resolve_dns
+    ) -> None:
         self.config = config
+        self.resolver = resolver
+        """How `discover: "dns"` host names are resolved (tests pass their own)."""
+        self.discovery: DnsDiscovery | None = None
         self.allow_embedded = allow_embedded
         self.embedded: EmbeddedService | None = None
         self.pool: HostPool | None = None
@@ -43,18 +49,20 @@ class Bridge:
                 # (a server that dies at start-up leaves the agent with no tools and no reason).
                 log.warning("%s", NOT_CONFIGURED)
                 self.not_configured = NOT_CONFIGURED
-                return self._start_pool()
+                return await self._start_pool()
             self.embedded = EmbeddedService()
             await self.embedded.start()
             self.config = self.config.model_copy(
                 update={"hosts": [HostConfig(name="local", url=self.embedded.url)]}
             )
-        return self._start_pool()
+        return await self._start_pool()
 
-    def _start_pool(self) -> Bridge:
+    async def _start_pool(self) -> Bridge:
         self.pool = HostPool(self.config)
         self.monitor = HealthMonitor(self.pool)
         self.monitor.start()
+        self.discovery = DnsDiscovery(self.pool, self.monitor, self.resolver)
+        await self.discovery.start()
         self._gpu = GpuClient(self.config, self.pool)
         log.info(
             "bridge ready: %d host(s), %s: %s", len(self.pool.hosts), self.config.loadBalancing,
@@ -67,6 +75,8 @@ class Bridge:
     ) -> None:
         # Ctrl-C can cancel us again mid-cleanup: the child process is stopped whatever happens.
         try:
+            if self.discovery is not None:
+                await self.discovery.stop()
             if self.monitor is not None:
                 await self.monitor.stop()
             if self.pool is not None:

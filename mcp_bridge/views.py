@@ -18,6 +18,8 @@ class HostView(BaseModel):
     name: str
     url: str
     type: str
+    origin: str | None = None
+    """For a host found by DNS discovery: the name of the config entry it came from."""
     state: HostState
     ejected_for_s: float | None
     in_flight: int

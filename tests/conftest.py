@@ -27,22 +27,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class ServiceProcess:
-    """One `gpu-service` child process on 127.0.0.1."""
+    """One `gpu-service` child process on 127.0.0.1 (or another loopback address, `bind`)."""
 
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None, args: list[str] | None = None):
+    def __init__(
+        self, env: dict[str, str] | None = None, port: int | None = None, args: list[str] | None = None,
+        bind: str = "127.0.0.1",
+    ):
+        self.bind = bind
         self.port = port or free_port()
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "GPU_SERVICE_LOG": "1", **(env or {})}
         self.args = args or []
         self.scheme = "https" if "--ssl-certfile" in self.args else "http"
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"gpu-service-{self.port}.log"
+        self.log_path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"gpu-service-{bind}-{self.port}.log"
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.bind}:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "gpu_service", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        return [sys.executable, "-m", "gpu_service", "--host", self.bind, "--port", str(self.port), *self.args]
 
     def start(self, wait: bool = True, timeout: float = 120.0) -> ServiceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
