@@ -206,3 +206,25 @@ def test_the_rerank_option_is_in_the_plugin_schema() -> None:
     manifest = json.loads((Path(__file__).resolve().parent.parent / "openclaw.plugin.json").read_text())
     host = manifest["configSchema"]["properties"]["hosts"]["items"]["properties"]
     assert host["rerank"]["type"] == "boolean"
+
+
+@pytest.mark.anyio
+async def test_equal_scores_from_different_shards_rank_by_global_index() -> None:
+    """Every document scores the same: the merged order is the input order, whichever shard finishes first."""
+
+    def flat(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200)
+        texts = json.loads(request.content)["texts"]
+        return httpx.Response(200, json=[{"index": i, "score": 0.5} for i in reversed(range(len(texts)))])
+
+    cfg = parse_config({"shardSize": 3, "hosts": [
+        {"name": "a", "url": "http://a", "type": "tei", "rerank": True},
+        {"name": "b", "url": "http://b", "type": "tei", "rerank": True},
+    ]}, "test")
+    pool = HostPool(cfg, transport=httpx.MockTransport(flat))
+    try:
+        outcome = await GpuClient(cfg, pool).rerank(RerankRequest(query="q", documents=DOCS, top_n=7))
+    finally:
+        await pool.close()
+    assert [r.index for r in outcome.response.results] == list(range(7))
