@@ -87,7 +87,13 @@ async def test_sharded_rerank_over_three_hosts_equals_one_host_scoring_everythin
     config = {"hosts": [{"name": f"h{i}", "url": s.url} for i, s in enumerate(rerankers)], "shardSize": SHARD}
     async with bridge_client(config) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
-        result = await c.call_tool("gpu_rerank", {"query": QUERY, "documents": DOCS, "top_n": 5})
+        updates: list[tuple[float, float | None]] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            updates.append((progress, total))
+
+        result = await c.call_tool("gpu_rerank", {"query": QUERY, "documents": DOCS, "top_n": 5},
+                                   progress_callback=on_progress)
         assert not result.is_error, result.content[0].text
         jsonschema.validate(result.structured_content, tools["gpu_rerank"].output_schema)
         everything = await c.call_tool("gpu_rerank", {"query": QUERY, "documents": DOCS, "top_n": None})
@@ -100,6 +106,7 @@ async def test_sharded_rerank_over_three_hosts_equals_one_host_scoring_everythin
     assert out["model"] == RERANKER and len(out["hosts"]) >= 2, "three shards spread over the pool"
     assert [m["index"] for m in everything.structured_content["matches"]] == [e["index"] for e in expected]
     assert f"#{expected[0]['index']}" in result.content[0].text
+    assert updates == [(1, 3), (2, 3), (3, 3)], "one progress notification per shard"
     assert f"{RERANKER} (rerank)" in info.content[0].text, "gpu_info lists the reranker with its kind"
 
 
