@@ -59,6 +59,11 @@ class HostConfig(_Config):
     model: str | None = Field(
         default=None, description="Model to request from an openai host; for a tei host (one model), its name in results."
     )
+    rerank: bool = Field(
+        default=False,
+        description="An openai or tei host that also serves a reranker (Cohere-style /v1/rerank: Infinity, vLLM, "
+        "Jina; TEI's /rerank): use it for gpu_rerank. gpu-service hosts always rerank.",
+    )
     weight: float = Field(default=1.0, gt=0, le=1000, description="Relative capacity for balancing.")
     maxConcurrent: int | None = Field(default=None, ge=1, le=10_000, description="Requests in flight at most.")
     timeout: float | None = Field(default=None, gt=0, le=3600, description="Per-request timeout in seconds.")

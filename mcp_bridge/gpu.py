@@ -1,4 +1,4 @@
-"""What the tools call: embeddings, similarity and BERTScore over the host pool, and the fleet's views.
+"""What the tools call: embeddings, similarity, reranking and BERTScore over the host pool, and the fleet's views.
 
 Large calls are sharded across the pool; each shard is one pool request whose body each
 host's protocol builds and whose answer it parses and checks (counts, dimensions, numbers)
@@ -22,11 +22,13 @@ from gpu_protocol.bertscore import (
     ScoreMeans,
 )
 from gpu_protocol.embed import EmbedRequest
+from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.errors import PoolError
 from mcp_bridge.fleet import Fleet
 from mcp_bridge.pool import HostPool
+from mcp_bridge.reranking import RerankOutcome, merge
 from mcp_bridge.sharding import Progress, run_sharded, split
 from mcp_bridge.vectors import VectorBlock, join
 from mcp_bridge.views import FleetStatus, HealthRow, InfoRow
@@ -189,6 +191,34 @@ class GpuClient:
                 matches=top_matches(scores, request.top_k) if request.mode == "query" else None,
             )
         return SimilarityResult(response=response, hosts=sorted(used), seconds=time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ reranking
+
+    async def rerank(
+        self, request: RerankRequest, *, host: str | None = None, progress: Progress | None = None
+    ) -> RerankOutcome:
+        """Documents sharded across the hosts that rerank; every shard scores all of its documents
+        and the bridge merges them, so `top_n` is exactly one host's ranking of everything."""
+        started = time.perf_counter()
+        deadline = self.deadline()
+        used: set[str] = set()
+        answers: list[tuple[int, RerankResponse]] = []
+
+        async def run_shard(shard: Sequence[int], index: int) -> list[float]:
+            lo, hi = shard[0], shard[-1] + 1
+            sub = request.model_copy(update={"documents": request.documents[lo:hi]})
+            answer, chosen = await self.pool.request(
+                "rerank", lambda h: h.protocol.rerank_call(sub), lambda h, r: h.protocol.parse_rerank(r, sub),
+                deadline=deadline, pin=host,
+            )
+            used.add(chosen.name)
+            answers.append((lo, answer))
+            return [r.relevance_score for r in answer.results]
+
+        await run_sharded(range(len(request.documents)), self.config.shardSize, run_shard,
+                          parallel=self._parallel("rerank"), progress=progress)
+        return RerankOutcome(merge(request, sorted(answers, key=lambda pair: pair[0])), hosts=sorted(used),
+                             seconds=time.perf_counter() - started)
 
     # ------------------------------------------------------------------ BERTScore
 

@@ -1,4 +1,5 @@
-"""The pool behind OpenAI's embeddings API: `POST /v1/embeddings` and `GET /v1/models`.
+"""The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`) and Cohere's
+rerank API (`POST /v1/rerank`).
 
 In HTTP mode the bridge serves these next to `/mcp`, behind the same bearer token, so any
 OpenAI client (OpenClaw's `openai-compatible` memory provider, LangChain, LlamaIndex, the
@@ -8,8 +9,8 @@ its base URL at the bridge. Errors come in OpenAI's shape,
 401 bad token, 413 too much input, 422 invalid input, 429 + Retry-After when every host is
 busy, 503 when no host can serve, 504 past the deadline.
 
-What it needs from the bridge is small on purpose: something with `embed(...)` and
-`info()` (the bridge's `GpuClient`), the configuration (limits, secrets to redact, the
+What it needs from the bridge is small on purpose: something with `embed(...)`, `rerank(...)`
+and `info()` (the bridge's `GpuClient`), the configuration (limits, secrets to redact, the
 models of openai/tei hosts) and the pool's error types.
 """
 
@@ -20,7 +21,7 @@ import json
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -31,12 +32,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpu_protocol.codec import encode_float32_rows
 from gpu_protocol.embed import OpenAIEmbeddingRequest
+from gpu_protocol.rerank import RerankRequest
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.gpu import EmbedResult
 from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
+from mcp_bridge.reranking import RerankOutcome
 from mcp_bridge.views import InfoRow
 
 log = logging.getLogger("mcp_bridge.openai")
+T = TypeVar("T")
 
 PREFIX = "/v1"
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -50,6 +54,8 @@ class Embedder(Protocol):
         self, texts: Sequence[str], *, model: str | None = ..., dimensions: int | None = ...,
         input_type: str | None = ...,
     ) -> EmbedResult: ...
+
+    async def rerank(self, request: RerankRequest) -> RerankOutcome: ...
 
     async def info(self) -> list[InfoRow]: ...
 
@@ -150,7 +156,35 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def cancel_on_disconnect(receive: Receive, work: Awaitable[EmbedResult]) -> EmbedResult:
+def _invalid(err: ValidationError) -> ApiError:
+    """A 422 naming the first bad field as the caller wrote it (`documents[2]`)."""
+    first = err.errors()[0]
+    loc = first["loc"]
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    return ApiError(422, f"{field}: {first['msg']}", param=str(loc[0]) if loc else None)
+
+
+def parse_rerank_request(body: Any, config: BridgeConfig) -> RerankRequest:
+    """Cohere's rerank request within the bridge's limits, or an ApiError naming the field (and index)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, 'the body must be a JSON object such as {"query": "...", "documents": ["text"]}')
+    try:
+        request = RerankRequest.model_validate(body)
+    except ValidationError as err:
+        raise _invalid(err) from None
+    limits = config.limits
+    if len(request.documents) > limits.maxBatchSize:
+        raise ApiError(413, f"documents has {len(request.documents)} entries; this bridge takes at most "
+                            f"{limits.maxBatchSize} per request (limits.maxBatchSize): split the request",
+                       param="documents")
+    for name, text in [("query", request.query), *((f"documents[{i}]", t) for i, t in enumerate(request.texts()))]:
+        if len(text) > limits.maxTextLength:
+            raise ApiError(422, f"{name} has {len(text)} characters; at most {limits.maxTextLength} are allowed "
+                                "(limits.maxTextLength)", param=name.split("[")[0])
+    return request
+
+
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it if the client goes away: the pool then tells the hosts to drop
     the shards (POST /cancel), so an aborted embedding stops on the GPUs, not only here."""
     task = asyncio.ensure_future(work)
@@ -222,6 +256,20 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
         usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
         return JSONResponse({"object": "list", "data": data, "model": result.model, "usage": usage})
 
+    async def rerank(request: Request) -> JSONResponse:
+        try:
+            body = json.loads(await _read_body(request))
+        except ValueError:
+            raise ApiError(400, 'the body is not valid JSON; send {"query": "...", "documents": ["text"]}') from None
+        parsed = parse_rerank_request(body, config)
+        try:
+            outcome = await cancel_on_disconnect(request.receive, gpu.rerank(parsed))
+        except (PoolError, ValueError) as exc:
+            raise pool_error(exc) from None
+        log.info("POST /v1/rerank: %d documents, model %s, on %s in %.2fs", len(parsed.documents),
+                 outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
+        return JSONResponse(outcome.response.model_dump(mode="json", exclude_none=True))
+
     async def models(request: Request) -> JSONResponse:
         found, problems = await list_models(gpu, config)
         body: dict[str, Any] = {"object": "list", "data": found}
@@ -232,6 +280,7 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
     return Starlette(routes=[
         Route(f"{PREFIX}/embeddings", answering(embeddings), methods=["POST"]),
         Route(f"{PREFIX}/models", answering(models), methods=["GET"]),
+        Route(f"{PREFIX}/rerank", answering(rerank), methods=["POST"]),
     ])
 
 

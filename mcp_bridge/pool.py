@@ -131,7 +131,8 @@ class HostPool:
         for kind in dict.fromkeys(h.protocol.type for h in self.hosts):
             by_words.setdefault(HOST_TYPES[kind].serves, []).append(kind)
         serve = "; ".join(f"{'/'.join(kinds)} hosts serve {words}" for words, kinds in by_words.items())
-        return f"no configured host can serve {task} ({serve})"
+        hint = "; an openai or tei host that also serves a reranker needs rerank: true" if task == "rerank" else ""
+        return f"no configured host can serve {task} ({serve}{hint})"
 
     # ------------------------------------------------------------------ hosts that come and go (DNS discovery)
 

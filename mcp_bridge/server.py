@@ -1,4 +1,4 @@
-"""The MCP server: six tools an agent can call, over the bridge's host pool.
+"""The MCP server: seven tools an agent can call, over the bridge's host pool.
 
 Each tool has a title, a description that says when to use it and what it costs,
 typed and bounded parameters (the service's limits, so bad calls fail here), an
@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from gpu_protocol.bertscore import BertScoreRequest
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.limits import SIMILARITY_MATRIX_MAX, SIMILARITY_TOP_K_MAX
+from gpu_protocol.rerank import RerankRequest
 from gpu_protocol.similarity import SimilarityRequest
 from gpu_protocol.status import StatusResponse
 from mcp_bridge import __version__
@@ -33,9 +34,11 @@ from mcp_bridge.tool_outputs import (
     HealthOutput,
     InfoOutput,
     Match,
+    RerankOutput,
     SimilarityOutput,
     StatusOutput,
     embed_output,
+    rerank_output,
 )
 
 T = TypeVar("T")
@@ -61,7 +64,8 @@ def build_server(bridge: Bridge) -> MCPServer:
         version=__version__,
         instructions=(
             "Borrow GPU compute from a pool of GPU hosts. Use gpu_similarity to compare or rank texts "
-            "(cheap for your context), gpu_bertscore to score generated text against references, gpu_embed "
+            "(cheap for your context), gpu_rerank to order retrieved candidates with a cross-encoder, gpu_bertscore to score "
+            "generated text against references, gpu_embed "
             "only when you need raw vectors. gpu_health/gpu_status diagnose problems."
         ),
     )
@@ -135,7 +139,7 @@ def build_server(bridge: Bridge) -> MCPServer:
         for r in rows:
             info = r.info
             if info is not None:
-                loaded = ", ".join(m.name for m in info.models) or "none"
+                loaded = ", ".join(f"{m.name} ({m.kind})" for m in info.models) or "none"
                 vram = f", {info.vram_free_mb or 0:.0f}/{info.vram_total_mb:.0f} MiB free" if info.vram_total_mb else ""
                 lines.append(f"- {r.name}: {info.device} ({info.device_name}{vram}); loaded: {loaded}")
             else:
@@ -155,10 +159,12 @@ def build_server(bridge: Bridge) -> MCPServer:
         view = await guarded(bridge.gpu.status())
         lines = [f"strategy {view.strategy}, mode {view.mode}"]
         for h in view.hosts:
-            queue = h.service.queue_depth if isinstance(h.service, StatusResponse) else "unreachable"
+            service = h.service if isinstance(h.service, StatusResponse) else None
+            jobs = ", ".join(f"{j.kind} {j.model} {j.done}/{j.total}" for j in service.active_jobs) if service else ""
             lines.append(
-                f"- {h.name}: {h.state}, {h.in_flight} in flight, queue {queue}, "
+                f"- {h.name}: {h.state}, {h.in_flight} in flight, queue {service.queue_depth if service else 'unreachable'}, "
                 f"served {h.served}, failed {h.failed}"
+                + (f", jobs: {jobs}" if jobs else "")
                 + (f", last error: {h.last_error}" if h.last_error else "")
             )
         out = StatusOutput(strategy=view.strategy, mode=view.mode, panics=view.panics,
@@ -280,6 +286,30 @@ def build_server(bridge: Bridge) -> MCPServer:
             out.matrix = [[round(x, 6) for x in row] for row in r.matrix or []]
             summary = f"{len(texts)}x{len(texts)} cosine matrix in structured content (field `matrix`)."
         return _result(summary + f" [{r.model} on {', '.join(result.hosts)}]", out)
+
+    # ------------------------------------------------------------------ gpu_rerank
+
+    @server.tool(
+        title="Rerank documents on a GPU",
+        description="Order candidate documents by relevance to a query with a cross-encoder reranker on the GPU "
+        "hosts (more accurate than gpu_similarity's cosine, and costlier: one model pass per document). Use "
+        "after a first retrieval (gpu_similarity, keyword search) to order its candidates; returns the top_n "
+        f"best first, with scores from 0 to 1. Up to {limits.maxBatchSize} documents; large calls are split "
+        "across the hosts that rerank and merged exactly.",
+        annotations=READ_ONLY,
+    )
+    async def gpu_rerank(
+        query: Annotated[str, Field(min_length=1, max_length=limits.maxTextLength, description="What the documents are ranked against.")],
+        documents: Texts,
+        ctx: Context,
+        top_n: Annotated[int | None, Field(ge=1, le=limits.maxBatchSize, description="How many matches to return, best first; all when omitted.")] = 10,
+        model: Model = None,
+        host: Annotated[str | None, Field(max_length=64, description="Run on this host only (by name).")] = None,
+    ) -> Annotated[CallToolResult, RerankOutput]:
+        request = tool_request(RerankRequest, query=query, documents=documents, top_n=top_n, model=model)
+        outcome = await guarded(bridge.gpu.rerank(request, host=host, progress=progress_reporter(ctx)))
+        summary, out = rerank_output(outcome, documents)
+        return _result(summary, out)
 
     return server
 

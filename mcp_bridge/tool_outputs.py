@@ -15,6 +15,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from mcp_bridge.gpu import EmbedResult
+from mcp_bridge.reranking import RerankOutcome
 from mcp_bridge.vectors import Array
 
 # --------------------------------------------------------------------------- output schemas
@@ -101,6 +102,28 @@ class SimilarityOutput(BaseModel):
     matrix: Matrix | None = Field(default=None, description="matrix: cosine of every pair of texts.")
     hosts: list[str]
     seconds: float
+
+
+class RerankOutput(BaseModel):
+    matches: list[Match] = Field(
+        description="Best first: index into `documents`, the reranker's relevance score (0 to 1), the document's "
+        "first 200 characters."
+    )
+    model: str
+    hosts: list[str] = Field(description="Hosts that scored the documents.")
+    seconds: float
+
+
+def rerank_output(outcome: RerankOutcome, documents: list[str]) -> tuple[str, RerankOutput]:
+    """gpu_rerank's summary and structured result (texts cut as gpu_similarity cuts them)."""
+    r = outcome.response
+    matches = [Match(index=m.index, score=round(m.relevance_score, 6), text=documents[m.index][:200])
+               for m in r.results]
+    out = RerankOutput(matches=matches, model=r.model, hosts=outcome.hosts, seconds=round(outcome.seconds, 3))
+    summary = f"Best of {len(documents)} documents for the query: " + "; ".join(
+        f"#{m.index} ({m.score:.4f}) {m.text[:60]!r}" for m in matches[:10]
+    ) + f" [{r.model} on {', '.join(outcome.hosts)}]"
+    return summary, out
 
 
 # --------------------------------------------------------------------------- vectors in a result

@@ -21,7 +21,8 @@ from mcp_bridge.runtime import Bridge
 from mcp_bridge.server import build_server
 from tests.conftest import ROOT, ServiceProcess, batches_run, bridge_env, free_port, http_bridge
 
-TOOLS = {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore", "gpu_similarity"}
+TOOLS = {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore", "gpu_similarity",
+         "gpu_rerank"}
 KEY = "s3cret-test-key-123"
 
 
@@ -67,6 +68,11 @@ async def test_tools_and_their_schemas(service: ServiceProcess) -> None:
     query = next(s for s in sim["properties"]["query"]["anyOf"] if s["type"] == "string")
     assert sim["properties"]["top_k"]["maximum"] == 1000 and query["maxLength"] == 999
     assert set(sim["properties"]) == {"texts", "mode", "query", "texts_b", "top_k", "model", "host"}
+    rerank = tools["gpu_rerank"]
+    assert set(rerank.input_schema["required"]) == {"query", "documents"}
+    assert rerank.input_schema["properties"]["documents"]["maxItems"] == 500
+    assert set(rerank.input_schema["properties"]) == {"query", "documents", "top_n", "model", "host"}
+    assert {"matches", "model", "hosts", "seconds"} <= set(rerank.output_schema["required"])
 
 
 @pytest.mark.anyio

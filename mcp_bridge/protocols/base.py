@@ -26,6 +26,7 @@ from gpu_protocol.bertscore import (
     BertScoreResponse,
 )
 from gpu_protocol.embed import EmbedRequest
+from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.routes import API_KEY_HEADER, AUTHORIZATION_HEADER
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from gpu_protocol.status import InfoResponse, StatusResponse
@@ -34,7 +35,7 @@ from mcp_bridge.vectors import VectorBlock
 if TYPE_CHECKING:
     from mcp_bridge.config import HostConfig
 
-Task = Literal["embed", "bertscore"]
+Task = Literal["embed", "bertscore", "rerank"]
 """What a tool call needs a host to do (similarity needs `embed`)."""
 AuthScheme = Literal["x-api-key", "bearer"]
 
@@ -83,7 +84,8 @@ class HostProtocol(ABC):
         self.config = config
 
     def can_serve(self, task: str) -> bool:
-        return task in self.tasks
+        """`tasks`, plus reranking on a host configured with `rerank: true` (a server that also has a reranker)."""
+        return task in self.tasks or (task == "rerank" and self.config.rerank)
 
     def auth_headers(self, key: str | None) -> dict[str, str]:
         """The headers that carry `key` (none without a key)."""
@@ -151,6 +153,14 @@ class HostProtocol(ABC):
 
     def parse_bertscore_idf(self, response: httpx.Response, request: BertScoreIdfRequest) -> BertScoreIdfResponse:
         raise Unsupported(f"{self.type} hosts do not compute BERTScore")
+
+    def rerank_call(self, request: RerankRequest) -> HttpCall:
+        """Score every one of `request`'s documents (the bridge merges shards, so it needs them all)."""
+        raise Unsupported(f"{self.type} hosts do not rerank unless configured with rerank: true")
+
+    def parse_rerank(self, response: httpx.Response, request: RerankRequest) -> RerankResponse:
+        """One result per document (index into `request.documents`), checked by `check_rerank`."""
+        raise Unsupported(f"{self.type} hosts do not rerank unless configured with rerank: true")
 
     def cancel_call(self, request_id: str) -> HttpCall | None:
         """How to tell the host to drop the work of an abandoned request (sent with this

@@ -17,16 +17,18 @@ from gpu_protocol.bertscore import (
 )
 from gpu_protocol.codec import check_block
 from gpu_protocol.embed import EmbedRequest, EmbedResponse
+from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from gpu_protocol.status import SERVING_STATUSES, InfoResponse, StatusResponse
 from mcp_bridge.answers import BadResponse, host_answer, read_model
 from mcp_bridge.protocols.base import HostProtocol, HttpCall, Task
+from mcp_bridge.reranking import check_rerank
 from mcp_bridge.vectors import VectorBlock
 
 
 class GpuServiceProtocol(HostProtocol):
     type = "gpu-service"
-    tasks: ClassVar[frozenset[Task]] = frozenset({"embed", "bertscore"})
+    tasks: ClassVar[frozenset[Task]] = frozenset({"embed", "bertscore", "rerank"})
     serves = "every tool"
     default_auth = "x-api-key"
 
@@ -85,6 +87,16 @@ class GpuServiceProtocol(HostProtocol):
         if answer.documents != len(request.sentences):
             raise BadResponse(f"counted {answer.documents} sentences, {len(request.sentences)} were sent")
         return answer
+
+    # ------------------------------------------------------------------ reranking
+
+    def rerank_call(self, request: RerankRequest) -> HttpCall:
+        # Every document's score (top_n omitted), no echoed texts: the bridge merges the shards.
+        body = request.model_copy(update={"top_n": None, "return_documents": False}).model_dump(exclude_none=True)
+        return HttpCall("POST", routes.RERANK, body)
+
+    def parse_rerank(self, response: httpx.Response, request: RerankRequest) -> RerankResponse:
+        return check_rerank(read_model(response, RerankResponse), request)
 
     # ------------------------------------------------------------------ control and views
 

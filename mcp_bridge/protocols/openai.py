@@ -1,5 +1,6 @@
 """OpenAI-compatible hosts (`openai`): `POST /v1/embeddings` (Infinity, vLLM, and our own service speak it),
-liveness from `GET /v1/models`. Embeddings only; similarity is computed in the bridge."""
+liveness from `GET /v1/models`; similarity is computed in the bridge. Configured `rerank: true`, also
+Cohere's `POST /v1/rerank` (Infinity, vLLM, Jina serve it)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pydantic import BaseModel
 
 from gpu_protocol import routes
 from gpu_protocol.embed import EmbedRequest
+from gpu_protocol.rerank import RerankRequest, RerankResponse, RerankResult, RerankUsage
 from mcp_bridge.answers import read_model
 from mcp_bridge.protocols.base import HttpCall
 from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
+from mcp_bridge.reranking import check_rerank
 from mcp_bridge.vectors import VectorBlock
 
 
@@ -31,6 +34,21 @@ class _Answer(BaseModel):
     usage: _Usage | None = None
 
 
+class _Scored(BaseModel):  # lenient, as above: Cohere, Jina, Infinity and vLLM differ in extras
+    index: int
+    relevance_score: float
+
+
+class _RerankUsage(BaseModel):
+    total_tokens: int = 0
+
+
+class _Ranking(BaseModel):
+    results: list[_Scored]
+    model: str | None = None
+    usage: _RerankUsage | None = None
+
+
 class OpenAIProtocol(EmbeddingsOnly):
     type = "openai"
 
@@ -46,3 +64,17 @@ class OpenAIProtocol(EmbeddingsOnly):
         rows = [item.embedding for item in sorted(answer.data, key=lambda item: item.index)]
         block = self.checked_block(rows, request, answer.model or self.model_for(request))
         return replace(block, tokens=answer.usage.prompt_tokens) if answer.usage else block
+
+    def rerank_call(self, request: RerankRequest) -> HttpCall:
+        texts = request.texts()
+        body = {"model": self.config.model or request.model or "default", "query": request.query,
+                "documents": texts, "top_n": len(texts), "return_documents": False}
+        return HttpCall("POST", routes.RERANK, body)
+
+    def parse_rerank(self, response: httpx.Response, request: RerankRequest) -> RerankResponse:
+        answer = read_model(response, _Ranking)
+        results = [RerankResult(index=r.index, relevance_score=r.relevance_score) for r in answer.results]
+        tokens = answer.usage.total_tokens if answer.usage else 0
+        model = answer.model or self.config.model or request.model or "default"
+        return check_rerank(RerankResponse(results=results, model=model, usage=RerankUsage(total_tokens=tokens),
+                                           truncated=0), request)

@@ -1,6 +1,6 @@
 """text-embeddings-inference hosts (`tei`), in TEI's native API: `POST /embed` (`{"inputs": [...]}` ->
-a list of vectors) and `GET /health`. Embeddings only here; similarity is computed in the bridge.
-(TEI's `/rerank` comes with reranking.)"""
+a list of vectors) and `GET /health`; similarity is computed in the bridge. A TEI serving a reranker
+(configured `rerank: true`) is asked `POST /rerank`, which scores every text."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import httpx
 
 from gpu_protocol import routes
 from gpu_protocol.embed import EmbedRequest
-from mcp_bridge.answers import parse_json
+from gpu_protocol.rerank import RerankRequest, RerankResponse, RerankResult, RerankUsage, TEIRerankHit
+from mcp_bridge.answers import BadResponse, host_answer, parse_json
 from mcp_bridge.protocols.base import HttpCall
 from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
+from mcp_bridge.reranking import check_rerank
 from mcp_bridge.vectors import VectorBlock
 
 
@@ -26,3 +28,19 @@ class TEIProtocol(EmbeddingsOnly):
 
     def parse_embed(self, response: httpx.Response, request: EmbedRequest) -> VectorBlock:
         return self.checked_block(parse_json(response), request, self.config.model or "default")
+
+    def rerank_call(self, request: RerankRequest) -> HttpCall:
+        body = {"query": request.query, "texts": request.texts(), "raw_scores": False, "return_text": False,
+                "truncate": True}
+        return HttpCall("POST", routes.TEI_RERANK, body)
+
+    def parse_rerank(self, response: httpx.Response, request: RerankRequest) -> RerankResponse:
+        body = parse_json(response)
+        if not isinstance(body, list):
+            raise BadResponse("a TEI /rerank answer is a list of {index, score}")
+        with host_answer():
+            hits = [TEIRerankHit.model_validate(hit) for hit in body]
+        results = [RerankResult(index=hit.index, relevance_score=hit.score) for hit in hits]
+        answer = RerankResponse(results=results, model=self.config.model or "default",
+                                usage=RerankUsage(total_tokens=0), truncated=0)
+        return check_rerank(answer, request)

@@ -1,0 +1,55 @@
+"""Reranking across the pool: each shard's answer checked, the shards' scores merged into one ranking.
+
+Every shard scores all of its documents (a host is never asked for its own top_n), so the
+merge sees every score and its `top_n` is exactly what one host scoring everything would
+return: sorted by score, ties broken by the document's global index, as the service does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gpu_protocol.rerank import RerankDocument, RerankRequest, RerankResponse, RerankResult, RerankUsage
+from mcp_bridge.answers import BadResponse
+
+
+def check_rerank(answer: RerankResponse, request: RerankRequest) -> RerankResponse:
+    """One result per document sent, each index once, every score a finite number."""
+    count = len(request.documents)
+    indices = sorted(r.index for r in answer.results)
+    if indices != list(range(count)):
+        raise BadResponse(f"{len(answer.results)} rerank results for {count} documents, or indices out of range")
+    if not all(math.isfinite(r.relevance_score) for r in answer.results):
+        raise BadResponse("a non-finite relevance score")
+    return answer
+
+
+@dataclass
+class RerankOutcome:
+    """The merged ranking and where it was computed."""
+
+    response: RerankResponse
+    hosts: list[str]
+    seconds: float
+
+
+def merge(request: RerankRequest, shards: Sequence[tuple[int, RerankResponse]]) -> RerankResponse:
+    """The shards' answers (each with the global index of its first document) as one ranking:
+    best first by score, ties by global index, cut at `request.top_n`."""
+    texts = request.texts()
+    scored = [(r.relevance_score, offset + r.index) for offset, answer in shards for r in answer.results]
+    scored.sort(key=lambda pair: (-pair[0], pair[1]))
+    best = scored[: request.top_n] if request.top_n is not None else scored
+    results = [
+        RerankResult(index=index, relevance_score=score,
+                     document=RerankDocument(text=texts[index]) if request.return_documents else None)
+        for score, index in best
+    ]
+    answers = [answer for _, answer in shards]
+    return RerankResponse(
+        results=results, model=answers[0].model,
+        usage=RerankUsage(total_tokens=sum(a.usage.total_tokens for a in answers)),
+        truncated=sum(a.truncated for a in answers),
+    )
