@@ -29,9 +29,10 @@ test: $(VENV)/.installed
 		echo "make test: the test run changed files in the work tree (tests must not):"; git status --short; exit 1; \
 	fi; exit $$status
 
-## soak: the whole suite plus the long fault and load runs; rewrites docs/reliability.md on purpose
+## soak: the whole suite plus the long fault and load runs and the Ray Serve cluster tests (installs the
+## `ray` extra); rewrites docs/reliability.md on purpose
 soak: $(VENV)/.installed
-	$(PY) -m pip install --quiet schemathesis
+	$(PY) -m pip install --quiet schemathesis -e './service[ray]'
 	HF_HUB_OFFLINE=1 GPU_BRIDGE_SOAK=1 GPU_BRIDGE_WRITE_REPORTS=1 $(PY) -m pytest -q -s
 
 bench: $(VENV)/.installed

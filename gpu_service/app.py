@@ -2,7 +2,8 @@
 
 `create_app(settings)` builds a fresh app; the `gpu-service` command serves one with
 uvicorn. Start-up warms the default models in the background, so `/health` answers
-at once (503 "starting" until the defaults are loaded); shutdown drains in-flight
+at once (503 "starting" until the defaults are loaded), or, for Ray Serve
+(`gpu_service/ray_app.py`), before start-up returns; shutdown drains in-flight
 requests before models are released.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -51,6 +52,22 @@ T = TypeVar("T")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 429, 500, 503, 504)
 }
+
+
+GroupHealth = Callable[[], Awaitable[tuple[str, list[str]]]]
+"""The health of the group of replicas this app serves in (Ray Serve: its deployment), as
+(status, problems); `/health` answers the worse of it and this replica's own."""
+
+_SEVERITY = {"ok": 0, "degraded": 1, "starting": 2, "draining": 2}
+
+
+async def _health(state: ServiceState, group_health: GroupHealth | None) -> tuple[str, list[str]]:
+    status, problems = state.health()
+    if group_health is None or status not in SERVING_STATUSES:
+        return status, problems
+    group_status, group_problems = await group_health()
+    worse = group_status if _SEVERITY[group_status] > _SEVERITY[status] else status
+    return worse, [*problems, *group_problems]
 
 
 async def _cancellable(request: Request, work: Awaitable[T]) -> T:
@@ -102,16 +119,25 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + validation_message(errors)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, warm_before_serving: bool = False,
+               group_health: GroupHealth | None = None) -> FastAPI:
+    """The service's app. `warm_before_serving`: start-up returns only once the default models are
+    loaded (for a platform that routes to a replica as soon as start-up returns, like Ray Serve);
+    otherwise they load in the background and `/health` says "starting" meanwhile. `group_health`:
+    see `GroupHealth`."""
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = ServiceState(settings)
         app.state.service = state
-        warm_task = asyncio.create_task(state.warm()) if settings.warm_defaults else None
-        if warm_task is None:
+        warm_task = None
+        if not settings.warm_defaults:
             state.phase = "ok"
+        elif warm_before_serving:
+            await state.warm()
+        else:
+            warm_task = asyncio.create_task(state.warm())
         try:
             yield
         finally:
@@ -157,7 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(routes.HEALTH, response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health(request: Request) -> JSONResponse:
         state = service(request)
-        status, problems = state.health()
+        status, problems = await _health(state, group_health)
         body = HealthResponse(status=status, device=str(state.device), problems=problems)  # type: ignore[arg-type]
         # degraded answers 200: the host serves the models it has (the bridge keeps using it).
         return JSONResponse(body.model_dump(), status_code=200 if status in SERVING_STATUSES else 503)

@@ -28,6 +28,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def graceful_shutdown_s(drain_timeout_s: float) -> int:
+    """How long uvicorn waits for open requests after SIGTERM: the service's drain plus 5 s to answer.
+    A supervisor's grace period (systemd TimeoutStopSec, Kubernetes terminationGracePeriodSeconds)
+    must be longer."""
+    return int(drain_timeout_s) + 5
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         timeout_keep_alive=args.timeout_keep_alive,
         ssl_keyfile=args.ssl_keyfile,
         ssl_certfile=args.ssl_certfile,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
+        timeout_graceful_shutdown=graceful_shutdown_s(settings.drain_timeout_s),
     )
 
 

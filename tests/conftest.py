@@ -149,13 +149,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long soak runs only with `make soak` (GPU_BRIDGE_SOAK=1)."""
-    if os.environ.get("GPU_BRIDGE_SOAK") == "1":
-        return
-    skip = pytest.mark.skip(reason="soak test: run with `make soak`")
+    """Long soak runs and the Ray Serve cluster tests only with `make soak` (GPU_BRIDGE_SOAK=1);
+    the Ray tests alone with GPU_BRIDGE_RAY=1 (`pytest -m ray`)."""
+    soak = os.environ.get("GPU_BRIDGE_SOAK") == "1"
+    ray = soak or os.environ.get("GPU_BRIDGE_RAY") == "1"
+    skip_soak = pytest.mark.skip(reason="soak test: run with `make soak`")
+    skip_ray = pytest.mark.skip(reason="Ray Serve cluster test: run with `make soak` (or GPU_BRIDGE_RAY=1)")
     for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)
+        if "soak" in item.keywords and not soak:
+            item.add_marker(skip_soak)
+        elif "ray" in item.keywords and not ray:
+            item.add_marker(skip_ray)
 
 
 def bridge_env() -> dict[str, str]:

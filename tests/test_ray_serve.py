@@ -1,0 +1,302 @@
+"""Ray Serve (issue 15): the service as a Serve deployment on a real local Ray cluster, CPU replicas.
+
+Marked `ray`: they run with `make soak` (or GPU_BRIDGE_RAY=1), not in `make test` (a Ray cluster and
+its replicas cost ~4 minutes of a 2-core machine), and skip if the `ray` extra is not installed.
+Every test has a hard time limit (SIGALRM: a hung cluster fails the test instead of the run), and
+the cluster is always shut down. Ray binds 127.0.0.1 only; its proxy listens on a free port.
+
+Each replica gets half a logical CPU and one torch thread (GPU_CPU_THREADS=1): two replicas and
+the test itself share the machine's two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+# Single-machine mode: Ray's node address is 127.0.0.1, so its GCS, raylet, agents and workers listen on
+# loopback. It is read when Ray is first imported, hence here. (Ray 2.60 still opens each Serve replica's
+# inter-deployment gRPC server on [::]:0, hard-coded in ray/serve/_private/replica.py.)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install -e '.[ray]')")
+
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+
+from mcp_bridge.embedded import free_port  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+CLUSTER_LIMIT_S = 120
+REPLICA_OPTIONS: dict[str, Any] = {"num_cpus": 0.5}
+TEXTS = ["Ray Serve spreads requests over replicas.", "a cat", "Kubernetes restarts pods that fail their probes.",
+         "embeddings " * 40]
+
+
+@contextmanager
+def hard_limit(seconds: int, what: str) -> Iterator[None]:
+    """Fail (not hang) if the block runs past `seconds`: SIGALRM raises in the main thread."""
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"{what} ran past its hard limit of {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def sigterm_interrupts(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="module")
+def proxy_url() -> Iterator[str]:
+    """A local Ray cluster with Serve's HTTP proxy on 127.0.0.1; shut down (raylets included) at the end."""
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    os.environ.update({"GPU_CPU_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"})  # replicas inherit these
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        with hard_limit(CLUSTER_LIMIT_S, "starting Ray"):
+            ray.init(num_cpus=4, resources={"replica_slot": 2}, include_dashboard=False,
+                     object_store_memory=100 * 2**20, _temp_dir=temp_dir, log_to_driver=False)
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # A SIGTERM to the test run (e.g. `timeout`) interrupts it like Ctrl-C, so the finalizer below
+        # still shuts the cluster down (set after ray.init, which installs a handler of its own).
+        signal.signal(signal.SIGTERM, sigterm_interrupts)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with hard_limit(CLUSTER_LIMIT_S, "stopping Ray"):
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+                shutil.rmtree(temp_dir, ignore_errors=True)
+                signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+@pytest.fixture
+def deploy(proxy_url: str) -> Iterator[Callable[..., str]]:
+    """Deploy the service as application `gpu` on route `/`; deleted at the end of the test."""
+    from gpu_service.ray_app import GpuService
+
+    def run(replicas: int | None = 2, env: dict[str, str] | None = None, blocking: bool = True,
+            actor: dict[str, Any] | None = None, **options: Any) -> str:
+        actor_options = {**REPLICA_OPTIONS, **(actor or {})}
+        if env:
+            actor_options["runtime_env"] = {"env_vars": env}
+        if replicas is not None:
+            options.update(num_replicas=replicas, autoscaling_config=None)
+        deployment = GpuService.options(ray_actor_options=actor_options, health_check_period_s=1, **options)
+        if blocking:
+            serve.run(deployment.bind(), name="gpu", route_prefix="/")
+        else:  # returns once deployed, without waiting for the replicas (Ray 2.60's own non-blocking run)
+            serve._run(deployment.bind(), name="gpu", route_prefix="/", _blocking=False)
+        return proxy_url
+
+    yield run
+    with hard_limit(60, "deleting the application"):
+        serve.delete("gpu")
+
+
+def replica_states() -> Counter[str]:
+    application = serve.status().applications.get("gpu")
+    if application is None:
+        return Counter()
+    [deployment] = application.deployments.values()
+    return Counter({str(getattr(state, "value", state)): count for state, count in deployment.replica_states.items()})
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds:.0f} s: {what}")
+        time.sleep(0.5)
+
+
+def health(url: str) -> httpx.Response | None:
+    """The app's /health through the proxy; None while no replica answers (route unknown, queued)."""
+    try:
+        response = httpx.get(f"{url}/health", timeout=3)
+    except httpx.HTTPError:
+        return None
+    return response if response.headers.get("x-replica") else None
+
+
+def health_code(url: str) -> int | None:
+    response = health(url)
+    return None if response is None else response.status_code
+
+
+def first_replica_answer(url: str, seconds: float) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while (response := health(url)) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no replica answered /health through the proxy within {seconds:.0f} s")
+        time.sleep(0.5)
+    return response
+
+
+class Load:
+    """Clients posting /embed through the proxy in a loop until stopped; every outcome is kept."""
+
+    def __init__(self, url: str, clients: int = 6) -> None:
+        self.url = url
+        self.outcomes: list[str] = []
+        self.replicas: set[str] = set()
+        self.stop_event = threading.Event()
+        self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
+
+    def _client(self, index: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not self.stop_event.is_set():
+                try:
+                    response = http.post(f"{self.url}/embed", json={"texts": [f"client {index} text", *TEXTS[:3]]})
+                    self.outcomes.append(str(response.status_code))
+                    if response.status_code == 200:
+                        self.replicas.add(response.headers["x-replica"])
+                    else:
+                        time.sleep(0.1)
+                except httpx.TimeoutException:
+                    self.outcomes.append("timeout")
+                except httpx.HTTPError as exc:
+                    self.outcomes.append(type(exc).__name__)
+                    time.sleep(0.2)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=40)
+        assert not any(thread.is_alive() for thread in self.threads), "a client hung past its 30 s timeout"
+
+    def count(self) -> int:
+        return len(self.outcomes)
+
+
+def test_health_through_the_proxy_is_200_only_once_both_replicas_run(deploy: Callable[..., str]) -> None:
+    """Two replicas, room for one: the replica that runs answers 503 "starting" for the deployment
+    (a plain `serve.ingress(create_app())` would answer 200 from it); once the second can be placed
+    and runs, 200 "ok"."""
+    @ray.remote(num_cpus=0, resources={"replica_slot": 1})
+    class SlotHolder:
+        def ready(self) -> bool:
+            return True
+
+    with hard_limit(150, "test 1"):
+        holder = SlotHolder.remote()  # type: ignore[attr-defined]
+        assert ray.get(holder.ready.remote(), timeout=30)
+        url = deploy(replicas=2, blocking=False, actor={"resources": {"replica_slot": 1}})
+        first = first_replica_answer(url, 90)
+        assert first.status_code == 503, first.text
+        assert first.json()["status"] == "starting" and "1 of 2 replicas running" in first.json()["problems"][0]
+        assert replica_states()["RUNNING"] == 1
+
+        ray.kill(holder)  # the second replica can be placed now
+        wait_for(lambda: health_code(url) == 200, "/health 200", 90)
+        # Replicas only go from starting to running here, so a 200 means both ran when it was sent.
+        assert replica_states()["RUNNING"] == 2
+        assert httpx.get(f"{url}/health", timeout=5).json() == {"status": "ok", "device": "cpu", "problems": []}
+
+
+@pytest.fixture
+def two_replicas(deploy: Callable[..., str]) -> str:
+    with hard_limit(120, "deploying two replicas"):
+        return deploy(replicas=2)
+
+
+def test_embeddings_through_the_proxy_equal_a_plain_service(two_replicas: str, service) -> None:  # type: ignore[no-untyped-def]
+    with hard_limit(60, "test 2"):
+        for path, body in (("/embed", {"texts": TEXTS}), ("/v1/embeddings", {"input": TEXTS})):
+            through_ray = httpx.post(f"{two_replicas}{path}", json=body, timeout=30)
+            direct = httpx.post(f"{service.url}{path}", json=body, timeout=30)
+            assert through_ray.status_code == direct.status_code == 200, through_ray.text
+            ray_vectors, direct_vectors = (
+                np.asarray(r.json()["embeddings"] if path == "/embed" else [d["embedding"] for d in r.json()["data"]])
+                for r in (through_ray, direct))
+            # Same model, same request, but the replicas run torch on 1 thread and the plain service on
+            # all cores: float sums may round differently in the last bits, so compare with a tolerance.
+            np.testing.assert_allclose(ray_vectors, direct_vectors, atol=1e-5)
+
+
+def test_both_replicas_answer_with_their_own_identity(two_replicas: str) -> None:
+    with hard_limit(60, "test 3"):
+        seen: Counter[str] = Counter()
+        with httpx.Client(timeout=10) as http:
+            for _ in range(100):
+                response = http.get(f"{two_replicas}/info")
+                assert response.status_code == 200 and response.json()["device"] == "cpu"
+                seen[response.headers["x-replica"]] += 1
+                if len(seen) == 2:
+                    break
+        assert len(seen) == 2, f"100 requests all went to {set(seen)}"
+
+
+def test_autoscaling_from_one_to_two_replicas_under_load_and_back(deploy: Callable[..., str]) -> None:
+    with hard_limit(240, "test 5"):
+        url = deploy(replicas=None, max_ongoing_requests=16, autoscaling_config={
+            "min_replicas": 1, "max_replicas": 2, "initial_replicas": 1, "target_ongoing_requests": 2,
+            "upscale_delay_s": 0, "downscale_delay_s": 3, "metrics_interval_s": 0.5, "look_back_period_s": 2})
+        assert replica_states()["RUNNING"] == 1
+        with Load(url) as load:
+            wait_for(lambda: replica_states()["RUNNING"] == 2, "a second replica under load", 120)
+            served = load.count()
+            wait_for(lambda: load.count() > served + 12, "requests served with two replicas", 30)
+        wait_for(lambda: replica_states() == Counter({"RUNNING": 1}), "back to one replica without load", 90)
+        assert set(load.outcomes) == {"200"}, Counter(load.outcomes)
+
+
+def test_shutdown_under_load_finishes_in_flight_requests(two_replicas: str) -> None:
+    """Scaling 2 -> 1 under load loses nothing (Ray stops routing to the stopping replica and lets it
+    finish); deleting the application under load leaves no client hanging."""
+    from gpu_service.ray_app import GpuService
+
+    with hard_limit(180, "test 6"):
+        with Load(two_replicas) as load:
+            wait_for(lambda: len(load.replicas) == 2, "load reaching both replicas", 60)
+            serve.run(GpuService.options(num_replicas=1, autoscaling_config=None, health_check_period_s=1,
+                                         ray_actor_options=REPLICA_OPTIONS).bind(), name="gpu", route_prefix="/")
+            wait_for(lambda: replica_states() == Counter({"RUNNING": 1}), "one replica left", 90)
+            served = load.count()
+            wait_for(lambda: load.count() > served + 12, "requests served after the scale-down", 30)
+            assert set(load.outcomes) == {"200"}, Counter(load.outcomes)
+            before_delete = load.count()
+            serve.delete("gpu")  # blocks until the replica is gone: its in-flight requests finished first
+        after = Counter(load.outcomes[before_delete:])
+        assert "timeout" not in after and "500" not in after, after
+
+
+def test_a_model_that_cannot_load_fails_the_deployment(deploy: Callable[..., str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "broken-embedder"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with hard_limit(150, "test 7"):
+        with pytest.raises(RuntimeError):
+            deploy(replicas=1, env={"MODEL_EMBED": str(broken)}, max_constructor_retry_count=1)
+        application = serve.status().applications["gpu"]
+        assert str(application.status.value) == "DEPLOY_FAILED", application
+        [deployment] = application.deployments.values()
+        assert f"MODEL_EMBED={str(broken)!r} is not loaded" in deployment.message, deployment.message
