@@ -29,6 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
+from ray.serve import Deployment
 from ray.serve.schema import ServeStatus
 
 from gpu_service.app import create_app
@@ -159,10 +160,8 @@ def build_app(replica: str, group_health: DeploymentHealth) -> FastAPI:
     return app
 
 
-@serve.deployment(**DEPLOYMENT_OPTIONS)
-@serve.ingress()
-class GpuService:
-    """One replica of the GPU service."""
+class GpuServiceReplica:
+    """One replica of the GPU service (the deployment is `GpuService`, below)."""
 
     def __init__(self) -> None:
         context = serve.get_replica_context()
@@ -182,7 +181,10 @@ class GpuService:
             raise RuntimeError(f"gpu-service replica is {status}: {'; '.join(problems) or 'not serving'}")
 
 
-app = GpuService.bind()  # type: ignore[attr-defined]  # the decorator makes the class a Deployment
+GpuService: Deployment = serve.deployment(**DEPLOYMENT_OPTIONS)(serve.ingress()(GpuServiceReplica))
+"""The deployment: `GpuService.options(num_replicas=2, ...)` to change its settings in code."""
+
+app = GpuService.bind()
 """The application: `serve run gpu_service.ray_app:app`, or `import_path` in a Serve config."""
 
 __all__ = ["DEPLOYMENT_NAME", "DEPLOYMENT_OPTIONS", "GpuService", "app", "build_app"]

@@ -223,7 +223,7 @@ def test_the_rayservice_runs_the_serve_config() -> None:
 
 
 def test_the_serve_config_is_valid_for_ray_and_feeds_the_batcher() -> None:
-    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install -e '.[ray]')")
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install -e './service[ray]')")
     from ray.serve.schema import ServeDeploySchema
 
     from gpu_service import ray_app

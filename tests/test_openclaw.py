@@ -46,6 +46,7 @@ from tests.openclaw_support import (
     bridge_shim,
     install,
 )
+from tests.test_bridge_mcp import TOOLS
 from tests.test_readme import blocks, snippet
 
 
@@ -134,9 +135,8 @@ def test_mcp_servers_form_exposes_prefixed_tools(openclaw: OpenClaw) -> None:
     openclaw("mcp", "add", "gpu-bridge", "--command", "gpu-bridge", "--env", "GPU_BRIDGE_URLS=http://127.0.0.1:9")
     probe = json.loads(openclaw("mcp", "probe", "gpu-bridge", "--json").stdout)
     tools = set(probe["tools"])
-    assert {f"gpu-bridge__{name}" for name in
-            ("gpu_embed", "gpu_similarity", "gpu_bertscore", "gpu_health", "gpu_info", "gpu_status")} <= tools
-    assert probe["servers"]["gpu-bridge"]["tools"] == 6 and probe["diagnostics"] == []
+    assert {f"gpu-bridge__{name}" for name in TOOLS} <= tools
+    assert probe["servers"]["gpu-bridge"]["tools"] == len(TOOLS) and probe["diagnostics"] == []
 
 
 # --------------------------------------------------------------------------- memory search on the GPU pool
