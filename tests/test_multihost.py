@@ -154,6 +154,7 @@ async def test_kill_one_of_three_under_concurrent_calls(trio: list[ServiceProces
     revive(trio[0])
 
 
+@pytest.mark.soak  # ~30-45 s on 2 cores: in `make soak`, to keep `make test` within its 10 minutes
 @pytest.mark.anyio
 async def test_10000_texts_sharded_over_3_hosts_one_killed_midway(trio: list[ServiceProcess]) -> None:
     for svc in trio:
