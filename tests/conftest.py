@@ -196,3 +196,14 @@ def batches_run(service_url: str, model: str = "all-MiniLM-L6-v2") -> float:
     lines = [ln for ln in httpx.get(f"{service_url}/metrics").text.splitlines()
              if ln.startswith(f'gpu_service_batch_size_count{{model="{model}"}}')]
     return float(lines[0].split()[-1]) if lines else 0.0
+
+
+@pytest.fixture(scope="session")
+def scorer_factory(bundled_model_path: str):
+    """Builds bert-score's own BERTScorer on the bundled model at layer 6: the reference for parity."""
+    from bert_score import BERTScorer
+
+    def make(**kw):
+        return BERTScorer(model_type=bundled_model_path, num_layers=6, device="cpu", nthreads=0, **kw)
+
+    return make

@@ -30,16 +30,6 @@ def corpus(pairs: int) -> tuple[list[str], list[str]]:
     return candidates, references
 
 
-@pytest.fixture(scope="module")
-def scorer_factory(bundled_model_path: str):
-    from bert_score import BERTScorer
-
-    def make(**kw):
-        return BERTScorer(model_type=bundled_model_path, num_layers=6, device="cpu", nthreads=0, **kw)
-
-    return make
-
-
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_idf_over_more_pairs_than_one_request_takes_equals_bert_score(service_factory, scorer_factory) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from gpu_protocol.embed import EmbedResponse
 from tests.conftest import ServiceProcess
+from tests.test_service_bertscore import CANDS, REFS
 
 KEY = "s3cret-test-key-123"
 
@@ -197,45 +198,6 @@ def test_openai_compatible_endpoint_with_the_openai_client(service: ServiceProce
     assert len(single.data) == 1 and len(single.data[0].embedding) == 32
 
 
-# --------------------------------------------------------------------------- BERTScore parity
-
-CANDS = ["The cat sat on the mat.", "A quick brown fox jumps.", "GPUs make embeddings fast.",
-         "I love Paris in the spring.", "The cat sat on the mat."]
-REFS = ["A cat was sitting on the mat.", "The fast brown fox leaps.", "Embeddings are quick on a GPU.",
-        "Paris is lovely in spring.", "There is a cat on the mat."]
-
-
-@pytest.fixture(scope="module")
-def scorer_factory(bundled_model_path: str):
-    from bert_score import BERTScorer
-
-    def make(**kw):
-        return BERTScorer(model_type=bundled_model_path, num_layers=6, device="cpu", nthreads=0, **kw)
-
-    return make
-
-
-@pytest.mark.parametrize("idf", [False, True])
-def test_bertscore_equals_bert_score_package(service: ServiceProcess, scorer_factory, idf: bool) -> None:
-    r = httpx.post(f"{service.url}/bertscore", json={"candidates": CANDS, "references": REFS, "idf": idf})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    kwargs = {"idf": True, "idf_sents": REFS} if idf else {}
-    p, rc, f = scorer_factory(**kwargs).score(CANDS, REFS)
-    for ours, theirs in ((body["precision"], p), (body["recall"], rc), (body["f1"], f)):
-        assert torch.allclose(torch.tensor(ours), theirs, atol=1e-5)
-    assert body["hash"].startswith("all-MiniLM-L6-v2_L6_" + ("idf" if idf else "no-idf"))
-    assert abs(body["mean"]["f1"] - float(f.mean())) < 1e-5
-
-
-def test_bertscore_idf_from_given_sentences(service: ServiceProcess, scorer_factory) -> None:
-    idf_sents = REFS + CANDS + ["extra document about nothing in particular"]
-    body = httpx.post(f"{service.url}/bertscore", json={
-        "candidates": CANDS, "references": REFS, "idf": True, "idf_sentences": idf_sents}).json()
-    _, _, f = scorer_factory(idf=True, idf_sents=idf_sents).score(CANDS, REFS)
-    assert torch.allclose(torch.tensor(body["f1"]), f, atol=1e-5)
-
-
 def test_bertscore_rescale_with_baseline(limited: ServiceProcess, scorer_factory, tmp_path: Path) -> None:
     rows = "LAYER,P,R,F\n" + "".join(f"{i},0.{30 + i},0.{31 + i},0.{32 + i}\n" for i in range(8))
     (tmp_path / "b.tsv").write_text(rows)
@@ -246,32 +208,6 @@ def test_bertscore_rescale_with_baseline(limited: ServiceProcess, scorer_factory
     assert torch.allclose(torch.tensor(body["f1"]), f, atol=1e-5)
     assert torch.allclose(torch.tensor(body["precision"]), p, atol=1e-5)
     assert body["hash"].endswith("-custom-rescaled")
-
-
-def test_bertscore_without_baseline_is_a_clear_error(service: ServiceProcess) -> None:
-    r = httpx.post(f"{service.url}/bertscore", json={"candidates": ["a"], "references": ["b"],
-                                                     "rescale_with_baseline": True})
-    assert r.status_code == 400 and "no baseline file" in r.json()["detail"]
-
-
-def test_bertscore_long_texts_are_truncated_not_crashed(service: ServiceProcess) -> None:
-    long = "word " * 2000
-    r = httpx.post(f"{service.url}/bertscore", json={"candidates": [long], "references": ["word"]})
-    assert r.status_code == 200, r.text
-    assert r.json()["truncated"] == 1
-
-
-def test_bertscore_repeated_references_are_cached(service: ServiceProcess) -> None:
-    refs = [f"reference number {i} about caching" for i in range(6)]
-    first = httpx.post(f"{service.url}/bertscore", json={"candidates": refs[::-1], "references": refs}).json()
-    before = httpx.get(f"{service.url}/metrics").text
-    again = httpx.post(f"{service.url}/bertscore", json={"candidates": refs[::-1], "references": refs}).json()
-    assert again["f1"] == first["f1"]  # exact: the cached embeddings, matched in the same layout
-    # every sentence was cached: the second call ran no batch on the BERTScore model
-    def batches(text: str) -> float:
-        line = [ln for ln in text.splitlines() if ln.startswith('gpu_service_batch_size_count{model="all-MiniLM-L6-v2@L6"}')]
-        return float(line[0].split()[-1]) if line else 0.0
-    assert batches(httpx.get(f"{service.url}/metrics").text) == batches(before)
 
 
 # --------------------------------------------------------------------------- errors and limits
@@ -336,12 +272,6 @@ def test_model_errors(limited: ServiceProcess) -> None:
         r = httpx.post(f"{limited.url}/embed", json={"texts": ["a"], "model": "broken-model"})
         assert r.status_code == 500 and "broken-model" in r.json()["detail"] and "could not be loaded" in r.json()["detail"]
     assert httpx.post(f"{limited.url}/embed", json={"texts": ["fine"]}).status_code == 200
-
-
-def test_bertscore_unknown_layers_needed(service: ServiceProcess) -> None:
-    r = httpx.post(f"{service.url}/bertscore", json={"candidates": ["a"], "references": ["b"],
-                                                     "model_type": "sentence-transformers/all-mpnet-base-v2"})
-    assert r.status_code == 422 and "num_layers is required" in r.json()["detail"]
 
 
 # --------------------------------------------------------------------------- auth
@@ -440,14 +370,6 @@ def test_metrics_label_routes_not_raw_paths(service: ServiceProcess) -> None:
     assert "req-1" not in text and "wp-admin" not in text
 
 
-def test_lang_picks_bert_scores_model_for_that_language(service: ServiceProcess) -> None:
-    """No model named, lang=de: bert-score's choice for German (not served here, so refused by name)."""
-    r = httpx.post(f"{service.url}/bertscore", json={"candidates": ["Hallo Welt"], "references": ["Hallo"], "lang": "de"})
-    assert r.status_code in (403, 404) and "bert-base-multilingual-cased" in r.json()["detail"]
-    r = httpx.post(f"{service.url}/bertscore", json={"candidates": ["hello"], "references": ["hi"], "lang": "en"})
-    assert r.status_code == 200 and r.json()["model"] == "all-MiniLM-L6-v2"
-
-
 def test_long_jobs_log_progress_without_texts(service: ServiceProcess) -> None:
     secret_text = "confidential-sentence-xyz"
     r = httpx.post(f"{service.url}/embed", json={"texts": [f"{secret_text} {i}" for i in range(600)]}, timeout=120)
@@ -457,13 +379,3 @@ def test_long_jobs_log_progress_without_texts(service: ServiceProcess) -> None:
     assert secret_text not in logs
 
 
-def test_undefined_bertscore_is_a_clear_error_not_a_crash(service: ServiceProcess, scorer_factory) -> None:
-    """Found by fuzzing: idf from a single reference gives every token weight 0, and bert-score
-    returns NaN (which JSON cannot carry). The service says why instead of failing with 500."""
-    import math as m
-
-    _, r, _ = scorer_factory(idf=True, idf_sents=["the only reference"]).score(["a candidate"], ["the only reference"])
-    assert m.isnan(float(r[0])), "bert-score's own answer is NaN here"
-    resp = httpx.post(f"{service.url}/bertscore", json={"candidates": ["a candidate"],
-                                                        "references": ["the only reference"], "idf": True})
-    assert resp.status_code == 422 and "weight 0" in resp.json()["detail"] and "idf_sentences" in resp.json()["detail"]
