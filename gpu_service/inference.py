@@ -149,31 +149,30 @@ class Inference:
         check_texts("query", [query], self.settings)
         deadline = self._deadline()
         key = self.registry.key("rerank", model or self._default_reranker())
-        unique = list(dict.fromkeys(documents))
-        job = self.jobs.start("rerank", key.label, len(unique))
+        once = distinct(documents)  # a repeated document is scored once (see dedupe.py)
+        job = self.jobs.start("rerank", key.label, len(once.values))
         try:
             async with self.registry.use(key) as loaded:
                 engine = cast(RerankEngine, loaded.engine)
-                pairs = dict(zip(unique, await loaded.prepare(engine.prepare, query, unique), strict=True))
+                prepared = await loaded.prepare(engine.prepare, query, once.values)
+                pairs = once.fan_out(prepared)  # one per document again, for the checks and counts
                 if not truncate:
-                    too_long = next((i for i, d in enumerate(documents) if pairs[d].truncated), None)
+                    too_long = next((i for i, pair in enumerate(pairs) if pair.truncated), None)
                     if too_long is not None:
                         raise Unprocessable(
                             f"{field}[{too_long}], together with the query, is longer than the {engine.max_length} "
                             f"tokens model {key.label!r} reads; send truncate=true to cut it, or a shorter text"
                         )
-                batch = list(pairs.values())
-                logits = await loaded.scheduler.submit(batch, [p.cost for p in batch], job=job, deadline=deadline)
+                logits = await loaded.scheduler.submit(prepared, [p.cost for p in prepared], job=job, deadline=deadline)
         finally:
             self.jobs.finish(job)
-        by_text = dict(zip(unique, logits, strict=True))
-        scores = [by_text[d] for d in documents]
+        scores = once.fan_out(logits)
         return Reranked(
             logits=scores,
             order=sorted(range(len(scores)), key=lambda i: (-scores[i], i)),
             model=key.label,
-            truncated=sum(pairs[d].truncated for d in documents),
-            tokens=sum(pairs[d].cost for d in documents),
+            truncated=sum(pair.truncated for pair in pairs),
+            tokens=sum(pair.cost for pair in pairs),
             timing=_timing(job),
         )
 
