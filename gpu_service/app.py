@@ -211,6 +211,7 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
                 "max_queue": settings.max_queue,
                 "max_batch_tokens": state.settings.max_batch_tokens or 0,
                 "max_batch_size": state.settings.max_batch_size or 0,
+                "batch_overhead_tokens": state.settings.batch_overhead_tokens or 0,
             },
             torch_version=versions["torch_version"] or "",
             cuda_version=versions["cuda_version"],

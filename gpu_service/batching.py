@@ -3,9 +3,9 @@
 Requests put their items (texts, or sentences for BERTScore) on the model's queue,
 already tokenized, each with its token count. The scheduler's loop works in rounds:
 it takes the oldest waiting items (up to `ROUND_BATCHES` batches' worth), sorts them
-by length and cuts them into batches whose padded cost (longest x count) stays within
-`max_batch_tokens`, so texts of similar length share a batch and little compute goes
-to padding, whichever requests they came from. A round runs to its end before newer
+by length and cuts them where padding would cost more than another forward pass
+(`batch_plan.py`; within `max_batch_tokens` padded tokens and `max_batch_size` items), so
+texts of similar length share a batch, whichever requests they came from. A round runs to its end before newer
 items are looked at, so no item waits longer than one round behind later arrivals.
 When the queue is thin the loop waits a short window so concurrent requests share a
 batch. Batches run on the model's single worker thread, and each item gets its own
@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from gpu_service.batch_plan import CPU_OVERHEAD_TOKENS, cut_sorted
 from gpu_service.errors import DeadlineExceeded, Overloaded, Unavailable
 from gpu_service.jobs import Job
 
@@ -76,6 +77,7 @@ class BatchScheduler(Generic[P, R]):
         *,
         max_batch_tokens: int,
         max_batch_size: int,
+        overhead_tokens: int = CPU_OVERHEAD_TOKENS,
         max_queue: int,
         window_s: float,
         device_slots: threading.Semaphore,
@@ -87,6 +89,7 @@ class BatchScheduler(Generic[P, R]):
         self._run_batch = run_batch
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
+        self.overhead_tokens = overhead_tokens
         self.max_queue = max_queue
         self.window_s = window_s
         self._slots = device_slots
@@ -212,15 +215,12 @@ class BatchScheduler(Generic[P, R]):
                 continue
             items.append(item)
         items.sort(key=lambda item: item.cost)  # stable: equal lengths keep their arrival order
-        batch: list[_Item[P]] = []
-        for item in items:
-            # Sorted ascending, so the new item is the longest: padded cost = its cost x count.
-            if batch and (len(batch) >= self.max_batch_size or item.cost * (len(batch) + 1) > self.max_batch_tokens):
-                self._round.append(batch)
-                batch = []
-            batch.append(item)
-        if batch:
-            self._round.append(batch)
+        sizes = cut_sorted([item.cost for item in items], max_size=self.max_batch_size,
+                           max_tokens=self.max_batch_tokens, overhead=self.overhead_tokens)
+        start = 0
+        for size in sizes:
+            self._round.append(items[start:start + size])
+            start += size
 
     def _budget_full(self) -> bool:
         tokens = 0

@@ -22,7 +22,7 @@ import platform
 
 import torch
 
-from gpu_service.settings import DEFAULT_BATCH_TOKENS
+from gpu_service.settings import CPU_BATCH_TOKENS, DEFAULT_BATCH_TOKENS
 
 log = logging.getLogger("gpu_service.device")
 
@@ -162,7 +162,9 @@ projections and the 4x feed-forward. Out-of-memory still splits a batch if a mod
 def batch_token_budget(device: torch.device) -> int:
     """Padded tokens per batch: on CUDA/ROCm, half of the free device memory at start-up over
     ACTIVATION_BYTES_PER_TOKEN (between 16,384 and 262,144), so a big GPU takes big batches;
-    16,384 elsewhere."""
+    2,048 on a CPU (see CPU_BATCH_TOKENS), 16,384 on an Apple GPU."""
+    if device.type == "cpu":
+        return CPU_BATCH_TOKENS
     if device.type != "cuda":
         return DEFAULT_BATCH_TOKENS
     _total, free_mb = vram_mb(device)

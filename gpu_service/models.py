@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gpu_protocol.status import ModelInfo
+from gpu_service.batch_plan import CPU_OVERHEAD_TOKENS
 from gpu_service.batching import BatchObserver, BatchScheduler
 from gpu_service.engine import Engine
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ServiceError
@@ -181,6 +182,7 @@ class ModelRegistry:
             engine.run,
             max_batch_tokens=self.settings.max_batch_tokens or DEFAULT_BATCH_TOKENS,
             max_batch_size=self.settings.max_batch_size or 64,
+            overhead_tokens=self.settings.batch_overhead_tokens or CPU_OVERHEAD_TOKENS,
             max_queue=self.settings.max_queue,
             window_s=self.settings.batch_window_ms / 1000,
             device_slots=self._slots,

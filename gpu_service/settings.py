@@ -56,7 +56,12 @@ definition (by name, by path, or by their folder's name) and loaded at start-up;
 default is one line here."""
 
 DEFAULT_BATCH_TOKENS = 16_384
-"""Padded tokens per batch on a CPU or an Apple GPU (TEI's default too); CUDA sizes it from free memory."""
+"""Padded tokens per batch on an Apple GPU (TEI's default too), and the least on CUDA, which sizes it
+from free memory."""
+
+CPU_BATCH_TOKENS = 2_048
+"""Padded tokens per batch on a CPU: measured on 2 vCPUs (all-MiniLM-L6-v2), a pass costs least per
+token at 1-2k tokens (130-148 us) and 8-20% more at 4-8k, where activations leave the caches."""
 
 BUNDLED_DEFAULTS: dict[str, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
 """The default of a task whose variable is unset; a task missing here (rerank: no reranker ships in
@@ -131,10 +136,13 @@ class Settings:
     max_concurrent: int = 2
     """Batches running on the device at once, over all models."""
     max_batch_tokens: int | None = None
-    """Padded tokens per batch; None: 16,384 on a CPU or Apple GPU, sized from free memory on CUDA/ROCm
+    """Padded tokens per batch; None: 2,048 on a CPU, 16,384 on an Apple GPU, sized from free memory on CUDA/ROCm
     (see device.batch_token_budget)."""
     max_batch_size: int | None = None
     """Items per batch; None: 256 on a GPU, 64 on the CPU (bigger CPU batches are slower per item)."""
+    batch_overhead_tokens: int | None = None
+    """A forward pass's fixed cost in padded tokens' worth, for cutting batches (batch_plan.py);
+    None: 64 on the CPU, 2,048 on a GPU."""
     max_queue: int = 8192
     batch_window_ms: float = 2.0
     request_timeout_s: float = 60.0
@@ -186,6 +194,7 @@ class Settings:
             max_concurrent=_env_int("GPU_MAX_CONCURRENT", 2),
             max_batch_tokens=_env_int("GPU_MAX_BATCH_TOKENS", 0, minimum=0) or None,
             max_batch_size=_env_int("GPU_MAX_BATCH_SIZE", 0, minimum=0) or None,
+            batch_overhead_tokens=_env_int("GPU_BATCH_OVERHEAD_TOKENS", 0, minimum=0) or None,
             max_queue=_env_int("GPU_MAX_QUEUE", 8192),
             batch_window_ms=_env_float("GPU_BATCH_WINDOW_MS", 2.0),
             request_timeout_s=_env_float("GPU_REQUEST_TIMEOUT", 60.0, minimum=0.1),

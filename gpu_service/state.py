@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gpu_service.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
 from gpu_service.errors import Unavailable
 from gpu_service.inference import Inference
 from gpu_service.jobs import JobTracker
@@ -76,6 +77,9 @@ class ServiceState:
             devices.use_cpu_threads(settings.cpu_threads)
         if settings.max_batch_size is None:
             settings = dataclasses.replace(settings, max_batch_size=64 if self.device.type == "cpu" else 256)
+        if settings.batch_overhead_tokens is None:
+            overhead = CPU_OVERHEAD_TOKENS if self.device.type == "cpu" else ACCELERATOR_OVERHEAD_TOKENS
+            settings = dataclasses.replace(settings, batch_overhead_tokens=overhead)
         if settings.max_batch_tokens is None:
             settings = dataclasses.replace(settings, max_batch_tokens=devices.batch_token_budget(self.device))
         self.settings = settings
