@@ -36,6 +36,7 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from mcp_bridge.embedded import free_port  # noqa: E402
+from tests.reliability import record  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -309,3 +310,75 @@ def test_a_model_that_cannot_load_fails_the_deployment(deploy: Callable[..., str
         assert str(application.status.value) == "DEPLOY_FAILED", application
         [deployment] = application.deployments.values()
         assert f"MODEL_EMBED={str(broken)!r} is not loaded" in deployment.message, deployment.message
+
+
+def replica_actor_names() -> list[str]:
+    """The Ray actors behind the `gpu` application's replicas (Serve names them SERVE_REPLICA::...)."""
+    return [actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+            if actor["name"].startswith("SERVE_REPLICA::gpu#")]
+
+
+def test_the_bridge_loses_no_call_when_a_replica_dies(two_replicas: str) -> None:
+    """The bridge with the Serve proxy as its only host (`cluster: true`), 200 concurrent tool calls,
+    one replica actor killed while they run: every call succeeds with its own vector, Ray has two
+    replicas running again within 60 s, and the bridge's host is back in normal use.
+
+    The requests in flight on the killed replica fail at the proxy (HTTP 500) all at once: the
+    bridge retries them on the same URL, where Ray routes them to the replica that lives. So
+    many failures in a row may eject the host for a moment; as the only host it is still tried
+    (panic mode), and its next passing health probe ends the ejection."""
+    import anyio
+    from mcp import Client
+
+    from mcp_bridge.config import parse_config
+    from mcp_bridge.runtime import Bridge
+    from mcp_bridge.server import build_server
+
+    calls = 200
+    texts = [f"call {i}: a replica may die under me {i % 13}" for i in range(calls)]
+    config = {"hosts": [{"name": "ray", "url": two_replicas, "cluster": True}], "healthCheckIntervalSeconds": 1}
+    [victim, *_] = replica_actor_names()
+
+    def replaced() -> bool:
+        return replica_states()["RUNNING"] == 2 and victim not in replica_actor_names()
+
+    async def run() -> None:
+        async with Bridge(parse_config(config, "t")) as bridge, Client(build_server(bridge)) as client:
+            reference = (await client.call_tool("gpu_embed", {"texts": texts})).structured_content["embeddings"]
+            results: list[list[float]] = [[] for _ in range(calls)]
+            done = 0
+
+            async def one(i: int) -> None:
+                nonlocal done
+                result = await client.call_tool("gpu_embed", {"texts": [texts[i]]})
+                assert not result.is_error, f"call {i} failed: {result.content[0].text}"
+                results[i] = result.structured_content["embeddings"][0]
+                done += 1
+
+            async with anyio.create_task_group() as calls_in_flight:
+                for i in range(calls):
+                    calls_in_flight.start_soon(one, i)
+                while done < calls // 10:  # the load runs on both replicas: now kill one
+                    await anyio.sleep(0.05)
+                assert done < calls, "every call finished before the kill"
+                ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+                killed_at = time.monotonic()
+            for i, (got, want) in enumerate(zip(results, reference, strict=True)):
+                np.testing.assert_allclose(got, want, atol=1e-4, err_msg=f"call {i} got another text's vector")
+            [host] = (await client.call_tool("gpu_status", {})).structured_content["hosts"]
+            assert host["failed"] > 0, f"the kill never reached the bridge, so this proved nothing: {host}"
+
+            while not await anyio.to_thread.run_sync(replaced):
+                assert time.monotonic() - killed_at < 60, f"not two replicas 60 s after the kill: {replica_states()}"
+                await anyio.sleep(0.5)
+            record("fault", "kill one of 2 Ray Serve replicas under 200 concurrent tool calls (proxy as one "
+                   "cluster host)", f"0 failed calls ({host['failed']} requests failed at the proxy and were "
+                   f"retried); two replicas again {time.monotonic() - killed_at:.1f}s after the kill")
+            while bridge.pool.snapshot().hosts[0].state != "healthy":
+                assert time.monotonic() - killed_at < 90, f"the host is still {bridge.pool.snapshot().hosts[0]}"
+                await anyio.sleep(0.5)
+            after = await client.call_tool("gpu_embed", {"texts": texts[:8]})
+            assert not after.is_error and len(after.structured_content["embeddings"]) == 8
+
+    with hard_limit(240, "test 4"):
+        anyio.run(run)
