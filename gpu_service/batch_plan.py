@@ -17,6 +17,9 @@ of tokens and a round is cut only where padding would be large.
 
 The search is exact (dynamic programming over the sorted items) and linear in the round's
 size times the batch size, vectorised with numpy, so a round of 1,024 items plans in a few ms.
+
+An engine that does not pad (a BERT encoder, see unpadded.py) pays only for real tokens, so its
+batches are simply filled up to the limits: the fewer passes, the less overhead.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ ACCELERATOR_OVERHEAD_TOKENS = 2048
 (an estimate; `GPU_BATCH_OVERHEAD_TOKENS` sets it)."""
 
 
-def cut_sorted(costs: Sequence[int], *, max_size: int, max_tokens: int, overhead: int) -> list[int]:
+def cut_sorted(costs: Sequence[int], *, max_size: int, max_tokens: int, overhead: int,
+               padded: bool = True) -> list[int]:
     """The sizes of consecutive batches for items whose token counts `costs` are sorted ascending.
 
-    Minimises the sum over batches of `overhead + count x longest`, with every batch holding at
-    most `max_size` items and `count x longest <= max_tokens` (a single item over the budget
-    still gets a batch of its own). Between plans of equal cost the one whose later batches are
+    Minimises the sum over batches of `overhead + work`, where a batch's work is `count x longest`
+    (padded), or the sum of its tokens for an engine that does not pad (`padded=False`, see
+    unpadded.py: then only the overhead is saved, by filling batches), with every batch holding at
+    most `max_size` items and its work within `max_tokens` (a single item over the budget still
+    gets a batch of its own). Between plans of equal cost the one whose later batches are
     bigger wins, so the plan depends only on the costs."""
     n = len(costs)
     if n == 0:
@@ -46,14 +52,15 @@ def cut_sorted(costs: Sequence[int], *, max_size: int, max_tokens: int, overhead
     lengths = np.asarray(costs, dtype=np.int64)
     if np.any(lengths[1:] < lengths[:-1]):
         raise ValueError("costs must be sorted ascending")
+    prefix = np.concatenate(([0], np.cumsum(lengths)))
     best = np.zeros(n + 1, dtype=np.int64)  # best[j]: the cheapest plan for the first j items
     start = np.zeros(n + 1, dtype=np.int64)  # where the last batch of that plan starts
     for j in range(1, n + 1):
-        longest = int(lengths[j - 1])
-        fits = max(1, min(max_size, max_tokens // max(longest, 1)))
-        first = max(0, j - fits)
+        first = max(0, j - max_size)
         counts = j - np.arange(first, j)  # batch sizes if the last batch starts at first..j-1
-        totals = best[first:j] + overhead + counts * longest
+        work = counts * lengths[j - 1] if padded else prefix[j] - prefix[first:j]
+        totals = best[first:j] + overhead + work
+        totals[(work > max_tokens) & (counts > 1)] = np.iinfo(np.int64).max  # over the budget
         pick = int(np.argmin(totals))  # the first minimum: the biggest last batch
         best[j] = totals[pick]
         start[j] = first + pick

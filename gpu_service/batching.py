@@ -78,6 +78,7 @@ class BatchScheduler(Generic[P, R]):
         max_batch_tokens: int,
         max_batch_size: int,
         overhead_tokens: int = CPU_OVERHEAD_TOKENS,
+        padded: bool = True,
         max_queue: int,
         window_s: float,
         device_slots: threading.Semaphore,
@@ -90,6 +91,8 @@ class BatchScheduler(Generic[P, R]):
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.overhead_tokens = overhead_tokens
+        self.padded = padded
+        """False for an engine that runs real tokens only: a batch costs its tokens, not count x longest."""
         self.max_queue = max_queue
         self.window_s = window_s
         self._slots = device_slots
@@ -216,7 +219,7 @@ class BatchScheduler(Generic[P, R]):
             items.append(item)
         items.sort(key=lambda item: item.cost)  # stable: equal lengths keep their arrival order
         sizes = cut_sorted([item.cost for item in items], max_size=self.max_batch_size,
-                           max_tokens=self.max_batch_tokens, overhead=self.overhead_tokens)
+                           max_tokens=self.max_batch_tokens, overhead=self.overhead_tokens, padded=self.padded)
         start = 0
         for size in sizes:
             self._round.append(items[start:start + size])

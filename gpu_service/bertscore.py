@@ -83,6 +83,7 @@ class BertScoreEngine:
         self.model.to(device)
         self.max_length = int(min(self.tokenizer.model_max_length, 4096))
         self.memory_bytes = parameter_bytes(self.model)
+        self.padded = True
         self._cache: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
         self._cache_tokens = 0
         self._cache_limit = cache_tokens

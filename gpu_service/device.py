@@ -162,7 +162,7 @@ projections and the 4x feed-forward. Out-of-memory still splits a batch if a mod
 def batch_token_budget(device: torch.device) -> int:
     """Padded tokens per batch: on CUDA/ROCm, half of the free device memory at start-up over
     ACTIVATION_BYTES_PER_TOKEN (between 16,384 and 262,144), so a big GPU takes big batches;
-    2,048 on a CPU (see CPU_BATCH_TOKENS), 16,384 on an Apple GPU."""
+    4,096 on a CPU (see CPU_BATCH_TOKENS), 16,384 on an Apple GPU."""
     if device.type == "cpu":
         return CPU_BATCH_TOKENS
     if device.type != "cuda":

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from gpu_service import unpadded
 from gpu_service.errors import Unprocessable
 from gpu_service.resolve import ResolvedModel
 
@@ -65,6 +66,11 @@ class EmbeddingEngine:
         self.dimensions = int(dimension_of() or 0)
         self.prompts: dict[str, str] = dict(getattr(self.model, "prompts", {}) or {})
         self.memory_bytes = parameter_bytes(self.model)
+        bert = getattr(first, "auto_model", None)
+        runs_unpadded = bert is not None and unpadded.supports(bert) and type(first).__name__ == "Transformer"
+        self.padded = not runs_unpadded
+        """A BERT encoder runs on real tokens only (unpadded.py); other models pad their batches."""
+        self._bert = bert if runs_unpadded else None
 
     # ---- preprocessing thread ------------------------------------------------------------
 
@@ -101,6 +107,8 @@ class EmbeddingEngine:
 
     def run(self, batch: list[TokenizedText]) -> torch.Tensor:
         """Embeddings of one batch as a float32 CPU tensor [len(batch), dimensions]."""
+        if self._bert is not None:
+            return self._run_unpadded(batch)
         longest = max(item.cost for item in batch)
         input_ids = torch.full((len(batch), longest), self._pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), longest), dtype=torch.long)
@@ -113,6 +121,20 @@ class EmbeddingEngine:
         features = {k: v.to(self.device, non_blocking=True) for k, v in features.items()}
         with torch.inference_mode():
             out = self.model.forward(features)["sentence_embedding"]
+        return out.float().cpu()
+
+    def _run_unpadded(self, batch: list[TokenizedText]) -> torch.Tensor:
+        """The transformer on real tokens only, then the model's own pooling (and any modules after)."""
+        packed = unpadded.Packed([item.cost for item in batch], self.device)
+        ids = torch.tensor([token for item in batch for token in item.ids], dtype=torch.long).to(self.device)
+        with torch.inference_mode():
+            features: dict[str, Any] = {
+                "attention_mask": packed.mask.long(),
+                "token_embeddings": unpadded.token_embeddings(self._bert, ids, packed),
+            }
+            for module in list(self.model)[1:]:
+                features = module(features)
+            out = features["sentence_embedding"]
         return out.float().cpu()
 
     def details(self) -> dict[str, Any]:

@@ -16,6 +16,9 @@ class Engine(Protocol):
     """The model's name as requested (what answers report)."""
     memory_bytes: int
     """Parameter memory, for the registry's budget and /info."""
+    padded: bool
+    """Whether a batch is padded to its longest item (what it costs: count x longest tokens), or runs
+    on real tokens only (see unpadded.py). The batcher cuts batches accordingly (batch_plan.py)."""
 
     def run(self, batch: list[Any]) -> Iterable[Any]:
         """One result per item of `batch`, in order (on the model's worker thread)."""

@@ -183,6 +183,7 @@ class ModelRegistry:
             max_batch_tokens=self.settings.max_batch_tokens or DEFAULT_BATCH_TOKENS,
             max_batch_size=self.settings.max_batch_size or 64,
             overhead_tokens=self.settings.batch_overhead_tokens or CPU_OVERHEAD_TOKENS,
+            padded=engine.padded,
             max_queue=self.settings.max_queue,
             window_s=self.settings.batch_window_ms / 1000,
             device_slots=self._slots,

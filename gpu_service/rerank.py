@@ -100,6 +100,7 @@ class RerankEngine:
         prompt_name = self.model.default_prompt_name
         self._prompt: str | None = self.model.prompts.get(prompt_name) if prompt_name else None
         self.memory_bytes = parameter_bytes(self.model)
+        self.padded = True
 
     # ---- preprocessing thread ------------------------------------------------------------
 

@@ -59,9 +59,10 @@ DEFAULT_BATCH_TOKENS = 16_384
 """Padded tokens per batch on an Apple GPU (TEI's default too), and the least on CUDA, which sizes it
 from free memory."""
 
-CPU_BATCH_TOKENS = 2_048
-"""Padded tokens per batch on a CPU: measured on 2 vCPUs (all-MiniLM-L6-v2), a pass costs least per
-token at 1-2k tokens (130-148 us) and 8-20% more at 4-8k, where activations leave the caches."""
+CPU_BATCH_TOKENS = 4_096
+"""Tokens per batch on a CPU. Measured on 2 vCPUs (all-MiniLM-L6-v2, bench/peers.py): with padding a
+pass costs least per token at 1-2k tokens and 8-20% more at 4-8k; unpadded (unpadded.py), 4,096
+gave 5-10% more texts/s than 2,048 under every load and 1,024 up to 9% less."""
 
 BUNDLED_DEFAULTS: dict[str, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
 """The default of a task whose variable is unset; a task missing here (rerank: no reranker ships in
@@ -136,7 +137,7 @@ class Settings:
     max_concurrent: int = 2
     """Batches running on the device at once, over all models."""
     max_batch_tokens: int | None = None
-    """Padded tokens per batch; None: 2,048 on a CPU, 16,384 on an Apple GPU, sized from free memory on CUDA/ROCm
+    """Padded tokens per batch; None: 4,096 on a CPU, 16,384 on an Apple GPU, sized from free memory on CUDA/ROCm
     (see device.batch_token_budget)."""
     max_batch_size: int | None = None
     """Items per batch; None: 256 on a GPU, 64 on the CPU (bigger CPU batches are slower per item)."""

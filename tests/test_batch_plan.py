@@ -13,19 +13,23 @@ from gpu_service.batch_plan import cut_sorted
 from tests.test_batching import echo_run, make_scheduler
 
 
-def plan_cost(costs: list[int], sizes: list[int], overhead: int) -> int:
+def work(batch: list[int], padded: bool) -> int:
+    return len(batch) * batch[-1] if padded else sum(batch)
+
+
+def plan_cost(costs: list[int], sizes: list[int], overhead: int, padded: bool = True) -> int:
     total, start = 0, 0
     for size in sizes:
-        total += overhead + size * costs[start + size - 1]
+        total += overhead + work(costs[start:start + size], padded)
         start += size
     return total
 
 
-def allowed(costs: list[int], sizes: list[int], max_size: int, max_tokens: int) -> bool:
+def allowed(costs: list[int], sizes: list[int], max_size: int, max_tokens: int, padded: bool = True) -> bool:
     start = 0
     for size in sizes:
         batch = costs[start:start + size]
-        if size > max_size or (size > 1 and size * batch[-1] > max_tokens):
+        if size > max_size or (size > 1 and work(batch, padded) > max_tokens):
             return False
         start += size
     return start == len(costs)
@@ -44,15 +48,15 @@ def every_plan(n: int):
 
 
 @given(st.lists(st.integers(1, 120), min_size=1, max_size=9), st.integers(1, 6), st.integers(1, 600),
-       st.integers(0, 300))
+       st.integers(0, 300), st.booleans())
 def test_the_plan_is_the_cheapest_allowed_one(costs: list[int], max_size: int, max_tokens: int,
-                                              overhead: int) -> None:
+                                              overhead: int, padded: bool) -> None:
     costs.sort()
-    sizes = cut_sorted(costs, max_size=max_size, max_tokens=max_tokens, overhead=overhead)
-    assert allowed(costs, sizes, max_size, max_tokens), sizes
-    cheapest = min(plan_cost(costs, plan, overhead) for plan in every_plan(len(costs))
-                   if allowed(costs, plan, max_size, max_tokens))
-    assert plan_cost(costs, sizes, overhead) == cheapest
+    sizes = cut_sorted(costs, max_size=max_size, max_tokens=max_tokens, overhead=overhead, padded=padded)
+    assert allowed(costs, sizes, max_size, max_tokens, padded), sizes
+    cheapest = min(plan_cost(costs, plan, overhead, padded) for plan in every_plan(len(costs))
+                   if allowed(costs, plan, max_size, max_tokens, padded))
+    assert plan_cost(costs, sizes, overhead, padded) == cheapest
 
 
 def test_short_and_long_items_get_their_own_batches_where_padding_would_cost_more() -> None:
@@ -89,3 +93,12 @@ async def test_the_scheduler_batches_by_the_plan() -> None:
     await sched.submit(texts, [len(t) for t in texts])
     assert [len(batch) for batch in batches] == [16]
     await sched.close()
+
+
+def test_an_engine_that_does_not_pad_gets_full_batches() -> None:
+    """Without padding a batch costs its real tokens, so the only saving is passes: fill them."""
+    costs = [4] * 8 + [60] * 8
+    assert cut_sorted(costs, max_size=64, max_tokens=2048, overhead=64, padded=False) == [16]
+    sizes = cut_sorted(costs, max_size=64, max_tokens=260, overhead=64, padded=False)
+    assert len(sizes) == 3 and allowed(costs, sizes, 64, 260, padded=False), sizes  # 512 tokens: 3 at least
+    assert cut_sorted([300, 400], max_size=64, max_tokens=100, overhead=0, padded=False) == [1, 1]

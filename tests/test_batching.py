@@ -184,6 +184,7 @@ class FakeEngine:
         FakeEngine.loads += 1
         self.name = name
         self.memory_bytes = size
+        self.padded = True
         self.closed = False
 
     def run(self, batch: list[str]) -> list[str]:

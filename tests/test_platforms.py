@@ -153,7 +153,7 @@ def test_cpu_threads_default_to_every_core_and_follow_gpu_cpu_threads(monkeypatc
 
 
 @pytest.mark.parametrize(("kind", "free_mb", "tokens"), [
-    ("cpu", None, 2_048),             # CPU: small batches run fastest per token
+    ("cpu", None, 4_096),             # CPU: small batches run fastest per token
     ("mps", None, 16_384),            # Apple GPU: the fixed default
     ("cuda", 2_048, 16_384),          # a small GPU: never below the default
     ("cuda", 20_000, 160_000),        # half of 20,000 MiB at 64 KiB a token
@@ -172,5 +172,5 @@ def test_info_reports_the_batch_budget_in_use() -> None:
 
     with TestClient(create_app(Settings(warm_defaults=False, torch_device="cpu"))) as client:
         limits = client.get("/info").json()["limits"]
-    assert limits["max_batch_tokens"] == 2_048 and limits["max_batch_size"] == 64
+    assert limits["max_batch_tokens"] == 4_096 and limits["max_batch_size"] == 64
     assert limits["batch_overhead_tokens"] == 64

@@ -1,0 +1,76 @@
+"""The BERT encoder without padding (gpu_service/unpadded.py): the same vectors as the padded
+forward and as `SentenceTransformer.encode`, on the bundled model's real weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+
+from gpu_service import unpadded
+from gpu_service.embedding import EmbeddingEngine
+from gpu_service.resolve import ResolvedModel
+
+TEXTS = [
+    "a",
+    "The quick brown fox jumps over the lazy dog.",
+    "GPU hosts share the work of an agent that has none.",
+    "x",
+    "Reranking orders candidates after a first retrieval; " * 3,
+    "word " * 400,  # cut at the model's 256 tokens
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+@pytest.fixture(scope="module")
+def engine(bundled_model_path: str) -> EmbeddingEngine:
+    return EmbeddingEngine(ResolvedModel("all-MiniLM-L6-v2", bundled_model_path, "path"), torch.device("cpu"), False)
+
+
+def test_the_bundled_model_runs_unpadded_and_matches_the_padded_forward(engine: EmbeddingEngine,
+                                                                        bundled_model_path: str) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    assert engine.padded is False
+    items = engine.prepare(TEXTS, None)
+    assert len({item.cost for item in items}) >= 5 and max(item.cost for item in items) == engine.max_length
+    got = engine.run(items).numpy()
+
+    bert, engine._bert = engine._bert, None  # the padded path of the same engine
+    try:
+        padded = engine.run(items).numpy()
+    finally:
+        engine._bert = bert
+    reference = SentenceTransformer(bundled_model_path, device="cpu").encode(TEXTS, batch_size=3)
+
+    # Different layouts (packed rows vs padded ones) may round differently in the last bits.
+    np.testing.assert_allclose(got, padded, atol=1e-5)
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+    assert got.shape == (len(TEXTS), 384)
+
+
+def test_a_single_text_and_equal_lengths_need_no_padding_at_all(engine: EmbeddingEngine) -> None:
+    items = engine.prepare(["one text alone"], None)
+    packed = unpadded.Packed([item.cost for item in items], torch.device("cpu"))
+    assert packed.index.tolist() == list(range(items[0].cost))
+    assert engine.run(items).shape == (1, 384)
+
+
+def test_packing_puts_each_token_where_padding_would() -> None:
+    packed = unpadded.Packed([2, 4, 1], torch.device("cpu"))
+    assert packed.positions.tolist() == [0, 1, 0, 1, 2, 3, 0]
+    assert packed.index.tolist() == [0, 1, 4, 5, 6, 7, 8]
+    rows = torch.arange(7.0)[:, None]
+    padded = packed.pad(rows)
+    assert padded[:, :, 0].tolist() == [[0, 1, 0, 0], [2, 3, 4, 5], [6, 0, 0, 0]]
+    assert torch.equal(packed.unpad(padded), rows)
+
+
+def test_only_plain_bert_encoders_run_unpadded() -> None:
+    small = {"vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 32}
+    assert unpadded.supports(BertModel(BertConfig(**small)))
+    assert not unpadded.supports(BertModel(BertConfig(**small, position_embedding_type="relative_key")))
+    assert not unpadded.supports(BertModel(BertConfig(**small, is_decoder=True)))
+    assert not unpadded.supports(RobertaModel(RobertaConfig(**small)))  # its positions start past padding
