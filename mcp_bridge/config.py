@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -276,3 +276,16 @@ def load_config(
     if overrides:
         source += " + " + ", ".join(overrides)
     return parse_config(data, source), source
+
+
+def redactor(config: BridgeConfig) -> Callable[[str], str]:
+    """Hides the configured keys (the bridge's own and every host's) in text bound for a client:
+    tool errors, OpenAI-API errors, health rows."""
+    secrets = [s for s in [config.apiKey, *(h.apiKey for h in config.hosts)] if s]
+
+    def redact(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    return redact

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gpu_protocol.codec import encode_float32_rows
 from gpu_protocol.embed import OpenAIEmbeddingRequest
 from gpu_protocol.rerank import RerankRequest
-from mcp_bridge.config import BridgeConfig
+from mcp_bridge.config import BridgeConfig, redactor
 from mcp_bridge.gpu import EmbedResult
 from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
 from mcp_bridge.reranking import RerankOutcome
@@ -212,12 +212,7 @@ def _as_row(vector: list[float], encoding: str) -> list[float] | str:
 
 def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = None) -> ASGIApp:
     """The ASGI app for `/v1/...`. `unavailable`: why nothing can be served (no hosts configured)."""
-    secrets = [s for s in [config.apiKey, *(h.apiKey for h in config.hosts)] if s]
-
-    def redact(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text
+    redact = redactor(config)  # the same secrets as the MCP tools' errors hide
 
     def answering(handler: Callable[[Request], Awaitable[JSONResponse]]) -> Callable[[Request], Awaitable[Any]]:
         async def endpoint(request: Request) -> JSONResponse:

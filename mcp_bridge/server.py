@@ -26,8 +26,9 @@ from gpu_protocol.rerank import RerankRequest
 from gpu_protocol.similarity import SimilarityRequest
 from gpu_protocol.status import StatusResponse
 from mcp_bridge import __version__
+from mcp_bridge.config import redactor
 from mcp_bridge.runtime import Bridge
-from mcp_bridge.tool_errors import PlainErrorsMCPServer, explain, redactor, tool_request
+from mcp_bridge.tool_errors import PlainErrorsMCPServer, explain, tool_request
 from mcp_bridge.tool_outputs import (
     BertScoreOutput,
     EmbedOutput,

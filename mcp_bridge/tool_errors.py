@@ -9,7 +9,6 @@ is logged with its traceback and reported as an internal error.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -18,7 +17,7 @@ from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import BaseModel, ValidationError
 
 from gpu_protocol.validation import validation_message
-from mcp_bridge.config import BridgeConfig, ConfigError
+from mcp_bridge.config import ConfigError
 from mcp_bridge.errors import HostRejected, NoHostAvailable, PoolError, PoolTimeout
 
 log = logging.getLogger("mcp_bridge.tools")
@@ -41,17 +40,6 @@ def tool_request(request_model: type[RequestT], /, **arguments: Any) -> RequestT
         return request_model(**arguments)
     except ValidationError as exc:
         raise invalid_arguments(exc) from None
-
-
-def redactor(config: BridgeConfig) -> Callable[[str], str]:
-    secrets = [s for s in [config.apiKey, *(h.apiKey for h in config.hosts)] if s]
-
-    def redact(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    return redact
 
 
 def explain(exc: Exception) -> str:

@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import uvicorn
 from mcp import Client
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,7 +20,7 @@ from starlette.routing import Route
 from mcp_bridge.config import parse_config
 from mcp_bridge.runtime import Bridge
 from mcp_bridge.server import build_server
-from tests.conftest import ServiceProcess, free_port
+from tests.conftest import FakeHost, ServiceProcess
 from tests.reliability import record
 
 
@@ -53,36 +50,6 @@ def pool_config(services: list[ServiceProcess], **extra: Any) -> dict[str, Any]:
 
 def served(client_result: Any) -> dict[str, int]:
     return {h["name"]: h["served"] for h in client_result.structured_content["hosts"]}
-
-
-class FakeHost:
-    """A tiny HTTP server on loopback that answers however a test wants (uvicorn in a thread)."""
-
-    def __init__(self, routes: list[Route]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.hits = 0
-
-        inner = Starlette(routes=routes)
-
-        async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-            if scope["type"] == "http":
-                self.hits += 1
-            await inner(scope, receive, send)
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> FakeHost:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 async def healthy(request: Request) -> Response:
