@@ -1,4 +1,4 @@
-"""GPU service benchmarks (issue 3): batching, efficiency, BERTScore, serialization.
+"""GPU service benchmarks (issues 3 and 11): batching, efficiency, BERTScore, serialization.
 
 Every number is a ratio against a baseline measured in the same run, because the
 machines here are noisy. Run: `make bench` or `.venv/bin/python bench/service.py`.
@@ -6,78 +6,71 @@ machines here are noisy. Run: `make bench` or `.venv/bin/python bench/service.py
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 
+from bench import wrk_load
 from bench.common import RESULTS, best_of, save, service, table, texts
+from bench.peers_corpus import IDENTICAL_TEXT, corpus, multi_text_bodies, single_text_bodies, write_bodies
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-async def _load(url: str, clients: int, per_request: int, total_requests: int) -> float:
-    """Texts per second with `clients` concurrent clients."""
-    corpus = texts(total_requests * per_request, seed=1)
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(total_requests):
-        queue.put_nowait(i)
-
-    async def client(http: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            batch = corpus[i * per_request : (i + 1) * per_request]
-            r = await http.post(f"{url}/embed", json={"texts": batch, "encoding_format": "base64"})
-            r.raise_for_status()
-
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        return total_requests * per_request / (time.perf_counter() - start)
+LOAD_SECONDS = 15
+CONCURRENCY_LOADS = {
+    # name: (label, texts per request)
+    "x1": ("64 clients x 1 mixed text", 1),
+    "x8": ("64 clients x 8 mixed texts", 8),
+    "same": ("64 clients x 1 identical short text", 1),
+}
 
 
-def _wrk(url: str, per_request: int, seconds: int = 10) -> float:
-    """Texts per second from `wrk` (64 connections): a C client, so the load generator does not
-    steal the service's CPU on a 2-core machine the way an asyncio client does."""
-    body = json.dumps({"texts": texts(per_request, seed=3), "encoding_format": "base64"})
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n')
-    cmd = ["wrk", "-t1", "-c64", "--timeout", "60s", "-s", lua.name, f"{url}/embed"]
-    subprocess.run([*cmd[:1], "-d2s", *cmd[1:]], capture_output=True, check=True)
-    out = subprocess.run([*cmd[:1], f"-d{seconds}s", *cmd[1:]], capture_output=True, text=True, check=True).stdout
-    os.unlink(lua.name)
-    if "Non-2xx" in out:
-        raise RuntimeError(f"wrk saw errors:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) * per_request
+def _load_bodies(folder: Path) -> dict[str, Path]:
+    """The request bodies of `bench/peers.py`'s loads (one fixed corpus of 3-60 word texts)."""
+    texts_ = corpus()
+    return {"x1": write_bodies(folder / "x1.txt", single_text_bodies(texts_)),
+            "x8": write_bodies(folder / "x8.txt", multi_text_bodies(texts_, 8, 500)),
+            "same": write_bodies(folder / "same.txt", single_text_bodies([IDENTICAL_TEXT]))}
 
 
-def _throughput(url: str, per_request: int, total: int) -> float:
-    if shutil.which("wrk"):
-        return _wrk(url, per_request)
-    asyncio.run(_load(url, 64, per_request, 64))
-    return asyncio.run(_load(url, 64, per_request, total))
+def _texts_per_s(env: dict[str, str], load: str, bodies: Path, seed: int) -> float:
+    """One wrk run (64 connections) against a fresh service, after a 5 s warm-up; errors are fatal."""
+    with service(env) as svc:
+        url = f"{svc.url}/v1/embeddings"
+        wrk_load.run(url, bodies, 5, seed)
+        run = wrk_load.run(url, bodies, LOAD_SECONDS, seed + 1)
+    if run.non_2xx or run.socket_errors:
+        raise RuntimeError(f"{load}: {run.non_2xx} non-2xx answers, {run.socket_errors} socket errors")
+    return run.texts_per_s(CONCURRENCY_LOADS[load][1])
 
 
-def concurrency() -> dict:
-    client = "wrk" if shutil.which("wrk") else "httpx (install wrk for a fairer load generator)"
-    rows, results = [], {"client": client}
-    for per_request, total in ((1, 512), (8, 128)):
-        with service() as batched:
-            fast = _throughput(batched.url, per_request, total)
-        # the same service, forced to run one request per batch
-        with service({"GPU_MAX_BATCH_SIZE": str(per_request), "GPU_BATCH_WINDOW_MS": "0"}) as single:
-            slow = _throughput(single.url, per_request, total)
-        rows.append([f"64 clients x {per_request} text(s)", round(fast, 1), round(slow, 1), round(fast / slow, 2)])
-        results[f"x{per_request}"] = {"batched": fast, "one_per_batch": slow, "ratio": fast / slow}
-    table(f"Concurrency: texts/s, dynamic batching vs one request per batch (client: {client})",
-          ["load", "batched", "one per batch", "ratio"], rows)
+def concurrency(runs: int = 2) -> dict:
+    """Dynamic batching vs the same service forced to run one request per batch
+    (`GPU_MAX_BATCH_SIZE=<texts per request>`, `GPU_BATCH_WINDOW_MS=0`), under `bench/peers.py`'s
+    `wrk` loads: each request a body picked at random from the mixed-length corpus (and, for
+    comparison with older numbers, one identical short text). The two take turns; best of `runs`."""
+    wrk_load.ensure_wrk()
+    rows, results = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        bodies = _load_bodies(Path(tmp))
+        for load, (label, per_request) in CONCURRENCY_LOADS.items():
+            single_env = {"GPU_MAX_BATCH_SIZE": str(per_request), "GPU_BATCH_WINDOW_MS": "0"}
+            batched, single = [], []
+            for round_ in range(runs):
+                batched.append(_texts_per_s({}, load, bodies[load], seed=10 * round_))
+                single.append(_texts_per_s(single_env, load, bodies[load], seed=10 * round_))
+            fast, slow = max(batched), max(single)
+            rows.append([label, round(fast, 1), round(slow, 1), f"{fast / slow:.2f}"])
+            results[load] = {"batched": fast, "one_per_batch": slow, "ratio": fast / slow,
+                             "runs": {"batched": batched, "one_per_batch": single}}
+    table(f"Concurrency: texts/s, dynamic batching vs one request per batch (wrk, 64 connections, "
+          f"{LOAD_SECONDS} s, best of {runs})", ["load", "batched", "one per batch", "gain"], rows)
     return results
 
 

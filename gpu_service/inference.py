@@ -51,6 +51,8 @@ class Embedded:
     @property
     def vectors(self) -> torch.Tensor:
         """One row per input, in input order; equal inputs get bit-identical rows."""
+        if len(self.positions) == len(self.distinct_vectors):  # no duplicates: rows already in input order
+            return self.distinct_vectors
         return self.distinct_vectors[self.positions]
 
 

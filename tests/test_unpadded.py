@@ -67,6 +67,37 @@ def test_packing_puts_each_token_where_padding_would() -> None:
     assert torch.equal(packed.unpad(padded), rows)
 
 
+def test_attention_runs_over_consecutive_texts_of_equal_length() -> None:
+    runs = unpadded.equal_length_runs([3, 3, 5, 5, 5, 2, 3])
+    assert [tuple(r) for r in runs] == [(0, 2, 3), (6, 3, 5), (21, 1, 2), (23, 1, 3)]
+    assert runs[1].rows == slice(6, 21)
+
+
+def test_attention_per_run_and_in_one_padded_call_agree(engine: EmbeddingEngine) -> None:
+    """The CPU's layout (a call per run of equal lengths) against an accelerator's (one masked call)."""
+    items = engine.prepare(TEXTS, None)
+    ids = torch.tensor([token for item in items for token in item.ids])
+    lengths = [item.cost for item in items]
+    with torch.inference_mode():
+        per_run = unpadded.token_embeddings(engine._bert, ids, unpadded.Packed(lengths, torch.device("cpu")))
+        one_call = unpadded.token_embeddings(engine._bert, ids,
+                                             unpadded.Packed(lengths, torch.device("cpu"), per_run=False))
+    real = unpadded.Packed(lengths, torch.device("cpu")).mask
+    np.testing.assert_allclose(per_run[real].numpy(), one_call[real].numpy(), atol=1e-5)
+    assert unpadded.Packed(lengths, torch.device("cpu")).runs is not None
+    assert not unpadded.attention_per_run(torch.device("cuda")), "accelerators: one call per layer"
+    assert not unpadded.attention_per_run(torch.device("mps"))
+
+
+def test_any_order_of_a_batch_gives_the_same_vectors(engine: EmbeddingEngine) -> None:
+    """The scheduler sorts batches by length (fewest attention runs); other orders only cost speed."""
+    items = engine.prepare([*TEXTS, "short one", "short two", "a bit longer text here"], None)
+    shuffled = engine.run(items).numpy()
+    order = sorted(range(len(items)), key=lambda i: items[i].cost)
+    in_order = engine.run([items[i] for i in order]).numpy()
+    np.testing.assert_allclose(shuffled[order], in_order, atol=1e-5)
+
+
 def test_only_plain_bert_encoders_run_unpadded() -> None:
     small = {"vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
              "intermediate_size": 32}
