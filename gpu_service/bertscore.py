@@ -26,6 +26,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from gpu_protocol.bertscore import IdfCounts
+from gpu_service import unpadded
 from gpu_service.embedding import parameter_bytes
 from gpu_service.errors import BadRequest, Unprocessable
 from gpu_service.resolve import ResolvedModel, looks_like_path
@@ -83,7 +84,8 @@ class BertScoreEngine:
         self.model.to(device)
         self.max_length = int(min(self.tokenizer.model_max_length, 4096))
         self.memory_bytes = parameter_bytes(self.model)
-        self.padded = True
+        self.padded = not unpadded.supports(self.model)
+        """A BERT encoder runs on real tokens only (unpadded.py), as for embeddings; others pad."""
         self._cache: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
         self._cache_tokens = 0
         self._cache_limit = cache_tokens
@@ -127,8 +129,17 @@ class BertScoreEngine:
     # ---- model thread --------------------------------------------------------------------
 
     def run(self, batch: list[EncodedSentence]) -> list[torch.Tensor]:
-        """Token embeddings per sentence, left on the device."""
+        """Token embeddings per sentence (the last of the model's `num_layers` layers, as bert-score's
+        `bert_encode` gives them), left on the device."""
         from bert_score.utils import bert_encode, padding
+
+        if not self.padded:
+            lengths_ = [s.cost for s in batch]
+            packed = unpadded.Packed(lengths_, self.device)
+            ids = torch.tensor([token for s in batch for token in s.ids], dtype=torch.long).to(self.device)
+            with torch.no_grad():
+                hidden = unpadded.token_embeddings(self.model, ids, packed)
+            return [hidden[i, :length] for i, length in enumerate(lengths_)]
 
         padded, lengths, mask = padding([s.ids for s in batch], self.tokenizer.pad_token_id, dtype=torch.long)
         embedding = bert_encode(self.model, padded.to(self.device), attention_mask=mask.to(self.device))

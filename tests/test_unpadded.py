@@ -105,3 +105,19 @@ def test_only_plain_bert_encoders_run_unpadded() -> None:
     assert not unpadded.supports(BertModel(BertConfig(**small, position_embedding_type="relative_key")))
     assert not unpadded.supports(BertModel(BertConfig(**small, is_decoder=True)))
     assert not unpadded.supports(RobertaModel(RobertaConfig(**small)))  # its positions start past padding
+
+
+def test_bertscore_on_a_bert_encoder_runs_unpadded_with_the_padded_token_embeddings(bundled_model_path: str) -> None:
+    """BERTScore's token embeddings (layer `num_layers`) from the packed path equal bert-score's own
+    padded `bert_encode` of the same batch (the parity with `BERTScorer` is in test_service_bertscore)."""
+    from gpu_service.bertscore import BertScoreEngine
+
+    engine = BertScoreEngine(ResolvedModel("m", bundled_model_path, "path"), 4, torch.device("cpu"))
+    assert engine.padded is False
+    batch = engine.prepare(TEXTS)
+    packed = engine.run(batch)
+    engine.padded = True  # bert-score's padded path, same engine and layers
+    reference = engine.run(batch)
+    assert [t.shape for t in packed] == [t.shape for t in reference]
+    for got, want in zip(packed, reference, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
