@@ -20,11 +20,14 @@ $(VENV)/.installed: pyproject.toml service/pyproject.toml
 run: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(VENV)/bin/gpu-bridge --transport http --host 127.0.0.1 --port $(PORT)
 
-## test: the whole test suite (under 10 minutes on 2 cores); fails if the run changed any file in the tree
+## test: the whole test suite (under 10 minutes on 2 cores); fails if the run changed any file in the tree.
+## Two pytest-xdist workers, one test file at a time each (much of the suite waits on subprocesses and npm);
+## PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 TREE_STATE = { git status --porcelain; git diff; } 2>/dev/null | cksum
 test: $(VENV)/.installed
 	@before="$$($(TREE_STATE))"; \
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS); status=$$?; \
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); status=$$?; \
 	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
 		echo "make test: the test run changed files in the work tree (tests must not):"; git status --short; exit 1; \
 	fi; exit $$status
