@@ -134,12 +134,9 @@ class BertScoreEngine:
         from bert_score.utils import bert_encode, padding
 
         if not self.padded:
-            lengths_ = [s.cost for s in batch]
-            packed = unpadded.Packed(lengths_, self.device)
-            ids = torch.tensor([token for s in batch for token in s.ids], dtype=torch.long).to(self.device)
             with torch.no_grad():
-                hidden = unpadded.token_embeddings(self.model, ids, packed)
-            return [hidden[i, :length] for i, length in enumerate(lengths_)]
+                hidden, _ = unpadded.encode(self.model, [s.ids for s in batch], self.device)
+            return [hidden[i, : s.cost] for i, s in enumerate(batch)]
 
         padded, lengths, mask = padding([s.ids for s in batch], self.tokenizer.pad_token_id, dtype=torch.long)
         embedding = bert_encode(self.model, padded.to(self.device), attention_mask=mask.to(self.device))

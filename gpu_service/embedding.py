@@ -125,13 +125,9 @@ class EmbeddingEngine:
 
     def _run_unpadded(self, batch: list[TokenizedText]) -> torch.Tensor:
         """The transformer on real tokens only, then the model's own pooling (and any modules after)."""
-        packed = unpadded.Packed([item.cost for item in batch], self.device)
-        ids = torch.tensor([token for item in batch for token in item.ids], dtype=torch.long).to(self.device)
         with torch.inference_mode():
-            features: dict[str, Any] = {
-                "attention_mask": packed.mask.long(),
-                "token_embeddings": unpadded.token_embeddings(self._bert, ids, packed),
-            }
+            hidden, packed = unpadded.encode(self._bert, [item.ids for item in batch], self.device)
+            features: dict[str, Any] = {"attention_mask": packed.mask.long(), "token_embeddings": hidden}
             for module in list(self.model)[1:]:
                 features = module(features)
             out = features["sentence_embedding"]

@@ -21,6 +21,7 @@ Padding appears once, at the end, for the model's pooling module.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -118,6 +119,14 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: 
         mixed = F.scaled_dot_product_attention(block(query), block(key), block(value), scale=scale)
         out.append(mixed.transpose(1, 2).reshape(run.texts * run.length, heads * width))
     return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def encode(bert: Any, sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, Packed]:
+    """The last hidden state of texts given as token ids, [texts, longest, hidden] with zeros on the
+    padding, and their packing (its `mask` marks the real tokens). Call under no_grad/inference_mode."""
+    packed = Packed([len(ids) for ids in sequences], device)
+    ids = torch.tensor([token for text in sequences for token in text], dtype=torch.long).to(device)
+    return token_embeddings(bert, ids, packed), packed
 
 
 def token_embeddings(bert: Any, ids: torch.Tensor, packed: Packed) -> torch.Tensor:
