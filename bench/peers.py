@@ -35,13 +35,7 @@ import numpy as np
 from bench import wrk_load
 from bench.common import ROOT, ServerProcess, gpu_service_process, save, table
 from bench.infinity import EMBEDDINGS_PATH, INFINITY_VERSION, infinity_process, install
-from bench.peers_corpus import (
-    IDENTICAL_TEXT,
-    corpus,
-    multi_text_bodies,
-    single_text_bodies,
-    write_bodies,
-)
+from bench.peers_corpus import IDENTICAL_TEXT, TEXTS_PER_BODY, corpus, write_load_bodies
 
 LOADS = {
     "2000": "one request x 2,000 texts",
@@ -49,7 +43,6 @@ LOADS = {
     "x8": "64 connections x 8 texts",
     "same": "64 x 1 identical short text",
 }
-TEXTS_PER_BODY = {"x1": 1, "x8": 8, "same": 1}
 MIN_COSINE = 0.99999
 SAMPLE_SIZE = 32
 WARM_UP_S = 5
@@ -263,9 +256,7 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
         servers.append(Server("Infinity", lambda: infinity_process(model_dir), EMBEDDINGS_PATH))
     runs: dict[str, dict[str, list[dict]]] = {s.name: {load: [] for load in args.loads} for s in servers}
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
-        bodies = {"x1": write_bodies(Path(tmp, "x1.txt"), single_text_bodies(texts)),
-                  "x8": write_bodies(Path(tmp, "x8.txt"), multi_text_bodies(texts, 8, 500)),
-                  "same": write_bodies(Path(tmp, "same.txt"), single_text_bodies([IDENTICAL_TEXT]))}
+        bodies = write_load_bodies(Path(tmp), texts)
         for round_ in range(args.runs):
             for server in servers:
                 process = server.launch().start(timeout=300)

@@ -60,3 +60,14 @@ def write_bodies(path: Path, bodies: list[str]) -> Path:
     """One body per line, as `bench/peers.lua` reads them."""
     path.write_text("\n".join(bodies) + "\n")
     return path
+
+
+TEXTS_PER_BODY = {"x1": 1, "x8": 8, "same": 1}
+"""The `wrk` loads: 64 x 1 mixed text, 64 x 8 mixed texts, 64 x 1 identical short text."""
+
+
+def write_load_bodies(folder: Path, texts_: list[str]) -> dict[str, Path]:
+    """One bodies file per `wrk` load in `folder` (bench/peers.py and bench/service.py share them)."""
+    return {"x1": write_bodies(folder / "x1.txt", single_text_bodies(texts_)),
+            "x8": write_bodies(folder / "x8.txt", multi_text_bodies(texts_, TEXTS_PER_BODY["x8"], 500)),
+            "same": write_bodies(folder / "same.txt", single_text_bodies([IDENTICAL_TEXT]))}

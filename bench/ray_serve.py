@@ -41,7 +41,7 @@ from bench.peers import (
     worst_cosine,
     wrk_load_run,
 )
-from bench.peers_corpus import corpus, multi_text_bodies, single_text_bodies, write_bodies
+from bench.peers_corpus import corpus, write_load_bodies
 
 REPLICA_COUNTS = (1, 2)
 EMBEDDINGS_PATH = "/v1/embeddings"
@@ -119,9 +119,7 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
     names = ["plain", *(f"ray x{n}" for n in REPLICA_COUNTS)]
     runs: dict[str, dict[str, list[dict]]] = {name: {load: [] for load in args.loads} for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
-        bodies = {"x1": write_bodies(Path(tmp, "x1.txt"), single_text_bodies(texts)),
-                  "x8": write_bodies(Path(tmp, "x8.txt"), multi_text_bodies(texts, 8, 500)),
-                  "same": write_bodies(Path(tmp, "same.txt"), single_text_bodies([IDENTICAL_TEXT]))}
+        bodies = write_load_bodies(Path(tmp), texts)
         def measure_plain(round_: int) -> None:
             plain = gpu_service_process().start(timeout=300)
             try:

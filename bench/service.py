@@ -17,26 +17,17 @@ import httpx
 
 from bench import wrk_load
 from bench.common import RESULTS, best_of, save, service, table, texts
-from bench.peers_corpus import IDENTICAL_TEXT, corpus, multi_text_bodies, single_text_bodies, write_bodies
+from bench.peers_corpus import TEXTS_PER_BODY, corpus, write_load_bodies
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 LOAD_SECONDS = 15
-CONCURRENCY_LOADS = {
-    # name: (label, texts per request)
-    "x1": ("64 clients x 1 mixed text", 1),
-    "x8": ("64 clients x 8 mixed texts", 8),
-    "same": ("64 clients x 1 identical short text", 1),
+CONCURRENCY_LABELS = {
+    "x1": "64 clients x 1 mixed text",
+    "x8": "64 clients x 8 mixed texts",
+    "same": "64 clients x 1 identical short text",
 }
-
-
-def _load_bodies(folder: Path) -> dict[str, Path]:
-    """The request bodies of `bench/peers.py`'s loads (one fixed corpus of 3-60 word texts)."""
-    texts_ = corpus()
-    return {"x1": write_bodies(folder / "x1.txt", single_text_bodies(texts_)),
-            "x8": write_bodies(folder / "x8.txt", multi_text_bodies(texts_, 8, 500)),
-            "same": write_bodies(folder / "same.txt", single_text_bodies([IDENTICAL_TEXT]))}
 
 
 def _texts_per_s(env: dict[str, str], load: str, bodies: Path, seed: int) -> float:
@@ -47,7 +38,7 @@ def _texts_per_s(env: dict[str, str], load: str, bodies: Path, seed: int) -> flo
         run = wrk_load.run(url, bodies, LOAD_SECONDS, seed + 1)
     if run.non_2xx or run.socket_errors:
         raise RuntimeError(f"{load}: {run.non_2xx} non-2xx answers, {run.socket_errors} socket errors")
-    return run.texts_per_s(CONCURRENCY_LOADS[load][1])
+    return run.texts_per_s(TEXTS_PER_BODY[load])
 
 
 def concurrency(runs: int = 2) -> dict:
@@ -58,9 +49,9 @@ def concurrency(runs: int = 2) -> dict:
     wrk_load.ensure_wrk()
     rows, results = [], {}
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
-        bodies = _load_bodies(Path(tmp))
-        for load, (label, per_request) in CONCURRENCY_LOADS.items():
-            single_env = {"GPU_MAX_BATCH_SIZE": str(per_request), "GPU_BATCH_WINDOW_MS": "0"}
+        bodies = write_load_bodies(Path(tmp), corpus())
+        for load, label in CONCURRENCY_LABELS.items():
+            single_env = {"GPU_MAX_BATCH_SIZE": str(TEXTS_PER_BODY[load]), "GPU_BATCH_WINDOW_MS": "0"}
             batched, single = [], []
             for round_ in range(runs):
                 batched.append(_texts_per_s({}, load, bodies[load], seed=10 * round_))
