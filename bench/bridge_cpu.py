@@ -19,10 +19,10 @@ import numpy as np
 
 from bench.common import save, table
 from gpu_protocol.embed import EmbedRequest
+from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import parse_config
-from mcp_bridge.gpu import GpuClient
-from mcp_bridge.pool import HostPool
-from mcp_bridge.tool_outputs import embed_output
+from mcp_bridge.mcp.embed import embed_output
+from mcp_bridge.pool.pool import HostPool
 
 N, DIMS, SHARD = 2000, 384, 256
 RUNS = 7

@@ -28,9 +28,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bench.common import ROOT, free_port, save, table
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
+from mcp_bridge.mcp.server import build_server
 
 N, DIMS = 2000, 384
 LIFTED = '{"limits": {"maxResultMB": 64}}'

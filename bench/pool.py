@@ -21,10 +21,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bench.common import free_port, save, table
+from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import parse_config
-from mcp_bridge.gpu import GpuClient
-from mcp_bridge.pool import HostPool, parse_json
+from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import HttpCall
+from mcp_bridge.protocols.answers import parse_json
 
 COST_PER_TEXT_S = 0.0005  # 2,000 texts/s per simulated GPU
 DIMS = 8

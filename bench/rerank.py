@@ -23,9 +23,9 @@ import torch
 from bench.common import best_of, save, service, table, texts
 from bench.tiny_reranker import build_tiny_reranker
 from gpu_protocol.rerank import RerankRequest
+from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import parse_config
-from mcp_bridge.gpu import GpuClient
-from mcp_bridge.pool import HostPool
+from mcp_bridge.pool.pool import HostPool
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

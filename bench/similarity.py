@@ -16,9 +16,9 @@ import httpx
 from mcp import Client
 
 from bench.common import save, service, table, texts
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
+from mcp_bridge.mcp.server import build_server
 
 SIZES = (256, 2000)
 

@@ -72,8 +72,8 @@ def _banner(url: str, token: str | None) -> str:
 
 
 async def _serve(config: BridgeConfig, args: argparse.Namespace) -> None:
-    from mcp_bridge.runtime import Bridge
-    from mcp_bridge.server import build_server
+    from mcp_bridge.bridge import Bridge
+    from mcp_bridge.mcp.server import build_server
 
     async with Bridge(config) as bridge:
         server = build_server(bridge)
@@ -82,13 +82,13 @@ async def _serve(config: BridgeConfig, args: argparse.Namespace) -> None:
             return
         import uvicorn
 
-        from mcp_bridge.transports import http_app
+        from mcp_bridge.http_api.app import http_app
 
         token = args.auth_token or os.environ.get("GPU_BRIDGE_AUTH_TOKEN") or None
         transport = "sse" if args.transport == "sse" else "http"
         if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
             log.warning("serving MCP on %s without --auth-token: anyone who can reach it can use your GPUs", args.host)
-        from mcp_bridge.openai_api import openai_app
+        from mcp_bridge.http_api.openai import openai_app
 
         openai = openai_app(bridge.gpu, bridge.config, unavailable=bridge.not_configured)
         app = http_app(server, transport, args.host, token, openai)
@@ -125,7 +125,7 @@ def exit_when_stdin_closes(stop: Callable[[], None]) -> None:
 
 
 async def _check(config: BridgeConfig, source: str) -> int:
-    from mcp_bridge.runtime import Bridge
+    from mcp_bridge.bridge import Bridge
 
     print(f"configuration: {source}")
     async with Bridge(config) as bridge:

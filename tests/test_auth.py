@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.openai_api import openai_app
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
+from mcp_bridge.http_api.openai import openai_app
+from mcp_bridge.mcp.server import build_server
 from tests.conftest import FakeHost, ServiceProcess
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from mcp import Client
 
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
+from mcp_bridge.mcp.server import build_server
 from tests.conftest import ServiceProcess
 
 ADJECTIVES = ["red", "blue", "green", "small", "large", "quiet", "fast", "old", "new", "bright"]

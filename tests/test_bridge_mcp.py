@@ -16,9 +16,9 @@ import jsonschema
 import pytest
 from mcp import Client, StdioServerParameters
 
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
+from mcp_bridge.mcp.server import build_server
 from tests.conftest import ROOT, ServiceProcess, batches_run, bridge_env, free_port, http_bridge
 
 TOOLS = {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore", "gpu_similarity",

@@ -22,12 +22,13 @@ from mcp import Client
 
 from bench.tiny_reranker import build_tiny_reranker
 from gpu_protocol.rerank import RerankRequest
+from mcp_bridge.bridge import Bridge
+from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import parse_config
-from mcp_bridge.gpu import GpuClient
-from mcp_bridge.openai_api import openai_app
-from mcp_bridge.pool import HostPool, NoHostAvailable
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
+from mcp_bridge.http_api.openai import openai_app
+from mcp_bridge.mcp.server import build_server
+from mcp_bridge.pool.errors import NoHostAvailable
+from mcp_bridge.pool.pool import HostPool
 from tests.conftest import ServiceProcess
 
 RERANKER = "tiny-reranker"

@@ -14,12 +14,13 @@ import random
 import httpx
 import pytest
 
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.discovery import DnsDiscovery, address_url
 from mcp_bridge.embedded import free_port
-from mcp_bridge.pool import HostPool, parse_json
+from mcp_bridge.pool.discovery import DnsDiscovery, address_url
+from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import HttpCall
-from mcp_bridge.runtime import Bridge
+from mcp_bridge.protocols.answers import parse_json
 
 PODS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 HEADLESS = "gpu-service-headless.gpu.svc.cluster.local"

@@ -1,4 +1,4 @@
-"""Active health checks (mcp_bridge/health.py), with `httpx.MockTransport` hosts and the pool tests'
+"""Active health checks (mcp_bridge/pool/health.py), with `httpx.MockTransport` hosts and the pool tests'
 hand-driven clock: state transitions, ejections ended by a probe, starting services, and the
 host's own queue weighed by least-busy."""
 
@@ -9,7 +9,7 @@ import random
 import httpx
 import pytest
 
-from mcp_bridge.health import HealthMonitor
+from mcp_bridge.pool.health import HealthMonitor
 from tests.test_pool import Clock, Handler, make_pool, ok
 
 

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
+from mcp_bridge.mcp.server import build_server
 from tests.conftest import FakeHost, ServiceProcess
 from tests.reliability import record
 
@@ -277,7 +277,7 @@ async def test_openai_compatible_hosts(service: ServiceProcess) -> None:
             assert r.embeddings == [[1.0, 1.0, 0.0], [4.0, 1.0, 0.0]] and seen_models == ["bge-small"]
             n = await bridge.gpu.embed(["bbbb"])
             assert abs(sum(x * x for x in n.embeddings[0]) - 1) < 1e-9
-            from mcp_bridge.pool import NoHostAvailable
+            from mcp_bridge.pool.errors import NoHostAvailable
 
             with pytest.raises(NoHostAvailable, match="embeddings only"):
                 await bridge.gpu.bertscore(__import__("gpu_protocol.bertscore").bertscore.BertScoreRequest(

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mcp_bridge.openai_api import pool_error
-from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
+from mcp_bridge.http_api.openai import pool_error
+from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
 from tests.conftest import ServiceProcess, batches_run, bridge_env
 
 openai = pytest.importorskip("openai")

@@ -19,9 +19,9 @@ from mcp import Client
 from gpu_service.errors import ModelNotAllowed
 from gpu_service.resolve import ModelPolicy
 from gpu_service.settings import Settings
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
+from mcp_bridge.mcp.server import build_server
 from tests.conftest import ROOT, ServiceProcess, bridge_env
 
 

@@ -42,7 +42,7 @@ def test_two_wheels_bridge_without_service_code(tmp_path: Path) -> None:
     assert top_level(bridge) == {"mcp_bridge", "gpu_protocol"}
     assert top_level(service) == {"gpu_service"}
     bridge_files = zipfile.ZipFile(bridge).namelist()
-    assert "gpu_protocol/codec.py" in bridge_files and "mcp_bridge/pool.py" in bridge_files
+    assert "gpu_protocol/codec.py" in bridge_files and "mcp_bridge/pool/pool.py" in bridge_files
     assert not any(name.startswith("gpu_service/") for name in bridge_files)
     entry_points = zipfile.ZipFile(service).read(
         next(n for n in zipfile.ZipFile(service).namelist() if n.endswith("entry_points.txt"))).decode()

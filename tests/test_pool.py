@@ -15,8 +15,10 @@ import httpx
 import pytest
 
 from mcp_bridge.config import parse_config
-from mcp_bridge.pool import HostPool, HostRejected, NoHostAvailable, PoolBusy, PoolTimeout, parse_json
+from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolTimeout
+from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import HttpCall
+from mcp_bridge.protocols.answers import parse_json
 
 
 class Clock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from mcp_bridge.pool import HostRejected
+from mcp_bridge.pool.errors import HostRejected
 from tests.test_pool import Clock, Handler, call, make_pool, ok
 
 

@@ -26,13 +26,14 @@ from gpu_protocol.codec import VectorsInvalid, as_block, check_block, decode_flo
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.similarity import SimilarityRequest
 from mcp_bridge import protocols
+from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import parse_config
-from mcp_bridge.gpu import GpuClient
-from mcp_bridge.health import HealthMonitor
-from mcp_bridge.pool import HostPool, NoHostAvailable
+from mcp_bridge.pool.errors import NoHostAvailable
+from mcp_bridge.pool.health import HealthMonitor
+from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import HttpCall
 from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
-from mcp_bridge.vectors import VectorBlock, join, similarity_from_block
+from mcp_bridge.protocols.vectors import VectorBlock, join, similarity_from_block
 
 Handler = Callable[[httpx.Request], httpx.Response]
 ROWS = np.array([[3.0, 4.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])

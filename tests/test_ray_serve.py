@@ -330,9 +330,9 @@ def test_the_bridge_loses_no_call_when_a_replica_dies(two_replicas: str) -> None
     import anyio
     from mcp import Client
 
+    from mcp_bridge.bridge import Bridge
     from mcp_bridge.config import parse_config
-    from mcp_bridge.runtime import Bridge
-    from mcp_bridge.server import build_server
+    from mcp_bridge.mcp.server import build_server
 
     calls = 200
     texts = [f"call {i}: a replica may die under me {i % 13}" for i in range(calls)]

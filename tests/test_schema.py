@@ -14,7 +14,7 @@ from gpu_protocol.embed import EmbedRequest, EmbedResponse
 def test_schema_and_bridge_import_without_torch() -> None:
     code = (
         "import sys; import gpu_protocol.embed, gpu_protocol.bertscore, gpu_protocol.similarity, "
-        "gpu_protocol.rerank, gpu_protocol.status, gpu_protocol.auth, mcp_bridge.server, mcp_bridge.cli; "
+        "gpu_protocol.rerank, gpu_protocol.status, gpu_protocol.auth, mcp_bridge.mcp.server, mcp_bridge.cli; "
         "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -68,7 +68,7 @@ def test_result_size_estimate_matches_the_serialised_size() -> None:
     import numpy as np
     import pydantic_core
 
-    from mcp_bridge.tool_outputs import vectors_json_bytes
+    from mcp_bridge.mcp.embed import vectors_json_bytes
 
     rng = random.Random(0)
     rows = [[struct.unpack("<f", struct.pack("<f", rng.gauss(0, 0.05)))[0] for _ in range(384)] for _ in range(50)]

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from mcp import Client
 
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
+from mcp_bridge.mcp.server import build_server
 from tests.reliability import record
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
-from mcp_bridge.pool import PoolError
-from mcp_bridge.runtime import Bridge
+from mcp_bridge.pool.errors import PoolError
 from tests.conftest import ServiceProcess
 
 

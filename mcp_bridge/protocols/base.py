@@ -30,7 +30,7 @@ from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.routes import API_KEY_HEADER, AUTHORIZATION_HEADER
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from gpu_protocol.status import InfoResponse, StatusResponse
-from mcp_bridge.vectors import VectorBlock
+from mcp_bridge.protocols.vectors import VectorBlock
 
 if TYPE_CHECKING:
     from mcp_bridge.config import HostConfig

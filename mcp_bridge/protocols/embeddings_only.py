@@ -11,10 +11,10 @@ import numpy as np
 from gpu_protocol.codec import as_block, check_block
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
-from mcp_bridge.answers import host_answer
+from mcp_bridge.protocols.answers import host_answer
 from mcp_bridge.protocols.base import HostProtocol, HttpCall, Task
 from mcp_bridge.protocols.gpu_service import check_similarity
-from mcp_bridge.vectors import VectorBlock, renormalised, similarity_from_block
+from mcp_bridge.protocols.vectors import VectorBlock, renormalised, similarity_from_block
 
 
 class EmbeddingsOnly(HostProtocol):

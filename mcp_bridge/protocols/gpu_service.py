@@ -20,10 +20,9 @@ from gpu_protocol.embed import EmbedRequest, EmbedResponse
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from gpu_protocol.status import SERVING_STATUSES, InfoResponse, StatusResponse
-from mcp_bridge.answers import BadResponse, host_answer, read_model
+from mcp_bridge.protocols.answers import BadResponse, check_rerank, host_answer, read_model
 from mcp_bridge.protocols.base import HostProtocol, HttpCall, Task
-from mcp_bridge.reranking import check_rerank
-from mcp_bridge.vectors import VectorBlock
+from mcp_bridge.protocols.vectors import VectorBlock
 
 
 class GpuServiceProtocol(HostProtocol):

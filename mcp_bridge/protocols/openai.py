@@ -12,11 +12,10 @@ from pydantic import BaseModel
 from gpu_protocol import routes
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse, RerankResult, RerankUsage
-from mcp_bridge.answers import read_model
+from mcp_bridge.protocols.answers import check_rerank, read_model
 from mcp_bridge.protocols.base import HttpCall
 from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
-from mcp_bridge.reranking import check_rerank
-from mcp_bridge.vectors import VectorBlock
+from mcp_bridge.protocols.vectors import VectorBlock
 
 
 class _Embedding(BaseModel):  # lenient: servers add fields of their own (id, created, object, ...)

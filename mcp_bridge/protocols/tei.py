@@ -9,11 +9,10 @@ import httpx
 from gpu_protocol import routes
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse, RerankResult, RerankUsage, TEIRerankHit
-from mcp_bridge.answers import BadResponse, host_answer, parse_json
+from mcp_bridge.protocols.answers import BadResponse, check_rerank, host_answer, parse_json
 from mcp_bridge.protocols.base import HttpCall
 from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
-from mcp_bridge.reranking import check_rerank
-from mcp_bridge.vectors import VectorBlock
+from mcp_bridge.protocols.vectors import VectorBlock
 
 
 class TEIProtocol(EmbeddingsOnly):

@@ -1,5 +1,5 @@
-"""Typed views of the fleet: the pool's view of each host, and what gpu_health, gpu_info and gpu_status
-report per host (the hosts' own /info and /status in the protocol's models)."""
+"""Typed views of the fleet: what gpu_health, gpu_info and gpu_status report per host (the pool's view of
+each host with the hosts' own /info and /status in the protocol's models)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from gpu_protocol.status import InfoResponse, StatusResponse
-
-HostState = Literal["healthy", "degraded", "unhealthy", "ejected", "cooling-down"]
-
-
-class HostView(BaseModel):
-    """The pool's record of one host."""
-
-    name: str
-    url: str
-    type: str
-    origin: str | None = None
-    """For a host found by DNS discovery: the name of the config entry it came from."""
-    state: HostState
-    ejected_for_s: float | None
-    in_flight: int
-    weight: float
-    ewma_latency_ms: float | None
-    consecutive_failures: int
-    ejections: int
-    last_error: str | None
-    problems: list[str]
-    served: int
-    failed: int
+from mcp_bridge.pool.views import HostView
 
 
 class Unreachable(BaseModel):
@@ -41,15 +19,6 @@ class HostStatus(HostView):
     """The pool's record of a host and the host's own /status (or why it could not be read)."""
 
     service: StatusResponse | Unreachable
-
-
-class PoolView(BaseModel):
-    strategy: str
-    mode: Literal["normal", "panic"]
-    """panic: no host is usable, so the pool tries them anyway."""
-    hosts: list[HostView]
-    panics: int
-    hedges: int
 
 
 class FleetStatus(BaseModel):

@@ -29,7 +29,7 @@ def http_app(server: MCPServer, transport: str, host: str, token: str | None, op
     if token:
         app = BearerTokenMiddleware(app, token)
     if openai is not None:
-        from mcp_bridge.openai_api import route_v1, send_unauthorized
+        from mcp_bridge.http_api.openai import route_v1, send_unauthorized
 
         app = route_v1(BearerTokenMiddleware(openai, token, send_unauthorized) if token else openai, app)
     return app

@@ -33,11 +33,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gpu_protocol.codec import encode_float32_rows
 from gpu_protocol.embed import OpenAIEmbeddingRequest
 from gpu_protocol.rerank import RerankRequest
+from mcp_bridge.client.client import EmbedResult
+from mcp_bridge.client.reranking import RerankOutcome
+from mcp_bridge.client.views import InfoRow
 from mcp_bridge.config import BridgeConfig, redactor
-from mcp_bridge.gpu import EmbedResult
-from mcp_bridge.pool import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
-from mcp_bridge.reranking import RerankOutcome
-from mcp_bridge.views import InfoRow
+from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
 
 log = logging.getLogger("mcp_bridge.openai")
 T = TypeVar("T")

@@ -26,10 +26,9 @@ from gpu_protocol.rerank import RerankRequest
 from gpu_protocol.similarity import SimilarityRequest
 from gpu_protocol.status import StatusResponse
 from mcp_bridge import __version__
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import redactor
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.tool_errors import PlainErrorsMCPServer, explain, tool_request
-from mcp_bridge.tool_outputs import (
+from mcp_bridge.mcp.embed import (
     BertScoreOutput,
     EmbedOutput,
     HealthOutput,
@@ -41,6 +40,7 @@ from mcp_bridge.tool_outputs import (
     embed_output,
     rerank_output,
 )
+from mcp_bridge.mcp.errors import PlainErrorsMCPServer, explain, tool_request
 
 T = TypeVar("T")
 

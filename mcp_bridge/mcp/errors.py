@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from gpu_protocol.validation import validation_message
 from mcp_bridge.config import ConfigError
-from mcp_bridge.errors import HostRejected, NoHostAvailable, PoolError, PoolTimeout
+from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolError, PoolTimeout
 
 log = logging.getLogger("mcp_bridge.tools")
 

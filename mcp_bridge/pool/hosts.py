@@ -29,8 +29,8 @@ import httpx
 
 from gpu_protocol.status import StatusResponse
 from mcp_bridge.config import BridgeConfig, HostConfig
+from mcp_bridge.pool.views import HostState, HostView
 from mcp_bridge.protocols import HostProtocol, protocol_for
-from mcp_bridge.views import HostState, HostView
 
 Clock = Callable[[], float]
 

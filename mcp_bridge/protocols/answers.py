@@ -13,6 +13,7 @@ held against a host.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from gpu_protocol.codec import VectorsInvalid
+from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.validation import validation_message
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -92,3 +94,14 @@ def host_answer() -> Iterator[None]:
         yield
     except (ValidationError, VectorsInvalid) as exc:
         raise BadResponse(describe_malformed(exc)) from None
+
+
+def check_rerank(answer: RerankResponse, request: RerankRequest) -> RerankResponse:
+    """One result per document sent, each index once, every score a finite number."""
+    count = len(request.documents)
+    indices = sorted(r.index for r in answer.results)
+    if indices != list(range(count)):
+        raise BadResponse(f"{len(answer.results)} rerank results for {count} documents, or indices out of range")
+    if not all(math.isfinite(r.relevance_score) for r in answer.results):
+        raise BadResponse("a non-finite relevance score")
+    return answer

@@ -24,14 +24,14 @@ from gpu_protocol.bertscore import (
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
+from mcp_bridge.client.fleet import Fleet
+from mcp_bridge.client.reranking import RerankOutcome, merge
+from mcp_bridge.client.sharding import Progress, run_sharded, split
+from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
-from mcp_bridge.errors import PoolError
-from mcp_bridge.fleet import Fleet
-from mcp_bridge.pool import HostPool
-from mcp_bridge.reranking import RerankOutcome, merge
-from mcp_bridge.sharding import Progress, run_sharded, split
-from mcp_bridge.vectors import VectorBlock, join
-from mcp_bridge.views import FleetStatus, HealthRow, InfoRow
+from mcp_bridge.pool.errors import PoolError
+from mcp_bridge.pool.pool import HostPool
+from mcp_bridge.protocols.vectors import VectorBlock, join
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mcp_bridge.hosts import Host
+    from mcp_bridge.pool.hosts import Host
 
 
 class PoolError(Exception):

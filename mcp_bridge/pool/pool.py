@@ -33,21 +33,23 @@ from typing import TypeVar
 import httpx
 
 from gpu_protocol.routes import REQUEST_ID_HEADER
-from mcp_bridge.answers import BadResponse, describe_transport_error, error_detail
-from mcp_bridge.answers import parse_json as parse_json  # re-exported: callers read answers with it
-from mcp_bridge.balancing import balancer
 from mcp_bridge.config import BridgeConfig, HostConfig
-from mcp_bridge.errors import Failure, HostFailed
-from mcp_bridge.errors import HostRejected as HostRejected  # re-exported: the pool's errors, from one place
-from mcp_bridge.errors import NoHostAvailable as NoHostAvailable
-from mcp_bridge.errors import PoolBusy as PoolBusy
-from mcp_bridge.errors import PoolError as PoolError
-from mcp_bridge.errors import PoolTimeout as PoolTimeout
-from mcp_bridge.hedging import send_hedged
-from mcp_bridge.hosts import Clock, Host
+from mcp_bridge.pool.balancing import balancer
+from mcp_bridge.pool.errors import (
+    Failure,
+    HostFailed,
+    HostRejected,
+    NoHostAvailable,
+    PoolBusy,
+    PoolError,
+    PoolTimeout,
+)
+from mcp_bridge.pool.hedging import send_hedged
+from mcp_bridge.pool.hosts import Clock, Host
+from mcp_bridge.pool.retry_budget import RetryBudget
+from mcp_bridge.pool.views import PoolView
 from mcp_bridge.protocols import HOST_TYPES, HttpCall
-from mcp_bridge.retry_budget import RetryBudget
-from mcp_bridge.views import PoolView
+from mcp_bridge.protocols.answers import BadResponse, describe_transport_error, error_detail
 
 log = logging.getLogger("mcp_bridge.pool")
 T = TypeVar("T")

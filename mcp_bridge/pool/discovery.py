@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from mcp_bridge.config import HostConfig
-from mcp_bridge.health import HealthMonitor
-from mcp_bridge.hosts import Host
-from mcp_bridge.pool import HostPool
+from mcp_bridge.pool.health import HealthMonitor
+from mcp_bridge.pool.hosts import Host
+from mcp_bridge.pool.pool import HostPool
 
 log = logging.getLogger("mcp_bridge.discovery")
 

@@ -1,58 +1,17 @@
-"""Asking hosts about themselves: one health probe, one /status read, one /info read (through each
-host's protocol), and the fleet views gpu_health, gpu_info and gpu_status show.
-
-The health loop and the tools share the probe and the status read, so a host is judged the
-same way wherever it is asked.
-"""
+"""The fleet views gpu_health, gpu_info and gpu_status show: every host asked at once (with the
+pool's probes, `pool/probes.py`, the health loop's own), each bounded in time."""
 
 from __future__ import annotations
 
 import time
 
-import httpx
-
 from gpu_protocol import routes
 from gpu_protocol.status import InfoResponse, StatusResponse
-from mcp_bridge.answers import error_detail
-from mcp_bridge.errors import PoolError
-from mcp_bridge.hosts import Host
-from mcp_bridge.pool import HostPool
-from mcp_bridge.protocols import HealthVerdict, HttpCall
-from mcp_bridge.views import FleetStatus, HealthRow, HostStatus, InfoRow, Unreachable
-
-PROBE_TIMEOUT_S = 3.0
-
-
-async def _get(host: Host, call: HttpCall, timeout: float) -> httpx.Response:
-    return await host.client.request(call.method, call.path, json=call.json, timeout=timeout)
-
-
-async def check_health(host: Host, timeout: float) -> HealthVerdict:
-    """One health probe, judged by the host's protocol (httpx.HTTPError when it gives no answer)."""
-    return host.protocol.judge_health(await _get(host, host.protocol.health_call(), timeout))
-
-
-async def read_status(host: Host, timeout: float) -> StatusResponse | None:
-    """The host's own /status (queue, jobs, models); None for hosts without one.
-    PoolError for an error answer, BadResponse for garbage, httpx.HTTPError for none."""
-    call = host.protocol.status_call()
-    if call is None:
-        return None
-    return host.protocol.parse_status(_ok(await _get(host, call, timeout)))
-
-
-async def read_info(host: Host, timeout: float) -> InfoResponse | None:
-    """The host's /info (device, VRAM, models); None for hosts without one."""
-    call = host.protocol.info_call()
-    if call is None:
-        return None
-    return host.protocol.parse_info(_ok(await _get(host, call, timeout)))
-
-
-def _ok(response: httpx.Response) -> httpx.Response:
-    if response.status_code != 200:
-        raise PoolError(f"HTTP {response.status_code}: {error_detail(response)}")
-    return response
+from mcp_bridge.client.views import FleetStatus, HealthRow, HostStatus, InfoRow, Unreachable
+from mcp_bridge.pool.errors import PoolError
+from mcp_bridge.pool.hosts import Host
+from mcp_bridge.pool.pool import HostPool
+from mcp_bridge.pool.probes import PROBE_TIMEOUT_S, check_health, read_info, read_status
 
 
 class Fleet:

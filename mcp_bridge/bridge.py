@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from types import TracebackType
 
+from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import BridgeConfig, HostConfig
-from mcp_bridge.discovery import DnsDiscovery, Resolver, resolve_dns
 from mcp_bridge.embedded import NOT_CONFIGURED, EmbeddedService, service_installed
-from mcp_bridge.gpu import GpuClient
-from mcp_bridge.health import HealthMonitor
-from mcp_bridge.pool import HostPool
+from mcp_bridge.pool.discovery import DnsDiscovery, Resolver, resolve_dns
+from mcp_bridge.pool.health import HealthMonitor
+from mcp_bridge.pool.pool import HostPool
 
 log = logging.getLogger("mcp_bridge")
 

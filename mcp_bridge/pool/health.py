@@ -18,11 +18,11 @@ import random
 
 import httpx
 
-from mcp_bridge.answers import BadResponse, describe_transport_error
-from mcp_bridge.errors import PoolError
-from mcp_bridge.fleet import check_health, read_status
-from mcp_bridge.hosts import Host
-from mcp_bridge.pool import HostPool
+from mcp_bridge.pool.errors import PoolError
+from mcp_bridge.pool.hosts import Host
+from mcp_bridge.pool.pool import HostPool
+from mcp_bridge.pool.probes import check_health, read_status
+from mcp_bridge.protocols.answers import BadResponse, describe_transport_error
 
 log = logging.getLogger("mcp_bridge.health")
 

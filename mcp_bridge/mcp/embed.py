@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from mcp_bridge.gpu import EmbedResult
-from mcp_bridge.reranking import RerankOutcome
-from mcp_bridge.vectors import Array
+from mcp_bridge.client.client import EmbedResult
+from mcp_bridge.client.reranking import RerankOutcome
+from mcp_bridge.protocols.vectors import Array
 
 # --------------------------------------------------------------------------- output schemas
 

@@ -1,4 +1,4 @@
-"""Reranking across the pool: each shard's answer checked, the shards' scores merged into one ranking.
+"""Reranking across the pool: the shards' scores (each answer checked by its protocol) merged into one ranking.
 
 Every shard scores all of its documents (a host is never asked for its own top_n), so the
 merge sees every score and its `top_n` is exactly what one host scoring everything would
@@ -7,23 +7,10 @@ return: sorted by score, ties broken by the document's global index, as the serv
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gpu_protocol.rerank import RerankDocument, RerankRequest, RerankResponse, RerankResult, RerankUsage
-from mcp_bridge.answers import BadResponse
-
-
-def check_rerank(answer: RerankResponse, request: RerankRequest) -> RerankResponse:
-    """One result per document sent, each index once, every score a finite number."""
-    count = len(request.documents)
-    indices = sorted(r.index for r in answer.results)
-    if indices != list(range(count)):
-        raise BadResponse(f"{len(answer.results)} rerank results for {count} documents, or indices out of range")
-    if not all(math.isfinite(r.relevance_score) for r in answer.results):
-        raise BadResponse("a non-finite relevance score")
-    return answer
 
 
 @dataclass

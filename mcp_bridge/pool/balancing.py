@@ -13,7 +13,7 @@ import collections
 import random
 from typing import Literal, Protocol
 
-from mcp_bridge.hosts import Host
+from mcp_bridge.pool.hosts import Host
 
 Strategy = Literal["round-robin", "least-busy"]
 

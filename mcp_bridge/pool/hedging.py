@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from mcp_bridge.errors import Failure, HostFailed
-from mcp_bridge.hosts import Host
+from mcp_bridge.pool.errors import Failure, HostFailed
+from mcp_bridge.pool.hosts import Host
 
 
 async def send_hedged(
