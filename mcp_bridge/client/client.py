@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
 
 from gpu_protocol.bertscore import (
     BertScoreIdfRequest,
@@ -25,64 +23,14 @@ from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
 from mcp_bridge.client.fleet import Fleet
-from mcp_bridge.client.reranking import RerankOutcome, merge
+from mcp_bridge.client.reranking import merge
+from mcp_bridge.client.results import EmbedResult, RerankOutcome, ScoreResult, SimilarityResult
 from mcp_bridge.client.sharding import Progress, run_sharded, split
 from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols.vectors import VectorBlock, join
-
-
-@dataclass
-class EmbedResult:
-    block: VectorBlock
-    """The vectors, in input order, as computed (numpy)."""
-    seconds: float
-
-    @property
-    def model(self) -> str:
-        return self.block.model
-
-    @property
-    def dimensions(self) -> int:
-        return self.block.dimensions
-
-    @property
-    def count(self) -> int:
-        return len(self.block)
-
-    @property
-    def hosts(self) -> list[str]:
-        return list(self.block.hosts)
-
-    @property
-    def truncated(self) -> int:
-        return self.block.truncated
-
-    @property
-    def tokens(self) -> int:
-        """Tokens the models read, as the hosts report them (a host that reports none adds 0)."""
-        return self.block.tokens
-
-    @cached_property
-    def embeddings(self) -> list[list[float]]:
-        """The vectors as lists of floats (made on first use: callers that encode them need not)."""
-        return self.block.rows()
-
-
-@dataclass
-class ScoreResult:
-    response: BertScoreResponse
-    hosts: list[str]
-    seconds: float
-
-
-@dataclass
-class SimilarityResult:
-    response: SimilarityResponse
-    hosts: list[str]
-    seconds: float
 
 
 class GpuClient:

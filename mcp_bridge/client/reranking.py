@@ -8,18 +8,8 @@ return: sorted by score, ties broken by the document's global index, as the serv
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from gpu_protocol.rerank import RerankDocument, RerankRequest, RerankResponse, RerankResult, RerankUsage
-
-
-@dataclass
-class RerankOutcome:
-    """The merged ranking and where it was computed."""
-
-    response: RerankResponse
-    hosts: list[str]
-    seconds: float
 
 
 def merge(request: RerankRequest, shards: Sequence[tuple[int, RerankResponse]]) -> RerankResponse:

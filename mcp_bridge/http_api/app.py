@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from mcp.server.mcpserver import MCPServer
-from starlette.types import ASGIApp, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpu_protocol.auth import KeyRequired
+from mcp_bridge.http_api.errors import send_unauthorized
+from mcp_bridge.http_api.openai import PREFIX
 
 REFUSAL = "unauthorized: send Authorization: Bearer <the bridge's --auth-token>"
 
@@ -29,7 +31,18 @@ def http_app(server: MCPServer, transport: str, host: str, token: str | None, op
     if token:
         app = BearerTokenMiddleware(app, token)
     if openai is not None:
-        from mcp_bridge.http_api.openai import route_v1, send_unauthorized
-
         app = route_v1(BearerTokenMiddleware(openai, token, send_unauthorized) if token else openai, app)
+    return app
+
+
+def route_v1(openai: ASGIApp, other: ASGIApp) -> ASGIApp:
+    """`/v1/...` HTTP requests to `openai`, everything else (MCP, lifespan) to `other`."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == PREFIX or path.startswith(PREFIX + "/")):
+            await openai(scope, receive, send)
+        else:
+            await other(scope, receive, send)
+
     return app

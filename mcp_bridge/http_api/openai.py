@@ -17,171 +17,48 @@ models of openai/tei hosts) and the pool's error types.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive
 
 from gpu_protocol.codec import encode_float32_rows
-from gpu_protocol.embed import OpenAIEmbeddingRequest
+from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
-from mcp_bridge.client.client import EmbedResult
-from mcp_bridge.client.reranking import RerankOutcome
+from mcp_bridge.client.results import EmbedResult, RerankOutcome
 from mcp_bridge.client.views import InfoRow
 from mcp_bridge.config import BridgeConfig, redactor
-from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
+from mcp_bridge.http_api.errors import ApiError, pool_error
+from mcp_bridge.http_api.requests import (
+    EMBED_EXAMPLE,
+    RERANK_EXAMPLE,
+    embedding_request,
+    json_object,
+    rerank_request,
+)
+from mcp_bridge.pool.errors import PoolError
 
 log = logging.getLogger("mcp_bridge.openai")
 T = TypeVar("T")
 
 PREFIX = "/v1"
-MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Largest request body; more is refused with 413 before it is read whole."""
+Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
 class Embedder(Protocol):
     """The part of the bridge this API uses (`GpuClient`)."""
 
-    async def embed(
-        self, texts: Sequence[str], *, model: str | None = ..., dimensions: int | None = ...,
-        input_type: str | None = ...,
-    ) -> EmbedResult: ...
+    async def embed_request(self, request: EmbedRequest) -> EmbedResult: ...
 
     async def rerank(self, request: RerankRequest) -> RerankOutcome: ...
 
     async def info(self) -> list[InfoRow]: ...
-
-
-class ApiError(Exception):
-    """An answer in OpenAI's error shape."""
-
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-             404: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
-             429: "rate_limit_error"}
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.retry_after = retry_after
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.TYPES.get(self.status, "server_error"),
-                          "param": self.param, "code": self.code}}
-        headers = {"Retry-After": str(max(1, round(self.retry_after)))} if self.retry_after else None
-        return JSONResponse(body, status_code=self.status, headers=headers)
-
-
-async def send_unauthorized(send: Send) -> None:
-    """The bearer-token refusal in OpenAI's shape (OpenAI clients raise AuthenticationError on it)."""
-    response = ApiError(401, "unauthorized: send Authorization: Bearer <the bridge's --auth-token> (an OpenAI "
-                             "client: api_key=<token>)", code="invalid_api_key").response()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [*response.raw_headers, (b"www-authenticate", b"Bearer")]})
-    await send({"type": "http.response.body", "body": response.body})
-
-
-def pool_error(exc: PoolError | ValueError) -> ApiError:
-    """The status an OpenAI client should see for a pool failure."""
-    if isinstance(exc, PoolBusy):
-        return ApiError(429, f"{exc}; retry later", code="hosts_busy", retry_after=exc.retry_after)
-    if isinstance(exc, HostRejected):
-        if exc.status == 401:  # the bridge's key for that host, not the caller's token
-            return ApiError(502, f"{exc}: the bridge's apiKey for this host is missing or wrong", code="host_auth")
-        if 400 <= exc.status < 500:
-            return ApiError(exc.status, f"host {exc.host!r}: {exc.detail}", code="rejected_by_host")
-    if isinstance(exc, PoolTimeout):
-        return ApiError(504, str(exc), code="deadline_exceeded")
-    if isinstance(exc, NoHostAvailable):
-        return ApiError(503, str(exc), code="no_host_available")
-    return ApiError(502, str(exc), code="bad_gateway")
-
-
-def _check_input(raw: Any) -> list[str]:
-    if isinstance(raw, str):
-        return [raw]
-    if not isinstance(raw, list):
-        raise ApiError(422, "input must be a string or a list of strings", param="input")
-    if not raw:
-        raise ApiError(422, "input is an empty list; send at least one text", param="input")
-    for i, item in enumerate(raw):
-        if not isinstance(item, str):
-            kind = "token arrays are not supported, " if isinstance(item, int | list) else ""
-            raise ApiError(422, f"input[{i}] is not a string: {kind}send text", param="input")
-    return raw
-
-
-def parse_request(body: Any, config: BridgeConfig) -> tuple[OpenAIEmbeddingRequest, list[str]]:
-    """The request and its texts, or an ApiError naming the field (and index) and what is allowed."""
-    if not isinstance(body, dict):
-        raise ApiError(400, 'the body must be a JSON object such as {"input": ["text"], "model": "..."}')
-    texts = _check_input(body.get("input"))
-    try:
-        request = OpenAIEmbeddingRequest.model_validate(body)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ApiError(422, f"{field}: {first['msg']}", param=str(first["loc"][0]) if first["loc"] else None) from None
-    limits = config.limits
-    if len(texts) > limits.maxBatchSize:
-        raise ApiError(413, f"input has {len(texts)} texts; this bridge takes at most {limits.maxBatchSize} per "
-                            "request (limits.maxBatchSize): split the request", param="input")
-    for i, text in enumerate(texts):
-        if not text.strip():
-            raise ApiError(422, f"input[{i}] is blank; every text needs a non-whitespace character", param="input")
-        if len(text) > limits.maxTextLength:
-            raise ApiError(422, f"input[{i}] has {len(text)} characters; at most {limits.maxTextLength} are "
-                                "allowed (limits.maxTextLength)", param="input")
-    return request, texts
-
-
-async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise ApiError(413, f"the request body is over {MAX_BODY_BYTES // 2**20} MiB; split the request")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, f"the request body is over {MAX_BODY_BYTES // 2**20} MiB; split the request")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _invalid(err: ValidationError) -> ApiError:
-    """A 422 naming the first bad field as the caller wrote it (`documents[2]`)."""
-    first = err.errors()[0]
-    loc = first["loc"]
-    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-    return ApiError(422, f"{field}: {first['msg']}", param=str(loc[0]) if loc else None)
-
-
-def parse_rerank_request(body: Any, config: BridgeConfig) -> RerankRequest:
-    """Cohere's rerank request within the bridge's limits, or an ApiError naming the field (and index)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, 'the body must be a JSON object such as {"query": "...", "documents": ["text"]}')
-    try:
-        request = RerankRequest.model_validate(body)
-    except ValidationError as err:
-        raise _invalid(err) from None
-    limits = config.limits
-    if len(request.documents) > limits.maxBatchSize:
-        raise ApiError(413, f"documents has {len(request.documents)} entries; this bridge takes at most "
-                            f"{limits.maxBatchSize} per request (limits.maxBatchSize): split the request",
-                       param="documents")
-    for name, text in [("query", request.query), *((f"documents[{i}]", t) for i, t in enumerate(request.texts()))]:
-        if len(text) > limits.maxTextLength:
-            raise ApiError(422, f"{name} has {len(text)} characters; at most {limits.maxTextLength} are allowed "
-                                "(limits.maxTextLength)", param=name.split("[")[0])
-    return request
 
 
 async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
@@ -210,18 +87,31 @@ def _as_row(vector: list[float], encoding: str) -> list[float] | str:
     return encode_float32_rows(struct.pack(f"<{len(vector)}f", *vector)) if encoding == "base64" else vector
 
 
-def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = None) -> ASGIApp:
-    """The ASGI app for `/v1/...`. `unavailable`: why nothing can be served (no hosts configured)."""
-    redact = redactor(config)  # the same secrets as the MCP tools' errors hide
+async def _pooled(request: Request, work: Awaitable[T]) -> T:
+    """`work` cancelled if the client leaves; a pool failure as the status an OpenAI client acts on."""
+    try:
+        return await cancel_on_disconnect(request.receive, work)
+    except (PoolError, ValueError) as exc:
+        raise pool_error(exc) from None
 
-    def answering(handler: Callable[[Request], Awaitable[JSONResponse]]) -> Callable[[Request], Awaitable[Any]]:
+
+class V1:
+    """The `/v1` routes over `gpu` (the bridge's `GpuClient`)."""
+
+    def __init__(self, gpu: Embedder, config: BridgeConfig, unavailable: str | None) -> None:
+        self.gpu, self.config, self.unavailable = gpu, config, unavailable
+        self.redact = redactor(config)  # the same secrets as the MCP tools' errors hide
+
+    def answering(self, handler: Handler) -> Handler:
+        """`handler`, with every failure answered in OpenAI's shape (secrets redacted, bugs logged)."""
+
         async def endpoint(request: Request) -> JSONResponse:
             try:
-                if unavailable:
-                    raise ApiError(503, unavailable, code="not_configured")
+                if self.unavailable:
+                    raise ApiError(503, self.unavailable, code="not_configured")
                 return await handler(request)
             except ApiError as exc:
-                exc.message = redact(exc.message)
+                exc.message = self.redact(exc.message)
                 if exc.status >= 500:
                     log.warning("%s %s: HTTP %d: %s", request.method, request.url.path, exc.status, exc.message)
                 return exc.response()
@@ -231,51 +121,39 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
 
         return endpoint
 
-    async def embeddings(request: Request) -> JSONResponse:
-        try:
-            body = json.loads(await _read_body(request))
-        except ValueError:
-            raise ApiError(400, 'the body is not valid JSON; send {"input": ["text"], "model": "..."}') from None
-        parsed, texts = parse_request(body, config)
-        try:
-            result = await cancel_on_disconnect(request.receive, gpu.embed(
-                texts, model=parsed.model, dimensions=parsed.dimensions, input_type=parsed.input_type,
-            ))
-        except (PoolError, ValueError) as exc:
-            raise pool_error(exc) from None
-        log.info("POST /v1/embeddings: %d texts%s, model %s, on %s in %.2fs", len(texts),
-                 f" ({parsed.input_type})" if parsed.input_type else "", result.model, ", ".join(result.hosts),
+    async def embeddings(self, request: Request) -> JSONResponse:
+        asked, wire = embedding_request(await json_object(request, EMBED_EXAMPLE), self.config.limits)
+        result = await _pooled(request, self.gpu.embed_request(wire))
+        log.info("POST /v1/embeddings: %d texts%s, model %s, on %s in %.2fs", len(wire.texts),
+                 f" ({asked.input_type})" if asked.input_type else "", result.model, ", ".join(result.hosts),
                  result.seconds)
-        data = [{"object": "embedding", "index": i, "embedding": _as_row(v, parsed.encoding_format)}
+        data = [{"object": "embedding", "index": i, "embedding": _as_row(v, asked.encoding_format)}
                 for i, v in enumerate(result.embeddings)]
         usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
         return JSONResponse({"object": "list", "data": data, "model": result.model, "usage": usage})
 
-    async def rerank(request: Request) -> JSONResponse:
-        try:
-            body = json.loads(await _read_body(request))
-        except ValueError:
-            raise ApiError(400, 'the body is not valid JSON; send {"query": "...", "documents": ["text"]}') from None
-        parsed = parse_rerank_request(body, config)
-        try:
-            outcome = await cancel_on_disconnect(request.receive, gpu.rerank(parsed))
-        except (PoolError, ValueError) as exc:
-            raise pool_error(exc) from None
+    async def rerank(self, request: Request) -> JSONResponse:
+        parsed = rerank_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
+        outcome = await _pooled(request, self.gpu.rerank(parsed))
         log.info("POST /v1/rerank: %d documents, model %s, on %s in %.2fs", len(parsed.documents),
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         return JSONResponse(outcome.response.model_dump(mode="json", exclude_none=True))
 
-    async def models(request: Request) -> JSONResponse:
-        found, problems = await list_models(gpu, config)
+    async def models(self, request: Request) -> JSONResponse:
+        found, problems = await list_models(self.gpu, self.config)
         body: dict[str, Any] = {"object": "list", "data": found}
         if problems:  # not OpenAI's, and ignored by its clients: why a host is missing from the list
-            body["host_errors"] = [{"host": name, "error": redact(error)} for name, error in problems]
+            body["host_errors"] = [{"host": name, "error": self.redact(error)} for name, error in problems]
         return JSONResponse(body)
 
+
+def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = None) -> ASGIApp:
+    """The ASGI app for `/v1/...`. `unavailable`: why nothing can be served (no hosts configured)."""
+    v1 = V1(gpu, config, unavailable)
     return Starlette(routes=[
-        Route(f"{PREFIX}/embeddings", answering(embeddings), methods=["POST"]),
-        Route(f"{PREFIX}/models", answering(models), methods=["GET"]),
-        Route(f"{PREFIX}/rerank", answering(rerank), methods=["POST"]),
+        Route(f"{PREFIX}/embeddings", v1.answering(v1.embeddings), methods=["POST"]),
+        Route(f"{PREFIX}/models", v1.answering(v1.models), methods=["GET"]),
+        Route(f"{PREFIX}/rerank", v1.answering(v1.rerank), methods=["POST"]),
     ])
 
 
@@ -316,16 +194,3 @@ async def list_models(gpu: Embedder, config: BridgeConfig) -> tuple[list[dict[st
     if default is not None:
         entry(default)["default"] = True
     return list(found.values()), problems
-
-
-def route_v1(openai: ASGIApp, other: ASGIApp) -> ASGIApp:
-    """`/v1/...` HTTP requests to `openai`, everything else (MCP, lifespan) to `other`."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and (path == PREFIX or path.startswith(PREFIX + "/")):
-            await openai(scope, receive, send)
-        else:
-            await other(scope, receive, send)
-
-    return app

@@ -1,45 +1,27 @@
-"""What the tools return: their output schemas, and how a vector result is sized and encoded.
+"""gpu_embed: the tool, its output schema, and how a vector result is sized and encoded.
 
 A result over the bridge's budget would not just be slow: MCP clients on the TypeScript SDK
 drop the whole stdio connection on a message over 10 MiB, so `gpu_embed` chooses numbers or
 the 4x smaller base64 blob by the result's size, measured without serialising it.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: the SDK reads the tool's signature at registration,
+and its types are built from the bridge's limits.
+"""
 
 import json
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from mcp_bridge.client.client import EmbedResult
-from mcp_bridge.client.reranking import RerankOutcome
+from gpu_protocol.embed import EmbedRequest
+from mcp_bridge.client.results import EmbedResult
+from mcp_bridge.mcp.errors import tool_request
+from mcp_bridge.mcp.tools import READ_ONLY, HostName, Model, Tools, progress_reporter, result
 from mcp_bridge.protocols.vectors import Array
-
-# --------------------------------------------------------------------------- output schemas
-
-
-class HealthOutput(BaseModel):
-    healthy: int = Field(description="Hosts that serve (ok, or degraded: a default model missing, see problems).")
-    total: int
-    hosts: list[dict[str, Any]] = Field(description="Per host: name, url, type, ok, status, device, problems, latency_ms, error.")
-
-
-class InfoOutput(BaseModel):
-    hosts: list[dict[str, Any]] = Field(description="Per host: name, url, and its /info (device, VRAM, models) or error.")
-
-
-class StatusOutput(BaseModel):
-    strategy: str
-    mode: Literal["normal", "panic"]
-    panics: int
-    hosts: list[dict[str, Any]] = Field(
-        description="Per host: state, in_flight, ewma_latency_ms, consecutive_failures, last_error, served, "
-        "and the host's own /status (queue depth, active jobs with progress, loaded models)."
-    )
-
 
 # The schema of a vector list is kept shallow on purpose: a client that validates structured
 # content with a generic JSON Schema validator would otherwise check every one of the
@@ -71,59 +53,6 @@ class EmbedOutput(BaseModel):
     hosts: list[str] = Field(description="Hosts that computed the vectors.")
     truncated: int = Field(description="Texts cut at the model's maximum length.")
     seconds: float
-
-
-class BertScoreOutput(BaseModel):
-    precision: list[float]
-    recall: list[float]
-    f1: list[float]
-    mean_precision: float
-    mean_recall: float
-    mean_f1: float
-    model: str
-    num_layers: int
-    hash: str = Field(description="bert-score's settings hash, for reporting results reproducibly.")
-    truncated: int
-    hosts: list[str]
-    seconds: float
-
-
-class Match(BaseModel):
-    index: int
-    score: float
-    text: str
-
-
-class SimilarityOutput(BaseModel):
-    mode: Literal["pairs", "query", "matrix"]
-    model: str
-    scores: list[float] | None = Field(default=None, description="pairs: cosine of texts[i] and texts_b[i].")
-    matches: list[Match] | None = Field(default=None, description="query: best documents first.")
-    matrix: Matrix | None = Field(default=None, description="matrix: cosine of every pair of texts.")
-    hosts: list[str]
-    seconds: float
-
-
-class RerankOutput(BaseModel):
-    matches: list[Match] = Field(
-        description="Best first: index into `documents`, the reranker's relevance score (0 to 1), the document's "
-        "first 200 characters."
-    )
-    model: str
-    hosts: list[str] = Field(description="Hosts that scored the documents.")
-    seconds: float
-
-
-def rerank_output(outcome: RerankOutcome, documents: list[str]) -> tuple[str, RerankOutput]:
-    """gpu_rerank's summary and structured result (texts cut as gpu_similarity cuts them)."""
-    r = outcome.response
-    matches = [Match(index=m.index, score=round(m.relevance_score, 6), text=documents[m.index][:200])
-               for m in r.results]
-    out = RerankOutput(matches=matches, model=r.model, hosts=outcome.hosts, seconds=round(outcome.seconds, 3))
-    summary = f"Best of {len(documents)} documents for the query: " + "; ".join(
-        f"#{m.index} ({m.score:.4f}) {m.text[:60]!r}" for m in matches[:10]
-    ) + f" [{r.model} on {', '.join(outcome.hosts)}]"
-    return summary, out
 
 
 # --------------------------------------------------------------------------- vectors in a result
@@ -186,3 +115,42 @@ def embed_output(result: EmbedResult, asked: Literal["auto", "float", "base64"],
     else:
         out.embeddings = result.embeddings
     return out
+
+
+def embed_summary(out: EmbedOutput) -> str:
+    field = "`embeddings_base64`, little-endian float32" if out.encoding == "base64" else "`embeddings`"
+    return (
+        f"Embedded {out.count} texts with {out.model} into {out.dimensions}-dimensional vectors on "
+        f"{', '.join(out.hosts)} in {out.seconds:.2f}s"
+        + (f"; {out.truncated} texts were truncated" if out.truncated else "")
+        + f". The vectors are in the structured content (field {field}, in input order)."
+    )
+
+
+def register(server: MCPServer, tools: Tools) -> None:
+    limits = tools.limits
+    Texts = Annotated[list[Annotated[str, tools.text_limit]], tools.batch_limit]
+
+    @server.tool(
+        title="Embed texts on a GPU",
+        description="Turn texts into embedding vectors on the GPU pool. Returns the vectors in structured content "
+        "and only a summary as text. Prefer gpu_similarity if you only need to compare or rank texts. "
+        "Large calls are split across hosts; cost grows with the number and length of texts.",
+        annotations=READ_ONLY,
+    )
+    async def gpu_embed(
+        texts: Texts,
+        ctx: Context,
+        model: Model = None,
+        normalize: Annotated[bool, Field(description="L2-normalise vectors (default true).")] = True,
+        dimensions: Annotated[int | None, Field(ge=1, le=65_536, description="Truncate to this many dimensions (Matryoshka), renormalised.")] = None,
+        host: HostName = None,
+        encoding: Annotated[Literal["auto", "float", "base64"], Field(
+            description="float: lists of numbers. base64: one little-endian float32 blob (4x smaller, exact; "
+            f"for programs, not for reading). auto: float when the result fits in {limits.maxResultMB:g} MiB, "
+            "else base64. The result's `encoding` says which was used.")] = "auto",
+    ) -> Annotated[CallToolResult, EmbedOutput]:
+        request = tool_request(EmbedRequest, texts=texts, model=model, normalize=normalize, dimensions=dimensions)
+        embedded = await tools.guarded(tools.gpu.embed_request(request, host=host, progress=progress_reporter(ctx)))
+        out = embed_output(embedded, encoding, limits.maxResultMB)
+        return result(embed_summary(out), out)

@@ -28,12 +28,14 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from typing import TypeVar
 
 import httpx
 
 from gpu_protocol.routes import REQUEST_ID_HEADER
 from mcp_bridge.config import BridgeConfig, HostConfig
+from mcp_bridge.pool.attempts import Attempts
 from mcp_bridge.pool.balancing import balancer
 from mcp_bridge.pool.errors import (
     Failure,
@@ -111,7 +113,7 @@ class HostPool:
                 return h
         raise PoolError(f"no host named {name!r}; configured: {', '.join(h.name for h in self.hosts)}")
 
-    def pick(self, task: str, exclude: set[str] = frozenset()) -> Host | None:  # type: ignore[assignment]
+    def pick(self, task: str, exclude: AbstractSet[str] = frozenset()) -> Host | None:
         """The next host for `task`, or None if every candidate is excluded or full."""
         now = self.clock()
         able = [h for h in self.hosts if h.can_serve(task) and h.name not in exclude and h.has_capacity()]
@@ -165,6 +167,23 @@ class HostPool:
     ) -> tuple[T, Host]:
         """Send `call(host)` to one host after another until `parse(host, answer)` accepts an answer,
         the deadline passes, or a host refuses the request itself (4xx)."""
+        state = Attempts(task, self._candidates(task, pin), deadline, pin)
+        self.budget.record_request()
+        while True:
+            host = await self._next_host(state)
+            if host is None:
+                continue
+            sent = await self._attempt(state, host, call)
+            if sent is None:
+                continue
+            response, host = sent
+            try:
+                return parse(host, response), host
+            except BadResponse as exc:
+                self._failed(state, host, Failure(f"malformed answer: {exc}"))
+
+    def _candidates(self, task: str, pin: str | None) -> list[Host]:
+        """The hosts that may serve `task` (the pinned one only), or why there are none."""
         able = [self.host(pin)] if pin else self._able(task)
         if pin and not able[0].can_serve(task):
             raise PoolError(f"host {pin!r} is a {able[0].protocol.type} host and cannot serve {task}")
@@ -172,74 +191,74 @@ class HostPool:
             if not self.hosts:
                 raise NoHostAvailable(f"no host to serve {task}: DNS discovery has found no address yet")
             raise NoHostAvailable(self._none_can_serve(task))
-        self.budget.record_request()
-        tried: set[str] = set()
-        errors: list[str] = []
-        busy_only = True  # every failure so far was a busy answer
-        first = True
-        previous: Host | None = None
-        while True:
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                self._raise_if_busy(busy_only, able, errors)
-                raise PoolTimeout(self._summary(f"{task} did not finish within the deadline", errors))
-            host = self.host(pin) if pin else self.pick(task, exclude=tried)
-            if host is None:
-                if len(tried) >= len(able):
-                    # Every host tried once this round: back off, then go round again.
-                    if not self.budget.try_spend():
-                        self._raise_if_busy(busy_only, able, errors)
-                        raise NoHostAvailable(self._summary(f"every host failed {task} (retry budget spent)", errors))
-                    await self._backoff(able, deadline)
-                    tried.clear()
-                    continue
-                await self._wait_for_capacity(deadline)
-                continue
-            if not first and not self.budget.try_spend():
-                self._raise_if_busy(busy_only, able, errors)
-                raise NoHostAvailable(self._summary(f"{task} failed and the retry budget is spent", errors))
-            first = False
-            if not host.cluster:  # a cluster host stands for many replicas: the next try may find another
-                tried.add(host.name)
-            elif host is previous:
-                await self._backoff([host], deadline)  # the same proxy again: not in a tight loop
-            previous = host
+        return able
 
-            def send(h: Host) -> Awaitable[httpx.Response]:
-                return self._send(h, call(h), deadline)
+    async def _next_host(self, state: Attempts) -> Host | None:
+        """The host for the next attempt; None after waiting (for capacity, or before another round)."""
+        if state.deadline - self.clock() <= 0:
+            self._raise_if_busy(state)
+            raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
+        host = self.host(state.pin) if state.pin else self.pick(state.task, exclude=state.tried)
+        if host is None:
+            await self._wait_for_a_host(state)
+            return None
+        if not state.first and not self.budget.try_spend():
+            self._raise_if_busy(state)
+            raise NoHostAvailable(state.summary(f"{state.task} failed and the retry budget is spent"))
+        state.first = False
+        if not host.cluster:  # a cluster host stands for many replicas: the next try may find another
+            state.tried.add(host.name)
+        elif host is state.previous:
+            await self._backoff([host], state.deadline)  # the same proxy again: not in a tight loop
+        state.previous = host
+        return host
 
-            def backup() -> Host | None:
-                second = self.pick(task, exclude=tried)
-                if second is None or not second.usable(self.clock()):
-                    return None
-                tried.add(second.name)
-                self.hedges += 1
-                return second
+    async def _wait_for_a_host(self, state: Attempts) -> None:
+        """No host to pick: every one tried this round (back off, then go round again) or all full."""
+        if len(state.tried) < len(state.able):
+            await self._wait_for_capacity(state.deadline)
+            return
+        if not self.budget.try_spend():
+            self._raise_if_busy(state)
+            raise NoHostAvailable(state.summary(f"every host failed {state.task} (retry budget spent)"))
+        await self._backoff(state.able, state.deadline)
+        state.tried.clear()
 
-            try:
-                if self.config.hedging and not pin:
-                    response, host = await send_hedged(host, send, backup, self._account)
-                else:
-                    response = await send(host)
-            except HostFailed as failed:
-                host = failed.host or host
-                errors.append(f"{host.name}: {failed.failure.message}")
-                busy_only = busy_only and not failed.failure.counts
-                self._account(host, failed.failure)
-                if pin:
-                    if self.clock() >= deadline or not self.budget.try_spend():
-                        raise PoolError(self._summary(f"pinned host {pin!r} failed {task}", errors)) from None
-                    await self._sleep(min(0.2, max(0.0, deadline - self.clock())))
-                continue
-            try:
-                result = parse(host, response)
-            except BadResponse as exc:
-                failure = Failure(f"malformed answer: {exc}")
-                errors.append(f"{host.name}: {failure.message}")
-                busy_only = False
-                self._account(host, failure)
-                continue
-            return result, host
+    async def _attempt(self, state: Attempts, host: Host, call: CallFor) -> tuple[httpx.Response, Host] | None:
+        """One attempt on `host` (hedged on a second host when configured): the answer and the host that
+        gave it, or None after a failure that was recorded (and, for a pinned host, waited out)."""
+
+        def send(h: Host) -> Awaitable[httpx.Response]:
+            return self._send(h, call(h), state.deadline)
+
+        try:
+            if self.config.hedging and not state.pin:
+                return await send_hedged(host, send, lambda: self._backup(state), self._account)
+            return await send(host), host
+        except HostFailed as failed:
+            self._failed(state, failed.host or host, failed.failure)
+            if state.pin:
+                await self._retry_pinned(state)
+            return None
+
+    def _backup(self, state: Attempts) -> Host | None:
+        """A second host for a hedged attempt, if one is usable now."""
+        second = self.pick(state.task, exclude=state.tried)
+        if second is None or not second.usable(self.clock()):
+            return None
+        state.tried.add(second.name)
+        self.hedges += 1
+        return second
+
+    async def _retry_pinned(self, state: Attempts) -> None:
+        """A pinned host failed: try it again shortly, within the deadline and the retry budget."""
+        if self.clock() >= state.deadline or not self.budget.try_spend():
+            raise PoolError(state.summary(f"pinned host {state.pin!r} failed {state.task}")) from None
+        await self._sleep(min(0.2, max(0.0, state.deadline - self.clock())))
+
+    def _failed(self, state: Attempts, host: Host, failure: Failure) -> None:
+        state.failed(host, failure)
+        self._account(host, failure)
 
     async def _send(self, host: Host, call: HttpCall, deadline: float) -> httpx.Response:
         host.request_started()
@@ -312,22 +331,14 @@ class HostPool:
             except TimeoutError:
                 pass
 
-    def _raise_if_busy(self, busy_only: bool, hosts: list[Host], errors: list[str]) -> None:
+    def _raise_if_busy(self, state: Attempts) -> None:
         """Out of time or retries, and every host only said it was busy: that is overload, not failure."""
-        if not (busy_only and errors):
+        if not (state.busy_only and state.errors):
             return
         now = self.clock()
-        waits = [h.cooling_left(now) for h in hosts if h.cooling(now)]
+        waits = [h.cooling_left(now) for h in state.able if h.cooling(now)]
         retry_after = max(1.0, min(waits)) if waits else 1.0
-        raise PoolBusy(self._summary("every host is busy", errors), retry_after)
-
-    @staticmethod
-    def _summary(message: str, errors: list[str]) -> str:
-        if not errors:
-            return message
-        shown = errors[-4:]
-        more = f" (+{len(errors) - len(shown)} earlier)" if len(errors) > len(shown) else ""
-        return f"{message}: " + "; ".join(shown) + more
+        raise PoolBusy(state.summary("every host is busy"), retry_after)
 
     # ------------------------------------------------------------------ fan-out (health, info, status)
 

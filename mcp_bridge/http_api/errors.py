@@ -1,0 +1,54 @@
+"""How `/v1` failures reach an OpenAI (or Cohere) client: OpenAI's error shape,
+`{"error": {"message", "type", "param", "code"}}`, with the status such a client acts on."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+from starlette.types import Send
+
+from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
+
+
+class ApiError(Exception):
+    """An answer in OpenAI's error shape."""
+
+    TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+             404: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+             429: "rate_limit_error"}
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.retry_after = retry_after
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.TYPES.get(self.status, "server_error"),
+                          "param": self.param, "code": self.code}}
+        headers = {"Retry-After": str(max(1, round(self.retry_after)))} if self.retry_after else None
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+async def send_unauthorized(send: Send) -> None:
+    """The bearer-token refusal in OpenAI's shape (OpenAI clients raise AuthenticationError on it)."""
+    response = ApiError(401, "unauthorized: send Authorization: Bearer <the bridge's --auth-token> (an OpenAI "
+                             "client: api_key=<token>)", code="invalid_api_key").response()
+    await send({"type": "http.response.start", "status": 401,
+                "headers": [*response.raw_headers, (b"www-authenticate", b"Bearer")]})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def pool_error(exc: PoolError | ValueError) -> ApiError:
+    """The status an OpenAI client should see for a pool failure."""
+    if isinstance(exc, PoolBusy):
+        return ApiError(429, f"{exc}; retry later", code="hosts_busy", retry_after=exc.retry_after)
+    if isinstance(exc, HostRejected):
+        if exc.status == 401:  # the bridge's key for that host, not the caller's token
+            return ApiError(502, f"{exc}: the bridge's apiKey for this host is missing or wrong", code="host_auth")
+        if 400 <= exc.status < 500:
+            return ApiError(exc.status, f"host {exc.host!r}: {exc.detail}", code="rejected_by_host")
+    if isinstance(exc, PoolTimeout):
+        return ApiError(504, str(exc), code="deadline_exceeded")
+    if isinstance(exc, NoHostAvailable):
+        return ApiError(503, str(exc), code="no_host_available")
+    return ApiError(502, str(exc), code="bad_gateway")

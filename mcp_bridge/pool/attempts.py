@@ -1,0 +1,36 @@
+"""One pool request's attempts: the hosts it may use, those tried this round, and what failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mcp_bridge.pool.errors import Failure
+from mcp_bridge.pool.hosts import Host
+
+
+@dataclass
+class Attempts:
+    task: str
+    able: list[Host]
+    """The hosts that may serve the task (the pinned one only, when pinned)."""
+    deadline: float
+    pin: str | None = None
+    tried: set[str] = field(default_factory=set)
+    """Hosts tried this round (cleared before the next round)."""
+    errors: list[str] = field(default_factory=list)
+    busy_only: bool = True
+    """Every failure so far was a busy answer (429/503 with Retry-After)."""
+    first: bool = True
+    previous: Host | None = None
+
+    def failed(self, host: Host, failure: Failure) -> None:
+        self.errors.append(f"{host.name}: {failure.message}")
+        self.busy_only = self.busy_only and not failure.counts
+
+    def summary(self, message: str) -> str:
+        """`message`, with the last few failures (and how many came before)."""
+        if not self.errors:
+            return message
+        shown = self.errors[-4:]
+        more = f" (+{len(self.errors) - len(shown)} earlier)" if len(self.errors) > len(shown) else ""
+        return f"{message}: " + "; ".join(shown) + more
