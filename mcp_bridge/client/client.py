@@ -30,6 +30,7 @@ from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.pool import HostPool
+from mcp_bridge.protocols import Task
 from mcp_bridge.protocols.vectors import VectorBlock, join
 
 
@@ -42,7 +43,7 @@ class GpuClient:
     def deadline(self) -> float:
         return self.pool.clock() + self.config.timeout
 
-    def _parallel(self, task: str) -> int:
+    def _parallel(self, task: Task) -> int:
         hosts = [h for h in self.pool.hosts if h.can_serve(task)]
         return max(1, sum(h.max_concurrent or 2 for h in hosts))
 

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 
 from mcp_bridge.pool.errors import Failure
 from mcp_bridge.pool.hosts import Host
+from mcp_bridge.protocols import Task
 
 
 @dataclass
 class Attempts:
-    task: str
+    task: Task
     able: list[Host]
     """The hosts that may serve the task (the pinned one only, when pinned)."""
     deadline: float

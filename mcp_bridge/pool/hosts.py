@@ -30,7 +30,7 @@ import httpx
 from gpu_protocol.status import StatusResponse
 from mcp_bridge.config import BridgeConfig, HostConfig
 from mcp_bridge.pool.views import HostState, HostView
-from mcp_bridge.protocols import HostProtocol, protocol_for
+from mcp_bridge.protocols import HostProtocol, Task, protocol_for
 
 Clock = Callable[[], float]
 
@@ -103,7 +103,7 @@ class Host:
 
     # ------------------------------------------------------------------ state
 
-    def can_serve(self, task: str) -> bool:
+    def can_serve(self, task: Task) -> bool:
         return self.protocol.can_serve(task)
 
     def ejected(self, now: float) -> bool:

@@ -50,7 +50,7 @@ from mcp_bridge.pool.hedging import send_hedged
 from mcp_bridge.pool.hosts import Clock, Host
 from mcp_bridge.pool.retry_budget import RetryBudget
 from mcp_bridge.pool.views import PoolView
-from mcp_bridge.protocols import HOST_TYPES, HttpCall
+from mcp_bridge.protocols import HOST_TYPES, HttpCall, Task
 from mcp_bridge.protocols.answers import BadResponse, describe_transport_error, error_detail
 
 log = logging.getLogger("mcp_bridge.pool")
@@ -113,7 +113,7 @@ class HostPool:
                 return h
         raise PoolError(f"no host named {name!r}; configured: {', '.join(h.name for h in self.hosts)}")
 
-    def pick(self, task: str, exclude: AbstractSet[str] = frozenset()) -> Host | None:
+    def pick(self, task: Task, exclude: AbstractSet[str] = frozenset()) -> Host | None:
         """The next host for `task`, or None if every candidate is excluded or full."""
         now = self.clock()
         able = [h for h in self.hosts if h.can_serve(task) and h.name not in exclude and h.has_capacity()]
@@ -126,10 +126,10 @@ class HostPool:
             return min(able, key=lambda h: h.out_until())
         return self._balancer.choose(usable)
 
-    def _able(self, task: str) -> list[Host]:
+    def _able(self, task: Task) -> list[Host]:
         return [h for h in self.hosts if h.can_serve(task)]
 
-    def _none_can_serve(self, task: str) -> str:
+    def _none_can_serve(self, task: Task) -> str:
         """Why no configured host can serve `task`: what each configured type serves instead."""
         by_words: dict[str, list[str]] = {}
         for kind in dict.fromkeys(h.protocol.type for h in self.hosts):
@@ -163,7 +163,7 @@ class HostPool:
     # ------------------------------------------------------------------ sending
 
     async def request(
-        self, task: str, call: CallFor, parse: ParseFor[T], *, deadline: float, pin: str | None = None
+        self, task: Task, call: CallFor, parse: ParseFor[T], *, deadline: float, pin: str | None = None
     ) -> tuple[T, Host]:
         """Send `call(host)` to one host after another until `parse(host, answer)` accepts an answer,
         the deadline passes, or a host refuses the request itself (4xx)."""
@@ -182,7 +182,7 @@ class HostPool:
             except BadResponse as exc:
                 self._failed(state, host, Failure(f"malformed answer: {exc}"))
 
-    def _candidates(self, task: str, pin: str | None) -> list[Host]:
+    def _candidates(self, task: Task, pin: str | None) -> list[Host]:
         """The hosts that may serve `task` (the pinned one only), or why there are none."""
         able = [self.host(pin)] if pin else self._able(task)
         if pin and not able[0].can_serve(task):

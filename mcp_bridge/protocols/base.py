@@ -83,7 +83,7 @@ class HostProtocol(ABC):
     def __init__(self, config: HostConfig) -> None:
         self.config = config
 
-    def can_serve(self, task: str) -> bool:
+    def can_serve(self, task: Task) -> bool:
         """`tasks`, plus reranking on a host configured with `rerank: true` (a server that also has a reranker)."""
         return task in self.tasks or (task == "rerank" and self.config.rerank)
 
