@@ -3,5 +3,5 @@ named `router` that `gpu_service/app.py` includes: `embed` (/embed and OpenAI's 
 `similarity`, `bertscore` (/bertscore, /bertscore/idf), `rerank` (Cohere's /v1/rerank, TEI's
 /rerank) and `status` (/health, /info, /status, /cancel, /metrics). `common` holds what they share.
 
-A new capability is a new module here with its `router`, and one `include_router` line in app.py.
+A new capability is a new module here with its `router`, and one `include(app, <module>.router)` line in app.py.
 """
