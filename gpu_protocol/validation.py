@@ -52,16 +52,18 @@ def check_texts(
             status=413, field=field,
         )
     for i, text in enumerate(texts):
-        if not text.strip():
-            raise TextsRejected(
-                f"{field}[{i}] is blank: every text needs at least one non-whitespace character",
-                status=422, field=f"{field}[{i}]",
-            )
-        if max_text_chars is not None and len(text) > max_text_chars:
-            raise TextsRejected(
-                f"{field}[{i}] has {len(text)} characters; at most {max_text_chars} are allowed ({chars_setting})",
-                status=422, field=f"{field}[{i}]",
-            )
+        check_text(text, f"{field}[{i}]", max_text_chars=max_text_chars, setting=chars_setting)
+
+
+def check_text(text: str, field: str, *, max_text_chars: int | None = None, setting: str = "GPU_MAX_TEXT_CHARS") -> str:
+    """`check_texts` for one text (a query): non-blank, at most `max_text_chars` characters (set by `setting`)."""
+    if not text.strip():
+        raise TextsRejected(f"{field} is blank: every text needs at least one non-whitespace character",
+                            status=422, field=field)
+    if max_text_chars is not None and len(text) > max_text_chars:
+        raise TextsRejected(f"{field} has {len(text)} characters; at most {max_text_chars} are allowed ({setting})",
+                            status=422, field=field)
+    return text
 
 
 def error_location(loc: Iterable[int | str]) -> str:
@@ -98,4 +100,4 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["TextsRejected", "check_not_blank", "check_texts", "error_location", "validation_message"]
+__all__ = ["TextsRejected", "check_not_blank", "check_text", "check_texts", "error_location", "validation_message"]

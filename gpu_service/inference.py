@@ -69,11 +69,15 @@ class Reranked:
     timing: Timing
 
 
-def check_texts(field: str, texts: list[str], settings: Settings) -> None:
-    """The protocol's one texts rule (non-blank, GPU_MAX_TEXTS, GPU_MAX_TEXT_CHARS) as the service's errors."""
+def check_texts(field: str, texts: list[str] | str, settings: Settings) -> None:
+    """The protocol's one texts rule (non-blank, GPU_MAX_TEXTS, GPU_MAX_TEXT_CHARS) as the service's
+    errors; `texts` is a list of them, or one (a query)."""
+    limits = settings.limits
     try:
-        validation.check_texts(texts, field, max_texts=settings.limits.max_texts,
-                               max_text_chars=settings.limits.max_text_chars)
+        if isinstance(texts, str):
+            validation.check_text(texts, field, max_text_chars=limits.max_text_chars)
+        else:
+            validation.check_texts(texts, field, max_texts=limits.max_texts, max_text_chars=limits.max_text_chars)
     except validation.TextsRejected as rejected:
         raise (TooLarge if rejected.status == 413 else Unprocessable)(rejected.message) from None
 
@@ -144,7 +148,7 @@ class Inference:
         `field` names the documents in errors; with `truncate=False` a pair longer than the
         model's maximum is refused (text-embeddings-inference's default) instead of cut."""
         check_texts(field, documents, self.settings)
-        check_texts("query", [query], self.settings)
+        check_texts("query", query, self.settings)
         deadline = self._deadline()
         key = self.registry.key("rerank", model or self._default_reranker())
         once = distinct(documents)  # a repeated document is scored once (see dedupe.py)
@@ -188,7 +192,7 @@ class Inference:
         if req.texts_b is not None:
             check_texts("texts_b", req.texts_b, self.settings)
         if req.query is not None:
-            check_texts("query", [req.query], self.settings)
+            check_texts("query", req.query, self.settings)
         embedded = await self.embed(req.inputs(), model=req.model, field=None)
         # Scores are computed between distinct vectors and fanned out, so equal texts (and equal
         # pairs) get bit-identical scores and ties rank in input order on every machine.
