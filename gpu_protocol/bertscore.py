@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
 from gpu_protocol.base import ModelName, StrictModel
 from gpu_protocol.validation import check_not_blank
@@ -75,10 +75,10 @@ class BertScoreRequest(BertScoreModelChoice):
     )
     rescale_with_baseline: bool = Field(default=False, description="Rescale with bert-score's baseline file.")
 
-    @field_validator("candidates", "references")
+    @field_validator("candidates", "references", "idf_sentences")
     @classmethod
-    def _not_blank(cls, v: list[str], info: object) -> list[str]:
-        return check_not_blank(v, getattr(info, "field_name", "texts"))
+    def _not_blank(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        return None if v is None else check_not_blank(v, info.field_name or "texts")
 
     @model_validator(mode="after")
     def _one_reference_per_candidate(self) -> BertScoreRequest:
@@ -103,6 +103,11 @@ class BertScoreIdfRequest(BertScoreModelChoice):
     """`POST /bertscore/idf`: count, for idf, the sentences of one chunk (at most the service's max_texts)."""
 
     sentences: list[str] = Field(min_length=1, description="Sentences to count tokens in (typically references).")
+
+    @field_validator("sentences")
+    @classmethod
+    def _not_blank(cls, v: list[str]) -> list[str]:
+        return check_not_blank(v, "sentences")
 
 
 class BertScoreIdfResponse(IdfCounts):

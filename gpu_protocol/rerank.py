@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from gpu_protocol.base import ModelName, StrictModel
-from gpu_protocol.validation import check_not_blank
+from gpu_protocol.validation import check_not_blank, check_text
 
 
 class RerankDocument(StrictModel):
@@ -18,9 +18,7 @@ class RerankDocument(StrictModel):
 
 
 def _query_not_blank(query: str) -> str:
-    if not query.strip():
-        raise ValueError("query is blank: it needs at least one non-whitespace character")
-    return query
+    return check_text(query, "query")
 
 
 class RerankRequest(StrictModel):

@@ -43,3 +43,10 @@ REQUEST_ID_HEADER = "X-Request-Id"
 """Names a compute request so that `POST /cancel/{id}` can drop it."""
 API_KEY_HEADER = "X-API-Key"
 AUTHORIZATION_HEADER = "Authorization"
+RETRY_AFTER_HEADER = "Retry-After"
+"""With 429/503: seconds to wait before trying this server again."""
+
+
+def retry_after_headers(seconds: float | None) -> dict[str, str] | None:
+    """The `Retry-After` header for a wait of `seconds` (whole seconds, at least 1), or None without one."""
+    return {RETRY_AFTER_HEADER: str(max(1, round(seconds)))} if seconds else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from gpu_protocol.base import ModelName, StrictModel
 from gpu_protocol.limits import SIMILARITY_MATRIX_MAX, SIMILARITY_TOP_K_MAX
@@ -31,8 +31,8 @@ class SimilarityRequest(StrictModel):
 
     @field_validator("texts", "texts_b")
     @classmethod
-    def _not_blank(cls, v: list[str] | None, info: object) -> list[str] | None:
-        return None if v is None else check_not_blank(v, getattr(info, "field_name", "texts"))
+    def _not_blank(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        return None if v is None else check_not_blank(v, info.field_name or "texts")
 
     @model_validator(mode="after")
     def _fits_mode(self) -> SimilarityRequest:

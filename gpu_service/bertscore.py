@@ -20,15 +20,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from gpu_protocol.bertscore import IdfCounts
 from gpu_service import unpadded
-from gpu_service.embedding import parameter_bytes
+from gpu_service.engine import EngineDetails
 from gpu_service.errors import BadRequest, Unprocessable
+from gpu_service.model_facts import parameter_bytes
 from gpu_service.resolve import ResolvedModel, looks_like_path
 from gpu_service.settings import BUNDLED_MODEL, BUNDLED_MODEL_LAYERS
 
@@ -190,8 +190,8 @@ class BertScoreEngine:
             _, old = self._cache.popitem(last=False)
             self._cache_tokens -= old.size(0)
 
-    def details(self) -> dict[str, Any]:
-        return {}
+    def details(self) -> EngineDetails:
+        return EngineDetails()
 
     def close(self) -> None:
         self._cache.clear()

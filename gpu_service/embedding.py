@@ -15,7 +15,10 @@ from typing import Any
 import torch
 
 from gpu_service import unpadded
+from gpu_service.engine import EngineDetails
 from gpu_service.errors import Unprocessable
+from gpu_service.model_facts import is_cross_encoder, parameter_bytes
+from gpu_service.padding import pad_batch
 from gpu_service.resolve import ResolvedModel
 
 log = logging.getLogger("gpu_service.embedding")
@@ -31,15 +34,9 @@ class TokenizedText:
         return len(self.ids)
 
 
-def parameter_bytes(module: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-
-
 class EmbeddingEngine:
     def __init__(self, resolved: ResolvedModel, device: torch.device, fp16: bool) -> None:
         from sentence_transformers import SentenceTransformer
-
-        from gpu_service.rerank import is_cross_encoder
 
         self.name = resolved.name
         self.device = device
@@ -109,16 +106,9 @@ class EmbeddingEngine:
         """Embeddings of one batch as a float32 CPU tensor [len(batch), dimensions]."""
         if self._bert is not None:
             return self._run_unpadded(batch)
-        longest = max(item.cost for item in batch)
-        input_ids = torch.full((len(batch), longest), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, item in enumerate(batch):
-            input_ids[row, : item.cost] = torch.tensor(item.ids, dtype=torch.long)
-            attention[row, : item.cost] = 1
-        features: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
-        if self._wants_token_types:
-            features["token_type_ids"] = torch.zeros_like(input_ids)
-        features = {k: v.to(self.device, non_blocking=True) for k, v in features.items()}
+        ids = [item.ids for item in batch]
+        padded = pad_batch(ids, self._pad_id, [None] * len(batch) if self._wants_token_types else None)
+        features: dict[str, Any] = {k: v.to(self.device, non_blocking=True) for k, v in padded.items()}
         with torch.inference_mode():
             out = self.model.forward(features)["sentence_embedding"]
         return out.float().cpu()
@@ -133,10 +123,10 @@ class EmbeddingEngine:
             out = features["sentence_embedding"]
         return out.float().cpu()
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> EngineDetails:
         """/info: the vector width, tokens read per text, and the prompts that add text."""
-        return {"dimensions": self.dimensions, "max_tokens": self.max_length,
-                "prompts": sorted(name for name, text in self.prompts.items() if text)}
+        return EngineDetails(dimensions=self.dimensions, max_tokens=self.max_length,
+                             prompts=sorted(name for name, text in self.prompts.items() if text))
 
     def close(self) -> None:
         self.model.to("cpu")

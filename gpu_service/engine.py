@@ -8,7 +8,20 @@ methods, which `inference.py` calls on the engine of the task it asked for.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class EngineDetails:
+    """Task-specific fields of a model's entry in /info (`ModelInfo`); None where the task has none."""
+
+    dimensions: int | None = None
+    """Embedding models: the vector width."""
+    max_tokens: int | None = None
+    """Embedding models: tokens read per text."""
+    prompts: list[str] | None = None
+    """Embedding models: the prompts the model defines that add text."""
 
 
 class Engine(Protocol):
@@ -24,7 +37,7 @@ class Engine(Protocol):
         """One result per item of `batch`, in order (on the model's worker thread)."""
         ...
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> EngineDetails:
         """Task-specific fields of this model's entry in /info (ModelInfo), e.g. an embedding's width."""
         ...
 

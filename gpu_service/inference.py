@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 
+from gpu_protocol import validation
 from gpu_protocol.bertscore import (
     BertScoreIdfRequest,
     BertScoreIdfResponse,
@@ -25,8 +26,8 @@ from gpu_service.bertscore import BertScoreEngine, baseline, default_layers, mod
 from gpu_service.dedupe import distinct
 from gpu_service.embedding import EmbeddingEngine, postprocess
 from gpu_service.errors import ModelNotFound, TooLarge, Unavailable, Unprocessable
-from gpu_service.jobs import JobTracker
-from gpu_service.models import ModelKey, ModelRegistry
+from gpu_service.jobs import Job, JobTracker
+from gpu_service.models import LoadedModel, ModelKey, ModelRegistry
 from gpu_service.rerank import RerankEngine
 from gpu_service.settings import DOCUMENTED_RERANKERS, Settings
 
@@ -68,19 +69,17 @@ class Reranked:
     timing: Timing
 
 
-def check_texts(field: str, texts: list[str], settings: Settings) -> None:
+def check_texts(field: str, texts: list[str] | str, settings: Settings) -> None:
+    """The protocol's one texts rule (non-blank, GPU_MAX_TEXTS, GPU_MAX_TEXT_CHARS) as the service's
+    errors; `texts` is a list of them, or one (a query)."""
     limits = settings.limits
-    if len(texts) > limits.max_texts:
-        raise TooLarge(
-            f"{field} has {len(texts)} items; this service accepts at most {limits.max_texts} per request "
-            "(GPU_MAX_TEXTS): split the request"
-        )
-    for i, text in enumerate(texts):
-        if len(text) > limits.max_text_chars:
-            raise Unprocessable(
-                f"{field}[{i}] has {len(text)} characters; at most {limits.max_text_chars} are allowed "
-                "(GPU_MAX_TEXT_CHARS)"
-            )
+    try:
+        if isinstance(texts, str):
+            validation.check_text(texts, field, max_text_chars=limits.max_text_chars)
+        else:
+            validation.check_texts(texts, field, max_texts=limits.max_texts, max_text_chars=limits.max_text_chars)
+    except validation.TextsRejected as rejected:
+        raise (TooLarge if rejected.status == 413 else Unprocessable)(rejected.message) from None
 
 
 class Inference:
@@ -102,11 +101,12 @@ class Inference:
         prompt_name: str | None = None,
         prompt: str | None = None,
         input_type: str | None = None,
-        checked: bool = False,
+        field: str | None = "texts",
     ) -> Embedded:
-        """Embed `texts`; `checked` means the caller already held them to the limits, field by field."""
-        if not checked:
-            check_texts("texts", texts, self.settings)
+        """Embed `texts`, held to the limits under the name `field` (None: the caller already held them,
+        field by field)."""
+        if field is not None:
+            check_texts(field, texts, self.settings)
         deadline = self._deadline()
         key = self.registry.key("embed", model or self.settings.model_embed)
         # Equal texts are tokenized once, and texts the model sees alike (same token ids after
@@ -148,7 +148,7 @@ class Inference:
         `field` names the documents in errors; with `truncate=False` a pair longer than the
         model's maximum is refused (text-embeddings-inference's default) instead of cut."""
         check_texts(field, documents, self.settings)
-        check_texts("query", [query], self.settings)
+        check_texts("query", query, self.settings)
         deadline = self._deadline()
         key = self.registry.key("rerank", model or self._default_reranker())
         once = distinct(documents)  # a repeated document is scored once (see dedupe.py)
@@ -192,8 +192,8 @@ class Inference:
         if req.texts_b is not None:
             check_texts("texts_b", req.texts_b, self.settings)
         if req.query is not None:
-            check_texts("query", [req.query], self.settings)
-        embedded = await self.embed(req.inputs(), model=req.model, checked=True)
+            check_texts("query", req.query, self.settings)
+        embedded = await self.embed(req.inputs(), model=req.model, field=None)
         # Scores are computed between distinct vectors and fanned out, so equal texts (and equal
         # pairs) get bit-identical scores and ties rank in input order on every machine.
         vectors, row, n = embedded.distinct_vectors, embedded.positions, len(req.texts)
@@ -276,22 +276,8 @@ class Inference:
                 engine = cast(BertScoreEngine, loaded.engine)
                 unique = list(dict.fromkeys([*req.candidates, *req.references]))
                 encoded = dict(zip(unique, await loaded.prepare(engine.prepare, unique), strict=True))
-                if req.idf_counts is not None:
-                    weights = engine.idf_weights(req.idf_counts)
-                elif req.idf:
-                    counted = await loaded.prepare(engine.document_counts, req.idf_sentences or req.references)
-                    weights = engine.idf_weights(counted)
-                else:
-                    weights = engine.uniform_weights()
-                embeddings = {s: e for s in unique if (e := engine.cached(s)) is not None}
-                missing = [s for s in unique if s not in embeddings]
-                job.total = len(missing)
-                if missing:
-                    batch = [encoded[s] for s in missing]
-                    found = await loaded.scheduler.submit(batch, [e.cost for e in batch], job=job, deadline=deadline)
-                    for sentence, emb in zip(missing, found, strict=True):
-                        embeddings[sentence] = emb
-                        engine.remember(sentence, emb)
+                weights = await _idf_weights(loaded, engine, req)
+                embeddings = await _embeddings(loaded, engine, encoded, job, deadline)
                 # Each sentence was embedded once; each distinct pair is matched once and its scores
                 # fanned out, so equal pairs score bit-identically wherever they sit in the request.
                 pairs = distinct(list(zip(req.candidates, req.references, strict=True)))
@@ -309,17 +295,8 @@ class Inference:
             self.jobs.finish(job)
         if rescale_vals is not None:
             scores = (scores - rescale_vals) / (1 - rescale_vals)
-        bad = (~torch.isfinite(scores)).any(dim=1).nonzero().flatten().tolist()
-        if bad:
-            # bert-score itself returns NaN here: a text whose tokens all weigh 0 (with idf, every
-            # token of the references appears in all of them, e.g. a single reference).
-            raise Unprocessable(
-                f"BERTScore is undefined for pair(s) {bad[:10]}: every token of a text has weight 0"
-                + (" (idf computed from too few or identical sentences; pass more idf_sentences or use idf=false)"
-                   if req.idf else " (the text has no scorable tokens)")
-            )
+        _require_finite(scores, req.idf)
         p, r, f = (scores[:, i].tolist() for i in range(3))
-        truncated = sum(encoded[s].truncated for s in [*req.candidates, *req.references])
         response = BertScoreResponse(
             precision=p,
             recall=r,
@@ -328,9 +305,47 @@ class Inference:
             model=key.name,
             num_layers=num_layers,
             hash=settings_hash(key.name, num_layers, req.idf, req.rescale_with_baseline, custom_baseline),
-            truncated=truncated,
+            truncated=sum(encoded[s].truncated for s in [*req.candidates, *req.references]),
         )
         return response, _timing(job)
+
+
+async def _idf_weights(loaded: LoadedModel, engine: BertScoreEngine, req: BertScoreRequest) -> dict[int, float]:
+    """The token weights a BERTScore request asks for: idf from its counts or sentences, or uniform."""
+    if req.idf_counts is not None:
+        return engine.idf_weights(req.idf_counts)
+    if req.idf:
+        counted = await loaded.prepare(engine.document_counts, req.idf_sentences or req.references)
+        return engine.idf_weights(counted)
+    return engine.uniform_weights()
+
+
+async def _embeddings(
+    loaded: LoadedModel, engine: BertScoreEngine, encoded: dict[str, Any], job: Job, deadline: float
+) -> dict[str, torch.Tensor]:
+    """Every sentence's token embeddings: from the engine's cache, the rest in one submission."""
+    embeddings = {s: e for s in encoded if (e := engine.cached(s)) is not None}
+    missing = [s for s in encoded if s not in embeddings]
+    job.total = len(missing)
+    if missing:
+        batch = [encoded[s] for s in missing]
+        found = await loaded.scheduler.submit(batch, [e.cost for e in batch], job=job, deadline=deadline)
+        for sentence, emb in zip(missing, found, strict=True):
+            embeddings[sentence] = emb
+            engine.remember(sentence, emb)
+    return embeddings
+
+
+def _require_finite(scores: torch.Tensor, idf: bool) -> None:
+    bad = (~torch.isfinite(scores)).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        # bert-score itself returns NaN here: a text whose tokens all weigh 0 (with idf, every
+        # token of the references appears in all of them, e.g. a single reference).
+        raise Unprocessable(
+            f"BERTScore is undefined for pair(s) {bad[:10]}: every token of a text has weight 0"
+            + (" (idf computed from too few or identical sentences; pass more idf_sentences or use idf=false)"
+               if idf else " (the text has no scorable tokens)")
+        )
 
 
 def _mean(values: list[float]) -> float:

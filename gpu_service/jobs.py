@@ -11,14 +11,14 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from gpu_protocol.status import JobStatus
+from gpu_protocol.status import JobStatus, ModelKind
 
 _ids = itertools.count(1)
 
 
 @dataclass
 class Job:
-    kind: str
+    kind: ModelKind
     model: str
     total: int
     done: int = 0
@@ -33,7 +33,7 @@ class Job:
     def status(self) -> JobStatus:
         return JobStatus(
             id=self.id,
-            kind=self.kind,  # type: ignore[arg-type]
+            kind=self.kind,
             model=self.model,
             done=self.done,
             total=self.total,
@@ -45,7 +45,7 @@ class JobTracker:
     def __init__(self) -> None:
         self._active: dict[str, Job] = {}
 
-    def start(self, kind: str, model: str, total: int) -> Job:
+    def start(self, kind: ModelKind, model: str, total: int) -> Job:
         job = Job(kind=kind, model=model, total=total)
         self._active[job.id] = job
         return job

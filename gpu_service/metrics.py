@@ -6,12 +6,13 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _LiveGauges:
+class _LiveGauges(Collector):
     """Values read at scrape time: queue depth and loaded models."""
 
     def __init__(self, queue_depth: Callable[[], int], models: Callable[[], Iterable[tuple[str, str, float]]]):
@@ -52,7 +53,7 @@ class Metrics:
         )
 
     def watch(self, queue_depth: Callable[[], int], models: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
-        self.registry.register(_LiveGauges(queue_depth, models))  # type: ignore[arg-type]
+        self.registry.register(_LiveGauges(queue_depth, models))
 
     def observe_batch(self, model: str, items: int, tokens: int, seconds: float) -> None:
         self.batch_size.labels(model).observe(items)

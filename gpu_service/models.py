@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gpu_protocol.status import ModelInfo
+from gpu_protocol.status import ModelInfo, ModelKind
 from gpu_service.batch_plan import CPU_OVERHEAD_TOKENS
 from gpu_service.batching import BatchObserver, BatchScheduler
 from gpu_service.engine import Engine
@@ -37,8 +37,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ModelKey:
-    kind: str
-    """embed | bertscore | rerank"""
+    kind: ModelKind
     name: str
     num_layers: int | None = None
 
@@ -66,14 +65,17 @@ class LoadedModel:
         return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
 
     def info(self) -> ModelInfo:
+        details = self.engine.details()
         return ModelInfo(
             name=self.key.label,
-            kind=self.key.kind,  # type: ignore[arg-type]
+            kind=self.key.kind,
             memory_mb=round(self.engine.memory_bytes / 2**20, 1),
             in_use=self.in_use,
             default=self.default,
             last_used_s_ago=round(time.monotonic() - self.last_used, 1),
-            **self.engine.details(),
+            dimensions=details.dimensions,
+            max_tokens=details.max_tokens,
+            prompts=details.prompts,
         )
 
     async def close(self) -> None:
@@ -120,7 +122,7 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ use
 
-    def key(self, kind: str, name: str, num_layers: int | None = None) -> ModelKey:
+    def key(self, kind: ModelKind, name: str, num_layers: int | None = None) -> ModelKey:
         """Check the name against the policy (no disk, no network) and build its key."""
         self.policy.check(name)
         return ModelKey(kind, self.policy.canonical(name), num_layers)

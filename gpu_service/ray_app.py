@@ -32,6 +32,7 @@ from ray import serve
 from ray.serve import Deployment
 from ray.serve.schema import ServeStatus
 
+from gpu_protocol.status import ServiceStatus
 from gpu_service.app import create_app
 from gpu_service.settings import Settings
 
@@ -102,7 +103,7 @@ class DeploymentHealth:
         self.app_name = app_name
         self.deployment = deployment
         self.started = False
-        self._cached: tuple[float, tuple[str, list[str]]] | None = None
+        self._cached: tuple[float, tuple[ServiceStatus, list[str]]] | None = None
 
     async def begin(self) -> None:
         """Called as this replica starts, before it serves."""
@@ -114,13 +115,13 @@ class DeploymentHealth:
         application = status.applications.get(self.app_name)
         return None if application is None else application.deployments.get(self.deployment)
 
-    async def __call__(self) -> tuple[str, list[str]]:
+    async def __call__(self) -> tuple[ServiceStatus, list[str]]:
         now = time.monotonic()
         if self._cached is None or now - self._cached[0] > STATUS_CACHE_S:
             self._cached = (now, await self._evaluate())
         return self._cached[1]
 
-    async def _evaluate(self) -> tuple[str, list[str]]:
+    async def _evaluate(self) -> tuple[ServiceStatus, list[str]]:
         try:
             overview = await self._overview()
         except Exception as exc:  # noqa: BLE001 - this replica still serves; say why the rest is unknown

@@ -13,18 +13,16 @@ reranker is a clear 422, not a randomly initialised classification head.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from gpu_service.embedding import parameter_bytes
+from gpu_service.engine import EngineDetails
 from gpu_service.errors import Unprocessable
+from gpu_service.model_facts import SEQUENCE_CLASSIFICATION, parameter_bytes
+from gpu_service.padding import pad_batch
 from gpu_service.resolve import ResolvedModel
-
-_HEAD = "ForSequenceClassification"
 
 
 @dataclass(frozen=True)
@@ -41,11 +39,11 @@ class TokenizedPair:
 
 def not_a_reranker(name: str, architectures: list[str], num_labels: int) -> str | None:
     """Why `name` cannot rerank, or None if it can."""
-    if not any(a.endswith(_HEAD) for a in architectures):
+    if not any(a.endswith(SEQUENCE_CLASSIFICATION) for a in architectures):
         named = ", ".join(architectures) or "no architecture"
         return (
             f"model {name!r} is not a reranker: its config.json names {named}, not a cross-encoder "
-            f"(*{_HEAD}); name a cross-encoder such as BAAI/bge-reranker-base, or use /embed for this model"
+            f"(*{SEQUENCE_CLASSIFICATION}); name a cross-encoder such as BAAI/bge-reranker-base, or use /embed for this model"
         )
     if num_labels != 1:
         return (
@@ -53,29 +51,6 @@ def not_a_reranker(name: str, architectures: list[str], num_labels: int) -> str 
             "exactly one label (e.g. BAAI/bge-reranker-base, cross-encoder/ms-marco-MiniLM-L6-v2)"
         )
     return None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def is_cross_encoder(source: str) -> bool:
-    """Whether a local model directory holds a cross-encoder (reads two small files; False if unsure).
-
-    sentence-transformers marks the cross-encoders it saves; older ones (and plain
-    Hugging Face rerankers) are sequence-classification models without a modules.json."""
-    directory = Path(source)
-    st_config = _read_json(directory / "config_sentence_transformers.json")
-    if isinstance(st_config, dict) and st_config.get("model_type") == "CrossEncoder":
-        return True
-    config = _read_json(directory / "config.json")
-    architectures = config.get("architectures") if isinstance(config, dict) else None
-    if not isinstance(architectures, list) or not architectures:
-        return False
-    return all(str(a).endswith(_HEAD) for a in architectures) and not (directory / "modules.json").is_file()
 
 
 class RerankEngine:
@@ -127,26 +102,16 @@ class RerankEngine:
 
     def run(self, batch: list[TokenizedPair]) -> list[float]:
         """The logit of each pair in one batch."""
-        longest = max(item.cost for item in batch)
-        input_ids = torch.full((len(batch), longest), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), longest), dtype=torch.long)
-        type_ids = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, item in enumerate(batch):
-            input_ids[row, : item.cost] = torch.tensor(item.ids, dtype=torch.long)
-            attention[row, : item.cost] = 1
-            if item.type_ids is not None:
-                type_ids[row, : item.cost] = torch.tensor(item.type_ids, dtype=torch.long)
-        features: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
-        if batch[0].type_ids is not None:
-            features["token_type_ids"] = type_ids
-        features = {k: v.to(self.device, non_blocking=True) for k, v in features.items()}
+        type_ids = [item.type_ids for item in batch] if batch[0].type_ids is not None else None
+        padded = pad_batch([item.ids for item in batch], self._pad_id, type_ids)
+        features: dict[str, Any] = {k: v.to(self.device, non_blocking=True) for k, v in padded.items()}
         with torch.inference_mode():
             scores = self.model(features)["scores"]
         logits: list[float] = scores.float().reshape(len(batch)).cpu().tolist()
         return logits
 
-    def details(self) -> dict[str, Any]:
-        return {}
+    def details(self) -> EngineDetails:
+        return EngineDetails()
 
     def close(self) -> None:
         self.model.to("cpu")

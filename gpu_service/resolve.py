@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from gpu_service.errors import ModelNotAllowed, ModelNotFound
 from gpu_service.settings import BUNDLED_MODEL, DOCUMENTED_MODELS, Settings
@@ -74,7 +75,7 @@ class ModelPolicy:
         self._allowed_lower = {n.lower() for n in self.allowed}
         self.source = "ALLOWED_MODELS" if settings.allowed_models is not None else "the default allowlist"
 
-    def describe(self) -> list[str] | str:
+    def describe(self) -> list[str] | Literal["*"]:
         return "*" if self.allow_any else self.allowed
 
     def operator_default(self, name: str) -> str | None:

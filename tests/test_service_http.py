@@ -232,6 +232,31 @@ def test_bad_embed_requests(service: ServiceProcess, body: dict, status: int, wo
     assert words in r.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/embed", {"texts": ["ok", "  "]}, "texts[1]"),
+        ("/v1/embeddings", {"input": ["ok", "\t"]}, "input[1]"),
+        ("/v1/embeddings", {"input": " "}, "input[0]"),
+        ("/similarity", {"texts": ["ok", "fine"], "texts_b": ["ok", " "]}, "texts_b[1]"),
+        ("/bertscore", {"candidates": [""], "references": ["ok"]}, "candidates[0]"),
+        ("/bertscore", {"candidates": ["ok"], "references": ["ok"], "idf": True, "idf_sentences": ["ok", " "]},
+         "idf_sentences[1]"),
+        ("/bertscore/idf", {"sentences": [""]}, "sentences[0]"),
+        ("/bertscore/idf", {"sentences": ["ok", "\n"]}, "sentences[1]"),
+        ("/v1/rerank", {"query": "q", "documents": ["ok", ""]}, "documents[1]"),
+        ("/rerank", {"query": "q", "texts": [" "]}, "texts[0]"),
+    ],
+)
+def test_a_blank_text_is_a_422_naming_it_on_every_endpoint(service: ServiceProcess, path: str, body: dict,
+                                                           field: str) -> None:
+    """One rule for every endpoint that takes texts: a blank one is refused before any model runs
+    (issue 21 §6: `/bertscore/idf` answered 500 for `{"sentences": [""]}`)."""
+    r = httpx.post(f"{service.url}{path}", json=body)
+    assert r.status_code == 422, r.text
+    assert f"{field} is blank" in r.json()["detail"]
+
+
 def test_mismatched_bertscore_lengths(service: ServiceProcess) -> None:
     r = httpx.post(f"{service.url}/bertscore", json={"candidates": ["a", "b"], "references": ["a"]})
     assert r.status_code == 422 and "lengths must match" in r.json()["detail"]

@@ -21,24 +21,21 @@ from gpu_protocol.rerank import (
     TEIRerankHit,
     TEIRerankRequest,
 )
-from gpu_service.app import _ERRORS, _cancellable, _timing_headers
 from gpu_service.inference import Reranked
 from gpu_service.rerank import relevance
+from gpu_service.routes.common import ERRORS, cancellable, observe, ready_service, timing_headers
 
 router = APIRouter()
 
 
 async def _rerank(request: Request, query: str, documents: list[str], **options: Any) -> Reranked:
-    state = request.app.state.service
-    state.require_ready()
-    result: Reranked = await _cancellable(request, state.inference.rerank(query, documents, **options))
-    endpoint = request.url.path
-    state.metrics.queue_seconds.labels(endpoint).observe(result.timing.queue_s)
-    state.metrics.inference_seconds.labels(endpoint).observe(result.timing.inference_s)
+    state = ready_service(request)
+    result = await cancellable(request, state.inference.rerank(query, documents, **options))
+    observe(request, result.timing)
     return result
 
 
-@router.post(routes.RERANK, response_model=RerankResponse, response_model_exclude_none=True, responses=_ERRORS)
+@router.post(routes.RERANK, response_model=RerankResponse, response_model_exclude_none=True, responses=ERRORS)
 async def rerank(body: RerankRequest, request: Request) -> JSONResponse:
     """Cohere's and Jina's shape: the `top_n` best documents, `relevance_score` in [0, 1]."""
     documents = body.texts()
@@ -55,10 +52,10 @@ async def rerank(body: RerankRequest, request: Request) -> JSONResponse:
     response = RerankResponse(
         results=results, model=result.model, usage=RerankUsage(total_tokens=result.tokens), truncated=result.truncated
     )
-    return JSONResponse(response.model_dump(exclude_none=True), headers=_timing_headers(result.timing))
+    return JSONResponse(response.model_dump(exclude_none=True), headers=timing_headers(result.timing))
 
 
-@router.post(routes.TEI_RERANK, response_model=list[TEIRerankHit], response_model_exclude_none=True, responses=_ERRORS)
+@router.post(routes.TEI_RERANK, response_model=list[TEIRerankHit], response_model_exclude_none=True, responses=ERRORS)
 async def tei_rerank(body: TEIRerankRequest, request: Request) -> JSONResponse:
     """text-embeddings-inference's shape: every text, best first; `raw_scores` gives the logits."""
     result = await _rerank(request, body.query, body.texts, model=body.model, field="texts", truncate=body.truncate)
@@ -66,5 +63,5 @@ async def tei_rerank(body: TEIRerankRequest, request: Request) -> JSONResponse:
     hits = [
         TEIRerankHit(index=i, score=scores[i], text=body.texts[i] if body.return_text else None) for i in result.order
     ]
-    headers = {**_timing_headers(result.timing), "x-truncated": str(result.truncated)}
+    headers = {**timing_headers(result.timing), "x-truncated": str(result.truncated)}
     return JSONResponse([hit.model_dump(exclude_none=True) for hit in hits], headers=headers)
