@@ -20,6 +20,7 @@ from mcp_bridge.embedded import free_port
 from mcp_bridge.pool import HostPool, parse_json
 from mcp_bridge.protocols import HttpCall
 from mcp_bridge.runtime import Bridge
+from tests.waiting import run_ready_tasks, wait_until_async
 
 PODS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 HEADLESS = "gpu-service-headless.gpu.svc.cluster.local"
@@ -77,11 +78,7 @@ async def test_one_dns_entry_is_one_host_per_pod_and_follows_the_records(service
         await bridge.discovery.refresh()
         assert {h.name for h in bridge.pool.hosts} == names - {"gpu@127.0.0.3"}
         assert gone not in bridge.monitor._tasks
-        for _ in range(100):
-            if gone.client.is_closed:
-                break
-            await asyncio.sleep(0.01)
-        assert gone.client.is_closed
+        await wait_until_async(lambda: gone.client.is_closed, message="the removed host's client should be closed")
         result = await bridge.gpu.embed(texts)
         assert set(result.hosts) == names - {"gpu@127.0.0.3"}
 
@@ -132,19 +129,14 @@ async def test_a_removed_host_finishes_its_request_before_its_client_is_closed()
     call = asyncio.create_task(pool.request(
         "embed", lambda h: HttpCall("POST", "/embed", {}), lambda h, r: parse_json(r), deadline=pool.clock() + 30
     ))
-    while host.record.in_flight == 0:
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: host.record.in_flight == 1, message="the request should reach the host")
     records.addresses = []
     await discovery.refresh()
     assert pool.hosts == []
-    await asyncio.sleep(0.05)
+    await run_ready_tasks()  # the retiring of the host gets every chance to close its client too early
     assert not host.client.is_closed  # its request is still running
     release.set()
     answer, served_by = await call
     assert answer == {"ok": True} and served_by is host
-    for _ in range(100):
-        if host.client.is_closed:
-            break
-        await asyncio.sleep(0.01)
-    assert host.client.is_closed
+    await wait_until_async(lambda: host.client.is_closed, message="the client should close once its request is done")
     await pool.close()
