@@ -13,17 +13,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from mcp import Client
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from mcp_bridge.config import parse_config
 from mcp_bridge.embedded import die_with_parent, free_port
+from mcp_bridge.runtime import Bridge
+from mcp_bridge.server import build_server
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -203,9 +208,18 @@ def bridge_env() -> dict[str, str]:
     return env
 
 
+@asynccontextmanager
+async def bridge_client(config: dict[str, Any]) -> AsyncIterator[Client]:
+    """An in-process bridge on `config` (no embedded service) and a real MCP client connected to it in memory."""
+    async with Bridge(parse_config(config, "test"), allow_embedded=False) as bridge:
+        async with Client(build_server(bridge)) as client:
+            yield client
+
+
 @contextmanager
-def http_bridge(service_url: str, transport: str = "http", token: str | None = None) -> Iterator[str]:
-    """A `gpu-bridge --transport http|sse` subprocess on a free port; yields its MCP URL, always stopped."""
+def bridge_mcp_url(service_url: str, transport: str = "http", token: str | None = None) -> Iterator[str]:
+    """A `gpu-bridge --transport http|sse --url service_url` subprocess on a free port; yields its MCP
+    endpoint's URL (/mcp or /sse), always stopped. For the OpenAI /v1 side see test_openai_api.openai_bridge."""
     port = free_port()
     args = [sys.executable, "-m", "mcp_bridge", "--transport", transport, "--port", str(port), "--url", service_url]
     proc = subprocess.Popen([*args, *(["--auth-token", token] if token else [])], env=bridge_env(),

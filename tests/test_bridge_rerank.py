@@ -10,15 +10,13 @@ replaying their documented request and answer shapes.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-from mcp import Client
 
 from bench.tiny_reranker import build_tiny_reranker
 from gpu_protocol.rerank import RerankRequest
@@ -26,9 +24,7 @@ from mcp_bridge.config import parse_config
 from mcp_bridge.gpu import GpuClient
 from mcp_bridge.openai_api import openai_app
 from mcp_bridge.pool import HostPool, NoHostAvailable
-from mcp_bridge.runtime import Bridge
-from mcp_bridge.server import build_server
-from tests.conftest import ServiceProcess
+from tests.conftest import ServiceProcess, bridge_client
 
 RERANKER = "tiny-reranker"
 QUERY = "how do graphics cards speed up neural networks"
@@ -66,13 +62,6 @@ def one_host_ranking(svc: ServiceProcess) -> list[dict[str, Any]]:
     # Precondition: no near-ties, so the ranking cannot depend on the last bits of a batch layout.
     assert all(a - b > 1e-4 for a, b in zip(scores, scores[1:], strict=False))
     return results
-
-
-@asynccontextmanager
-async def bridge_client(config: dict[str, Any]) -> AsyncIterator[Client]:
-    async with Bridge(parse_config(config, "test"), allow_embedded=False) as bridge:
-        async with Client(build_server(bridge)) as client:
-            yield client
 
 
 # Scores are compared with a tolerance: a shard of 4 is padded and batched differently from one
