@@ -8,15 +8,16 @@ restarts are real.
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -33,6 +34,8 @@ from mcp_bridge.server import build_server
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+platform.processor()  # cached from here on: it asks `uname -p` once, which is no process a test starts
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ServiceProcess:
@@ -135,12 +138,28 @@ class FakeHost:
         self.thread.join(timeout=10)
 
 
+# The names of the fixtures that start processes (services, bridges, npm): a test that uses one, directly
+# or through another fixture, is `slow` and stays out of `make test-fast`. Declare such a fixture with
+# `@process_fixture(...)` instead of `@pytest.fixture(...)`.
+PROCESS_FIXTURES: set[str] = set()
+
+
+def process_fixture(**kwargs: Any) -> Callable[[F], F]:
+    """`pytest.fixture(**kwargs)` for a fixture that starts processes: every test that uses it is `slow`."""
+
+    def declare(fixture: F) -> F:
+        PROCESS_FIXTURES.add(kwargs.get("name", fixture.__name__))
+        return pytest.fixture(**kwargs)(fixture)  # type: ignore[no-any-return]
+
+    return declare
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
+@process_fixture()
 def service_factory() -> Iterator[type[ServiceProcess]]:
     """Start services inside a test; every one is stopped at the end, pass or fail."""
     started: list[ServiceProcess] = []
@@ -155,7 +174,7 @@ def service_factory() -> Iterator[type[ServiceProcess]]:
         svc.stop()
 
 
-@pytest.fixture(scope="session")
+@process_fixture(scope="session")
 def service() -> Iterator[ServiceProcess]:
     """One shared service on the bundled model, no API key."""
     svc = ServiceProcess().start()
@@ -163,7 +182,7 @@ def service() -> Iterator[ServiceProcess]:
     svc.stop()
 
 
-@pytest.fixture(scope="session")
+@process_fixture(scope="session")
 def keyed_service() -> Iterator[ServiceProcess]:
     """A shared service that requires X-API-Key."""
     svc = ServiceProcess(env={"API_KEY": "s3cret-test-key-123"}).start()
@@ -189,16 +208,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Long soak runs and the Ray Serve cluster tests only with `make soak` (GPU_BRIDGE_SOAK=1);
-    the Ray tests alone with GPU_BRIDGE_RAY=1 (`pytest -m ray`)."""
+    the Ray tests alone with GPU_BRIDGE_RAY=1 (`pytest -m ray`). Tests on the process fixtures are `slow`."""
     soak = os.environ.get("GPU_BRIDGE_SOAK") == "1"
     ray = soak or os.environ.get("GPU_BRIDGE_RAY") == "1"
     skip_soak = pytest.mark.skip(reason="soak test: run with `make soak`")
     skip_ray = pytest.mark.skip(reason="Ray Serve cluster test: run with `make soak` (or GPU_BRIDGE_RAY=1)")
     for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
         if "soak" in item.keywords and not soak:
             item.add_marker(skip_soak)
         elif "ray" in item.keywords and not ray:
             item.add_marker(skip_ray)
+
+
+# `make test-fast` runs the tests not marked `slow`, and promises they run in this process. The promise is
+# kept in every run, `make test` included: a test not marked `slow` that starts a process (a service, a
+# bridge, npm, a CLI) fails, so a slow test cannot land in the fast set unnoticed.
+_in_process_only: str | None = None  # the node id of the running test that may not start processes
+_popen_init = subprocess.Popen.__init__
+
+
+def _guarded_popen_init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kw: Any) -> None:
+    if _in_process_only is not None:
+        raise RuntimeError(
+            f"{_in_process_only} started a process ({args!r:.120}) but is not marked slow: mark it "
+            "`@pytest.mark.slow` (or start services with the service fixtures), so `make test-fast` stays in-process")
+    _popen_init(self, args, *rest, **kw)
+
+
+subprocess.Popen.__init__ = _guarded_popen_init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    global _in_process_only
+    _in_process_only = None if item.get_closest_marker("slow") else item.nodeid
+    try:
+        return (yield)
+    finally:
+        _in_process_only = None
 
 
 def bridge_env() -> dict[str, str]:

@@ -24,7 +24,7 @@ from mcp_bridge.config import parse_config
 from mcp_bridge.gpu import GpuClient
 from mcp_bridge.openai_api import openai_app
 from mcp_bridge.pool import HostPool, NoHostAvailable
-from tests.conftest import ServiceProcess, bridge_client
+from tests.conftest import ServiceProcess, bridge_client, process_fixture
 
 RERANKER = "tiny-reranker"
 QUERY = "how do graphics cards speed up neural networks"
@@ -37,7 +37,7 @@ DOCS = [
 SHARD = 4  # 11 documents: shards of 4, 4 and 3 over three hosts
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def rerankers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceProcess]]:
     root = tmp_path_factory.mktemp("models")
     build_tiny_reranker(root / RERANKER)

@@ -20,12 +20,12 @@ from starlette.routing import Route
 from mcp_bridge.config import parse_config
 from mcp_bridge.runtime import Bridge
 from mcp_bridge.server import build_server
-from tests.conftest import FakeHost, ServiceProcess
+from tests.conftest import FakeHost, ServiceProcess, process_fixture
 from tests.reliability import record
 from tests.waiting import wait_until_async
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def trio() -> Iterator[list[ServiceProcess]]:
     services = [ServiceProcess() for _ in range(3)]
     for svc in services:
