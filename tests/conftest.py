@@ -30,6 +30,7 @@ from mcp_bridge.config import parse_config
 from mcp_bridge.embedded import die_with_parent, free_port
 from mcp_bridge.runtime import Bridge
 from mcp_bridge.server import build_server
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,6 +109,20 @@ class ServiceProcess:
             self.kill()
 
 
+def start_together(services: list[ServiceProcess]) -> list[ServiceProcess]:
+    """Start every service at once (their model loads overlap), then wait until each one is ready."""
+    for svc in services:
+        svc.start(wait=False)
+    try:
+        for svc in services:
+            svc.wait_ready()
+    except BaseException:
+        for svc in services:
+            svc.stop()
+        raise
+    return services
+
+
 class FakeHost:
     """A tiny HTTP server on loopback that answers however a test wants (uvicorn in a thread)."""
 
@@ -128,9 +143,7 @@ class FakeHost:
 
     def __enter__(self) -> FakeHost:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: self.server.started, interval=0.02, message=f"the fake host on {self.url} did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:

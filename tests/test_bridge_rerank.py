@@ -24,7 +24,7 @@ from mcp_bridge.config import parse_config
 from mcp_bridge.gpu import GpuClient
 from mcp_bridge.openai_api import openai_app
 from mcp_bridge.pool import HostPool, NoHostAvailable
-from tests.conftest import ServiceProcess, bridge_client, process_fixture
+from tests.conftest import ServiceProcess, bridge_client, process_fixture, start_together
 
 RERANKER = "tiny-reranker"
 QUERY = "how do graphics cards speed up neural networks"
@@ -42,12 +42,8 @@ def rerankers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Service
     root = tmp_path_factory.mktemp("models")
     build_tiny_reranker(root / RERANKER)
     env = {"GPU_MODEL_DIRS": str(root), "MODEL_RERANK": RERANKER}
-    services = [ServiceProcess(env=env) for _ in range(3)]
-    for svc in services:
-        svc.start(wait=False)
+    services = start_together([ServiceProcess(env=env) for _ in range(3)])
     try:
-        for svc in services:
-            svc.wait_ready()
         yield services
     finally:
         for svc in services:

@@ -20,6 +20,7 @@ from mcp_bridge.embedded import free_port
 from mcp_bridge.pool import HostPool, parse_json
 from mcp_bridge.protocols import HttpCall
 from mcp_bridge.runtime import Bridge
+from tests.conftest import start_together
 from tests.waiting import run_ready_tasks, wait_until_async
 
 PODS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
@@ -46,11 +47,7 @@ def test_address_url_keeps_scheme_port_and_path() -> None:
 @pytest.mark.anyio
 async def test_one_dns_entry_is_one_host_per_pod_and_follows_the_records(service_factory) -> None:
     port = free_port()
-    pods = [service_factory(bind=ip, port=port) for ip in PODS]
-    for pod in pods:
-        pod.start(wait=False)
-    for pod in pods:
-        pod.wait_ready()
+    start_together([service_factory(bind=ip, port=port) for ip in PODS])
     records = Records(PODS)
     config = parse_config({
         "hosts": [{"name": "gpu", "url": f"http://{HEADLESS}:{port}", "discover": "dns", "maxConcurrent": 1}],

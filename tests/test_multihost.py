@@ -20,18 +20,14 @@ from starlette.routing import Route
 from mcp_bridge.config import parse_config
 from mcp_bridge.runtime import Bridge
 from mcp_bridge.server import build_server
-from tests.conftest import FakeHost, ServiceProcess, process_fixture
+from tests.conftest import FakeHost, ServiceProcess, process_fixture, start_together
 from tests.reliability import record
 from tests.waiting import wait_until_async
 
 
 @process_fixture(scope="module")
 def trio() -> Iterator[list[ServiceProcess]]:
-    services = [ServiceProcess() for _ in range(3)]
-    for svc in services:
-        svc.start(wait=False)
-    for svc in services:
-        svc.wait_ready()
+    services = start_together([ServiceProcess() for _ in range(3)])
     yield services
     for svc in services:
         svc.stop()
