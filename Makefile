@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PORT   ?= 8787
 
-.PHONY: run test soak bench lint inspector clean
+.PHONY: run test test-fast soak bench lint inspector clean
 
 # Two distributions from one checkout: the bridge (+ gpu_protocol) at the root, the service in service/.
 $(VENV)/.installed: pyproject.toml service/pyproject.toml
@@ -31,6 +31,13 @@ test: $(VENV)/.installed
 	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
 		echo "make test: the test run changed files in the work tree (tests must not):"; git status --short; exit 1; \
 	fi; exit $$status
+
+## test-fast: the in-process tests only, for the edit-run loop (about a minute on 2 cores): no service, bridge,
+## npm or CLI processes. A test that starts a process must be marked `slow` (tests on the service fixtures,
+## or on a fixture declared with `@process_fixture`, are automatically); an unmarked one fails in every run,
+## `make test` included, so a slow test cannot land in this set unnoticed. `make test` runs everything.
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 ## soak: the whole suite plus the long fault and load runs and the Ray Serve cluster tests (installs the
 ## `ray` extra); rewrites docs/reliability.md on purpose

@@ -8,26 +8,35 @@ restarts are real.
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import uvicorn
+from mcp import Client
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from mcp_bridge.bridge import Bridge
+from mcp_bridge.config import parse_config
 from mcp_bridge.embedded import die_with_parent, free_port
+from mcp_bridge.mcp.server import build_server
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+platform.processor()  # cached from here on: it asks `uname -p` once, which is no process a test starts
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ServiceProcess:
@@ -100,6 +109,20 @@ class ServiceProcess:
             self.kill()
 
 
+def start_together(services: list[ServiceProcess]) -> list[ServiceProcess]:
+    """Start every service at once (their model loads overlap), then wait until each one is ready."""
+    for svc in services:
+        svc.start(wait=False)
+    try:
+        for svc in services:
+            svc.wait_ready()
+    except BaseException:
+        for svc in services:
+            svc.stop()
+        raise
+    return services
+
+
 class FakeHost:
     """A tiny HTTP server on loopback that answers however a test wants (uvicorn in a thread)."""
 
@@ -120,9 +143,7 @@ class FakeHost:
 
     def __enter__(self) -> FakeHost:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: self.server.started, interval=0.02, message=f"the fake host on {self.url} did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -130,12 +151,28 @@ class FakeHost:
         self.thread.join(timeout=10)
 
 
+# The names of the fixtures that start processes (services, bridges, npm): a test that uses one, directly
+# or through another fixture, is `slow` and stays out of `make test-fast`. Declare such a fixture with
+# `@process_fixture(...)` instead of `@pytest.fixture(...)`.
+PROCESS_FIXTURES: set[str] = set()
+
+
+def process_fixture(**kwargs: Any) -> Callable[[F], F]:
+    """`pytest.fixture(**kwargs)` for a fixture that starts processes: every test that uses it is `slow`."""
+
+    def declare(fixture: F) -> F:
+        PROCESS_FIXTURES.add(kwargs.get("name", fixture.__name__))
+        return pytest.fixture(**kwargs)(fixture)  # type: ignore[no-any-return]
+
+    return declare
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
+@process_fixture()
 def service_factory() -> Iterator[type[ServiceProcess]]:
     """Start services inside a test; every one is stopped at the end, pass or fail."""
     started: list[ServiceProcess] = []
@@ -150,7 +187,7 @@ def service_factory() -> Iterator[type[ServiceProcess]]:
         svc.stop()
 
 
-@pytest.fixture(scope="session")
+@process_fixture(scope="session")
 def service() -> Iterator[ServiceProcess]:
     """One shared service on the bundled model, no API key."""
     svc = ServiceProcess().start()
@@ -158,7 +195,7 @@ def service() -> Iterator[ServiceProcess]:
     svc.stop()
 
 
-@pytest.fixture(scope="session")
+@process_fixture(scope="session")
 def keyed_service() -> Iterator[ServiceProcess]:
     """A shared service that requires X-API-Key."""
     svc = ServiceProcess(env={"API_KEY": "s3cret-test-key-123"}).start()
@@ -184,16 +221,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Long soak runs and the Ray Serve cluster tests only with `make soak` (GPU_BRIDGE_SOAK=1);
-    the Ray tests alone with GPU_BRIDGE_RAY=1 (`pytest -m ray`)."""
+    the Ray tests alone with GPU_BRIDGE_RAY=1 (`pytest -m ray`). Tests on the process fixtures are `slow`."""
     soak = os.environ.get("GPU_BRIDGE_SOAK") == "1"
     ray = soak or os.environ.get("GPU_BRIDGE_RAY") == "1"
     skip_soak = pytest.mark.skip(reason="soak test: run with `make soak`")
     skip_ray = pytest.mark.skip(reason="Ray Serve cluster test: run with `make soak` (or GPU_BRIDGE_RAY=1)")
     for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
         if "soak" in item.keywords and not soak:
             item.add_marker(skip_soak)
         elif "ray" in item.keywords and not ray:
             item.add_marker(skip_ray)
+
+
+# `make test-fast` runs the tests not marked `slow`, and promises they run in this process. The promise is
+# kept in every run, `make test` included: a test not marked `slow` that starts a process (a service, a
+# bridge, npm, a CLI) fails, so a slow test cannot land in the fast set unnoticed.
+_in_process_only: str | None = None  # the node id of the running test that may not start processes
+_popen_init = subprocess.Popen.__init__
+
+
+def _guarded_popen_init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kw: Any) -> None:
+    if _in_process_only is not None:
+        raise RuntimeError(
+            f"{_in_process_only} started a process ({args!r:.120}) but is not marked slow: mark it "
+            "`@pytest.mark.slow` (or start services with the service fixtures), so `make test-fast` stays in-process")
+    _popen_init(self, args, *rest, **kw)
+
+
+subprocess.Popen.__init__ = _guarded_popen_init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    global _in_process_only
+    _in_process_only = None if item.get_closest_marker("slow") else item.nodeid
+    try:
+        return (yield)
+    finally:
+        _in_process_only = None
 
 
 def bridge_env() -> dict[str, str]:
@@ -203,9 +270,18 @@ def bridge_env() -> dict[str, str]:
     return env
 
 
+@asynccontextmanager
+async def bridge_client(config: dict[str, Any]) -> AsyncIterator[Client]:
+    """An in-process bridge on `config` (no embedded service) and a real MCP client connected to it in memory."""
+    async with Bridge(parse_config(config, "test"), allow_embedded=False) as bridge:
+        async with Client(build_server(bridge)) as client:
+            yield client
+
+
 @contextmanager
-def http_bridge(service_url: str, transport: str = "http", token: str | None = None) -> Iterator[str]:
-    """A `gpu-bridge --transport http|sse` subprocess on a free port; yields its MCP URL, always stopped."""
+def bridge_mcp_url(service_url: str, transport: str = "http", token: str | None = None) -> Iterator[str]:
+    """A `gpu-bridge --transport http|sse --url service_url` subprocess on a free port; yields its MCP
+    endpoint's URL (/mcp or /sse), always stopped. For the OpenAI /v1 side see test_openai_api.openai_bridge."""
     port = free_port()
     args = [sys.executable, "-m", "mcp_bridge", "--transport", transport, "--port", str(port), "--url", service_url]
     proc = subprocess.Popen([*args, *(["--auth-token", token] if token else [])], env=bridge_env(),

@@ -21,6 +21,7 @@ from gpu_service.jobs import Job
 from gpu_service.models import ModelRegistry
 from gpu_service.resolve import ModelPolicy
 from gpu_service.settings import Settings
+from tests.waiting import wait_until_async
 
 
 def make_scheduler(run, **kw) -> BatchScheduler:
@@ -95,16 +96,19 @@ async def test_big_request_is_split_and_reports_progress() -> None:
 @pytest.mark.anyio
 async def test_queue_full_answers_overloaded_with_retry_after() -> None:
     release = threading.Event()
+    running: list[list[str]] = []
 
     def slow(payloads: list[str]) -> list[str]:
+        running.append(payloads)
         release.wait(5)
         return payloads
 
     sched = make_scheduler(slow, max_queue=4, window_s=0)
     first = asyncio.create_task(sched.submit(["a"], [1]))
-    await asyncio.sleep(0.05)  # "a" is running; the queue is empty again
+    await wait_until_async(lambda: running == [["a"]] and sched.queued == 0,
+                           message='"a" should be running with the queue empty again')
     queued = asyncio.create_task(sched.submit(["b", "c", "d"], [1, 1, 1]))
-    await asyncio.sleep(0.01)
+    await wait_until_async(lambda: sched.queued == 3, message='"b", "c", "d" should wait in the queue')
     with pytest.raises(Overloaded) as err:
         await sched.submit(["e", "f"], [1, 1])
     assert err.value.retry_after_s is not None and err.value.retry_after_s >= 1
@@ -272,7 +276,9 @@ async def test_slow_load_times_out_for_waiters(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(DeadlineExceeded, match="still loading"):
         async with reg.use(reg.key("embed", "org/slow")):
             pass
-    await asyncio.sleep(1.0)
+    # The load goes on for later callers after this waiter gave up; let it finish before closing.
+    await wait_until_async(lambda: {m.key.name for m in reg.loaded()} == {"org/slow"}, timeout=30,
+                           message="the slow load should still complete after its waiter timed out")
     await reg.close()
 
 

@@ -8,7 +8,6 @@ import hashlib
 import json
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from starlette.routing import Route
 from bench import peers, wrk_load
 from bench.peers_corpus import MAX_WORDS, MIN_WORDS, corpus, multi_text_bodies, write_bodies
 from mcp_bridge.embedded import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,8 +81,7 @@ def recording_server() -> Iterator[tuple[str, list[str]]]:
                                            host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
-        time.sleep(0.01)
+    wait_until(lambda: server.started, interval=0.01, message="the fake embeddings server did not start")
     yield f"http://127.0.0.1:{port}/embeddings", seen
     server.should_exit = True
     thread.join(timeout=10)

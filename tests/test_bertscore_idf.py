@@ -14,7 +14,7 @@ from mcp import Client
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.mcp.server import build_server
-from tests.conftest import ServiceProcess
+from tests.conftest import ServiceProcess, start_together
 
 ADJECTIVES = ["red", "blue", "green", "small", "large", "quiet", "fast", "old", "new", "bright"]
 NOUNS = ["cat", "dog", "car", "house", "tree", "river", "book", "song", "city", "field"]
@@ -35,11 +35,7 @@ def corpus(pairs: int) -> tuple[list[str], list[str]]:
 async def test_idf_over_more_pairs_than_one_request_takes_equals_bert_score(service_factory, scorer_factory) -> None:
     """4,500 pairs over two hosts: more references than a host takes in one request (GPU_MAX_TEXTS 4096)."""
     candidates, references = corpus(4_500)
-    hosts = [service_factory(), service_factory()]
-    for svc in hosts:
-        svc.start(wait=False)
-    for svc in hosts:
-        svc.wait_ready()
+    hosts = start_together([service_factory(), service_factory()])
     config = {"hosts": [{"name": f"h{i}", "url": s.url} for i, s in enumerate(hosts)], "shardSize": 512,
               "loadBalancing": "round-robin", "timeout": 300}
     async with Bridge(parse_config(config, "t"), allow_embedded=False) as bridge:

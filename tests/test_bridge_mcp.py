@@ -7,8 +7,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -19,18 +17,20 @@ from mcp import Client, StdioServerParameters
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.mcp.server import build_server
-from tests.conftest import ROOT, ServiceProcess, batches_run, bridge_env, free_port, http_bridge
+from tests.conftest import (
+    ROOT,
+    ServiceProcess,
+    batches_run,
+    bridge_client,
+    bridge_env,
+    bridge_mcp_url,
+    free_port,
+)
+from tests.waiting import unchanged_for, wait_until_async
 
 TOOLS = {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore", "gpu_similarity",
          "gpu_rerank"}
 KEY = "s3cret-test-key-123"
-
-
-@asynccontextmanager
-async def bridge_client(config: dict[str, Any]) -> AsyncIterator[Client]:
-    async with Bridge(parse_config(config, "test"), allow_embedded=False) as bridge:
-        async with Client(build_server(bridge)) as client:
-            yield client
 
 
 def text(result: Any) -> str:
@@ -317,7 +317,7 @@ async def test_streamable_http_with_bearer_token(service: ServiceProcess) -> Non
     from mcp.client.streamable_http import streamable_http_client
 
     token = "bridge-token-xyz"
-    with http_bridge(service.url, token=token) as url:
+    with bridge_mcp_url(service.url, token=token) as url:
         assert httpx.post(url, json={}).status_code == 401
         assert httpx.post(url, json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
         async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
@@ -331,7 +331,7 @@ async def test_streamable_http_with_bearer_token(service: ServiceProcess) -> Non
 async def test_sse_transport(service: ServiceProcess) -> None:
     from mcp.client.sse import sse_client
 
-    with http_bridge(service.url, transport="sse") as url:
+    with bridge_mcp_url(service.url, transport="sse") as url:
         async with Client(sse_client(url)) as c:
             r = await c.call_tool("gpu_embed", {"texts": ["over sse"]})
             assert not r.is_error and r.structured_content["dimensions"] == 384
@@ -351,21 +351,14 @@ async def test_client_cancellation_stops_work_on_the_host(service_factory) -> No
         with anyio.move_on_after(1.5):
             await c.call_tool("gpu_embed", {"texts": texts})
             pytest.fail("the call should still be running")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and httpx.get(f"{svc.url}/status").json()["active_jobs"]:
-            await anyio.sleep(0.1)
-        assert httpx.get(f"{svc.url}/status").json()["active_jobs"] == [], "the host dropped the cancelled job"
+        await wait_until_async(lambda: httpx.get(f"{svc.url}/status").json()["active_jobs"] == [], timeout=5,
+                               interval=0.1, message="the host should drop the cancelled job")
         # The batch already on the device finishes; nothing after it starts. How long that batch
         # takes depends on the machine's load, so wait for the count to settle (3 s without a new
         # batch; an uncancelled job adds one every ~0.1 s) rather than for a fixed time.
-        stopped_at, settled_since = batches(), time.monotonic()
-        deadline = time.monotonic() + 60
-        while time.monotonic() - settled_since < 3.0:
-            assert time.monotonic() < deadline, "batches kept running after the call was cancelled"
-            await anyio.sleep(0.25)
-            if (now := batches()) != stopped_at:
-                stopped_at, settled_since = now, time.monotonic()
-        assert stopped_at < 2000 / 16, "the job did not run to completion"
+        await wait_until_async(unchanged_for(batches, quiet=3.0), timeout=60, interval=0.25,
+                               message="batches kept running after the call was cancelled")
+        assert batches() < 2000 / 16, "the job did not run to completion"
         r = await c.call_tool("gpu_embed", {"texts": ["still serving"]})
         assert not r.is_error
 

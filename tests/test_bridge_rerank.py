@@ -10,26 +10,22 @@ replaying their documented request and answer shapes.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-from mcp import Client
 
 from bench.tiny_reranker import build_tiny_reranker
 from gpu_protocol.rerank import RerankRequest
-from mcp_bridge.bridge import Bridge
 from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import parse_config
 from mcp_bridge.http_api.openai import openai_app
-from mcp_bridge.mcp.server import build_server
 from mcp_bridge.pool.errors import NoHostAvailable
 from mcp_bridge.pool.pool import HostPool
-from tests.conftest import ServiceProcess
+from tests.conftest import ServiceProcess, bridge_client, process_fixture, start_together
 
 RERANKER = "tiny-reranker"
 QUERY = "how do graphics cards speed up neural networks"
@@ -42,17 +38,13 @@ DOCS = [
 SHARD = 4  # 11 documents: shards of 4, 4 and 3 over three hosts
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def rerankers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceProcess]]:
     root = tmp_path_factory.mktemp("models")
     build_tiny_reranker(root / RERANKER)
     env = {"GPU_MODEL_DIRS": str(root), "MODEL_RERANK": RERANKER}
-    services = [ServiceProcess(env=env) for _ in range(3)]
-    for svc in services:
-        svc.start(wait=False)
+    services = start_together([ServiceProcess(env=env) for _ in range(3)])
     try:
-        for svc in services:
-            svc.wait_ready()
         yield services
     finally:
         for svc in services:
@@ -67,13 +59,6 @@ def one_host_ranking(svc: ServiceProcess) -> list[dict[str, Any]]:
     # Precondition: no near-ties, so the ranking cannot depend on the last bits of a batch layout.
     assert all(a - b > 1e-4 for a, b in zip(scores, scores[1:], strict=False))
     return results
-
-
-@asynccontextmanager
-async def bridge_client(config: dict[str, Any]) -> AsyncIterator[Client]:
-    async with Bridge(parse_config(config, "test"), allow_embedded=False) as bridge:
-        async with Client(build_server(bridge)) as client:
-            yield client
 
 
 # Scores are compared with a tolerance: a shard of 4 is padded and batched differently from one

@@ -11,8 +11,20 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import ROOT, ServiceProcess, free_port
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # every test here runs the console scripts as processes
+
+
+def ended(pid: str) -> bool:
+    """The process `pid` is gone or a zombie (it has exited; its parent has not collected it)."""
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return True
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -82,10 +94,8 @@ def test_embedded_service_starts_and_stops_with_the_bridge(tmp_path: Path) -> No
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         assert "bridge stopped" in (proc.stderr.read() if proc.stderr else ""), "clean shutdown ran"
-        time.sleep(0.5)
-        for pid in children:
-            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), \
-                f"child {pid} still running after Ctrl-C"
+        wait_until(lambda: all(map(ended, children)), timeout=10,
+                   message=f"the embedded gpu-service (children {children}) still runs after Ctrl-C")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # starts a process
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.ray"])
 def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")

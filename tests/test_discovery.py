@@ -21,6 +21,8 @@ from mcp_bridge.pool.discovery import DnsDiscovery, address_url
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import HttpCall
 from mcp_bridge.protocols.answers import parse_json
+from tests.conftest import start_together
+from tests.waiting import run_ready_tasks, wait_until_async
 
 PODS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 HEADLESS = "gpu-service-headless.gpu.svc.cluster.local"
@@ -46,11 +48,7 @@ def test_address_url_keeps_scheme_port_and_path() -> None:
 @pytest.mark.anyio
 async def test_one_dns_entry_is_one_host_per_pod_and_follows_the_records(service_factory) -> None:
     port = free_port()
-    pods = [service_factory(bind=ip, port=port) for ip in PODS]
-    for pod in pods:
-        pod.start(wait=False)
-    for pod in pods:
-        pod.wait_ready()
+    start_together([service_factory(bind=ip, port=port) for ip in PODS])
     records = Records(PODS)
     config = parse_config({
         "hosts": [{"name": "gpu", "url": f"http://{HEADLESS}:{port}", "discover": "dns", "maxConcurrent": 1}],
@@ -78,11 +76,7 @@ async def test_one_dns_entry_is_one_host_per_pod_and_follows_the_records(service
         await bridge.discovery.refresh()
         assert {h.name for h in bridge.pool.hosts} == names - {"gpu@127.0.0.3"}
         assert gone not in bridge.monitor._tasks
-        for _ in range(100):
-            if gone.client.is_closed:
-                break
-            await asyncio.sleep(0.01)
-        assert gone.client.is_closed
+        await wait_until_async(lambda: gone.client.is_closed, message="the removed host's client should be closed")
         result = await bridge.gpu.embed(texts)
         assert set(result.hosts) == names - {"gpu@127.0.0.3"}
 
@@ -133,19 +127,14 @@ async def test_a_removed_host_finishes_its_request_before_its_client_is_closed()
     call = asyncio.create_task(pool.request(
         "embed", lambda h: HttpCall("POST", "/embed", {}), lambda h, r: parse_json(r), deadline=pool.clock() + 30
     ))
-    while host.record.in_flight == 0:
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: host.record.in_flight == 1, message="the request should reach the host")
     records.addresses = []
     await discovery.refresh()
     assert pool.hosts == []
-    await asyncio.sleep(0.05)
+    await run_ready_tasks()  # the retiring of the host gets every chance to close its client too early
     assert not host.client.is_closed  # its request is still running
     release.set()
     answer, served_by = await call
     assert answer == {"ok": True} and served_by is host
-    for _ in range(100):
-        if host.client.is_closed:
-            break
-        await asyncio.sleep(0.01)
-    assert host.client.is_closed
+    await wait_until_async(lambda: host.client.is_closed, message="the client should close once its request is done")
     await pool.close()

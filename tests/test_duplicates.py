@@ -13,16 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx
-import pytest
 
-from tests.conftest import ServiceProcess
+from tests.conftest import ServiceProcess, process_fixture
 
 LONG = "a long sentence about the history of graphics processors and their use in machine learning " * 3
 DUP = "A man is eating food."
 SHORT = "Hi."
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def small_batches() -> Iterator[ServiceProcess]:
     svc = ServiceProcess(env={"GPU_MAX_BATCH_SIZE": "2"}).start()
     yield svc

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.reliability import DATA, REPORT, WRITE_ENV
 
 
+@pytest.mark.slow  # starts a process
 def test_a_test_run_that_records_reliability_rows_leaves_the_reports_alone(tmp_path: Path) -> None:
     """The reliability table is rewritten only by `make soak` (GPU_BRIDGE_WRITE_REPORTS=1)."""
     probe = tmp_path / "test_probe.py"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, ServiceProcess, http_bridge
+from tests.conftest import ROOT, ServiceProcess, bridge_mcp_url
 
 INSPECTOR_VERSION = "2.12.0"
 CACHE = ROOT / ".cache" / "inspector"
@@ -80,7 +80,7 @@ def test_a_2000_vector_result_reaches_a_typescript_sdk_client(inspector: Path, s
 
 @pytest.fixture
 def http_bridge_url(service: ServiceProcess) -> Iterator[str]:
-    with http_bridge(service.url, token="insp-token") as url:
+    with bridge_mcp_url(service.url, token="insp-token") as url:
         yield url
 
 

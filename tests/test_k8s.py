@@ -85,6 +85,7 @@ def pinned_ray_version() -> str:
     raise AssertionError("no extra `ray` pinning ray[serve]==<version> in any pyproject.toml")
 
 
+@pytest.mark.slow  # starts a process
 def test_manifests_pass_kubernetes_validate_strict() -> None:
     validator = shutil.which("kubernetes-validate") or str(Path(sys.executable).parent / "kubernetes-validate")
     if not Path(validator).exists():

@@ -20,17 +20,14 @@ from starlette.routing import Route
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.mcp.server import build_server
-from tests.conftest import FakeHost, ServiceProcess
+from tests.conftest import FakeHost, ServiceProcess, process_fixture, start_together
 from tests.reliability import record
+from tests.waiting import wait_until_async
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def trio() -> Iterator[list[ServiceProcess]]:
-    services = [ServiceProcess() for _ in range(3)]
-    for svc in services:
-        svc.start(wait=False)
-    for svc in services:
-        svc.wait_ready()
+    services = start_together([ServiceProcess() for _ in range(3)])
     yield services
     for svc in services:
         svc.stop()
@@ -81,7 +78,8 @@ async def test_round_robin_spreads_and_least_busy_picks_the_idle_host(trio: list
         async with Client(build_server(bridge)) as c:
             busy = asyncio.create_task(c.call_tool("gpu_embed", {
                 "texts": [f"long busy text {i} " * 30 for i in range(300)], "host": "h0"}))
-            await asyncio.sleep(0.3)
+            await wait_until_async(lambda: bridge.pool.host("h0").record.in_flight > 0,
+                                   message="the big job should be running on h0")
             picks = []
             for _ in range(5):
                 r = await c.call_tool("gpu_embed", {"texts": ["quick"]})
@@ -109,7 +107,8 @@ async def test_kill_one_of_three_under_concurrent_calls(trio: list[ServiceProces
                 return r.structured_content["embeddings"][0]
 
             tasks = [asyncio.create_task(one(i)) for i in range(calls)]
-            await asyncio.sleep(0.2)
+            await wait_until_async(lambda: bridge.pool.host("h0").record.in_flight > 0,
+                                   message="calls should be in flight on h0 before it is killed")
             trio[0].kill()  # kill -9 while calls are in flight
             with timer() as took:
                 results = await asyncio.gather(*tasks)
@@ -162,14 +161,12 @@ async def test_hanging_host_does_not_hold_calls_and_returns_after_sigcont(trio: 
                     r = await bridge.gpu.embed(["while h0 hangs"])
                     assert r.hosts == ["h1"]
             assert took[0] < 20
-            await asyncio.sleep(1.5)
-            assert bridge.pool.host("h0").state(time.monotonic()) in ("unhealthy", "ejected")
+            await wait_until_async(lambda: bridge.pool.host("h0").state(time.monotonic()) in ("unhealthy", "ejected"),
+                                   message="health checks should take the hanging host out")
         finally:
             trio[0].signal(signal.SIGCONT)
-        deadline = time.monotonic() + 10
-        while bridge.pool.host("h0").state(time.monotonic()) != "healthy" and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert bridge.pool.host("h0").state(time.monotonic()) == "healthy", "health checks bring it back"
+        await wait_until_async(lambda: bridge.pool.host("h0").state(time.monotonic()) == "healthy",
+                               message="health checks should bring the host back after SIGCONT")
     record("fault", "SIGSTOP one of 2 hosts (hangs, sockets open), then SIGCONT",
            f"10 calls served by the other host in {took[0]:.2f}s (host timeout 1.5 s); back in rotation after SIGCONT")
 
@@ -237,13 +234,13 @@ async def test_restarted_host_rejoins_rotation(trio: list[ServiceProcess]) -> No
         for _ in range(6):  # stopped mid-test: every call still succeeds
             assert not (await c.call_tool("gpu_embed", {"texts": ["x"]})).is_error
         pair[0].start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        async def h0_healthy() -> bool:
             status = await c.call_tool("gpu_status", {})
-            if status.structured_content["hosts"][0]["state"] == "healthy":
-                break
-            await asyncio.sleep(0.25)
-        before = served(status)["h0"]
+            return bool(status.structured_content["hosts"][0]["state"] == "healthy")
+
+        await wait_until_async(h0_healthy, timeout=15, interval=0.25, message="the restarted host should be healthy")
+        before = served(await c.call_tool("gpu_status", {}))["h0"]
         for _ in range(6):
             assert not (await c.call_tool("gpu_embed", {"texts": ["y"]})).is_error
         after = served(await c.call_tool("gpu_status", {}))["h0"]

@@ -27,6 +27,7 @@ import pytest
 from mcp_bridge.http_api.openai import pool_error
 from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
 from tests.conftest import ServiceProcess, batches_run, bridge_env
+from tests.waiting import unchanged_for, wait_until
 
 openai = pytest.importorskip("openai")
 
@@ -39,7 +40,7 @@ TOLERANCE = 1e-5
 
 
 @dataclass
-class HttpBridge:
+class OpenAIBridge:
     base_url: str
     """`http://127.0.0.1:<port>/v1`"""
     process: subprocess.Popen[str]
@@ -50,8 +51,8 @@ class HttpBridge:
 
 
 @contextmanager
-def http_bridge(urls: list[str], tmp_path: Path, config: dict[str, Any] | None = None,
-                env: dict[str, str] | None = None) -> Iterator[HttpBridge]:
+def openai_bridge(urls: list[str], tmp_path: Path, config: dict[str, Any] | None = None,
+                env: dict[str, str] | None = None) -> Iterator[OpenAIBridge]:
     """A `gpu-bridge --transport http --port 0 --exit-with-stdin` over `urls`; stopped by closing its stdin."""
     log = tmp_path / f"bridge-{len(list(tmp_path.glob('bridge-*.log')))}.log"
     args = [sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port", "0", "--exit-with-stdin",
@@ -70,7 +71,7 @@ def http_bridge(urls: list[str], tmp_path: Path, config: dict[str, Any] | None =
             line = proc.stdout.readline()
             assert line and time.monotonic() < deadline, f"the bridge did not get ready:\n{log.read_text()}"
             seen += line
-        yield HttpBridge(f"{match.group(1)}/v1", proc, log)
+        yield OpenAIBridge(f"{match.group(1)}/v1", proc, log)
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -81,7 +82,7 @@ def http_bridge(urls: list[str], tmp_path: Path, config: dict[str, Any] | None =
             proc.wait()
 
 
-def client(bridge: HttpBridge, token: str = TOKEN) -> Any:
+def client(bridge: OpenAIBridge, token: str = TOKEN) -> Any:
     return openai.OpenAI(base_url=bridge.base_url, api_key=token, max_retries=0, timeout=60)
 
 
@@ -103,7 +104,7 @@ TEXTS = ["The espresso machine needs descaling.", "Water the tomatoes twice a we
 
 
 def test_openai_client_gets_the_pools_vectors(service: ServiceProcess, tmp_path: Path) -> None:
-    with http_bridge([service.url], tmp_path) as bridge:
+    with openai_bridge([service.url], tmp_path) as bridge:
         c = client(bridge)
         # The client asks for base64 unless told otherwise and decodes it itself.
         packed = c.embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS)
@@ -128,7 +129,7 @@ def test_openai_client_gets_the_pools_vectors(service: ServiceProcess, tmp_path:
 
 def test_the_token_and_bad_requests_get_openai_errors(service: ServiceProcess, tmp_path: Path) -> None:
     config = {"limits": {"maxBatchSize": 3, "maxTextLength": 50}}
-    with http_bridge([service.url], tmp_path, config=config) as bridge:
+    with openai_bridge([service.url], tmp_path, config=config) as bridge:
         with pytest.raises(openai.AuthenticationError) as refused:
             client(bridge, token="wrong-token").embeddings.create(model="all-MiniLM-L6-v2", input="x")
         assert refused.value.status_code == 401 and refused.value.code == "invalid_api_key"
@@ -161,7 +162,7 @@ def test_models_lists_the_pools_models_and_the_hosts_that_did_not_answer(
 ) -> None:
     config = {"hosts": [{"name": "up", "url": service.url}, {"name": "down", "url": "http://127.0.0.1:9"},
                         {"name": "tei", "url": "http://127.0.0.1:9", "type": "tei", "model": "bge-small"}]}
-    with http_bridge([], tmp_path, config=config) as bridge:
+    with openai_bridge([], tmp_path, config=config) as bridge:
         listed = httpx.get(f"{bridge.base_url}/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         ids = [m.id for m in client(bridge).models.list()]  # the OpenAI client ignores the extra fields
     assert ids == ["all-MiniLM-L6-v2", "bge-small"]
@@ -190,11 +191,9 @@ def test_busy_hosts_answer_429_with_retry_after(service_factory: type[ServicePro
         f"{svc.url}/embed", json={"texts": filler}, headers={"X-Request-Id": "hog"}, timeout=600))
     hog.start()
     try:
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{svc.url}/status").json()["queue_depth"] <= 8:
-            assert time.monotonic() < deadline, "the filler never queued"
-            time.sleep(0.1)
-        with http_bridge([svc.url], tmp_path, env={"GPU_BRIDGE_TIMEOUT": "3"}) as bridge:
+        wait_until(lambda: httpx.get(f"{svc.url}/status").json()["queue_depth"] > 8, timeout=60, interval=0.1,
+                   message="the filler never queued")
+        with openai_bridge([svc.url], tmp_path, env={"GPU_BRIDGE_TIMEOUT": "3"}) as bridge:
             with pytest.raises(openai.RateLimitError) as busy:
                 client(bridge).embeddings.create(model="all-MiniLM-L6-v2", input=["one more"])
     finally:
@@ -213,7 +212,7 @@ async def test_120_concurrent_calls_with_one_of_two_hosts_killed_lose_none(
     service_factory: type[ServiceProcess], tmp_path: Path
 ) -> None:
     a, b = service_factory().start(), service_factory().start()
-    with http_bridge([a.url, b.url], tmp_path) as bridge:
+    with openai_bridge([a.url, b.url], tmp_path) as bridge:
         # max_retries=0: every call that succeeds was saved by the bridge's failover, not by a client retry.
         c = openai.AsyncOpenAI(base_url=bridge.base_url, api_key=TOKEN, max_retries=0, timeout=120)
         finished = 0
@@ -252,24 +251,17 @@ def test_a_client_that_goes_away_cancels_the_work_on_the_hosts(
     def batches() -> float:
         return batches_run(svc.url)
 
-    with http_bridge([svc.url], tmp_path, config={"shardSize": 5000}) as bridge:
+    with openai_bridge([svc.url], tmp_path, config={"shardSize": 5000}) as bridge:
         with pytest.raises(httpx.ReadTimeout):  # httpx closes the connection when it gives up
             httpx.post(f"{bridge.base_url}/embeddings", json={"input": texts}, timeout=httpx.Timeout(60, read=2),
                        headers={"Authorization": f"Bearer {TOKEN}"})
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and httpx.get(f"{svc.url}/status").json()["active_jobs"]:
-            time.sleep(0.1)
-        assert httpx.get(f"{svc.url}/status").json()["active_jobs"] == [], "the host dropped the cancelled job"
+        wait_until(lambda: httpx.get(f"{svc.url}/status").json()["active_jobs"] == [], timeout=10, interval=0.1,
+                   message="the host should drop the cancelled job")
         # The batch already on the device finishes; nothing after it starts. Wait for the count to
         # settle (3 s without a new batch; an uncancelled job adds one every ~0.1 s).
-        stopped_at, settled_since = batches(), time.monotonic()
-        deadline = time.monotonic() + 60
-        while time.monotonic() - settled_since < 3.0:
-            assert time.monotonic() < deadline, "batches kept running after the client went away"
-            time.sleep(0.25)
-            if (now := batches()) != stopped_at:
-                stopped_at, settled_since = now, time.monotonic()
-        assert stopped_at < 2000 / 16, "the job ran to completion"
+        wait_until(unchanged_for(batches, quiet=3.0), timeout=60, interval=0.25,
+                   message="batches kept running after the client went away")
+        assert batches() < 2000 / 16, "the job ran to completion"
         assert len(client(bridge).embeddings.create(model="all-MiniLM-L6-v2", input="still serving").data) == 1
     assert "Traceback" not in bridge.log_text()
 
@@ -290,7 +282,7 @@ def test_input_type_selects_the_models_prompt(
     (model / "config_sentence_transformers.json").write_text(
         json.dumps({"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None}))
     svc = service_factory(env={"GPU_MODEL_DIRS": str(model.parent)}).start()
-    with http_bridge([svc.url], tmp_path) as bridge:
+    with openai_bridge([svc.url], tmp_path) as bridge:
         c = client(bridge)
 
         def vector(input_type: str | None) -> list[float]:
@@ -338,7 +330,7 @@ def test_the_bridge_dies_with_the_process_that_started_it(service: ServiceProces
     while alive(pid):
         assert time.monotonic() < deadline, "the bridge outlived the process that started it"
         time.sleep(0.1)
-    with http_bridge([service.url], tmp_path) as bridge:
+    with openai_bridge([service.url], tmp_path) as bridge:
         pass
     assert bridge.process.returncode == 0 and "stdin closed: stopping" in bridge.log_text()
     assert "bridge stopped" in bridge.log_text(), "a clean stop: the pool was closed"
@@ -364,7 +356,7 @@ def test_the_readme_openai_client_snippet(service: ServiceProcess, tmp_path: Pat
     from tests.test_readme import blocks
 
     (code,) = [b for b in blocks("python") if "from openai import OpenAI" in b]
-    with http_bridge([service.url], tmp_path) as bridge:
+    with openai_bridge([service.url], tmp_path) as bridge:
         code = code.replace("http://127.0.0.1:8787/v1", bridge.base_url).replace("<the bridge's token>", TOKEN)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from mcp_bridge.config import PLUGIN_ID
-from tests.conftest import ROOT, ServiceProcess
+from tests.conftest import ROOT, ServiceProcess, process_fixture
 from tests.openclaw_support import (
     CACHE,
     ISOLATE,
@@ -50,7 +50,7 @@ from tests.test_bridge_mcp import TOOLS
 from tests.test_readme import blocks, snippet
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def openclaw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenClaw]:
     if shutil.which("npm") is None:
         pytest.skip("npm not installed: OpenClaw and its Node.js come from npm")

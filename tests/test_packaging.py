@@ -49,6 +49,7 @@ def test_two_wheels_bridge_without_service_code(tmp_path: Path) -> None:
     assert "gpu-service = gpu_service.cli:main" in entry_points
 
 
+@pytest.mark.slow  # starts a process
 def test_no_bridge_module_loads_the_service_or_torch() -> None:
     code = (
         "import pkgutil, importlib, sys, mcp_bridge\n"

@@ -51,6 +51,7 @@ def test_torch_device_mps(monkeypatch: pytest.MonkeyPatch) -> None:
     assert devices.select_device("cpu") == torch.device("cpu")
 
 
+@pytest.mark.slow  # starts a process
 def test_a_missing_device_is_a_one_line_configuration_error() -> None:
     """On this machine (no MPS), TORCH_DEVICE=mps stops gpu-service with one clear line and exit 2."""
     run = subprocess.run([sys.executable, "-m", "gpu_service", "--port", "1"],

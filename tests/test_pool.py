@@ -19,6 +19,7 @@ from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, Pool
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import HttpCall
 from mcp_bridge.protocols.answers import parse_json
+from tests.waiting import wait_until_async
 
 
 class Clock:
@@ -275,8 +276,7 @@ async def test_in_flight_counters_return_to_zero_after_cancellation() -> None:
     config = parse_config({"hosts": [{"name": "a", "url": "http://a.test"}]}, "t")
     pool = HostPool(config, transport=httpx.MockTransport(slow))
     tasks = [asyncio.create_task(call(pool)) for _ in range(5)]
-    await asyncio.sleep(0.05)
-    assert pool.host("a").record.in_flight == 5
+    await wait_until_async(lambda: pool.host("a").record.in_flight == 5, message="all 5 requests should be in flight")
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -297,7 +297,8 @@ async def test_max_concurrent_sends_overflow_elsewhere() -> None:
                                      {"name": "b", "url": "http://b.test"}], "loadBalancing": "round-robin"}, "t")
     pool = HostPool(config, transport=httpx.MockTransport(slow))
     tasks = [asyncio.create_task(call(pool)) for _ in range(6)]
-    await asyncio.sleep(0.05)
+    await wait_until_async(lambda: pool.host("a").record.in_flight + pool.host("b").record.in_flight == 6,
+                           message="all 6 requests should be in flight on a host")
     assert pool.host("a").record.in_flight <= 2 and pool.host("b").record.in_flight >= 4
     gate.set()
     await asyncio.gather(*tasks)

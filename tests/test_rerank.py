@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from bench.tiny_reranker import build_tiny_reranker
-from tests.conftest import ServiceProcess
+from tests.conftest import ServiceProcess, process_fixture
 
 RERANKER = "tiny-reranker"
 QUERY = "how do graphics cards speed up neural networks"
@@ -41,7 +41,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def reranker(model_dir: Path) -> Iterator[ServiceProcess]:
     """A service whose default reranker (MODEL_RERANK) is the tiny cross-encoder, named by folder."""
     svc = ServiceProcess(env={"GPU_MODEL_DIRS": str(model_dir), "MODEL_RERANK": RERANKER}).start()

@@ -11,6 +11,7 @@ from gpu_protocol.codec import decode_float32_rows, encode_float32_rows
 from gpu_protocol.embed import EmbedRequest, EmbedResponse
 
 
+@pytest.mark.slow  # starts a process
 def test_schema_and_bridge_import_without_torch() -> None:
     code = (
         "import sys; import gpu_protocol.embed, gpu_protocol.bertscore, gpu_protocol.similarity, "

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gpu_protocol.embed import EmbedResponse
-from tests.conftest import ServiceProcess
+from tests.conftest import ServiceProcess, process_fixture
 from tests.test_service_bertscore import CANDS, REFS
 
 KEY = "s3cret-test-key-123"
@@ -23,7 +23,7 @@ def cos(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> ServiceProcess:
     """A service with tiny limits, a strict allowlist, a broken model dir and a custom baseline."""
     models = tmp_path_factory.mktemp("models")

@@ -10,10 +10,10 @@ import pytest
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.pool.errors import PoolError
-from tests.conftest import ServiceProcess
+from tests.conftest import ServiceProcess, process_fixture
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def tls_service(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("tls")
     key, cert = directory / "key.pem", directory / "cert.pem"
