@@ -24,7 +24,7 @@ class HealthResponse(StrictModel):
     )
 
 
-ModelKind = Literal["embed", "bertscore", "rerank"]
+ModelKind = Literal["embed", "bertscore", "rerank", "transcribe"]
 
 
 class ModelInfo(StrictModel):

@@ -152,7 +152,10 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
         description="Embeddings, BERTScore and reranking on this machine's GPU, batched across requests.",
     )
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    from gpu_service.speech.routes import body_limits
+    from gpu_service.speech.routes import router as speech_router  # here: it uses this module's helpers
+
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes, path_limits=body_limits())
     app.add_middleware(RequestCounter)
 
     def service(request: Request) -> ServiceState:
@@ -308,6 +311,7 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
     from gpu_service.rerank_routes import router as rerank_router  # here: it uses this module's helpers
 
     app.include_router(rerank_router)
+    app.include_router(speech_router)
     return app
 
 
