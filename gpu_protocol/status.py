@@ -58,6 +58,8 @@ class InfoResponse(StrictModel):
 
 
 class JobStatus(StrictModel):
+    """One running request; `done`/`total` count items (texts, pairs), or seconds of audio for `transcribe`."""
+
     id: str
     kind: ModelKind
     model: str
