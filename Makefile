@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PORT   ?= 8787
 
-.PHONY: run test test-fast soak bench lint inspector clean
+.PHONY: run test test-fast soak bench lint inspector clean speech-tools
 
 # Two distributions from one checkout: the bridge (+ gpu_protocol) at the root, the service in service/.
 $(VENV)/.installed: pyproject.toml service/pyproject.toml
@@ -16,16 +16,23 @@ $(VENV)/.installed: pyproject.toml service/pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]' -e ./service
 	touch $@
 
-## run: a local GPU service (bundled all-MiniLM-L6-v2) + the MCP bridge on streamable HTTP
+## speech-tools: espeak-ng and ffmpeg (Debian), which make the test speech; installed once, skipped when present
+speech-tools:
+	@command -v espeak-ng >/dev/null && command -v ffmpeg >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq espeak-ng ffmpeg)
+
+## run: a local GPU service (bundled all-MiniLM-L6-v2, and Whisper tiny.en for speech unless MODEL_TRANSCRIBE
+## says otherwise) + the MCP bridge on streamable HTTP
+MODEL_TRANSCRIBE ?= tiny.en
 run: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(VENV)/bin/gpu-bridge --transport http --host 127.0.0.1 --port $(PORT)
+	HF_HUB_OFFLINE=1 MODEL_TRANSCRIBE=$(MODEL_TRANSCRIBE) $(VENV)/bin/gpu-bridge --transport http --host 127.0.0.1 --port $(PORT)
 
 ## test: the whole test suite (under 10 minutes on 2 cores); fails if the run changed any file in the tree.
 ## Two pytest-xdist workers, one test file at a time each (much of the suite waits on subprocesses and npm);
 ## PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 TREE_STATE = { git status --porcelain; git diff; } 2>/dev/null | cksum
-test: $(VENV)/.installed
+test: $(VENV)/.installed speech-tools
 	@before="$$($(TREE_STATE))"; \
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); status=$$?; \
 	if [ "$$before" != "$$($(TREE_STATE))" ]; then \

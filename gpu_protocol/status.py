@@ -24,7 +24,7 @@ class HealthResponse(StrictModel):
     )
 
 
-ModelKind = Literal["embed", "bertscore", "rerank"]
+ModelKind = Literal["embed", "bertscore", "rerank", "transcribe"]
 
 
 class ModelInfo(StrictModel):
@@ -58,6 +58,8 @@ class InfoResponse(StrictModel):
 
 
 class JobStatus(StrictModel):
+    """One running request; `done`/`total` count items (texts, pairs), or seconds of audio for `transcribe`."""
+
     id: str
     kind: ModelKind
     model: str

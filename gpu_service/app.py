@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from gpu_service import __version__, handlers
 from gpu_service.lifespan import lifespan
 from gpu_service.metrics import RequestCounter
-from gpu_service.routes import bertscore, embed, rerank, similarity, status
+from gpu_service.routes import audio, bertscore, embed, rerank, similarity, status
 from gpu_service.routes.common import GroupHealth
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import Settings
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
     )
     app.state.group_health = group_health
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes, path_limits=audio.body_limits())
     app.add_middleware(RequestCounter)
     handlers.install(app)
     include(app, status.router)
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
     include(app, similarity.router)
     include(app, bertscore.router)
     include(app, rerank.router)
+    include(app, audio.router)
     return app
 
 

@@ -29,6 +29,7 @@ from gpu_service.engine import Engine
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ServiceError
 from gpu_service.resolve import ModelPolicy, ResolvedModel, resolve
 from gpu_service.settings import DEFAULT_BATCH_TOKENS, Settings
+from gpu_service.whisper_catalog import check_kind
 
 log = logging.getLogger("gpu_service.models")
 
@@ -169,6 +170,7 @@ class ModelRegistry:
 
         def build() -> Engine:
             resolved = resolve(key.name, self.settings)
+            check_kind(key.kind, key.name, resolved.source)  # before any weights load
             log.info("loading %s model %s from %s (%s)", key.kind, key.label, resolved.source, resolved.origin)
             return factory(key, resolved)
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 from gpu_service.errors import ModelNotAllowed, ModelNotFound
 from gpu_service.settings import BUNDLED_MODEL, DOCUMENTED_MODELS, Settings
+from gpu_service.whisper_catalog import bundled_whisper_path, is_bundled_whisper
 
 _BUNDLED_ALIASES = {BUNDLED_MODEL.lower(), f"sentence-transformers/{BUNDLED_MODEL}".lower()}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -149,6 +150,8 @@ def resolve(name: str, settings: Settings) -> ResolvedModel:
         bundled = _bundled_path()
         if bundled is not None:
             return ResolvedModel(canonical, str(bundled), "bundled")
+    if is_bundled_whisper(name) and (whisper := bundled_whisper_path()) is not None:
+        return ResolvedModel(name, str(whisper), "bundled")
     if looks_like_path(name):
         path = Path(os.path.expanduser(name)).resolve()
         if (path / "config.json").is_file():

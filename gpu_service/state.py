@@ -34,6 +34,7 @@ def _engine_factories(device: Any, settings: Settings) -> dict[str, EngineFactor
     from gpu_service.device import use_half_precision
     from gpu_service.embedding import EmbeddingEngine
     from gpu_service.rerank import RerankEngine
+    from gpu_service.speech.engine import SpeechEngine
 
     half = use_half_precision(settings.fp16, device)
 
@@ -46,6 +47,7 @@ def _engine_factories(device: Any, settings: Settings) -> dict[str, EngineFactor
         "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=half),
         "bertscore": bertscore,
         "rerank": lambda key, resolved: RerankEngine(resolved, device, fp16=half),
+        "transcribe": lambda key, resolved: SpeechEngine(resolved, device, settings.cpu_threads),
     }
 
 
