@@ -86,7 +86,7 @@ def transcribe(openclaw: OpenClaw, note: VoiceNote, model: str, *extra: str) -> 
 
 def zero_code_config(base_url: str, model: str, *, private_network: bool = True) -> dict[str, Any]:
     """The README's zero-code way: OpenClaw's `openai` provider at a bridge."""
-    openai: dict[str, Any] = {"baseUrl": base_url, "apiKey": TOKEN, "models": []}
+    openai: dict[str, Any] = {"apiKey": TOKEN}  # sent as Authorization: Bearer
     if private_network:
         openai["request"] = {"allowPrivateNetwork": True}  # needed even for 127.0.0.1
     return {
@@ -332,7 +332,7 @@ def assert_heard(answer: dict[str, Any], provider: str) -> None:
 
 
 def both_ways(openclaw: OpenClaw, pool: RealPool, note: VoiceNote) -> None:
-    openclaw.update_config(tools={}, models={})
+    openclaw.update_config(tools={}, models={})  # no media models: `--model gpu-bridge/...` picks the plugin
     assert_heard(transcribe(openclaw, note, "gpu-bridge/default"), "gpu-bridge")
     openclaw.update_config(**zero_code_config(pool.bridge_url, REAL_MODEL))
     assert_heard(transcribe(openclaw, note, f"openai/{REAL_MODEL}"), "openai")
