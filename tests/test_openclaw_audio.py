@@ -33,6 +33,8 @@ from tests.conftest import ROOT, free_port
 from tests.openclaw_support import NamespacedService, OpenClaw, install, installed_openclaw
 from tests.transcription_standin import MISSING_MODEL, SLOW_MODEL, transcript_for
 
+pytestmark = pytest.mark.slow  # every test here starts processes (OpenClaw, espeak-ng, ffmpeg, a bridge)
+
 REAL_CHAIN = False
 """True once the service serves Whisper (MODEL_TRANSCRIBE) and the bridge `POST /v1/audio/transcriptions`:
 then the real-chain tests run (the plumbing tests run either way)."""
