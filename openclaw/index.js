@@ -7,11 +7,14 @@
 // - An embedding provider, `gpu-bridge`, for memory search (`memory.search.provider: "gpu-bridge"`),
 //   registered below. Its embed/embedBatch go through the bridge's pool (balancing, failover,
 //   sharding, deadlines) over the bridge's OpenAI-compatible API.
+// - A media-understanding provider, also `gpu-bridge`, for speech to text (voice notes,
+//   `openclaw infer audio transcribe --model gpu-bridge/default`), over the same bridge's
+//   `/v1/audio/transcriptions`.
 //
-// Nothing to start by hand: on first use the provider starts `gpu-bridge --transport http` on a free
+// Nothing to start by hand: on first use a provider starts `gpu-bridge --transport http` on a free
 // loopback port, with a random token and the plugin's config in its environment (never in argv,
-// which `ps` shows), and waits for its "ready" line. One bridge serves every provider instance of
-// this OpenClaw process. It is stopped when the last provider closes, when the plugin is disposed
+// which `ps` shows), and waits for its "ready" line. One bridge serves both providers and all their
+// instances in this OpenClaw process. It is stopped when the last provider closes, when the plugin is disposed
 // (end of a CLI command, Gateway shutdown) and on `gateway_stop`; and because it runs with
 // `--exit-with-stdin`, it also exits when this process dies without stopping it (its stdin pipe
 // closes with us, however we end).
@@ -21,6 +24,8 @@ import { randomBytes } from "node:crypto";
 
 const PROVIDER_ID = "gpu-bridge";
 const DEFAULT_COMMAND = "gpu-bridge";
+// The audio model OpenClaw hands the provider when none is named: the pool's default transcription model.
+const POOL_DEFAULT_MODEL = "default";
 // With no hosts configured the bridge first starts a local GPU service, which loads a model.
 const READY_TIMEOUT_MS = 180_000;
 const STOP_GRACE_MS = 5_000;
@@ -123,6 +128,7 @@ class BridgeProcess {
     this.ready = null;
     child.stopped = true;
     if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    child.ref(); // wait for its exit event even when nothing else keeps this process alive
     return new Promise((done) => {
       // Closing stdin is the clean stop (--exit-with-stdin); signals only if the bridge hangs.
       const term = setTimeout(() => child.kill("SIGTERM"), STOP_GRACE_MS);
@@ -140,15 +146,23 @@ class BridgeProcess {
     return this.#kill();
   }
 
-  /** A JSON request to the bridge's OpenAI-compatible API. */
-  async request(path, { method = "GET", body, signal } = {}) {
+  /** A request to the bridge's OpenAI-compatible API: a JSON `body` or a multipart `form`; the answer's JSON. */
+  async request(path, { method = "GET", body, form, signal } = {}) {
     const { baseUrl, token } = await this.start();
-    const response = await fetch(`${baseUrl}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json", accept: "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-    });
+    const headers = { authorization: `Bearer ${token}`, accept: "application/json" };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(`${baseUrl}${path}`, {
+        method,
+        headers, // a form sets its own multipart content-type (with its boundary)
+        body: form ?? (body === undefined ? undefined : JSON.stringify(body)),
+        signal,
+      });
+    } catch (err) {
+      if (err?.name === "AbortError" || err?.name === "TimeoutError") throw err;
+      throw new Error(`gpu-bridge: cannot reach the bridge at ${baseUrl}: ${err?.cause?.message ?? err?.message ?? err}`);
+    }
     const text = await response.text();
     let data;
     try {
@@ -265,11 +279,65 @@ function embeddingAdapter(api) {
   };
 }
 
+/** Speech to text for OpenClaw's media understanding (voice notes, `openclaw infer audio transcribe`): the
+ * audio goes as OpenAI's multipart request to the bridge's `/v1/audio/transcriptions`, which runs it on
+ * the pool (a long recording is split over the hosts). */
+function transcriptionProvider(api) {
+  async function transcribe(req) {
+    const bridge = bridgeFor(api.pluginConfig, api.logger);
+    const form = new FormData();
+    form.append("file", new Blob([req.buffer], { type: req.mime || "application/octet-stream" }), req.fileName || "audio");
+    // OpenClaw's `infer --model gpu-bridge/<m>` hands us defaultModels.audio, not <m>: the pool's default.
+    const model = req.model?.trim();
+    if (model && model !== POOL_DEFAULT_MODEL) form.append("model", model);
+    if (req.language?.trim()) form.append("language", req.language.trim());
+    if (req.prompt?.trim()) form.append("prompt", req.prompt.trim());
+    form.append("response_format", "json");
+    const signals = [req.signal, req.timeoutMs > 0 ? AbortSignal.timeout(req.timeoutMs) : undefined].filter(Boolean);
+    let answer;
+    bridge.users += 1; // the memory provider's close() leaves the bridge running meanwhile
+    try {
+      answer = await bridge.request("/v1/audio/transcriptions", { method: "POST", form, signal: AbortSignal.any(signals) });
+    } catch (err) {
+      if (err?.name === "TimeoutError") {
+        throw new Error(`gpu-bridge: no transcript within ${Math.round(req.timeoutMs / 1000)}s ` +
+                        "(timeoutSeconds in OpenClaw's tools.media)");
+      }
+      throw err;
+    } finally {
+      bridge.users -= 1;
+    }
+    if (typeof answer?.text !== "string") throw new Error("gpu-bridge: the bridge's answer has no transcript (text)");
+    const used = answer.model ?? (model && model !== POOL_DEFAULT_MODEL ? model : undefined);
+    return { text: answer.text, ...(used ? { model: used } : {}) };
+  }
+
+  return {
+    id: PROVIDER_ID,
+    capabilities: ["audio"],
+    defaultModels: { audio: POOL_DEFAULT_MODEL },
+    // No credential of OpenClaw's: the plugin starts its own bridge, with a token of its own.
+    resolveAuth: () => ({ kind: "none", source: "gpu-bridge plugin: its own bridge process" }),
+    // Taking the context makes the provider usable without an OpenClaw API key (`infer --model gpu-bridge/...`).
+    async transcribeAudioWithContext(req) {
+      try {
+        await bridgeFor(api.pluginConfig, api.logger).start();
+      } catch (err) {
+        return { ok: false, error: err }; // before any upload: OpenClaw may try its next provider
+      }
+      return { ok: true, value: await transcribe(req) };
+    },
+    transcribeAudio: transcribe,
+  };
+}
+
 export default {
   id: "openclaw-gpu-bridge",
   register(api) {
-    if (typeof api.registerEmbeddingProvider !== "function") return; // an OpenClaw without embedding providers
-    api.registerEmbeddingProvider(embeddingAdapter(api));
+    if (typeof api.registerEmbeddingProvider === "function") api.registerEmbeddingProvider(embeddingAdapter(api));
+    if (typeof api.registerMediaUnderstandingProvider === "function") {
+      api.registerMediaUnderstandingProvider(transcriptionProvider(api));
+    }
     api.lifecycle?.onDispose?.(stopAll);
     api.on?.("gateway_stop", stopAll);
   },

