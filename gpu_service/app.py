@@ -37,7 +37,9 @@ from gpu_protocol.embed import (
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from gpu_protocol.status import SERVING_STATUSES, ErrorResponse, HealthResponse, InfoResponse, StatusResponse
 from gpu_protocol.validation import validation_message
+from gpu_protocol.versions import PROTOCOL_VERSION
 from gpu_service import __version__
+from gpu_service.capabilities import capabilities
 from gpu_service.errors import ClientClosed, ServiceError, Unprocessable
 from gpu_service.inference import Embedded, Timing
 from gpu_service.metrics import CONTENT_TYPE, RequestCounter
@@ -45,6 +47,7 @@ from gpu_service.responses import VectorJSONResponse, embed_body, openai_body
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import DEFAULT_MODEL_VARIABLES, Settings
 from gpu_service.state import ServiceState
+from gpu_service.versioning import ProtocolVersionMiddleware
 
 log = logging.getLogger("gpu_service")
 T = TypeVar("T")
@@ -154,6 +157,7 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(RequestCounter)
+    app.add_middleware(ProtocolVersionMiddleware)  # outermost: every answer states the version
 
     def service(request: Request) -> ServiceState:
         return request.app.state.service  # type: ignore[no-any-return]
@@ -216,6 +220,8 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
             torch_version=versions["torch_version"] or "",
             cuda_version=versions["cuda_version"],
             rocm_version=versions["rocm_version"],
+            protocol_version=PROTOCOL_VERSION,
+            capabilities=capabilities(state, settings),
         )
 
     @app.get(routes.STATUS, response_model=StatusResponse)

@@ -20,7 +20,7 @@ import httpx
 
 from mcp_bridge.answers import BadResponse, describe_transport_error
 from mcp_bridge.errors import PoolError
-from mcp_bridge.fleet import check_health, read_status
+from mcp_bridge.fleet import check_health, read_info, read_status
 from mcp_bridge.hosts import Host
 from mcp_bridge.pool import HostPool
 
@@ -49,6 +49,8 @@ class HealthMonitor:
         if ok and self.pool.strategy == "least-busy":
             await self._refresh_queue(host)
         if ok:
+            await self._refresh_info(host)
+        if ok:
             host.probe_passed()
             if host.note_problems(problems) and problems:
                 log.warning("host %s is degraded: %s", host.name, "; ".join(problems))
@@ -67,6 +69,13 @@ class HealthMonitor:
             return  # the queue is a hint; liveness was decided by the health probe
         if status is not None:
             host.note_status(status)
+
+    async def _refresh_info(self, host: Host) -> None:
+        """Its protocol version and models per task, from its /info (read into `host.described`)."""
+        try:
+            await read_info(host, self.timeout)
+        except (httpx.HTTPError, PoolError, BadResponse):
+            return  # a hint for routing; liveness was decided by the health probe
 
     def next_delay(self, host: Host) -> float:
         base = self.interval if host.usable(self.pool.clock()) else max(0.25, self.interval / 4)

@@ -7,7 +7,10 @@ panics: it tries them anyway rather than fail without trying.
 Outcomes:
 - connect errors, timeouts, 5xx and malformed answers (`BadResponse` from the protocol's
   parse) count against the host (ejection after `failureThreshold` in a row) and are
-  retried on another host;
+  retried on another host; a host that answered malformed is not tried again in the same
+  call (it would answer the same), and when no host is left the call fails at once;
+- a host whose protocol version cannot take the request (a field it does not know,
+  `mcp_bridge.versioning`) is passed over for the call, not held against it;
 - 429/503 with Retry-After cool the host down for that long and are retried elsewhere;
 - a `cluster` host (a proxy such as Ray Serve's in front of many replicas) may be tried again
   in the same round, and its 408 (the proxy's replica queue timed out) is retried like a 5xx;
@@ -45,8 +48,10 @@ from mcp_bridge.errors import PoolError as PoolError
 from mcp_bridge.errors import PoolTimeout as PoolTimeout
 from mcp_bridge.hedging import send_hedged
 from mcp_bridge.hosts import Clock, Host
+from mcp_bridge.out_for_call import OutForCall
 from mcp_bridge.protocols import HOST_TYPES, HttpCall
 from mcp_bridge.retry_budget import RetryBudget
+from mcp_bridge.versioning import note_answer
 from mcp_bridge.views import PoolView
 
 log = logging.getLogger("mcp_bridge.pool")
@@ -172,6 +177,8 @@ class HostPool:
             raise NoHostAvailable(self._none_can_serve(task))
         self.budget.record_request()
         tried: set[str] = set()
+        out = OutForCall()  # hosts that cannot serve this call at all (malformed answer, too old a version)
+        calls: dict[str, HttpCall] = {}
         errors: list[str] = []
         busy_only = True  # every failure so far was a busy answer
         first = True
@@ -181,9 +188,12 @@ class HostPool:
             if remaining <= 0:
                 self._raise_if_busy(busy_only, able, errors)
                 raise PoolTimeout(self._summary(f"{task} did not finish within the deadline", errors))
-            host = self.host(pin) if pin else self.pick(task, exclude=tried)
+            out.raise_if_all(able, task, errors)
+            host = self.host(pin) if pin else self.pick(task, exclude=tried | out.names)
+            if host is not None and not out.fit(host, call, calls, errors):
+                continue
             if host is None:
-                if len(tried) >= len(able):
+                if len(tried | out.names) >= len(able):
                     # Every host tried once this round: back off, then go round again.
                     if not self.budget.try_spend():
                         self._raise_if_busy(busy_only, able, errors)
@@ -204,11 +214,11 @@ class HostPool:
             previous = host
 
             def send(h: Host) -> Awaitable[httpx.Response]:
-                return self._send(h, call(h), deadline)
+                return self._send(h, calls[h.name], deadline)
 
             def backup() -> Host | None:
-                second = self.pick(task, exclude=tried)
-                if second is None or not second.usable(self.clock()):
+                second = self.pick(task, exclude=tried | out.names)
+                if second is None or not second.usable(self.clock()) or not out.fit(second, call, calls, errors):
                     return None
                 tried.add(second.name)
                 self.hedges += 1
@@ -232,10 +242,12 @@ class HostPool:
             try:
                 result = parse(host, response)
             except BadResponse as exc:
+                # It would answer the same again: not retried on this host for the rest of the call.
                 failure = Failure(f"malformed answer: {exc}")
                 errors.append(f"{host.name}: {failure.message}")
                 busy_only = False
                 self._account(host, failure)
+                out.add(host, "malformed answer")
                 continue
             return result, host
 
@@ -263,6 +275,7 @@ class HostPool:
             host.request_finished()
             async with self._capacity:
                 self._capacity.notify_all()
+        note_answer(host, response)
         status = response.status_code
         if status < 400:
             host.succeeded(self.clock() - started)
