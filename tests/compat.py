@@ -11,6 +11,7 @@ models are not installed twice). Its console scripts run the old code only with 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -69,13 +70,15 @@ def old_release(version: str) -> OldRelease:
         pytest.skip(f"release {version}'s commit {commit[:12]} is not in this clone (a shallow clone?): "
                     "fetch the full history to run mixed-version tests")
     venv = CACHE / commit
-    if not (venv / "ready").exists():
-        _build(commit, venv)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{commit}.lock", "w") as lock:  # two test workers build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / "ready").exists():
+            _build(commit, venv)
     return OldRelease(version, commit, venv)
 
 
 def _build(commit: str, venv: Path) -> None:
-    CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         src, wheels, staged = Path(tmp, "src"), Path(tmp, "wheels"), Path(tmp, "venv")
         src.mkdir()
