@@ -49,8 +49,7 @@ class HealthMonitor:
         if ok and self.pool.strategy == "least-busy":
             await self._refresh_queue(host)
         if ok:
-            await self._refresh_info(host)
-        if ok:
+            await self._refresh_info(host)  # its protocol version and models per task, at every check
             host.probe_passed()
             if host.note_problems(problems) and problems:
                 log.warning("host %s is degraded: %s", host.name, "; ".join(problems))
