@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
-from gpu_protocol.base import ModelName, StrictModel
+from gpu_protocol.base import ANSWER_CONFIG, AnswerModel, ModelName, StrictModel
 from gpu_protocol.validation import check_not_blank
 
 
@@ -111,16 +111,18 @@ class BertScoreIdfRequest(BertScoreModelChoice):
 
 
 class BertScoreIdfResponse(IdfCounts):
+    model_config = ANSWER_CONFIG  # an answer: read tolerantly, unlike the idf_counts a request carries
+
     model: str
 
 
-class ScoreMeans(StrictModel):
+class ScoreMeans(AnswerModel):
     precision: float
     recall: float
     f1: float
 
 
-class BertScoreResponse(StrictModel):
+class BertScoreResponse(AnswerModel):
     precision: list[float]
     recall: list[float]
     f1: list[float]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from gpu_protocol.base import ModelName, StrictModel
+from gpu_protocol.base import AnswerModel, ModelName, StrictModel
 from gpu_protocol.codec import Block, VectorsInvalid, as_block, decode_float32_block, decode_float32_rows
 from gpu_protocol.validation import check_not_blank
 
@@ -42,7 +42,7 @@ class EmbedRequest(StrictModel):
         return check_not_blank(v, "texts")
 
 
-class EmbedResponse(StrictModel):
+class EmbedResponse(AnswerModel):
     model: str
     dimensions: int
     count: int
@@ -86,18 +86,18 @@ class OpenAIEmbeddingRequest(StrictModel):
     input_type: InputType | None = None
 
 
-class OpenAIEmbedding(StrictModel):
+class OpenAIEmbedding(AnswerModel):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str
 
 
-class OpenAIUsage(StrictModel):
+class OpenAIUsage(AnswerModel):
     prompt_tokens: int
     total_tokens: int
 
 
-class OpenAIEmbeddingResponse(StrictModel):
+class OpenAIEmbeddingResponse(AnswerModel):
     object: Literal["list"] = "list"
     data: list[OpenAIEmbedding]
     model: str

@@ -9,12 +9,20 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gpu_protocol.base import ModelName, StrictModel
+from gpu_protocol.base import AnswerModel, ModelName, StrictModel
 from gpu_protocol.validation import check_not_blank, check_text
 
 
-class RerankDocument(StrictModel):
+class RerankedDocument(AnswerModel):
+    """A document as an answer echoes it (read tolerantly)."""
+
     text: str
+
+
+class RerankDocument(RerankedDocument):
+    """A document as a request gives it (read strictly)."""
+
+    model_config = StrictModel.model_config
 
 
 def _query_not_blank(query: str) -> str:
@@ -47,17 +55,17 @@ class RerankRequest(StrictModel):
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
-class RerankResult(StrictModel):
+class RerankResult(AnswerModel):
     index: int = Field(description="Position in `documents`.")
     relevance_score: float = Field(description="0 to 1: the sigmoid of the cross-encoder's logit.")
-    document: RerankDocument | None = Field(default=None, description="With return_documents=true.")
+    document: RerankedDocument | None = Field(default=None, description="With return_documents=true.")
 
 
-class RerankUsage(StrictModel):
+class RerankUsage(AnswerModel):
     total_tokens: int = Field(description="Tokens of the (query, document) pairs the model read.")
 
 
-class RerankResponse(StrictModel):
+class RerankResponse(AnswerModel):
     results: list[RerankResult] = Field(description="Best first by the model's logit; ties in input order.")
     model: str
     usage: RerankUsage
@@ -90,7 +98,7 @@ class TEIRerankRequest(StrictModel):
         return check_not_blank(v, "texts")
 
 
-class TEIRerankHit(StrictModel):
+class TEIRerankHit(AnswerModel):
     index: int = Field(description="Position in `texts`.")
     score: float
     text: str | None = None

@@ -43,6 +43,9 @@ REQUEST_ID_HEADER = "X-Request-Id"
 """Names a compute request so that `POST /cancel/{id}` can drop it."""
 API_KEY_HEADER = "X-API-Key"
 AUTHORIZATION_HEADER = "Authorization"
+PROTOCOL_HEADER = "X-GPU-Protocol"
+"""The wire protocol version (`gpu_protocol.versions`): the bridge states its own on every request, the
+service its own on every answer. A request without it is from a 0.3.0 bridge (version 1)."""
 RETRY_AFTER_HEADER = "Retry-After"
 """With 429/503: seconds to wait before trying this server again."""
 

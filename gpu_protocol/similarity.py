@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from gpu_protocol.base import ModelName, StrictModel
+from gpu_protocol.base import AnswerModel, ModelName, StrictModel
 from gpu_protocol.limits import SIMILARITY_MATRIX_MAX, SIMILARITY_TOP_K_MAX
 from gpu_protocol.validation import check_not_blank
 
@@ -78,12 +78,12 @@ class SimilarityRequest(StrictModel):
         return list(self.texts)
 
 
-class SimilarityMatch(StrictModel):
+class SimilarityMatch(AnswerModel):
     index: int = Field(description="Position in `texts`.")
     score: float = Field(description="Cosine similarity, -1 to 1.")
 
 
-class SimilarityResponse(StrictModel):
+class SimilarityResponse(AnswerModel):
     mode: SimilarityMode
     model: str
     count: int = Field(description="Texts embedded.")

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from gpu_protocol.base import StrictModel
+from gpu_protocol.base import AnswerModel
+from gpu_protocol.capabilities import TaskModels
 
 ServiceStatus = Literal["ok", "degraded", "starting", "draining"]
 """ok: serving. degraded: serving, but a default model failed to load (`problems` says which and why).
@@ -16,7 +17,7 @@ SERVING_STATUSES: tuple[str, ...] = ("ok", "degraded")
 """Statuses in which a host serves requests: /health answers 200 and the bridge routes to it."""
 
 
-class HealthResponse(StrictModel):
+class HealthResponse(AnswerModel):
     status: ServiceStatus
     device: str
     problems: list[str] = Field(
@@ -27,7 +28,7 @@ class HealthResponse(StrictModel):
 ModelKind = Literal["embed", "bertscore", "rerank", "transcribe"]
 
 
-class ModelInfo(StrictModel):
+class ModelInfo(AnswerModel):
     name: str
     kind: ModelKind
     memory_mb: float
@@ -41,7 +42,7 @@ class ModelInfo(StrictModel):
     )
 
 
-class InfoResponse(StrictModel):
+class InfoResponse(AnswerModel):
     device: str
     device_name: str
     vram_total_mb: float | None = None
@@ -55,9 +56,16 @@ class InfoResponse(StrictModel):
     allowed_models: list[str] | Literal["*"]
     models: list[ModelInfo]
     limits: dict[str, int]
+    protocol_version: int = Field(
+        default=1, ge=1, description="The host's wire protocol version (gpu_protocol.versions); absent: 1 (0.3.0)."
+    )
+    capabilities: dict[str, TaskModels] | None = Field(
+        default=None, description="Per task (embed, similarity, bertscore, rerank, transcribe): its models. "
+        "Absent before protocol version 2."
+    )
 
 
-class JobStatus(StrictModel):
+class JobStatus(AnswerModel):
     """One running request; `done`/`total` count items (texts, pairs), or seconds of audio for `transcribe`."""
 
     id: str
@@ -68,7 +76,7 @@ class JobStatus(StrictModel):
     age_s: float
 
 
-class StatusResponse(StrictModel):
+class StatusResponse(AnswerModel):
     status: ServiceStatus
     problems: list[str] = Field(default_factory=list, description="As in /health.")
     uptime_s: float

@@ -19,6 +19,7 @@ from gpu_service.routes import audio, bertscore, embed, rerank, similarity, stat
 from gpu_service.routes.common import GroupHealth
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import Settings
+from gpu_service.versioning import ProtocolVersionMiddleware
 
 
 def create_app(settings: Settings | None = None, *, warm_before_serving: bool = False,
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes, path_limits=audio.body_limits())
     app.add_middleware(RequestCounter)
+    app.add_middleware(ProtocolVersionMiddleware)  # outermost: every answer states the version
     handlers.install(app)
     include(app, status.router)
     include(app, embed.router)

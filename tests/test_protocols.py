@@ -145,7 +145,7 @@ def base64_answer(rows: np.ndarray, **overrides: Any) -> httpx.Response:
     ({"dimensions": 4}, "expected 2 x 4 x 4"),
     ({"count": 3}, "expected 3 x 3 x 4"),
     ({"embeddings_base64": None}, "neither embeddings nor embeddings_base64"),
-    ({"extra": 1}, "extra: Extra inputs are not permitted"),
+    ({"truncated": "many"}, "truncated: Input should be a valid integer"),
 ])
 async def test_garbage_from_our_service_is_held_against_the_host(garbage: dict[str, Any], words: str) -> None:
     liar = our_host(lambda body: base64_answer(ROWS[:2], **garbage))

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse, Response
 
 from gpu_protocol import routes
 from gpu_protocol.status import SERVING_STATUSES, HealthResponse, InfoResponse, ServiceStatus, StatusResponse
+from gpu_protocol.versions import PROTOCOL_VERSION
+from gpu_service.capabilities import capabilities
 from gpu_service.metrics import CONTENT_TYPE
 from gpu_service.routes.common import GroupHealth, service
 from gpu_service.settings import DEFAULT_MODEL_VARIABLES
@@ -66,6 +68,8 @@ async def info(request: Request) -> InfoResponse:
         torch_version=versions["torch_version"] or "",
         cuda_version=versions["cuda_version"],
         rocm_version=versions["rocm_version"],
+        protocol_version=PROTOCOL_VERSION,
+        capabilities=capabilities(state, settings),
     )
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from mcp_bridge.pool.errors import Failure
 from mcp_bridge.pool.hosts import Host
-from mcp_bridge.protocols import Task
+from mcp_bridge.pool.out_for_call import OutForCall
+from mcp_bridge.protocols import HttpCall, Task
 
 
 @dataclass
@@ -23,6 +24,10 @@ class Attempts:
     """Every failure so far was a busy answer (429/503 with Retry-After)."""
     first: bool = True
     previous: Host | None = None
+    out: OutForCall = field(default_factory=OutForCall)
+    """Hosts that cannot serve this call at all (a malformed answer, too old a protocol version)."""
+    calls: dict[str, HttpCall] = field(default_factory=dict)
+    """Each host's request, built once and fitted to its protocol version."""
 
     def failed(self, host: Host, failure: Failure) -> None:
         self.errors.append(f"{host.name}: {failure.message}")

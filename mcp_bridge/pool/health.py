@@ -21,7 +21,7 @@ import httpx
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.pool import HostPool
-from mcp_bridge.pool.probes import check_health, read_status
+from mcp_bridge.pool.probes import check_health, read_info, read_status
 from mcp_bridge.protocols.answers import BadResponse, describe_transport_error
 
 log = logging.getLogger("mcp_bridge.health")
@@ -49,6 +49,7 @@ class HealthMonitor:
         if ok and self.pool.strategy == "least-busy":
             await self._refresh_queue(host)
         if ok:
+            await self._refresh_info(host)  # its protocol version and models per task, at every check
             host.probe_passed()
             if host.note_problems(problems) and problems:
                 log.warning("host %s is degraded: %s", host.name, "; ".join(problems))
@@ -67,6 +68,13 @@ class HealthMonitor:
             return  # the queue is a hint; liveness was decided by the health probe
         if status is not None:
             host.note_status(status)
+
+    async def _refresh_info(self, host: Host) -> None:
+        """Its protocol version and models per task, from its /info (read into `host.described`)."""
+        try:
+            await read_info(host, self.timeout)
+        except (httpx.HTTPError, PoolError, BadResponse):
+            return  # a hint for routing; liveness was decided by the health probe
 
     def next_delay(self, host: Host) -> float:
         base = self.interval if host.usable(self.pool.clock()) else max(0.25, self.interval / 4)

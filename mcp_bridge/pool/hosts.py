@@ -27,8 +27,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.status import StatusResponse
+from gpu_protocol.versions import PROTOCOL_VERSION
 from mcp_bridge.config import BridgeConfig, HostConfig
+from mcp_bridge.pool.versioning import HostDescription
 from mcp_bridge.pool.views import HostState, HostView
 from mcp_bridge.protocols import HostProtocol, Task, protocol_for
 
@@ -89,9 +92,11 @@ class Host:
         self._clock = clock
         self._rng = rng
         self.record = HostRecord()
+        self.described = HostDescription()
+        """Its protocol version and models per task, as it last stated them (mcp_bridge.versioning)."""
         self.client = httpx.AsyncClient(
             base_url=self.url,
-            headers=self.protocol.auth_headers(pool_config.key_for(config)),
+            headers={**self.protocol.auth_headers(pool_config.key_for(config)), PROTOCOL_HEADER: str(PROTOCOL_VERSION)},
             verify=_verify(config),
             timeout=httpx.Timeout(self.timeout, connect=min(5.0, self.timeout)),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),

@@ -7,7 +7,10 @@ panics: it tries them anyway rather than fail without trying.
 Outcomes:
 - connect errors, timeouts, 5xx and malformed answers (`BadResponse` from the protocol's
   parse) count against the host (ejection after `failureThreshold` in a row) and are
-  retried on another host;
+  retried on another host; a host that answered malformed is not tried again in the same
+  call (it would answer the same), and when no host is left the call fails at once;
+- a host whose protocol version cannot take the request (a field it does not know,
+  `mcp_bridge.versioning`) is passed over for the call, not held against it;
 - 429/503 with Retry-After cool the host down for that long and are retried elsewhere;
 - a `cluster` host (a proxy such as Ray Serve's in front of many replicas) may be tried again
   in the same round, and its 408 (the proxy's replica queue timed out) is retried like a 5xx;
@@ -49,6 +52,7 @@ from mcp_bridge.pool.errors import (
 from mcp_bridge.pool.hedging import send_hedged
 from mcp_bridge.pool.hosts import Clock, Host
 from mcp_bridge.pool.retry_budget import RetryBudget
+from mcp_bridge.pool.versioning import note_answer
 from mcp_bridge.pool.views import PoolView
 from mcp_bridge.protocols import HOST_TYPES, HttpCall, Task
 from mcp_bridge.protocols.answers import BadResponse, describe_transport_error, error_detail
@@ -170,7 +174,7 @@ class HostPool:
         state = Attempts(task, self._candidates(task, pin), deadline, pin)
         self.budget.record_request()
         while True:
-            host = await self._next_host(state)
+            host = await self._next_host(state, call)
             if host is None:
                 continue
             sent = await self._attempt(state, host, call)
@@ -180,7 +184,9 @@ class HostPool:
             try:
                 return parse(host, response), host
             except BadResponse as exc:
+                # It would answer the same again: not retried on this host for the rest of the call.
                 self._failed(state, host, Failure(f"malformed answer: {exc}"))
+                state.out.add(host, "malformed answer")
 
     def _candidates(self, task: Task, pin: str | None) -> list[Host]:
         """The hosts that may serve `task` (the pinned one only), or why there are none."""
@@ -193,12 +199,16 @@ class HostPool:
             raise NoHostAvailable(self._none_can_serve(task))
         return able
 
-    async def _next_host(self, state: Attempts) -> Host | None:
-        """The host for the next attempt; None after waiting (for capacity, or before another round)."""
+    async def _next_host(self, state: Attempts, call: CallFor) -> Host | None:
+        """The host for the next attempt, its request fitted to its protocol version; None after waiting
+        (for capacity, or before another round) or when the host picked cannot take the request."""
         if state.deadline - self.clock() <= 0:
             self._raise_if_busy(state)
             raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
-        host = self.host(state.pin) if state.pin else self.pick(state.task, exclude=state.tried)
+        state.out.raise_if_all(state.able, state.task, state.errors)
+        host = self.host(state.pin) if state.pin else self.pick(state.task, exclude=state.tried | state.out.names)
+        if host is not None and not state.out.fit(host, call, state.calls, state.errors):
+            return None
         if host is None:
             await self._wait_for_a_host(state)
             return None
@@ -215,7 +225,7 @@ class HostPool:
 
     async def _wait_for_a_host(self, state: Attempts) -> None:
         """No host to pick: every one tried this round (back off, then go round again) or all full."""
-        if len(state.tried) < len(state.able):
+        if len(state.tried | state.out.names) < len(state.able):
             await self._wait_for_capacity(state.deadline)
             return
         if not self.budget.try_spend():
@@ -229,11 +239,11 @@ class HostPool:
         gave it, or None after a failure that was recorded (and, for a pinned host, waited out)."""
 
         def send(h: Host) -> Awaitable[httpx.Response]:
-            return self._send(h, call(h), state.deadline)
+            return self._send(h, state.calls[h.name], state.deadline)
 
         try:
             if self.config.hedging and not state.pin:
-                return await send_hedged(host, send, lambda: self._backup(state), self._account)
+                return await send_hedged(host, send, lambda: self._backup(state, call), self._account)
             return await send(host), host
         except HostFailed as failed:
             self._failed(state, failed.host or host, failed.failure)
@@ -241,10 +251,10 @@ class HostPool:
                 await self._retry_pinned(state)
             return None
 
-    def _backup(self, state: Attempts) -> Host | None:
-        """A second host for a hedged attempt, if one is usable now."""
-        second = self.pick(state.task, exclude=state.tried)
-        if second is None or not second.usable(self.clock()):
+    def _backup(self, state: Attempts, call: CallFor) -> Host | None:
+        """A second host for a hedged attempt, if one is usable now and can take the request."""
+        second = self.pick(state.task, exclude=state.tried | state.out.names)
+        if second is None or not second.usable(self.clock()) or not state.out.fit(second, call, state.calls, state.errors):
             return None
         state.tried.add(second.name)
         self.hedges += 1
@@ -284,6 +294,7 @@ class HostPool:
             host.request_finished()
             async with self._capacity:
                 self._capacity.notify_all()
+        note_answer(host, response)
         status = response.status_code
         if status < 400:
             host.succeeded(self.clock() - started)

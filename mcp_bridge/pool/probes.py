@@ -11,6 +11,7 @@ import httpx
 from gpu_protocol.status import InfoResponse, StatusResponse
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.hosts import Host
+from mcp_bridge.pool.versioning import learn_from_info, note_answer
 from mcp_bridge.protocols import HealthVerdict, HttpCall
 from mcp_bridge.protocols.answers import error_detail
 
@@ -18,7 +19,9 @@ PROBE_TIMEOUT_S = 3.0
 
 
 async def _get(host: Host, call: HttpCall, timeout: float) -> httpx.Response:
-    return await host.client.request(call.method, call.path, json=call.json, timeout=timeout)
+    response = await host.client.request(call.method, call.path, json=call.json, timeout=timeout)
+    note_answer(host, response)
+    return response
 
 
 async def check_health(host: Host, timeout: float) -> HealthVerdict:
@@ -40,7 +43,9 @@ async def read_info(host: Host, timeout: float) -> InfoResponse | None:
     call = host.protocol.info_call()
     if call is None:
         return None
-    return host.protocol.parse_info(_ok(await _get(host, call, timeout)))
+    info = host.protocol.parse_info(_ok(await _get(host, call, timeout)))
+    learn_from_info(host, info)
+    return info
 
 
 def _ok(response: httpx.Response) -> httpx.Response:

@@ -79,6 +79,8 @@ class HostProtocol(ABC):
     """What its hosts serve, in words for an error: `every tool`, `embeddings only`."""
     default_auth: ClassVar[AuthScheme]
     """How the key is sent when the host's `auth` is not set: what servers of this type expect."""
+    versioned: ClassVar[bool] = False
+    """Speaks our versioned wire protocol (gpu_protocol.versions): requests are fitted to its version."""
 
     def __init__(self, config: HostConfig) -> None:
         self.config = config

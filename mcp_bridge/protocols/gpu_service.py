@@ -30,6 +30,7 @@ class GpuServiceProtocol(HostProtocol):
     tasks: ClassVar[frozenset[Task]] = frozenset({"embed", "bertscore", "rerank"})
     serves = "every tool"
     default_auth = "x-api-key"
+    versioned = True
 
     def health_call(self) -> HttpCall:
         return HttpCall("GET", routes.HEALTH)
