@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gpu_protocol import validation
 from gpu_protocol.limits import DEFAULT_LIMITS
 from mcp_bridge.protocols import HOST_TYPES
 
@@ -110,6 +111,10 @@ class ModelsConfig(_Config):
     bertscore: str | None = Field(default=None, description="BERTScore model when a call names none.")
 
 
+LIMIT_SETTINGS = ("limits.maxBatchSize", "limits.maxTextLength")
+"""The settings of the bridge's two text limits, named in its refusals."""
+
+
 class LimitsConfig(_Config):
     maxBatchSize: int = Field(default=20_000, ge=1, le=1_000_000, description="Texts (or pairs) per tool call.")
     maxTextLength: int = Field(
@@ -120,6 +125,16 @@ class LimitsConfig(_Config):
         description="Largest tool result, in MiB. MCP clients built on the TypeScript SDK (OpenClaw, Claude "
         "Desktop, the Inspector) close a stdio connection on any message over 10 MiB.",
     )
+
+    def check(self, field: str, texts: Sequence[str] | str) -> None:
+        """`texts` (a list, or one text such as a query) within these limits and non-blank: the wire's one
+        texts check (`gpu_protocol.validation`), for every entry point of the bridge (the MCP tools, `/v1`).
+        Raises `TextsRejected` naming the field, the index and the setting to change."""
+        if isinstance(texts, str):
+            validation.check_text(texts, field, max_text_chars=self.maxTextLength, setting=LIMIT_SETTINGS[1])
+        else:
+            validation.check_texts(texts, field, max_texts=self.maxBatchSize, max_text_chars=self.maxTextLength,
+                                   holder="this bridge", settings=LIMIT_SETTINGS)
 
 
 class BridgeConfig(_Config):

@@ -16,19 +16,17 @@ models of openai/tei hosts) and the pool's error types.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive
+from starlette.types import ASGIApp
 
-from gpu_protocol.codec import encode_float32_rows
+from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
 from mcp_bridge.client.results import EmbedResult, RerankOutcome
@@ -42,13 +40,14 @@ from mcp_bridge.http_api.requests import (
     json_object,
     rerank_request,
 )
+from mcp_bridge.http_api.responses import ModelResponse, embeddings_answer
 from mcp_bridge.pool.errors import PoolError
 
 log = logging.getLogger("mcp_bridge.openai")
 T = TypeVar("T")
 
 PREFIX = "/v1"
-Handler = Callable[[Request], Awaitable[JSONResponse]]
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Embedder(Protocol):
@@ -61,36 +60,14 @@ class Embedder(Protocol):
     async def info(self) -> list[InfoRow]: ...
 
 
-async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client goes away: the pool then tells the hosts to drop
-    the shards (POST /cancel), so an aborted embedding stops on the GPUs, not only here."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        # The body has been read, so the next message can only be the disconnect.
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        task.cancel()
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if task.cancelled() and watcher.done():  # the client left (not a shutdown of this handler)
-            raise ApiError(499, "the client closed the request; its work on the hosts was cancelled") from None
-        raise
-    finally:
-        watcher.cancel()
-
-
-def _as_row(vector: list[float], encoding: str) -> list[float] | str:
-    return encode_float32_rows(struct.pack(f"<{len(vector)}f", *vector)) if encoding == "base64" else vector
-
-
 async def _pooled(request: Request, work: Awaitable[T]) -> T:
-    """`work` cancelled if the client leaves; a pool failure as the status an OpenAI client acts on."""
+    """`work`, cancelled if the client leaves (the pool then tells the hosts to drop the shards, POST
+    /cancel, so an aborted embedding stops on the GPUs, not only here); a pool failure as the status an
+    OpenAI client acts on."""
     try:
         return await cancel_on_disconnect(request.receive, work)
+    except WorkCancelled:
+        raise ApiError(499, "the client closed the request; its work on the hosts was cancelled") from None
     except (PoolError, ValueError) as exc:
         raise pool_error(exc) from None
 
@@ -105,7 +82,7 @@ class V1:
     def answering(self, handler: Handler) -> Handler:
         """`handler`, with every failure answered in OpenAI's shape (secrets redacted, bugs logged)."""
 
-        async def endpoint(request: Request) -> JSONResponse:
+        async def endpoint(request: Request) -> Response:
             try:
                 if self.unavailable:
                     raise ApiError(503, self.unavailable, code="not_configured")
@@ -121,16 +98,13 @@ class V1:
 
         return endpoint
 
-    async def embeddings(self, request: Request) -> JSONResponse:
+    async def embeddings(self, request: Request) -> Response:
         asked, wire = embedding_request(await json_object(request, EMBED_EXAMPLE), self.config.limits)
         result = await _pooled(request, self.gpu.embed_request(wire))
         log.info("POST /v1/embeddings: %d texts%s, model %s, on %s in %.2fs", len(wire.texts),
                  f" ({asked.input_type})" if asked.input_type else "", result.model, ", ".join(result.hosts),
                  result.seconds)
-        data = [{"object": "embedding", "index": i, "embedding": _as_row(v, asked.encoding_format)}
-                for i, v in enumerate(result.embeddings)]
-        usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
-        return JSONResponse({"object": "list", "data": data, "model": result.model, "usage": usage})
+        return ModelResponse(embeddings_answer(result, asked.encoding_format))
 
     async def rerank(self, request: Request) -> JSONResponse:
         parsed = rerank_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)

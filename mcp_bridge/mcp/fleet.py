@@ -3,11 +3,12 @@
 No `from __future__ import annotations` here: the SDK reads the tools' signatures at registration,
 and their types are built from the bridge's limits."""
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult
-from pydantic import BaseModel, Field, WithJsonSchema, field_serializer
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
 from gpu_protocol.status import StatusResponse
 from mcp_bridge.client.views import FleetStatus, HealthRow, HostStatus, InfoRow
@@ -17,24 +18,24 @@ Rows = WithJsonSchema({"type": "array", "items": {"type": "object", "additionalP
 """The rows' schema stays open (one object per host): clients show them, they do not validate each field."""
 
 
+def _given_fields(rows: Sequence[BaseModel]) -> list[dict[str, object]]:
+    return [r.model_dump(mode="json", exclude_unset=True) for r in rows]
+
+
+GivenFields = PlainSerializer(_given_fields)
+"""Each row with the fields it was given only (a host that did not answer has no device, no models)."""
+
+
 class HealthOutput(BaseModel):
     healthy: int = Field(description="Hosts that serve (ok, or degraded: a default model missing, see problems).")
     total: int
-    hosts: Annotated[list[HealthRow], Rows] = Field(
+    hosts: Annotated[list[HealthRow], GivenFields, Rows] = Field(
         description="Per host: name, url, type, ok, status, device, problems, latency_ms, error.")
-
-    @field_serializer("hosts")
-    def _rows(self, rows: list[HealthRow]) -> list[dict[str, object]]:
-        return [r.model_dump(mode="json", exclude_unset=True) for r in rows]
 
 
 class InfoOutput(BaseModel):
-    hosts: Annotated[list[InfoRow], Rows] = Field(
+    hosts: Annotated[list[InfoRow], GivenFields, Rows] = Field(
         description="Per host: name, url, and its /info (device, VRAM, models) or error.")
-
-    @field_serializer("hosts")
-    def _rows(self, rows: list[InfoRow]) -> list[dict[str, object]]:
-        return [r.model_dump(mode="json", exclude_unset=True) for r in rows]
 
 
 class StatusOutput(BaseModel):
