@@ -87,6 +87,7 @@ def recording_server() -> Iterator[tuple[str, list[str]]]:
     thread.join(timeout=10)
 
 
+@pytest.mark.slow  # runs wrk
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
 def test_wrk_script_picks_bodies_from_the_file_and_counts_refusals(
         recording_server: tuple[str, list[str]], tmp_path: Path) -> None:
