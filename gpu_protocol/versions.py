@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from gpu_protocol import routes
 from gpu_protocol.bertscore import BertScoreIdfRequest, BertScoreRequest
 from gpu_protocol.embed import EmbedRequest, OpenAIEmbeddingRequest
-from gpu_protocol.rerank import RerankRequest, TEIRerankRequest
+from gpu_protocol.rerank import RerankRequest, RerankV2Request, TEIRerankRequest
 from gpu_protocol.similarity import SimilarityRequest
 
 PROTOCOL_VERSION = 2
@@ -47,6 +47,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     routes.BERTSCORE: BertScoreRequest,
     routes.BERTSCORE_IDF: BertScoreIdfRequest,
     routes.RERANK: RerankRequest,
+    routes.RERANK_V2: RerankV2Request,
     routes.TEI_RERANK: TEIRerankRequest,
 }
 """Each compute path's request model: the current version's fields, and their defaults."""

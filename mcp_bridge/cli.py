@@ -142,8 +142,9 @@ async def _check(config: BridgeConfig, source: str) -> int:
         for h in health:
             i = info[h.name]
             details = i.info
-            problem = h.error or i.error or "; ".join(h.problems)
-            ok = h.ok and not i.error
+            info_error = i.error if i.described else None  # openai/tei hosts have no /info: not a failure
+            problem = h.error or info_error or "; ".join(h.problems)
+            ok = h.ok and not info_error
             usable += ok
             if ok and h.problems:
                 degraded.append((h.name, h.problems))
@@ -160,6 +161,10 @@ async def _check(config: BridgeConfig, source: str) -> int:
             print(f"\n{name} is degraded (serves the models it has):")
             for problem in problems:
                 print(f"  - {problem}")
+        # openai hosts: which spelling of their paths answered (a base URL with or without /v1).
+        for h in health:
+            if h.paths:
+                print(f"\n{h.name} is called at {h.paths}")
         print(f"\n{usable}/{len(health)} host(s) usable" + (f", {len(degraded)} degraded" if degraded else ""))
         return 0 if usable else 1
 

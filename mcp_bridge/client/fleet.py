@@ -29,11 +29,12 @@ class Fleet:
             return HealthRow(
                 name=h.name, url=h.url, type=h.protocol.type, ok=verdict.serving, status=verdict.status,
                 device=verdict.device, problems=verdict.problems,
-                latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                latency_ms=round((time.perf_counter() - started) * 1000, 1), paths=h.protocol.paths(),
             )
 
         return [
-            result or HealthRow(name=h.name, url=h.url, type=h.protocol.type, ok=False, error=error)
+            result or HealthRow(name=h.name, url=h.url, type=h.protocol.type, ok=False, error=error,
+                                paths=h.protocol.paths())
             for h, result, error in await self.pool.each(probe, PROBE_TIMEOUT_S + 0.5)
         ]
 

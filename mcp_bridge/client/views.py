@@ -43,6 +43,8 @@ class HealthRow(BaseModel):
     problems: list[str] = []
     latency_ms: float | None = None
     error: str | None = None
+    paths: str | None = None
+    """Where an openai host is called and which health path chose that (None for other types)."""
 
 
 class InfoRow(BaseModel):

@@ -1,5 +1,5 @@
 """The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`) and Cohere's
-rerank API (`POST /v1/rerank`).
+rerank API (`POST /v1/rerank`, and v2's `POST /v2/rerank`, http_api/cohere.py).
 
 In HTTP mode the bridge serves these next to `/mcp`, behind the same bearer token, so any
 OpenAI client (OpenClaw's `openai-compatible` memory provider, LangChain, LlamaIndex, the
@@ -26,12 +26,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from gpu_protocol import routes
 from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
 from mcp_bridge.client.results import EmbedResult, RerankOutcome
 from mcp_bridge.client.views import InfoRow
 from mcp_bridge.config import BridgeConfig, redactor
+from mcp_bridge.http_api.cohere import v2_answer, wire_request
 from mcp_bridge.http_api.errors import ApiError, pool_error
 from mcp_bridge.http_api.requests import (
     EMBED_EXAMPLE,
@@ -39,6 +41,7 @@ from mcp_bridge.http_api.requests import (
     embedding_request,
     json_object,
     rerank_request,
+    rerank_v2_request,
 )
 from mcp_bridge.http_api.responses import ModelResponse, embeddings_answer
 from mcp_bridge.pool.errors import PoolError
@@ -47,6 +50,8 @@ log = logging.getLogger("mcp_bridge.openai")
 T = TypeVar("T")
 
 PREFIX = "/v1"
+PREFIXES = (PREFIX, "/v2")
+"""The paths this app serves start with one of these (the rest of the HTTP bridge is MCP's)."""
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -113,6 +118,14 @@ class V1:
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         return JSONResponse(outcome.response.model_dump(mode="json", exclude_none=True))
 
+    async def rerank_v2(self, request: Request) -> JSONResponse:
+        asked = rerank_v2_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
+        outcome = await _pooled(request, self.gpu.rerank(wire_request(asked)))
+        log.info("POST %s: %d documents, model %s, on %s in %.2fs", routes.RERANK_V2, len(asked.documents),
+                 outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
+        answer = v2_answer(asked, outcome, request.headers.get(routes.REQUEST_ID_HEADER))
+        return JSONResponse(answer.model_dump(mode="json", exclude_none=True))
+
     async def models(self, request: Request) -> JSONResponse:
         found, problems = await list_models(self.gpu, self.config)
         body: dict[str, Any] = {"object": "list", "data": found}
@@ -128,6 +141,7 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
         Route(f"{PREFIX}/embeddings", v1.answering(v1.embeddings), methods=["POST"]),
         Route(f"{PREFIX}/models", v1.answering(v1.models), methods=["GET"]),
         Route(f"{PREFIX}/rerank", v1.answering(v1.rerank), methods=["POST"]),
+        Route(routes.RERANK_V2, v1.answering(v1.rerank_v2), methods=["POST"]),
     ])
 
 

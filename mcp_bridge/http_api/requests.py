@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from gpu_protocol.embed import EmbedRequest, OpenAIEmbeddingRequest
-from gpu_protocol.rerank import RerankRequest
+from gpu_protocol.rerank import RerankRequest, RerankV2Request
 from gpu_protocol.validation import TextsRejected, error_location, validation_message
 from mcp_bridge.config import LimitsConfig
 from mcp_bridge.http_api.errors import ApiError
@@ -100,4 +100,11 @@ def rerank_request(body: dict[str, Any], limits: LimitsConfig) -> RerankRequest:
     """Cohere's rerank request within the bridge's limits, or an ApiError naming the field (and index)."""
     request = validated(RerankRequest, body)
     within_limits(limits, query=request.query, documents=request.texts())
+    return request
+
+
+def rerank_v2_request(body: dict[str, Any], limits: LimitsConfig) -> RerankV2Request:
+    """Cohere's v2 rerank request within the bridge's limits, or an ApiError naming the field (and index)."""
+    request = validated(RerankV2Request, body)
+    within_limits(limits, query=request.query, documents=request.documents)
     return request

@@ -102,6 +102,24 @@ class HostProtocol(ABC):
     @abstractmethod
     def health_call(self) -> HttpCall: ...
 
+    def health_calls(self) -> list[HttpCall]:
+        """Where a health check asks, in order: the next is asked only when one answers 404 (a server
+        that spells its paths another way, see openai.py)."""
+        return [self.health_call()]
+
+    def health_answered(self, call: HttpCall, response: httpx.Response) -> None:
+        """A health check's `call` got `response` (the last one asked): where the host's routes are."""
+        return None
+
+    @property
+    def paths_unknown(self) -> bool:
+        """Whether the host's paths are still to be found by a health check (probed as it joins the pool)."""
+        return False
+
+    def paths(self) -> str | None:
+        """The paths the host is called at and how they were chosen, where that can vary (--check shows it)."""
+        return None
+
     def judge_health(self, response: httpx.Response) -> HealthVerdict:
         """A 200 serves if `_serves` agrees; a JSON body's status, device and problems are read."""
         body: Any = None
