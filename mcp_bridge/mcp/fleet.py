@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, WithJsonSchema, field_serializer
 from gpu_protocol.status import StatusResponse
 from mcp_bridge.client.views import FleetStatus, HealthRow, HostStatus, InfoRow
 from mcp_bridge.mcp.tools import READ_ONLY, Tools, result
+from mcp_bridge.pool.views import models_in_words
 
 Rows = WithJsonSchema({"type": "array", "items": {"type": "object", "additionalProperties": True}})
 """The rows' schema stays open (one object per host): clients show them, they do not validate each field."""
@@ -72,6 +73,8 @@ def info_summary(rows: list[InfoRow]) -> str:
             lines.append(f"- {r.name}: {info.device} ({info.device_name}{vram}); loaded: {loaded}")
         else:
             lines.append(f"- {r.name}: unavailable - {r.error}")
+        if r.models:
+            lines.append(f"  serves {models_in_words(r.models)}")
     return "\n".join(lines)
 
 
