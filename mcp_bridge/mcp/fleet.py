@@ -31,7 +31,8 @@ class HealthOutput(BaseModel):
 
 class InfoOutput(BaseModel):
     hosts: Annotated[list[InfoRow], Rows] = Field(
-        description="Per host: name, url, and its /info (device, VRAM, models) or error.")
+        description="Per host: name, url, its /info (device, VRAM, models) or error, and `models`: per task the "
+        "default, loaded, allowed and failed models (a call naming a model goes only to hosts that serve it).")
 
     @field_serializer("hosts")
     def _rows(self, rows: list[InfoRow]) -> list[dict[str, object]]:
@@ -44,6 +45,7 @@ class StatusOutput(BaseModel):
     panics: int
     hosts: Annotated[list[HostStatus], Rows] = Field(
         description="Per host: state, in_flight, ewma_latency_ms, consecutive_failures, last_error, served, "
+        "`models` (per task: default, loaded, allowed, failed), "
         "and the host's own /status (queue depth, active jobs with progress, loaded models)."
     )
 
