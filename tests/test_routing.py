@@ -123,6 +123,13 @@ async def test_a_host_that_fails_to_load_a_model_is_not_held_against_it() -> Non
     assert b.record.ejections == 0 and b.record.consecutive_failures == 0 and b.state(pool.clock()) == "healthy"
     assert b.record.last_error is not None and "500" in b.record.last_error
 
+    pool = make_pool({"a": status(500), "b": status(500)}, loadBalancing="round-robin")
+    describe(pool, "a", embed=models(allowed=(BUNDLED, SECOND)))
+    describe(pool, "b", embed=models(allowed=(BUNDLED, SECOND)))
+    with pytest.raises(NoHostAvailable, match="no host that serves embed with this model could load it: a: HTTP 500"):
+        await call(pool, SECOND)
+    assert pool.seen == {"a": 1, "b": 1}, "each tried once, the call ends when none is left"
+
 
 @pytest.mark.anyio
 async def test_a_500_for_a_loaded_model_still_counts() -> None:

@@ -1,8 +1,8 @@
 """The host pool: pick a host, send, and on failure try a different one within one deadline.
 
 Picking (only among hosts whose protocol serves the task and that serve the model the call names,
-warm ones first: `routing.py`) is done by a balancing strategy (`balancing.py`). If no host is usable (all ejected, unhealthy or cooling down) the pool
-panics: it tries them anyway rather than fail without trying.
+warm ones first: `routing.py`) is done by a balancing strategy (`balancing.py`). If no host is usable
+(all ejected, unhealthy or cooling down) the pool panics: it tries them anyway rather than fail without trying.
 
 Outcomes:
 - connect errors, timeouts, 5xx and malformed answers (`BadResponse` from the protocol's
@@ -228,7 +228,8 @@ class HostPool:
             self._raise_if_busy(state)
             raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
         state.out.raise_if_all(state.able, state.task, state.errors)
-        host = self.host(state.pin) if state.pin else self.pick(state.task, exclude=state.tried | state.out.names, model=state.need.model)
+        out = state.tried | state.out.names
+        host = self.host(state.pin) if state.pin else self.pick(state.task, exclude=out, model=state.need.model)
         if host is not None and not state.out.fit(host, call, state.calls, state.errors):
             return None
         if host is None:
@@ -292,7 +293,7 @@ class HostPool:
         if failure.status == 500 and tier(host, state.need) == "allowed":
             # It had to load the model and could not: that model's problem there, not the host's.
             failure = Failure(failure.message, counts=False, model_only=True)
-            state.out.add(host, failure.message)
+            state.out.add_model_failure(host, failure.message)
         state.failed(host, failure)
         self._account(host, failure)
 
