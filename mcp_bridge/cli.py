@@ -126,6 +126,7 @@ def exit_when_stdin_closes(stop: Callable[[], None]) -> None:
 
 async def _check(config: BridgeConfig, source: str) -> int:
     from mcp_bridge.bridge import Bridge
+    from mcp_bridge.pool.views import models_in_words
 
     print(f"configuration: {source}")
     async with Bridge(config) as bridge:
@@ -161,6 +162,10 @@ async def _check(config: BridgeConfig, source: str) -> int:
             print(f"\n{name} is degraded (serves the models it has):")
             for problem in problems:
                 print(f"  - {problem}")
+        # What each host serves per task: a call naming a model goes only to hosts that serve it.
+        print("\nmodels per host (calls naming a model go to hosts that have it loaded, then to those allowed to load it):")
+        for name, row in info.items():
+            print(f"  {name}: {models_in_words(row.models)}")
         # openai hosts: which spelling of their paths answered (a base URL with or without /v1).
         for h in health:
             if h.paths:

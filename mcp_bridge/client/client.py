@@ -80,7 +80,7 @@ class GpuClient:
             sub = request.model_copy(update={"texts": list(shard), "model": model})
             block, chosen = await self.pool.request(
                 "embed", lambda h: h.protocol.embed_call(sub), lambda h, r: h.protocol.parse_embed(r, sub),
-                deadline=deadline, pin=host,
+                deadline=deadline, pin=host, model=model,
             )
             return block.computed_on(chosen.name)
 
@@ -112,7 +112,7 @@ class GpuClient:
         async def ask(sub: SimilarityRequest) -> SimilarityResponse:
             answer, chosen = await self.pool.request(
                 "embed", lambda h: h.protocol.similarity_call(sub), lambda h, r: h.protocol.parse_similarity(r, sub),
-                deadline=deadline, pin=host,
+                deadline=deadline, pin=host, model=sub.model,
             )
             used.add(chosen.name)
             answers.append(answer)
@@ -158,7 +158,7 @@ class GpuClient:
             sub = request.model_copy(update={"documents": request.documents[lo:hi]})
             answer, chosen = await self.pool.request(
                 "rerank", lambda h: h.protocol.rerank_call(sub), lambda h, r: h.protocol.parse_rerank(r, sub),
-                deadline=deadline, pin=host,
+                deadline=deadline, pin=host, model=sub.model,
             )
             used.add(chosen.name)
             answers.append((lo, answer))
@@ -189,7 +189,7 @@ class GpuClient:
             sub = request.model_copy(update={"candidates": [c for c, _ in shard], "references": [r for _, r in shard]})
             answer, chosen = await self.pool.request(
                 "bertscore", lambda h: h.protocol.bertscore_call(sub), lambda h, r: h.protocol.parse_bertscore(r, sub),
-                deadline=deadline,
+                deadline=deadline, model=sub.model_type,
             )
             used.add(chosen.name)
             answers.append(answer)
@@ -219,7 +219,7 @@ class GpuClient:
             )
             counted, _ = await self.pool.request(
                 "bertscore", lambda h: h.protocol.bertscore_idf_call(sub),
-                lambda h, r: h.protocol.parse_bertscore_idf(r, sub), deadline=deadline,
+                lambda h, r: h.protocol.parse_bertscore_idf(r, sub), deadline=deadline, model=sub.model_type,
             )
             return [counted]
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 from gpu_protocol.status import StatusResponse
 from mcp_bridge.client.views import FleetStatus, HealthRow, HostStatus, InfoRow
 from mcp_bridge.mcp.tools import READ_ONLY, Tools, result
+from mcp_bridge.pool.views import models_in_words
 
 Rows = WithJsonSchema({"type": "array", "items": {"type": "object", "additionalProperties": True}})
 """The rows' schema stays open (one object per host): clients show them, they do not validate each field."""
@@ -35,7 +36,8 @@ class HealthOutput(BaseModel):
 
 class InfoOutput(BaseModel):
     hosts: Annotated[list[InfoRow], GivenFields, Rows] = Field(
-        description="Per host: name, url, and its /info (device, VRAM, models) or error.")
+        description="Per host: name, url, its /info (device, VRAM, models) or error, and `models`: per task the "
+        "default, loaded, allowed and failed models (a call naming a model goes only to hosts that serve it).")
 
 
 class StatusOutput(BaseModel):
@@ -44,6 +46,7 @@ class StatusOutput(BaseModel):
     panics: int
     hosts: Annotated[list[HostStatus], Rows] = Field(
         description="Per host: state, in_flight, ewma_latency_ms, consecutive_failures, last_error, served, "
+        "`models` (per task: default, loaded, allowed, failed), "
         "and the host's own /status (queue depth, active jobs with progress, loaded models)."
     )
 
@@ -73,6 +76,8 @@ def info_summary(rows: list[InfoRow]) -> str:
             lines.append(f"- {r.name}: {info.device} ({info.device_name}{vram}); loaded: {loaded}")
         else:
             lines.append(f"- {r.name}: unavailable - {r.error}")
+        if r.models:
+            lines.append(f"  serves {models_in_words(r.models)}")
     return "\n".join(lines)
 
 
