@@ -41,6 +41,8 @@ class Result:
     rates: list[float]
     """Audio seconds per wall second, one per round."""
     wer: float
+    cpu_rates: list[float]
+    """Audio seconds per CPU second of the side, one per round."""
 
     @property
     def best(self) -> float:
@@ -54,14 +56,16 @@ def corpus_wer(notes: list[Note], texts: list[str]) -> float:
 
 def measure(sides: list[Side], notes: list[Note], clients: int, runs: int) -> list[Result]:
     audio = sum(n.seconds for n in notes)
-    results = [Result(s.name, s.settings, [], 0.0) for s in sides]
+    results = [Result(s.name, s.settings, [], 0.0, []) for s in sides]
     for round_ in range(runs):
         for side, result in zip(sides, results, strict=True):
             outcome = side.run(notes, clients)
             result.rates.append(audio / outcome.seconds)
+            result.cpu_rates.append(audio / max(outcome.cpu_s, 1e-9))
             result.wer = corpus_wer(notes, outcome.texts)
             print(f"  round {round_ + 1}, {side.name}: {outcome.seconds:.1f} s for {audio:.0f} s of audio "
-                  f"({result.rates[-1]:.1f} x real time), WER {result.wer:.3f}", flush=True)
+                  f"({result.rates[-1]:.1f} x real time), {outcome.cpu_s:.1f} CPU s, WER {result.wer:.3f}",
+                  flush=True)
     return results
 
 
@@ -69,13 +73,17 @@ def rows(results: list[Result]) -> list[list[object]]:
     ours_result = next((r for r in results if r.side.startswith("ours")), None)
     out: list[list[object]] = []
     for r in results:
-        ratio = "-" if ours_result is None or r is ours_result else f"**{ours_result.best / r.best:.2f}**"
-        out.append([r.side, " / ".join(f"{x:.1f}" for x in r.rates), f"{r.best:.1f}", f"{r.wer:.3f}", ratio,
-                    r.settings])
+        ratio = cpu_ratio = "-"
+        if ours_result is not None and r is not ours_result:
+            ratio = f"**{ours_result.best / r.best:.2f}**"
+            cpu_ratio = f"{max(ours_result.cpu_rates) / max(r.cpu_rates):.2f}"
+        out.append([r.side, " / ".join(f"{x:.1f}" for x in r.rates), f"{r.best:.1f}", ratio,
+                    f"{max(r.cpu_rates):.2f}", cpu_ratio, f"{r.wer:.3f}", r.settings])
     return out
 
 
-HEADER = ["side", "audio s per s (each round)", "best", "WER", "ours / side", "decoding settings"]
+HEADER = ["side", "audio s per wall s (each round)", "best", "ours / side", "audio s per CPU s", "ours / side (CPU)",
+          "WER", "decoding settings"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -50,6 +50,15 @@ BEAM_SIZE = 5
 class Outcome:
     seconds: float
     texts: list[str]
+    cpu_s: float = 0.0
+    """CPU seconds the side used (its process and its finished children): robust to a busy machine,
+    where wall time mostly says how much of the CPU the other tenants left over."""
+
+
+def process_cpu_s(pid: int) -> float:
+    """user + system time of `pid` and its reaped children (the decoder subprocesses), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -110,7 +119,16 @@ def _server_side(name: str, settings: str, server: ServerProcess, warm: Note) ->
     server.start()
     url = server.url + "/v1/audio/transcriptions"
     _drive(url, [warm], 1)  # loads the model where that is lazy, warms the connection
-    return Side(name, settings, lambda notes, clients: _drive(url, notes, clients), server.stop)
+    assert server.process is not None
+    pid = server.process.pid
+
+    def run(notes: list[Note], clients: int) -> Outcome:
+        before = process_cpu_s(pid)
+        outcome = _drive(url, notes, clients)
+        outcome.cpu_s = process_cpu_s(pid) - before
+        return outcome
+
+    return Side(name, settings, run, server.stop)
 
 
 def ours(warm: Note, env: dict[str, str]) -> Side:
@@ -133,12 +151,12 @@ def fws(warm: Note) -> Side:
 
 def sequential(model) -> Side:  # type: ignore[no-untyped-def]
     def run(notes: list[Note], _clients: int) -> Outcome:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         texts = []
         for note in notes:
             segments, _info = model.transcribe(str(note.path), beam_size=BEAM_SIZE, language="en")
             texts.append(" ".join(s.text.strip() for s in segments))
-        return Outcome(time.perf_counter() - start, texts)
+        return Outcome(time.perf_counter() - start, texts, time.process_time() - cpu)
 
     settings = f"{precision()}, beam {BEAM_SIZE}, temperature fallback, no VAD (its defaults)"
     return Side("in-process WhisperModel.transcribe", settings, run)
@@ -151,13 +169,13 @@ def batched(model) -> Side:  # type: ignore[no-untyped-def]
     pipeline = BatchedInferencePipeline(model)
 
     def run(notes: list[Note], _clients: int) -> Outcome:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         texts = []
         for note in notes:
             segments, _info = pipeline.transcribe(str(note.path), batch_size=batch_size, beam_size=BEAM_SIZE,
                                                   language="en")
             texts.append(" ".join(s.text.strip() for s in segments))
-        return Outcome(time.perf_counter() - start, texts)
+        return Outcome(time.perf_counter() - start, texts, time.process_time() - cpu)
 
     settings = (f"{precision()}, beam {BEAM_SIZE}, temperature 0, Silero VAD, batch_size "
                 f"{batch_size} (one file's chunks per batch)")
