@@ -10,6 +10,8 @@ compared with a tolerance: batches differ). Afterwards every host speaks protoco
 
 The test holds its load while the hosts go down and come back (the calls go on until the upgrade is
 done, and to at least 600), so what it measures is what an operator's upgrade looks like to callers.
+Its time is mostly the six model loads (three 0.3.0 hosts, three replacements), so it grows with the
+machine's load (the deadlines allow minutes per load; nothing here is timed).
 """
 
 from __future__ import annotations
