@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from gpu_protocol.status import InfoResponse
+from gpu_protocol.versions import RELEASES
 from mcp_bridge import __version__
 from mcp_bridge.config import BridgeConfig, ConfigError, load_config
 
@@ -124,6 +126,14 @@ def exit_when_stdin_closes(stop: Callable[[], None]) -> None:
     threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
+def protocol_of(info: InfoResponse | None) -> str:
+    """A host's wire protocol version for --check, with the release that brought it in (docs/compatibility.md)."""
+    if info is None:
+        return "-"
+    version = info.protocol_version
+    return f"{version} ({RELEASES[version]})" if version in RELEASES else str(version)
+
+
 async def _check(config: BridgeConfig, source: str) -> int:
     from mcp_bridge.bridge import Bridge
     from mcp_bridge.pool.views import models_in_words
@@ -137,7 +147,7 @@ async def _check(config: BridgeConfig, source: str) -> int:
         health = await bridge.gpu.health()
         info = {r.name: r for r in await bridge.gpu.info()}
         print(f"strategy: {bridge.config.loadBalancing}; probed in {time.perf_counter() - started:.2f}s\n")
-        rows = [("HOST", "URL", "HEALTH", "DEVICE", "MODELS", "LATENCY", "PROBLEM")]
+        rows = [("HOST", "URL", "HEALTH", "PROTOCOL", "DEVICE", "MODELS", "LATENCY", "PROBLEM")]
         usable = 0
         degraded: list[tuple[str, list[str]]] = []
         for h in health:
@@ -153,7 +163,7 @@ async def _check(config: BridgeConfig, source: str) -> int:
             device = (f"{details.device} {details.device_name}" if details else h.device or "-").strip()
             latency = f"{h.latency_ms} ms" if h.latency_ms is not None else "-"
             health_word = ("degraded" if h.problems else "ok") if ok else "FAIL"
-            rows.append((h.name, h.url, health_word, device, models, latency, problem[:80]))
+            rows.append((h.name, h.url, health_word, protocol_of(details), device, models, latency, problem[:80]))
         widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
         for r in rows:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
