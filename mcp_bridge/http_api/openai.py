@@ -1,5 +1,6 @@
-"""The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`) and Cohere's
-rerank API (`POST /v1/rerank`).
+"""The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`), Cohere's
+rerank API (`POST /v1/rerank`) and OpenAI's speech to text (`POST /v1/audio/transcriptions` and
+`/translations`, read and rendered in `mcp_bridge.http_api.audio`).
 
 In HTTP mode the bridge serves these next to `/mcp`, behind the same bearer token, so any
 OpenAI client (OpenClaw's `openai-compatible` memory provider, LangChain, LlamaIndex, the
@@ -24,16 +25,19 @@ from typing import Any, Protocol, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive
 
 from gpu_protocol.codec import encode_float32_rows
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
-from mcp_bridge.client.results import EmbedResult, RerankOutcome
+from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
+from mcp_bridge.client.audio_decode import AudioUnreadable
+from mcp_bridge.client.results import EmbedResult, RerankOutcome, TranscribeOutcome
 from mcp_bridge.client.views import InfoRow
 from mcp_bridge.config import BridgeConfig, redactor
+from mcp_bridge.http_api.audio import audio_request, render
 from mcp_bridge.http_api.errors import ApiError, pool_error
 from mcp_bridge.http_api.requests import (
     EMBED_EXAMPLE,
@@ -43,12 +47,13 @@ from mcp_bridge.http_api.requests import (
     rerank_request,
 )
 from mcp_bridge.pool.errors import PoolError
+from mcp_bridge.protocols.speech import AudioRequest, SpeechTask
 
 log = logging.getLogger("mcp_bridge.openai")
 T = TypeVar("T")
 
 PREFIX = "/v1"
-Handler = Callable[[Request], Awaitable[JSONResponse]]
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Embedder(Protocol):
@@ -59,6 +64,8 @@ class Embedder(Protocol):
     async def rerank(self, request: RerankRequest) -> RerankOutcome: ...
 
     async def info(self) -> list[InfoRow]: ...
+
+    async def transcribe(self, request: AudioRequest) -> TranscribeOutcome: ...
 
 
 async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
@@ -105,7 +112,7 @@ class V1:
     def answering(self, handler: Handler) -> Handler:
         """`handler`, with every failure answered in OpenAI's shape (secrets redacted, bugs logged)."""
 
-        async def endpoint(request: Request) -> JSONResponse:
+        async def endpoint(request: Request) -> Response:
             try:
                 if self.unavailable:
                     raise ApiError(503, self.unavailable, code="not_configured")
@@ -139,6 +146,27 @@ class V1:
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         return JSONResponse(outcome.response.model_dump(mode="json", exclude_none=True))
 
+    async def speech(self, request: Request, task: SpeechTask) -> Response:
+        wire = await audio_request(request, self.config.audio, task)
+
+        async def transcribed() -> TranscribeOutcome:
+            try:
+                return await self.gpu.transcribe(wire)
+            except AudioUnreadable as exc:  # the bridge could not split it: the caller's file, not the pool
+                raise ApiError(422, f"file: {exc}", param="file") from None
+
+        outcome = await _pooled(request, transcribed())
+        log.info("POST %s: %d bytes, %.1fs of audio in %d part(s), model %s, on %s in %.2fs", request.url.path,
+                 len(wire.audio), outcome.transcription.duration, outcome.parts, outcome.transcription.model,
+                 ", ".join(outcome.hosts), outcome.seconds)
+        return render(outcome.transcription, wire.options)
+
+    async def transcriptions(self, request: Request) -> Response:
+        return await self.speech(request, "transcribe")
+
+    async def translations(self, request: Request) -> Response:
+        return await self.speech(request, "translate")
+
     async def models(self, request: Request) -> JSONResponse:
         found, problems = await list_models(self.gpu, self.config)
         body: dict[str, Any] = {"object": "list", "data": found}
@@ -154,6 +182,8 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
         Route(f"{PREFIX}/embeddings", v1.answering(v1.embeddings), methods=["POST"]),
         Route(f"{PREFIX}/models", v1.answering(v1.models), methods=["GET"]),
         Route(f"{PREFIX}/rerank", v1.answering(v1.rerank), methods=["POST"]),
+        Route(TRANSCRIPTIONS, v1.answering(v1.transcriptions), methods=["POST"]),
+        Route(TRANSLATIONS, v1.answering(v1.translations), methods=["POST"]),
     ])
 
 

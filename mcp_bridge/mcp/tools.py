@@ -57,6 +57,7 @@ class Tools:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
         self.limits = bridge.config.limits
+        self.limits_audio = bridge.config.audio
         self.redact = redactor(bridge.config)
         self.text_limit = Field(max_length=self.limits.maxTextLength)
         """Each text: `Annotated[list[Annotated[str, text_limit]], batch_limit]` (blank texts are refused

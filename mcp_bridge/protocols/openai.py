@@ -1,20 +1,23 @@
 """OpenAI-compatible hosts (`openai`): `POST /v1/embeddings` (Infinity, vLLM, and our own service speak it),
 liveness from `GET /v1/models`; similarity is computed in the bridge. Configured `rerank: true`, also
-Cohere's `POST /v1/rerank` (Infinity, vLLM, Jina serve it)."""
+Cohere's `POST /v1/rerank` (Infinity, vLLM, Jina serve it); configured `transcribe: true`, also OpenAI's
+multipart `POST /v1/audio/transcriptions` and `/translations` (speaches, vLLM's Whisper endpoint)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gpu_protocol import routes
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse, RerankResult, RerankUsage
+from gpu_protocol.transcribe import TranscriptionSegment, TranscriptionWord, VerboseTranscription
 from mcp_bridge.protocols.answers import check_rerank, read_model
 from mcp_bridge.protocols.base import HttpCall
 from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
+from mcp_bridge.protocols.speech import AudioRequest, check_transcription
 from mcp_bridge.protocols.vectors import VectorBlock
 
 
@@ -48,6 +51,14 @@ class _Ranking(BaseModel):
     usage: _RerankUsage | None = None
 
 
+class _Verbose(BaseModel):  # lenient: speech servers leave out what OpenAI's verbose_json has and add their own
+    text: str
+    language: str | None = None
+    duration: float | None = None
+    segments: list[TranscriptionSegment] = Field(default_factory=list)
+    words: list[TranscriptionWord] | None = None
+
+
 class OpenAIProtocol(EmbeddingsOnly):
     type = "openai"
 
@@ -77,3 +88,23 @@ class OpenAIProtocol(EmbeddingsOnly):
         model = answer.model or self.config.model or request.model or "default"
         return check_rerank(RerankResponse(results=results, model=model, usage=RerankUsage(total_tokens=tokens),
                                            truncated=0), request)
+
+    def transcribe_call(self, request: AudioRequest) -> HttpCall:
+        o = request.options
+        fields: dict[str, str | list[str]] = {
+            "model": self.config.model or o.model or "whisper-1", "response_format": "verbose_json",
+            "temperature": str(o.temperature), "timestamp_granularities[]": list(o.timestamp_granularities),
+        }
+        fields.update({name: value for name, value in (("language", o.language), ("prompt", o.prompt)) if value})
+        return HttpCall("POST", request.path, files={"file": (request.filename, request.audio)}, data=fields)
+
+    def parse_transcription(self, response: httpx.Response, request: AudioRequest) -> VerboseTranscription:
+        answer = read_model(response, _Verbose)
+        ends = [s.end for s in answer.segments]
+        duration = answer.duration if answer.duration is not None else (request.seconds or max(ends, default=0.0))
+        language = answer.language or request.options.language or ""
+        verbose = VerboseTranscription(
+            task=request.task, language=language, duration=duration, text=answer.text,
+            model=self.config.model or request.options.model, segments=answer.segments, words=answer.words,
+        )
+        return check_transcription(verbose, request)
