@@ -21,16 +21,16 @@ import httpx
 import numpy as np
 import pytest
 from mcp import Client
-from mcp_bridge.bridge import Bridge
-from mcp_bridge.mcp.server import build_server
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bench.tiny_reranker import build_tiny_reranker
 from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.versions import PROTOCOL_VERSION
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.embedded import free_port
+from mcp_bridge.mcp.server import build_server
 from mcp_bridge.protocols.gpu_service import GpuServiceProtocol
 from tests.compat import OldRelease, old_release
 from tests.conftest import FakeHost, ServiceProcess

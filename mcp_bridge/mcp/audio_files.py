@@ -33,6 +33,27 @@ def _opened_path(fd: int) -> Path | None:
         return None
 
 
+def _check_opened(fd: int, path: str, roots: list[Path], refused: ToolError, max_bytes: int) -> None:
+    """What was opened is a regular file inside the allowed directories, within the size limit."""
+    opened = _opened_path(fd)
+    if opened is not None and not _inside(opened, roots):
+        raise refused
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise ToolError(f"path: {path!r} is not a regular file")
+    if info.st_size > max_bytes:
+        raise ToolError(f"path: the file is {info.st_size} bytes, over this bridge's limit of {max_bytes} "
+                        "bytes (audio.maxMB); split or compress the recording")
+
+
+def _read(fd: int, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit and (chunk := os.read(fd, min(1 << 20, limit - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def read_audio_file(path: str, allowed_dirs: list[str], max_bytes: int) -> bytes:
     """The bytes of `path`, or a ToolError naming `path` and what to do."""
     if not allowed_dirs:
@@ -52,17 +73,11 @@ def read_audio_file(path: str, allowed_dirs: list[str], max_bytes: int) -> bytes
         raise ToolError(f"path: {path!r} does not exist") from None
     except OSError as exc:
         raise ToolError(f"path: {path!r} cannot be read ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as file:
-        opened = _opened_path(fd)
-        if opened is not None and not _inside(opened, roots):
-            raise refused
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ToolError(f"path: {path!r} is not a regular file")
-        if info.st_size > max_bytes:
-            raise ToolError(f"path: the file is {info.st_size} bytes, over this bridge's limit of {max_bytes} "
-                            "bytes (audio.maxMB); split or compress the recording")
-        data = file.read(max_bytes + 1)
+    try:
+        _check_opened(fd, path, roots, refused, max_bytes)
+        data = _read(fd, max_bytes + 1)
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise ToolError(f"path: the file is over this bridge's limit of {max_bytes} bytes (audio.maxMB)")
     if not data:
