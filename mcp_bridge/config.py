@@ -65,6 +65,11 @@ class HostConfig(_Config):
         description="An openai or tei host that also serves a reranker (Cohere-style /v1/rerank: Infinity, vLLM, "
         "Jina; TEI's /rerank): use it for gpu_rerank. gpu-service hosts always rerank.",
     )
+    transcribe: bool = Field(
+        default=False,
+        description="An openai host that also serves OpenAI's /v1/audio/transcriptions (speaches, vLLM's Whisper "
+        "endpoint): use it for gpu_transcribe. gpu-service hosts always transcribe; tei hosts never do.",
+    )
     weight: float = Field(default=1.0, gt=0, le=1000, description="Relative capacity for balancing.")
     maxConcurrent: int | None = Field(default=None, ge=1, le=10_000, description="Requests in flight at most.")
     timeout: float | None = Field(default=None, gt=0, le=3600, description="Per-request timeout in seconds.")
@@ -87,6 +92,13 @@ class HostConfig(_Config):
         if value not in HOST_TYPES:
             raise ValueError(f"unknown host type {value!r}; one of: {', '.join(HOST_TYPES)}")
         return value
+
+    @model_validator(mode="after")
+    def _transcribes(self) -> HostConfig:
+        if self.transcribe and self.type == "tei":
+            raise ValueError("transcribe: true is for openai hosts (an OpenAI-compatible speech server); "
+                             "text-embeddings-inference does not transcribe")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -137,6 +149,21 @@ class LimitsConfig(_Config):
                                    holder="this bridge", settings=LIMIT_SETTINGS)
 
 
+class AudioConfig(_Config):
+    allowedDirs: list[str] = Field(
+        default_factory=list,
+        description="Directories gpu_transcribe may read audio files from (its `path` argument), with their "
+        "subdirectories; symlinks and .. that lead out of them are refused. Empty: no file is read (send "
+        "audio_base64 instead).",
+    )
+    maxMB: float = Field(default=25.0, gt=0, le=1024, description="Largest audio file, in MiB (OpenAI's limit: 25).")
+    splitAboveSeconds: float = Field(
+        default=180.0, ge=0, le=86_400,
+        description="Recordings longer than this are cut at silences and the parts transcribed on several hosts "
+        "at once (needs the bridge's `speech` extra, PyAV); shorter ones go to one host whole. 0: never split.",
+    )
+
+
 class BridgeConfig(_Config):
     hosts: list[HostConfig] = Field(default_factory=list)
     serviceUrl: str | None = Field(default=None, description="v0.1: a single host's URL.")
@@ -161,6 +188,7 @@ class BridgeConfig(_Config):
     )
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> BridgeConfig:

@@ -24,13 +24,21 @@ from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
 from mcp_bridge.client.fleet import Fleet
 from mcp_bridge.client.reranking import merge
-from mcp_bridge.client.results import EmbedResult, RerankOutcome, ScoreResult, SimilarityResult
+from mcp_bridge.client.results import (
+    EmbedResult,
+    RerankOutcome,
+    ScoreResult,
+    SimilarityResult,
+    TranscribeOutcome,
+)
 from mcp_bridge.client.sharding import Progress, run_sharded, split
+from mcp_bridge.client.transcription import Transcriber
 from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import Task
+from mcp_bridge.protocols.speech import AudioRequest
 from mcp_bridge.protocols.vectors import VectorBlock, join
 
 
@@ -39,6 +47,7 @@ class GpuClient:
         self.config = config
         self.pool = pool
         self.fleet = Fleet(pool)
+        self.transcriber = Transcriber(config, pool)
 
     def deadline(self) -> float:
         return self.pool.clock() + self.config.timeout
@@ -226,6 +235,15 @@ class GpuClient:
         chunks = split(sentences, self.config.shardSize)
         parts = await run_sharded(chunks, 1, count, parallel=self._parallel("bertscore"))
         return IdfCounts.merge(counted for part in parts for counted in part)
+
+    # ------------------------------------------------------------------ speech to text
+
+    async def transcribe(
+        self, request: AudioRequest, *, host: str | None = None, progress: Progress | None = None
+    ) -> TranscribeOutcome:
+        """`request`'s audio as text with timed segments; a long recording is cut at silences and its
+        parts transcribed on several hosts at once (`mcp_bridge.client.transcription`)."""
+        return await self.transcriber.transcribe(request, deadline=self.deadline(), host=host, progress=progress)
 
     # ------------------------------------------------------------------ fleet views
 

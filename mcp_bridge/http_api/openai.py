@@ -1,5 +1,6 @@
-"""The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`) and Cohere's
-rerank API (`POST /v1/rerank`, and v2's `POST /v2/rerank`, http_api/cohere.py).
+"""The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`), Cohere's
+rerank API (`POST /v1/rerank`, and v2's `POST /v2/rerank`, http_api/cohere.py) and OpenAI's speech to
+text (`POST /v1/audio/transcriptions` and `/translations`, read and rendered in http_api/audio.py).
 
 In HTTP mode the bridge serves these next to `/mcp`, behind the same bearer token, so any
 OpenAI client (OpenClaw's `openai-compatible` memory provider, LangChain, LlamaIndex, the
@@ -30,9 +31,12 @@ from gpu_protocol import routes
 from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
-from mcp_bridge.client.results import EmbedResult, RerankOutcome
+from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
+from mcp_bridge.client.audio_decode import AudioUnreadable
+from mcp_bridge.client.results import EmbedResult, RerankOutcome, TranscribeOutcome
 from mcp_bridge.client.views import InfoRow
 from mcp_bridge.config import BridgeConfig, redactor
+from mcp_bridge.http_api.audio import audio_request, render
 from mcp_bridge.http_api.cohere import v2_answer, wire_request
 from mcp_bridge.http_api.errors import ApiError, pool_error
 from mcp_bridge.http_api.requests import (
@@ -45,6 +49,7 @@ from mcp_bridge.http_api.requests import (
 )
 from mcp_bridge.http_api.responses import ModelResponse, embeddings_answer
 from mcp_bridge.pool.errors import PoolError
+from mcp_bridge.protocols.speech import AudioRequest, SpeechTask
 
 log = logging.getLogger("mcp_bridge.openai")
 T = TypeVar("T")
@@ -63,6 +68,8 @@ class Embedder(Protocol):
     async def rerank(self, request: RerankRequest) -> RerankOutcome: ...
 
     async def info(self) -> list[InfoRow]: ...
+
+    async def transcribe(self, request: AudioRequest) -> TranscribeOutcome: ...
 
 
 async def _pooled(request: Request, work: Awaitable[T]) -> T:
@@ -126,6 +133,27 @@ class V1:
         answer = v2_answer(asked, outcome, request.headers.get(routes.REQUEST_ID_HEADER))
         return JSONResponse(answer.model_dump(mode="json", exclude_none=True))
 
+    async def speech(self, request: Request, task: SpeechTask) -> Response:
+        wire = await audio_request(request, self.config.audio, task)
+
+        async def transcribed() -> TranscribeOutcome:
+            try:
+                return await self.gpu.transcribe(wire)
+            except AudioUnreadable as exc:  # the bridge could not split it: the caller's file, not the pool
+                raise ApiError(422, f"file: {exc}", param="file") from None
+
+        outcome = await _pooled(request, transcribed())
+        log.info("POST %s: %d bytes, %.1fs of audio in %d part(s), model %s, on %s in %.2fs", request.url.path,
+                 len(wire.audio), outcome.transcription.duration, outcome.parts, outcome.transcription.model,
+                 ", ".join(outcome.hosts), outcome.seconds)
+        return render(outcome.transcription, wire.options)
+
+    async def transcriptions(self, request: Request) -> Response:
+        return await self.speech(request, "transcribe")
+
+    async def translations(self, request: Request) -> Response:
+        return await self.speech(request, "translate")
+
     async def models(self, request: Request) -> JSONResponse:
         found, problems = await list_models(self.gpu, self.config)
         body: dict[str, Any] = {"object": "list", "data": found}
@@ -142,6 +170,8 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
         Route(f"{PREFIX}/models", v1.answering(v1.models), methods=["GET"]),
         Route(f"{PREFIX}/rerank", v1.answering(v1.rerank), methods=["POST"]),
         Route(routes.RERANK_V2, v1.answering(v1.rerank_v2), methods=["POST"]),
+        Route(TRANSCRIPTIONS, v1.answering(v1.transcriptions), methods=["POST"]),
+        Route(TRANSLATIONS, v1.answering(v1.translations), methods=["POST"]),
     ])
 
 

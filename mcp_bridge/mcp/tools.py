@@ -57,6 +57,7 @@ class Tools:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
         self.limits = bridge.config.limits
+        self.limits_audio = bridge.config.audio
         self.redact = redactor(bridge.config)
         # The limits are stated in the tools' input schemas (maxItems, maxLength) and enforced once, by
         # `tool_request` (`LimitsConfig.check`): a refusal then names the setting, in /v1's words.

@@ -144,7 +144,10 @@ class HostPool:
         for kind in dict.fromkeys(h.protocol.type for h in self.hosts):
             by_words.setdefault(HOST_TYPES[kind].serves, []).append(kind)
         serve = "; ".join(f"{'/'.join(kinds)} hosts serve {words}" for words, kinds in by_words.items())
-        hint = "; an openai or tei host that also serves a reranker needs rerank: true" if task == "rerank" else ""
+        hints = {"rerank": "; an openai or tei host that also serves a reranker needs rerank: true",
+                 "transcribe": "; add a gpu-service host (it transcribes with MODEL_TRANSCRIBE set), or set "
+                 "transcribe: true on an openai host that serves /v1/audio/transcriptions (speaches, vLLM)"}
+        hint = hints.get(task, "")
         return f"no configured host can serve {task} ({serve}{hint})"
 
     # ------------------------------------------------------------------ hosts that come and go (DNS discovery)
@@ -305,7 +308,8 @@ class HostPool:
             timeout = max(0.05, min(host.timeout, deadline - started))
             try:
                 response = await host.client.request(
-                    call.method, call.path, json=call.json, timeout=timeout, headers={REQUEST_ID_HEADER: request_id}
+                    call.method, call.path, json=call.json, files=call.files, data=call.data, timeout=timeout,
+                    headers={REQUEST_ID_HEADER: request_id},
                 )
             except asyncio.CancelledError:
                 # Abandoned (the agent cancelled, a hedge won, a shard failed): tell the host,

@@ -1,6 +1,7 @@
 """OpenAI-compatible hosts (`openai`): `POST <base>/embeddings` (Infinity, vLLM, LiteLLM, and our own service speak
 it), liveness from `GET <base>/models`; similarity is computed in the bridge. Configured `rerank: true`, also
-Cohere's `POST <base>/rerank` (Infinity, vLLM, Jina serve it).
+Cohere's `POST <base>/rerank` (Infinity, vLLM, Jina serve it); configured `transcribe: true`, also OpenAI's
+multipart `POST <base>/audio/transcriptions` and `/translations` (speaches, vLLM's Whisper endpoint).
 
 `<base>` is the host's URL as an OpenAI client takes it: a URL that ends in `/v1` (`http://vllm:8000/v1`) is
 used as it is. A URL without (`http://vllm:8000`) gets `/v1` added, unless the server answers 404 there and
@@ -16,14 +17,21 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gpu_protocol import routes
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse, RerankResult, RerankUsage
+from gpu_protocol.transcribe import (
+    TRANSCRIPTIONS,
+    TranscriptionSegment,
+    TranscriptionWord,
+    VerboseTranscription,
+)
 from mcp_bridge.protocols.answers import check_rerank, read_model
 from mcp_bridge.protocols.base import HttpCall
 from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
+from mcp_bridge.protocols.speech import AudioRequest, check_transcription
 from mcp_bridge.protocols.vectors import VectorBlock
 
 if TYPE_CHECKING:
@@ -65,6 +73,14 @@ class _Ranking(BaseModel):
     usage: _RerankUsage | None = None
 
 
+class _Verbose(BaseModel):  # lenient: speech servers leave out what OpenAI's verbose_json has and add their own
+    text: str
+    language: str | None = None
+    duration: float | None = None
+    segments: list[TranscriptionSegment] = Field(default_factory=list)
+    words: list[TranscriptionWord] | None = None
+
+
 class OpenAIProtocol(EmbeddingsOnly):
     type = "openai"
 
@@ -101,6 +117,7 @@ class OpenAIProtocol(EmbeddingsOnly):
         """The paths called on the host (its URL's path included) and the probe that chose them."""
         base = self.url_path + self.prefix
         called = [f"POST {base}{EMBEDDINGS}"] + ([f"POST {base}{RERANK}"] if self.config.rerank else [])
+        called += [f"POST {base}{TRANSCRIPTIONS.removeprefix(PREFIX)}"] if self.config.transcribe else []
         if self.prefix_in_url:
             found = "the URL ends in /v1"
         elif self.answered is not None:
@@ -132,3 +149,24 @@ class OpenAIProtocol(EmbeddingsOnly):
         model = answer.model or self.config.model or request.model or "default"
         return check_rerank(RerankResponse(results=results, model=model, usage=RerankUsage(total_tokens=tokens),
                                            truncated=0), request)
+
+    def transcribe_call(self, request: AudioRequest) -> HttpCall:
+        o = request.options
+        fields: dict[str, str | list[str]] = {
+            "model": self.config.model or o.model or "whisper-1", "response_format": "verbose_json",
+            "temperature": str(o.temperature), "timestamp_granularities[]": list(o.timestamp_granularities),
+        }
+        fields.update({name: value for name, value in (("language", o.language), ("prompt", o.prompt)) if value})
+        path = self.prefix + request.path.removeprefix(PREFIX)  # under the base URL, like the other routes
+        return HttpCall("POST", path, files={"file": (request.filename, request.audio)}, data=fields)
+
+    def parse_transcription(self, response: httpx.Response, request: AudioRequest) -> VerboseTranscription:
+        answer = read_model(response, _Verbose)
+        ends = [s.end for s in answer.segments]
+        duration = answer.duration if answer.duration is not None else (request.seconds or max(ends, default=0.0))
+        language = answer.language or request.options.language or ""
+        verbose = VerboseTranscription(
+            task=request.task, language=language, duration=duration, text=answer.text,
+            model=self.config.model or request.options.model, segments=answer.segments, words=answer.words,
+        )
+        return check_transcription(verbose, request)
