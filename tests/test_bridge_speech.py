@@ -18,13 +18,14 @@ import httpx
 import pytest
 from mcp import Client
 
+from bench.speech_corpus import words
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.client.audio_decode import can_decode
 from mcp_bridge.config import parse_config
 from mcp_bridge.http_api.openai import openai_app
 from mcp_bridge.mcp.server import build_server
 from tests.conftest import ServiceProcess, process_fixture, start_together
-from tests.speech_support import FOX, MEETING, SPEECH_ENV, WEATHER, encode, speak, voice_notes, wer, words
+from tests.speech_support import FOX, MEETING, SPEECH_ENV, WEATHER, encode, speak, voice_notes, wer
 from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.slow  # espeak-ng, ffmpeg, service processes, the bridge's decoder process
