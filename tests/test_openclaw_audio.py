@@ -139,6 +139,7 @@ def test_the_plugin_declares_a_speech_to_text_provider(openclaw: OpenClaw) -> No
     assert "media-understanding: gpu-bridge" in inspected, inspected
 
 
+@pytest.mark.soak  # the real chain below runs this way end to end in `make test`
 def test_plumbing_plugin_way_sends_the_note_to_its_bridge(openclaw: OpenClaw, standin: StandIn,
                                                           voice_note: VoiceNote) -> None:
     """`--model gpu-bridge/<anything>` reaches the plugin's provider without any API key; OpenClaw
@@ -266,6 +267,7 @@ def standalone_standin(openclaw: OpenClaw, standin: StandIn) -> Iterator[str]:
         process.wait(timeout=15)
 
 
+@pytest.mark.soak  # the real chain below runs this way end to end in `make test`
 def test_plumbing_zero_code_way_sends_the_note_with_the_key(openclaw: OpenClaw, standin: StandIn,
                                                             standalone_standin: str, voice_note: VoiceNote) -> None:
     openclaw.update_config(**zero_code_config(standalone_standin, "whisper-1", private_network=False))
