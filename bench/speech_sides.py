@@ -51,14 +51,24 @@ class Outcome:
     seconds: float
     texts: list[str]
     cpu_s: float = 0.0
-    """CPU seconds the side used (its process and its finished children): robust to a busy machine,
+    """CPU seconds the side used (its process and its children, running or finished): robust to a busy machine,
     where wall time mostly says how much of the CPU the other tenants left over."""
 
 
 def process_cpu_s(pid: int) -> float:
-    """user + system time of `pid` and its reaped children (the decoder subprocesses), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """user + system time of `pid`, of its live descendants (our long-lived decoder processes) and of
+    the descendants they reaped, from /proc: a total that only grows, whenever children come and go."""
+    ticks, todo = 0, [pid]
+    while todo:
+        proc = Path(f"/proc/{todo.pop()}")
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            children = [int(c) for task in (proc / "task").iterdir() for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile: its time is in its parent's reaped-children fields from now on
+        ticks += sum(int(x) for x in fields[11:15])
+        todo += children
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

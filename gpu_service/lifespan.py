@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from gpu_service.settings import Settings
+from gpu_service.speech.decode import stop_decoders
 from gpu_service.state import ServiceState
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -17,7 +18,8 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 def lifespan(settings: Settings, *, warm_before_serving: bool) -> Lifespan:
     """The app's lifespan: `warm_before_serving` returns from start-up only once the defaults are
     loaded; otherwise they load in the background and `/health` says "starting" meanwhile.
-    Shutdown drains in-flight requests before the models are released."""
+    Shutdown drains in-flight requests before the models are released, then stops the audio
+    decoder processes."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
@@ -36,5 +38,6 @@ def lifespan(settings: Settings, *, warm_before_serving: bool) -> Lifespan:
             if warm_task is not None:
                 warm_task.cancel()
             await state.drain()
+            stop_decoders()
 
     return run

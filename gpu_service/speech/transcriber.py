@@ -2,7 +2,7 @@
 
 `Speech` is built once per app (`speech_of(state)`) with the limits read from the environment:
 `GPU_MAX_AUDIO_BYTES` (413 past it; default 25 MiB), `GPU_MAX_AUDIO_SECONDS` (413; default 3 h),
-`GPU_DECODE_TIMEOUT` (the decoder subprocess is killed after it; default 30 s).
+`GPU_DECODE_TIMEOUT` (the decoder process is killed after it, and replaced; default 30 s).
 """
 
 from __future__ import annotations
