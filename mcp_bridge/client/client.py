@@ -10,7 +10,8 @@ the tool's encoding.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
+from typing import Literal, TypeVar
 
 from gpu_protocol.bertscore import (
     BertScoreIdfRequest,
@@ -22,10 +23,11 @@ from gpu_protocol.bertscore import (
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
+from mcp_bridge.client.dispatch import Lane
 from mcp_bridge.client.fleet import Fleet
 from mcp_bridge.client.reranking import merge
 from mcp_bridge.client.results import EmbedResult, RerankOutcome, ScoreResult, SimilarityResult
-from mcp_bridge.client.sharding import Progress, run_sharded, split
+from mcp_bridge.client.sharding import Progress, RunShard, run_sharded, split
 from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.errors import PoolError
@@ -33,19 +35,46 @@ from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import Task
 from mcp_bridge.protocols.vectors import VectorBlock, join
 
+T = TypeVar("T")
+S = TypeVar("S", bound=Sized)
+
+Dispatch = Literal["rates", "pool"]
+"""How shards find hosts: "rates" follows each host's measured rate (`client/dispatch.py`); "pool" is a
+plain work queue the pool balances (the dispatch before issue 21, kept to compare against)."""
+
 
 class GpuClient:
-    def __init__(self, config: BridgeConfig, pool: HostPool) -> None:
+    def __init__(self, config: BridgeConfig, pool: HostPool, *, dispatch: Dispatch = "rates") -> None:
         self.config = config
         self.pool = pool
         self.fleet = Fleet(pool)
+        self.dispatch = dispatch
 
     def deadline(self) -> float:
         return self.pool.clock() + self.config.timeout
 
-    def _parallel(self, task: Task) -> int:
+    def _lanes(self, task: Task, shards: int, pin: str | None = None) -> list[Lane]:
+        """The call's lanes: one per usable host that serves `task`, each with its measured rate; one lane
+        for the pool to fill (its balancer choosing) for a call of one shard, a pinned call, when nothing
+        is usable (the pool panics) or with dispatch "pool"."""
         hosts = [h for h in self.pool.hosts if h.can_serve(task)]
-        return max(1, sum(h.max_concurrent or 2 for h in hosts))
+        now = self.pool.clock()
+        usable = [h for h in hosts if h.usable(now)]
+        if shards <= 1 or pin is not None or self.dispatch == "pool" or not usable:
+            return [Lane(None, max(1, sum(h.max_concurrent or 2 for h in hosts)))]
+        return [Lane(h.name, h.max_concurrent or 2, h.record.item_seconds) for h in usable]
+
+    def _learned(self, name: str, item_seconds: float) -> None:
+        for h in self.pool.hosts:
+            if h.name == name:
+                h.record.item_seconds = item_seconds
+
+    async def _sharded(self, task: Task, items: Sequence[T], run_shard: RunShard[T, S], *, pin: str | None = None,
+                       progress: Progress | None = None, shard_size: int | None = None) -> list[S]:
+        size = shard_size or self.config.shardSize
+        lanes = self._lanes(task, -(-len(items) // size), pin)
+        return await run_sharded(items, size, run_shard, lanes=lanes, progress=progress, clock=self.pool.clock,
+                                 learned=self._learned)
 
     # ------------------------------------------------------------------ embeddings
 
@@ -76,17 +105,15 @@ class GpuClient:
         model = request.model or self.config.models.embed
         deadline = self.deadline()
 
-        async def run_shard(shard: Sequence[str], index: int) -> VectorBlock:
+        async def run_shard(shard: Sequence[str], index: int, prefer: str | None) -> tuple[VectorBlock, str]:
             sub = request.model_copy(update={"texts": list(shard), "model": model})
             block, chosen = await self.pool.request(
                 "embed", lambda h: h.protocol.embed_call(sub), lambda h, r: h.protocol.parse_embed(r, sub),
-                deadline=deadline, pin=host,
+                deadline=deadline, pin=host, prefer=prefer,
             )
-            return block.computed_on(chosen.name)
+            return block.computed_on(chosen.name), chosen.name
 
-        blocks = await run_sharded(
-            request.texts, self.config.shardSize, run_shard, parallel=self._parallel("embed"), progress=progress
-        )
+        blocks = await self._sharded("embed", request.texts, run_shard, pin=host, progress=progress)
         widths = {b.dimensions for b in blocks}
         if len(widths) > 1:
             raise PoolError(
@@ -109,30 +136,28 @@ class GpuClient:
         used: set[str] = set()
         answers: list[SimilarityResponse] = []
 
-        async def ask(sub: SimilarityRequest) -> SimilarityResponse:
+        async def ask(sub: SimilarityRequest, prefer: str | None = None) -> tuple[SimilarityResponse, str]:
             answer, chosen = await self.pool.request(
                 "embed", lambda h: h.protocol.similarity_call(sub), lambda h, r: h.protocol.parse_similarity(r, sub),
-                deadline=deadline, pin=host,
+                deadline=deadline, pin=host, prefer=prefer,
             )
             used.add(chosen.name)
             answers.append(answer)
-            return answer
+            return answer, chosen.name
 
         if request.mode == "matrix":
-            response = await ask(request)
+            response, _ = await ask(request)
         else:
-            async def run_shard(shard: Sequence[int], index: int) -> list[float]:
+            async def run_shard(shard: Sequence[int], index: int, prefer: str | None) -> tuple[list[float], str]:
                 lo, hi = shard[0], shard[-1] + 1
                 sub = request.model_copy(update={
                     "texts": request.texts[lo:hi],
                     "texts_b": request.texts_b[lo:hi] if request.texts_b is not None else None,
                 })
-                return (await ask(sub)).scores or []
+                answer, served = await ask(sub, prefer)
+                return answer.scores or [], served
 
-            parts = await run_sharded(
-                range(len(request.texts)), self.config.shardSize, run_shard,
-                parallel=self._parallel("embed"), progress=progress,
-            )
+            parts = await self._sharded("embed", range(len(request.texts)), run_shard, pin=host, progress=progress)
             scores = [score for part in parts for score in part]
             response = SimilarityResponse(
                 mode=request.chosen_mode, model=answers[0].model, scores=scores,
@@ -153,19 +178,18 @@ class GpuClient:
         used: set[str] = set()
         answers: list[tuple[int, RerankResponse]] = []
 
-        async def run_shard(shard: Sequence[int], index: int) -> list[float]:
+        async def run_shard(shard: Sequence[int], index: int, prefer: str | None) -> tuple[list[float], str]:
             lo, hi = shard[0], shard[-1] + 1
             sub = request.model_copy(update={"documents": request.documents[lo:hi]})
             answer, chosen = await self.pool.request(
                 "rerank", lambda h: h.protocol.rerank_call(sub), lambda h, r: h.protocol.parse_rerank(r, sub),
-                deadline=deadline, pin=host,
+                deadline=deadline, pin=host, prefer=prefer,
             )
             used.add(chosen.name)
             answers.append((lo, answer))
-            return [r.relevance_score for r in answer.results]
+            return [r.relevance_score for r in answer.results], chosen.name
 
-        await run_sharded(range(len(request.documents)), self.config.shardSize, run_shard,
-                          parallel=self._parallel("rerank"), progress=progress)
+        await self._sharded("rerank", range(len(request.documents)), run_shard, pin=host, progress=progress)
         return RerankOutcome(merge(request, sorted(answers, key=lambda pair: pair[0])), hosts=sorted(used),
                              seconds=time.perf_counter() - started)
 
@@ -185,19 +209,19 @@ class GpuClient:
         used: set[str] = set()
         answers: list[BertScoreResponse] = []
 
-        async def run_shard(shard: Sequence[tuple[str, str]], index: int) -> list[tuple[float, float, float]]:
+        async def run_shard(
+            shard: Sequence[tuple[str, str]], index: int, prefer: str | None
+        ) -> tuple[list[tuple[float, float, float]], str]:
             sub = request.model_copy(update={"candidates": [c for c, _ in shard], "references": [r for _, r in shard]})
             answer, chosen = await self.pool.request(
                 "bertscore", lambda h: h.protocol.bertscore_call(sub), lambda h, r: h.protocol.parse_bertscore(r, sub),
-                deadline=deadline,
+                deadline=deadline, prefer=prefer,
             )
             used.add(chosen.name)
             answers.append(answer)
-            return list(zip(answer.precision, answer.recall, answer.f1, strict=True))
+            return list(zip(answer.precision, answer.recall, answer.f1, strict=True)), chosen.name
 
-        parts = await run_sharded(
-            pairs, self.config.shardSize, run_shard, parallel=self._parallel("bertscore"), progress=progress
-        )
+        parts = await self._sharded("bertscore", pairs, run_shard, progress=progress)
         p, r, f = (list(col) for col in zip(*(s for part in parts for s in part), strict=True))
         head = answers[0]
         response = BertScoreResponse(
@@ -212,19 +236,19 @@ class GpuClient:
         """Document frequencies of `sentences` for `request`'s model, counted in shards across the pool
         (one chunk per shard, each a list of sentences) and added up."""
 
-        async def count(chunk: Sequence[Sequence[str]], index: int) -> list[IdfCounts]:
+        async def count(chunk: Sequence[Sequence[str]], index: int, prefer: str | None) -> tuple[list[IdfCounts], str]:
             sub = BertScoreIdfRequest(
                 sentences=list(chunk[0]), lang=request.lang, model_type=request.model_type,
                 num_layers=request.num_layers,
             )
-            counted, _ = await self.pool.request(
+            counted, chosen = await self.pool.request(
                 "bertscore", lambda h: h.protocol.bertscore_idf_call(sub),
-                lambda h, r: h.protocol.parse_bertscore_idf(r, sub), deadline=deadline,
+                lambda h, r: h.protocol.parse_bertscore_idf(r, sub), deadline=deadline, prefer=prefer,
             )
-            return [counted]
+            return [counted], chosen.name
 
         chunks = split(sentences, self.config.shardSize)
-        parts = await run_sharded(chunks, 1, count, parallel=self._parallel("bertscore"))
+        parts = await self._sharded("bertscore", chunks, count, shard_size=1)
         return IdfCounts.merge(counted for part in parts for counted in part)
 
     # ------------------------------------------------------------------ fleet views

@@ -167,11 +167,13 @@ class HostPool:
     # ------------------------------------------------------------------ sending
 
     async def request(
-        self, task: Task, call: CallFor, parse: ParseFor[T], *, deadline: float, pin: str | None = None
+        self, task: Task, call: CallFor, parse: ParseFor[T], *, deadline: float, pin: str | None = None,
+        prefer: str | None = None,
     ) -> tuple[T, Host]:
         """Send `call(host)` to one host after another until `parse(host, answer)` accepts an answer,
-        the deadline passes, or a host refuses the request itself (4xx)."""
-        state = Attempts(task, self._candidates(task, pin), deadline, pin)
+        the deadline passes, or a host refuses the request itself (4xx). `prefer`: the first attempt's
+        host if usable with room (a sharded call's dispatch chooses it); the balancer picks the others."""
+        state = Attempts(task, self._candidates(task, pin), deadline, pin, prefer=prefer)
         self.budget.record_request()
         while True:
             host = await self._next_host(state, call)
@@ -206,7 +208,8 @@ class HostPool:
             self._raise_if_busy(state)
             raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
         state.out.raise_if_all(state.able, state.task, state.errors)
-        host = self.host(state.pin) if state.pin else self.pick(state.task, exclude=state.tried | state.out.names)
+        host = self.host(state.pin) if state.pin else (
+            state.preferred(self.clock()) or self.pick(state.task, exclude=state.tried | state.out.names))
         if host is not None and not state.out.fit(host, call, state.calls, state.errors):
             return None
         if host is None:
