@@ -52,6 +52,13 @@ def test_a_big_call_is_shared_by_rate() -> None:
     assert counts[0] > counts[1] > 0
 
 
+def test_other_calls_work_on_a_host_counts_as_queued_ahead() -> None:
+    fast, slow = Lane("fast", 2, FAST, busy=lambda: 3), Lane("slow", 2, SLOW, busy=lambda: 0)
+    assert dispatch.plan([fast, slow], [250] * 3, now=0.0) == [1, 2]  # fast: 3 x 0.25 ahead of ours
+    fast.busy = lambda: 0
+    assert dispatch.plan([fast, slow], [250] * 3, now=0.0) == [2, 1]
+
+
 def test_an_idle_fast_host_hedges_the_slow_hosts_last_shard_only_when_it_would_win() -> None:
     fast = Lane("fast", 2, FAST)
     slow = Lane("slow", 2, SLOW, running=[Copy(7, 250, 0.0)])  # expected to end at 0.5

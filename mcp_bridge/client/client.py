@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence, Sized
+from functools import partial
 from typing import Literal, TypeVar
 
 from gpu_protocol.bertscore import (
@@ -31,6 +32,7 @@ from mcp_bridge.client.sharding import Progress, RunShard, run_sharded, split
 from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.errors import PoolError
+from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import Task
 from mcp_bridge.protocols.vectors import VectorBlock, join
@@ -41,6 +43,10 @@ S = TypeVar("S", bound=Sized)
 Dispatch = Literal["rates", "pool"]
 """How shards find hosts: "rates" follows each host's measured rate (`client/dispatch.py`); "pool" is a
 plain work queue the pool balances (the dispatch before issue 21, kept to compare against)."""
+
+
+def _in_flight(host: Host) -> int:
+    return host.record.in_flight
 
 
 class GpuClient:
@@ -62,7 +68,7 @@ class GpuClient:
         usable = [h for h in hosts if h.usable(now)]
         if shards <= 1 or pin is not None or self.dispatch == "pool" or not usable:
             return [Lane(None, max(1, sum(h.max_concurrent or 2 for h in hosts)))]
-        return [Lane(h.name, h.max_concurrent or 2, h.record.item_seconds) for h in usable]
+        return [Lane(h.name, h.max_concurrent or 2, h.record.item_seconds, busy=partial(_in_flight, h)) for h in usable]
 
     def _learned(self, name: str, item_seconds: float) -> None:
         for h in self.pool.hosts:

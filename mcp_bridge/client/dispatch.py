@@ -21,7 +21,7 @@ as fast as the fastest one measured, so it gets tried.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 LEARN_WEIGHT = 0.3
@@ -52,6 +52,9 @@ class Lane:
     """Its copies in flight, in the order they were started."""
     last_done: float = float("-inf")
     """When its last copy finished (or its first was cancelled): the host moved on to the next."""
+    busy: Callable[[], int] | None = None
+    """Requests the host has in flight from every call (the pool's count): other calls' work is
+    counted as queued ahead of this call's, a shard's worth each."""
 
     def free(self) -> int:
         return max(0, self.slots - len(self.running))
@@ -70,9 +73,11 @@ class Lane:
         late = now - out[0]
         return [f + 2 * late for f in out] if late > 0 else out
 
-    def drain(self, now: float, cost: float) -> float:
-        """When it is expected to have finished all it holds (now if it holds nothing)."""
-        return max([now, *self.finishes(now, cost)])
+    def drain(self, now: float, cost: float, size: int = 0) -> float:
+        """When it is expected to have finished all it holds (now if it holds nothing), and other
+        calls' requests (`size` items each)."""
+        others = max(0, self.busy() - len(self.running)) if self.busy is not None else 0
+        return max([now, *self.finishes(now, cost)]) + others * cost * size
 
 
 def cost(lane: Lane, lanes: Sequence[Lane]) -> float:
@@ -86,7 +91,8 @@ def cost(lane: Lane, lanes: Sequence[Lane]) -> float:
 def plan(lanes: Sequence[Lane], sizes: Sequence[int], now: float) -> list[int]:
     """How many of the waiting shards (`sizes`) each lane would get, each placed where it finishes first."""
     costs = [cost(lane, lanes) for lane in lanes]
-    ends = [lane.drain(now, c) for lane, c in zip(lanes, costs, strict=True)]
+    typical = max(sizes, default=0)
+    ends = [lane.drain(now, c, typical) for lane, c in zip(lanes, costs, strict=True)]
     counts = [0] * len(lanes)
     for size in sizes:
         best = min(range(len(lanes)), key=lambda i: (ends[i] + costs[i] * size, costs[i], i))
@@ -109,13 +115,12 @@ def hedge(lanes: Sequence[Lane], now: float, hedged: set[int]) -> tuple[Copy, La
     best: tuple[float, Copy, Lane] | None = None
     for free in (lane for lane in lanes if lane.free()):
         mine = cost(free, lanes)
-        ready = free.drain(now, mine)
         for other in lanes:
             if other is free:
                 continue
             for copy, finish in zip(other.running, other.finishes(now, cost(other, lanes)), strict=True):
                 run = mine * copy.size
-                gain = finish - (ready + run)
+                gain = finish - (free.drain(now, mine, copy.size) + run)
                 if copy.shard not in hedged and gain > HEDGE_MARGIN * run and (best is None or gain > best[0]):
                     best = (gain, copy, free)
     return None if best is None else (best[1], best[2])
