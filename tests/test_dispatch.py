@@ -72,7 +72,15 @@ def test_a_late_shard_is_hedged_even_by_an_equal_host() -> None:
     a = Lane("a", 2, FAST)
     b = Lane("b", 2, FAST, running=[Copy(3, 250, 0.0)])  # expected at 0.25
     assert dispatch.hedge([a, b], now=0.2, hedged=set()) is None
-    assert dispatch.hedge([a, b], now=0.6, hedged=set()) is not None  # 0.35 late: assumed 0.35 more
+    assert dispatch.hedge([a, b], now=0.6, hedged=set()) is None  # 0.35 late: ends ~0.95, a copy ~0.85
+    assert dispatch.hedge([a, b], now=0.8, hedged=set()) is not None  # 0.55 late: ends ~1.35, a copy ~1.05
+
+
+def test_a_host_outrun_by_a_hedge_is_known_to_be_at_least_that_slow() -> None:
+    copy = Copy(1, 100, 0.0)
+    lane = Lane("slow", 2, None, running=[copy])
+    dispatch.outrun(lane, copy, 0.5)
+    assert lane.item_seconds == pytest.approx(0.005) and lane.last_done == 0.5
 
 
 def test_rates_are_learned_per_host_without_counting_queued_time_twice() -> None:

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 LEARN_WEIGHT = 0.3
 """Weight of a new measurement in a host's seconds per item (an exponentially weighted average)."""
-HEDGE_MARGIN = 0.1
-"""A copy must be expected to finish earlier by at least this fraction of its own run time."""
+HEDGE_MARGIN = 0.5
+"""A copy must be expected to finish earlier by at least half its own run time: a second copy is extra
+work for a host, worth it on a clearly slower or clearly late host, not on estimates' noise."""
 MIN_WAKE_S = 0.005
 MAX_WAKE_S = 1.0
 
@@ -132,6 +133,14 @@ def wake_in(lanes: Sequence[Lane], now: float) -> float | None:
     if not any(lane.running for lane in lanes):
         return None
     return min(MAX_WAKE_S, max(MIN_WAKE_S, min(ahead, default=MAX_WAKE_S)))
+
+
+def outrun(lane: Lane, copy: Copy, now: float) -> None:
+    """`copy`, which `lane`'s host was working on, lost to its hedge: the host is at least that slow."""
+    if lane.running and lane.running[0] is copy:
+        at_least = max(0.0, now - max(lane.last_done, copy.started)) / max(1, copy.size)
+        lane.item_seconds = max(lane.item_seconds or 0.0, at_least)
+        lane.last_done = now
 
 
 def learn(lane: Lane, copy: Copy, now: float) -> float:

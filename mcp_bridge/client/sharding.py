@@ -147,8 +147,8 @@ class _ShardedCall(Generic[T, S]):
     def _drop(self, task: asyncio.Task[tuple[S, str]], now: float) -> None:
         """Cancel a copy no longer needed; if its host was working on it, the host moves on now."""
         lane, copy = self.copies.pop(task)
-        if lane.running and lane.running[0] is copy:
-            lane.last_done = now
+        if lane.name is not None:
+            dispatch.outrun(lane, copy, now)
         lane.running.remove(copy)
         task.cancel()
         self.dropped.add(task)
