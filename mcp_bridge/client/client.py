@@ -10,7 +10,7 @@ the tool's encoding.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence, Sized
+from collections.abc import Callable, Sequence, Sized
 from functools import partial
 from typing import Literal, TypeVar
 
@@ -59,7 +59,7 @@ class GpuClient:
     def deadline(self) -> float:
         return self.pool.clock() + self.config.timeout
 
-    def _lanes(self, task: Task, shards: int, pin: str | None = None) -> list[Lane]:
+    def _lanes(self, task: Task, kind: str, shards: int, pin: str | None = None) -> list[Lane]:
         """The call's lanes: one per usable host that serves `task`, each with its measured rate; one lane
         for the pool to fill (its balancer choosing) for a call of one shard, a pinned call, when nothing
         is usable (the pool panics) or with dispatch "pool"."""
@@ -68,19 +68,25 @@ class GpuClient:
         usable = [h for h in hosts if h.usable(now)]
         if shards <= 1 or pin is not None or self.dispatch == "pool" or not usable:
             return [Lane(None, max(1, sum(h.max_concurrent or 2 for h in hosts)))]
-        return [Lane(h.name, h.max_concurrent or 2, h.record.item_seconds, busy=partial(_in_flight, h)) for h in usable]
+        return [Lane(h.name, h.max_concurrent or 2, h.record.item_seconds.get(kind), busy=partial(_in_flight, h))
+                for h in usable]
 
-    def _learned(self, name: str, item_seconds: float) -> None:
-        for h in self.pool.hosts:
-            if h.name == name:
-                h.record.item_seconds = item_seconds
+    def _learned(self, kind: str) -> Callable[[str, float], None]:
+        def keep(name: str, item_seconds: float) -> None:
+            for h in self.pool.hosts:
+                if h.name == name:
+                    h.record.item_seconds[kind] = item_seconds
 
-    async def _sharded(self, task: Task, items: Sequence[T], run_shard: RunShard[T, S], *, pin: str | None = None,
-                       progress: Progress | None = None, shard_size: int | None = None) -> list[S]:
+        return keep
+
+    async def _sharded(self, task: Task, kind: str, items: Sequence[T], run_shard: RunShard[T, S], *,
+                       pin: str | None = None, progress: Progress | None = None, shard_size: int | None = None,
+                       ) -> list[S]:
+        """`run_sharded` over the lanes for `task`; hosts' rates are kept per `kind` of call (and model)."""
         size = shard_size or self.config.shardSize
-        lanes = self._lanes(task, -(-len(items) // size), pin)
+        lanes = self._lanes(task, kind, -(-len(items) // size), pin)
         return await run_sharded(items, size, run_shard, lanes=lanes, progress=progress, clock=self.pool.clock,
-                                 learned=self._learned)
+                                 learned=self._learned(kind))
 
     # ------------------------------------------------------------------ embeddings
 
@@ -119,7 +125,7 @@ class GpuClient:
             )
             return block.computed_on(chosen.name), chosen.name
 
-        blocks = await self._sharded("embed", request.texts, run_shard, pin=host, progress=progress)
+        blocks = await self._sharded("embed", f"embed:{model}", request.texts, run_shard, pin=host, progress=progress)
         widths = {b.dimensions for b in blocks}
         if len(widths) > 1:
             raise PoolError(
@@ -163,7 +169,7 @@ class GpuClient:
                 answer, served = await ask(sub, prefer)
                 return answer.scores or [], served
 
-            parts = await self._sharded("embed", range(len(request.texts)), run_shard, pin=host, progress=progress)
+            parts = await self._sharded("embed", f"similarity:{request.model}", range(len(request.texts)), run_shard, pin=host, progress=progress)
             scores = [score for part in parts for score in part]
             response = SimilarityResponse(
                 mode=request.chosen_mode, model=answers[0].model, scores=scores,
@@ -195,7 +201,7 @@ class GpuClient:
             answers.append((lo, answer))
             return [r.relevance_score for r in answer.results], chosen.name
 
-        await self._sharded("rerank", range(len(request.documents)), run_shard, pin=host, progress=progress)
+        await self._sharded("rerank", f"rerank:{request.model}", range(len(request.documents)), run_shard, pin=host, progress=progress)
         return RerankOutcome(merge(request, sorted(answers, key=lambda pair: pair[0])), hosts=sorted(used),
                              seconds=time.perf_counter() - started)
 
@@ -227,7 +233,7 @@ class GpuClient:
             answers.append(answer)
             return list(zip(answer.precision, answer.recall, answer.f1, strict=True)), chosen.name
 
-        parts = await self._sharded("bertscore", pairs, run_shard, progress=progress)
+        parts = await self._sharded("bertscore", f"bertscore:{request.model_type}", pairs, run_shard, progress=progress)
         p, r, f = (list(col) for col in zip(*(s for part in parts for s in part), strict=True))
         head = answers[0]
         response = BertScoreResponse(
@@ -254,7 +260,7 @@ class GpuClient:
             return [counted], chosen.name
 
         chunks = split(sentences, self.config.shardSize)
-        parts = await self._sharded("bertscore", chunks, count, shard_size=1)
+        parts = await self._sharded("bertscore", f"bertscore-idf:{request.model_type}", chunks, count, shard_size=1)
         return IdfCounts.merge(counted for part in parts for counted in part)
 
     # ------------------------------------------------------------------ fleet views
