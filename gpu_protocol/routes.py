@@ -17,8 +17,12 @@ CANCEL = "/cancel/{request_id}"
 """Cancel the request sent with this `X-Request-Id`; its unstarted work is dropped."""
 
 # OpenAI-, Cohere/Jina- and TEI-compatible routes the service also serves.
-OPENAI_EMBEDDINGS = "/v1/embeddings"
-RERANK = "/v1/rerank"
+OPENAI_PREFIX = "/v1"
+"""What OpenAI-compatible servers put before their routes (a base URL that ends in /v1 includes it)."""
+OPENAI_EMBEDDINGS = OPENAI_PREFIX + "/embeddings"
+RERANK = OPENAI_PREFIX + "/rerank"
+RERANK_V2 = "/v2/rerank"
+"""Cohere's v2 rerank (what `cohere.ClientV2` calls)."""
 TEI_RERANK = "/rerank"
 
 OPEN_PATHS = frozenset({HEALTH})
@@ -31,7 +35,7 @@ def cancel_path(request_id: str) -> str:
 
 # --------------------------------------------------------------------------- other servers the bridge speaks to
 
-OPENAI_MODELS = "/v1/models"
+OPENAI_MODELS = OPENAI_PREFIX + "/models"
 """An OpenAI-compatible server's model list: its liveness check."""
 TEI_EMBED = "/embed"
 """text-embeddings-inference's native embedding route (`{"inputs": [...]}` -> a list of vectors)."""

@@ -25,8 +25,9 @@ from pydantic import BaseModel
 from gpu_protocol import routes
 from gpu_protocol.bertscore import BertScoreIdfRequest, BertScoreRequest
 from gpu_protocol.embed import EmbedRequest, OpenAIEmbeddingRequest
-from gpu_protocol.rerank import RerankRequest, TEIRerankRequest
+from gpu_protocol.rerank import RerankRequest, RerankV2Request, TEIRerankRequest
 from gpu_protocol.similarity import SimilarityRequest
+from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS, TranscriptionJSONRequest
 
 PROTOCOL_VERSION = 2
 """The version this code speaks. 1: release 0.3.0 (no header, no version in /info). 2: /info states
@@ -47,7 +48,10 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     routes.BERTSCORE: BertScoreRequest,
     routes.BERTSCORE_IDF: BertScoreIdfRequest,
     routes.RERANK: RerankRequest,
+    routes.RERANK_V2: RerankV2Request,
     routes.TEI_RERANK: TEIRerankRequest,
+    TRANSCRIPTIONS: TranscriptionJSONRequest,
+    TRANSLATIONS: TranscriptionJSONRequest,
 }
 """Each compute path's request model: the current version's fields, and their defaults."""
 
@@ -64,6 +68,18 @@ _VERSION_1_REQUESTS: dict[str, frozenset[str]] = {
         {"query", "texts", "raw_scores", "return_text", "truncate", "truncation_direction", "model"}),
 }
 """What release 0.3.0 (version 1) takes, frozen: never derive it from today's models."""
+
+
+PATHS_ADDED: dict[int, tuple[str, ...]] = {
+    2: (TRANSCRIPTIONS, TRANSLATIONS),
+}
+"""Version -> the compute paths that version added (speech to text): a host of an older version has no
+such route, so a request for one never goes to it."""
+
+
+def path_added_in(path: str) -> int:
+    """The first version that serves `path` (the oldest for the paths release 0.3.0 had)."""
+    return next((version for version, paths in PATHS_ADDED.items() if path in paths), OLDEST_VERSION)
 
 
 def _fields(model: type[BaseModel]) -> frozenset[str]:
@@ -144,7 +160,10 @@ def request_fields(path: str, version: int) -> frozenset[str] | None:
 
 def fit_request(path: str, body: Mapping[str, Any], version: int) -> dict[str, Any]:
     """`body` as a host of `version` takes it: a field it does not know is left out when it holds the
-    field's default (the host does the same without it); FieldUnsupported when one would change the answer."""
+    field's default (the host does the same without it); FieldUnsupported when one would change the answer,
+    or when `version` has no such path at all (named as the one missing field)."""
+    if path_added_in(path) > version:
+        raise FieldUnsupported([path], version)
     accepted = request_fields(path, version)
     if accepted is None:
         return dict(body)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from gpu_service import __version__, handlers
 from gpu_service.lifespan import lifespan
 from gpu_service.metrics import RequestCounter
-from gpu_service.routes import audio, bertscore, embed, rerank, similarity, status
+from gpu_service.routes import audio, bertscore, embed, rerank, rerank_v2, similarity, status
 from gpu_service.routes.common import GroupHealth
 from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
 from gpu_service.settings import Settings
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
     include(app, similarity.router)
     include(app, bertscore.router)
     include(app, rerank.router)
+    include(app, rerank_v2.router)
     include(app, audio.router)
     return app
 

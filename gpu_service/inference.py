@@ -141,12 +141,14 @@ class Inference:
         )
 
     async def rerank(
-        self, query: str, documents: list[str], *, model: str | None, field: str = "documents", truncate: bool = True
+        self, query: str, documents: list[str], *, model: str | None, field: str = "documents", truncate: bool = True,
+        doc_tokens: int | None = None,
     ) -> Reranked:
         """Score each (query, document) pair with a cross-encoder; a repeated document is scored once.
 
         `field` names the documents in errors; with `truncate=False` a pair longer than the
-        model's maximum is refused (text-embeddings-inference's default) instead of cut."""
+        model's maximum is refused (text-embeddings-inference's default) instead of cut; `doc_tokens`
+        cuts each document to that many tokens first (Cohere v2's `max_tokens_per_doc`)."""
         check_texts(field, documents, self.settings)
         check_texts("query", query, self.settings)
         deadline = self._deadline()
@@ -156,7 +158,7 @@ class Inference:
         try:
             async with self.registry.use(key) as loaded:
                 engine = cast(RerankEngine, loaded.engine)
-                prepared = await loaded.prepare(engine.prepare, query, once.values)
+                prepared = await loaded.prepare(engine.prepare, query, once.values, doc_tokens)
                 pairs = once.fan_out(prepared)  # one per document again, for the checks and counts
                 if not truncate:
                     too_long = next((i for i, pair in enumerate(pairs) if pair.truncated), None)

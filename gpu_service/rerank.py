@@ -79,8 +79,11 @@ class RerankEngine:
 
     # ---- preprocessing thread ------------------------------------------------------------
 
-    def prepare(self, query: str, documents: list[str]) -> list[TokenizedPair]:
-        """Token ids of each (query, document) pair, cut at the model's maximum length (flagged)."""
+    def prepare(self, query: str, documents: list[str], doc_tokens: int | None = None) -> list[TokenizedPair]:
+        """Token ids of each (query, document) pair, cut at the model's maximum length (flagged); with
+        `doc_tokens`, each document cut to that many tokens first (not flagged: the caller asked)."""
+        if doc_tokens is not None:
+            documents = self._cut(documents, doc_tokens)
         if self._prompt:  # CrossEncoder.predict prepends the model's default prompt to the query
             query = self._prompt + query
         queries = [query] * len(documents)
@@ -97,6 +100,12 @@ class RerankEngine:
             TokenizedPair(ids, type_rows[i] if type_rows is not None else None, truncated=i in truncated)
             for i, ids in enumerate(rows)
         ]
+
+    def _cut(self, documents: list[str], tokens: int) -> list[str]:
+        """Each document as the text of its first `tokens` tokens (unchanged when it has no more)."""
+        rows: list[list[int]] = self._tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]
+        return [doc if len(ids) <= tokens else self._tokenizer.decode(ids[:tokens])
+                for doc, ids in zip(documents, rows, strict=True)]
 
     # ---- model thread --------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from gpu_protocol.status import InfoResponse
+from gpu_protocol.versions import RELEASES
 from mcp_bridge import __version__
 from mcp_bridge.config import BridgeConfig, ConfigError, load_config
 
@@ -124,8 +126,17 @@ def exit_when_stdin_closes(stop: Callable[[], None]) -> None:
     threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
+def protocol_of(info: InfoResponse | None) -> str:
+    """A host's wire protocol version for --check, with the release that brought it in (docs/compatibility.md)."""
+    if info is None:
+        return "-"
+    version = info.protocol_version
+    return f"{version} ({RELEASES[version]})" if version in RELEASES else str(version)
+
+
 async def _check(config: BridgeConfig, source: str) -> int:
     from mcp_bridge.bridge import Bridge
+    from mcp_bridge.pool.views import models_in_words
 
     print(f"configuration: {source}")
     async with Bridge(config) as bridge:
@@ -136,14 +147,15 @@ async def _check(config: BridgeConfig, source: str) -> int:
         health = await bridge.gpu.health()
         info = {r.name: r for r in await bridge.gpu.info()}
         print(f"strategy: {bridge.config.loadBalancing}; probed in {time.perf_counter() - started:.2f}s\n")
-        rows = [("HOST", "URL", "HEALTH", "DEVICE", "MODELS", "LATENCY", "PROBLEM")]
+        rows = [("HOST", "URL", "HEALTH", "PROTOCOL", "DEVICE", "MODELS", "LATENCY", "PROBLEM")]
         usable = 0
         degraded: list[tuple[str, list[str]]] = []
         for h in health:
             i = info[h.name]
             details = i.info
-            problem = h.error or i.error or "; ".join(h.problems)
-            ok = h.ok and not i.error
+            info_error = i.error if i.described else None  # openai/tei hosts have no /info: not a failure
+            problem = h.error or info_error or "; ".join(h.problems)
+            ok = h.ok and not info_error
             usable += ok
             if ok and h.problems:
                 degraded.append((h.name, h.problems))
@@ -151,7 +163,7 @@ async def _check(config: BridgeConfig, source: str) -> int:
             device = (f"{details.device} {details.device_name}" if details else h.device or "-").strip()
             latency = f"{h.latency_ms} ms" if h.latency_ms is not None else "-"
             health_word = ("degraded" if h.problems else "ok") if ok else "FAIL"
-            rows.append((h.name, h.url, health_word, device, models, latency, problem[:80]))
+            rows.append((h.name, h.url, health_word, protocol_of(details), device, models, latency, problem[:80]))
         widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
         for r in rows:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
@@ -160,6 +172,14 @@ async def _check(config: BridgeConfig, source: str) -> int:
             print(f"\n{name} is degraded (serves the models it has):")
             for problem in problems:
                 print(f"  - {problem}")
+        # What each host serves per task: a call naming a model goes only to hosts that serve it.
+        print("\nmodels per host (calls naming a model go to hosts that have it loaded, then to those allowed to load it):")
+        for name, row in info.items():
+            print(f"  {name}: {models_in_words(row.models)}")
+        # openai hosts: which spelling of their paths answered (a base URL with or without /v1).
+        for h in health:
+            if h.paths:
+                print(f"\n{h.name} is called at {h.paths}")
         print(f"\n{usable}/{len(health)} host(s) usable" + (f", {len(degraded)} degraded" if degraded else ""))
         return 0 if usable else 1
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gpu_protocol import validation
 from gpu_protocol.limits import DEFAULT_LIMITS
 from mcp_bridge.protocols import HOST_TYPES
 
@@ -64,6 +65,11 @@ class HostConfig(_Config):
         description="An openai or tei host that also serves a reranker (Cohere-style /v1/rerank: Infinity, vLLM, "
         "Jina; TEI's /rerank): use it for gpu_rerank. gpu-service hosts always rerank.",
     )
+    transcribe: bool = Field(
+        default=False,
+        description="An openai host that also serves OpenAI's /v1/audio/transcriptions (speaches, vLLM's Whisper "
+        "endpoint): use it for gpu_transcribe. gpu-service hosts always transcribe; tei hosts never do.",
+    )
     weight: float = Field(default=1.0, gt=0, le=1000, description="Relative capacity for balancing.")
     maxConcurrent: int | None = Field(default=None, ge=1, le=10_000, description="Requests in flight at most.")
     timeout: float | None = Field(default=None, gt=0, le=3600, description="Per-request timeout in seconds.")
@@ -86,6 +92,13 @@ class HostConfig(_Config):
         if value not in HOST_TYPES:
             raise ValueError(f"unknown host type {value!r}; one of: {', '.join(HOST_TYPES)}")
         return value
+
+    @model_validator(mode="after")
+    def _transcribes(self) -> HostConfig:
+        if self.transcribe and self.type == "tei":
+            raise ValueError("transcribe: true is for openai hosts (an OpenAI-compatible speech server); "
+                             "text-embeddings-inference does not transcribe")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -110,6 +123,10 @@ class ModelsConfig(_Config):
     bertscore: str | None = Field(default=None, description="BERTScore model when a call names none.")
 
 
+LIMIT_SETTINGS = ("limits.maxBatchSize", "limits.maxTextLength")
+"""The settings of the bridge's two text limits, named in its refusals."""
+
+
 class LimitsConfig(_Config):
     maxBatchSize: int = Field(default=20_000, ge=1, le=1_000_000, description="Texts (or pairs) per tool call.")
     maxTextLength: int = Field(
@@ -119,6 +136,31 @@ class LimitsConfig(_Config):
         default=8.0, ge=0.01, le=1024,
         description="Largest tool result, in MiB. MCP clients built on the TypeScript SDK (OpenClaw, Claude "
         "Desktop, the Inspector) close a stdio connection on any message over 10 MiB.",
+    )
+
+    def check(self, field: str, texts: Sequence[str] | str) -> None:
+        """`texts` (a list, or one text such as a query) within these limits and non-blank: the wire's one
+        texts check (`gpu_protocol.validation`), for every entry point of the bridge (the MCP tools, `/v1`).
+        Raises `TextsRejected` naming the field, the index and the setting to change."""
+        if isinstance(texts, str):
+            validation.check_text(texts, field, max_text_chars=self.maxTextLength, setting=LIMIT_SETTINGS[1])
+        else:
+            validation.check_texts(texts, field, max_texts=self.maxBatchSize, max_text_chars=self.maxTextLength,
+                                   holder="this bridge", settings=LIMIT_SETTINGS)
+
+
+class AudioConfig(_Config):
+    allowedDirs: list[str] = Field(
+        default_factory=list,
+        description="Directories gpu_transcribe may read audio files from (its `path` argument), with their "
+        "subdirectories; symlinks and .. that lead out of them are refused. Empty: no file is read (send "
+        "audio_base64 instead).",
+    )
+    maxMB: float = Field(default=25.0, gt=0, le=1024, description="Largest audio file, in MiB (OpenAI's limit: 25).")
+    splitAboveSeconds: float = Field(
+        default=180.0, ge=0, le=86_400,
+        description="Recordings longer than this are cut at silences and the parts transcribed on several hosts "
+        "at once (needs the bridge's `speech` extra, PyAV); shorter ones go to one host whole. 0: never split.",
     )
 
 
@@ -146,6 +188,7 @@ class BridgeConfig(_Config):
     )
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> BridgeConfig:

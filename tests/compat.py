@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ServiceProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 RELEASES = ROOT / "releases.json"
 CACHE = Path(os.environ.get("GPU_BRIDGE_RELEASE_CACHE", Path.home() / ".cache/openclaw-gpu-bridge/releases"))
@@ -102,3 +104,15 @@ def _build(commit: str, venv: Path) -> None:
         # After its own site-packages: today's dependencies, without this venv's editable finders.
         Path(purelib, "zz-current-venv.pth").write_text(sysconfig.get_path("purelib") + "\n")
         (venv / "ready").write_text(commit + "\n")
+
+
+class OldService(ServiceProcess):
+    """A `gpu-service` process of an earlier release, from the release's own venv."""
+
+    def __init__(self, release: OldRelease, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        super().__init__(port=port)
+        self.release = release
+        self.env = release.env(GPU_SERVICE_LOG="1", **(env or {}))
+
+    def command(self) -> list[str]:
+        return [self.release.script("gpu-service"), "--host", self.bind, "--port", str(self.port)]

@@ -6,13 +6,14 @@ module in a temporary directory; a small word error rate helper compares transcr
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import wave
 from pathlib import Path
 
 import pytest
+
+from bench.speech_corpus import word_errors
 
 FOX = "The quick brown fox jumps over the lazy dog."
 WEATHER = ("The weather today is sunny with a light breeze from the west, "
@@ -25,19 +26,10 @@ SPEECH_ENV = {"MODEL_TRANSCRIBE": "tiny.en", "GPU_WARM_DEFAULTS": "1"}
 """A service with the bundled Whisper tiny.en as its default."""
 
 
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
 def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level edit distance over the reference's length."""
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, start=1):
-        previous, row[0] = row[0], i
-        for j, h in enumerate(hyp, start=1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
-    return row[len(hyp)] / max(1, len(ref))
+    """Word error rate: word-level edit distance over the reference's length (the benchmark's counting)."""
+    errors, reference_words = word_errors(reference, hypothesis)
+    return errors / max(1, reference_words)
 
 
 def _need(tool: str) -> None:

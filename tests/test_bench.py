@@ -87,6 +87,7 @@ def recording_server() -> Iterator[tuple[str, list[str]]]:
     thread.join(timeout=10)
 
 
+@pytest.mark.slow  # runs wrk
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
 def test_wrk_script_picks_bodies_from_the_file_and_counts_refusals(
         recording_server: tuple[str, list[str]], tmp_path: Path) -> None:
@@ -144,3 +145,36 @@ def test_accuracy_gate_fails_a_vector_off_by_more_than_the_tolerance(bundled_mod
     nudged[1] += 0.02 * np.roll(exact[1], 1)  # a cosine of about 0.9998 with the reference
     with pytest.raises(peers.AccuracyError, match="server, load: min cosine"):
         peers.check("load", "server", reference, texts, nudged)
+
+
+def test_speech_bench_counts_word_errors_and_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import speech
+    from bench.speech_corpus import word_errors
+
+    assert word_errors("The quick brown fox.", "the quick brown box") == (1, 4)
+    assert word_errors("a b c", "a b c d e") == (2, 3)
+    assert speech.parse_args(["--quick"]).notes == 32
+    with pytest.raises(SystemExit):
+        speech.parse_args(["--sides", "ours,whisperx"])
+    assert "--sides: unknown whisperx" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_speech_bench_smoke_ours_and_in_process_on_two_voice_notes() -> None:
+    """bench/speech.py end to end with tiny parameters: our service (a real process) and the in-process
+    model transcribe two espeak-ng voice notes; the figures are not checked (speed is for bench/), only
+    that each side ran and heard the words."""
+    from bench import speech
+    from bench.speech_corpus import MAX_NOTE_S, MIN_NOTE_S, voice_notes
+
+    notes = voice_notes(2)
+    assert all(MIN_NOTE_S <= n.seconds <= MAX_NOTE_S and n.path.suffix == ".ogg" for n in notes)
+    sides = speech.start_sides(["ours", "sequential"], notes[0], {})
+    try:
+        results = speech.measure(sides, notes, clients=2, runs=1)
+    finally:
+        for side in sides:
+            side.stop()
+    assert [r.side for r in results] == ["ours (gpu-service)", "in-process WhisperModel.transcribe"]
+    assert all(len(r.rates) == 1 and r.rates[0] > 0 and r.wer < 0.3 for r in results)
+    assert speech.rows(results)[1][3].startswith("**")  # ours / in-process ratio

@@ -29,7 +29,7 @@ from tests.conftest import (
 from tests.waiting import unchanged_for, wait_until_async
 
 TOOLS = {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore", "gpu_similarity",
-         "gpu_rerank"}
+         "gpu_rerank", "gpu_transcribe"}
 KEY = "s3cret-test-key-123"
 
 
@@ -73,6 +73,12 @@ async def test_tools_and_their_schemas(service: ServiceProcess) -> None:
     assert rerank.input_schema["properties"]["documents"]["maxItems"] == 500
     assert set(rerank.input_schema["properties"]) == {"query", "documents", "top_n", "model", "host"}
     assert {"matches", "model", "hosts", "seconds"} <= set(rerank.output_schema["required"])
+    speech = tools["gpu_transcribe"]
+    assert not speech.input_schema.get("required"), "the audio is path or audio_base64, neither alone required"
+    assert {"path", "audio_base64", "filename", "language", "prompt", "translate", "word_timestamps", "model",
+            "host"} == set(speech.input_schema["properties"])
+    assert {"text", "language", "duration", "segments", "hosts", "parts"} <= set(speech.output_schema["required"])
+    assert speech.annotations is not None and speech.annotations.read_only_hint
 
 
 @pytest.mark.anyio

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gpu_protocol.versions import PROTOCOL_VERSION, RELEASES
 from tests.conftest import ROOT, ServiceProcess, free_port
 from tests.waiting import wait_until
 
@@ -47,6 +48,7 @@ def test_check_prints_a_table_and_exits_zero(service: ServiceProcess, keyed_serv
     lines = out.stdout.splitlines()
     table = {line.split()[0]: line for line in lines if line.split() and line.split()[0] in ("good", "badkey", "gone")}
     assert " ok " in table["good"] and "all-MiniLM-L6-v2" in table["good"] and "cpu" in table["good"]
+    assert f" {PROTOCOL_VERSION} ({RELEASES[PROTOCOL_VERSION]}) " in table["good"], "its protocol version and release"
     assert "FAIL" in table["badkey"] and "401" in table["badkey"]
     assert "FAIL" in table["gone"]
     assert "1/3 host(s) usable" in out.stdout

@@ -10,7 +10,10 @@ retried within a call, and a request field a host's version lacks is never sent 
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -21,18 +24,18 @@ import httpx
 import numpy as np
 import pytest
 from mcp import Client
-from mcp_bridge.bridge import Bridge
-from mcp_bridge.mcp.server import build_server
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bench.tiny_reranker import build_tiny_reranker
 from gpu_protocol.routes import PROTOCOL_HEADER
-from gpu_protocol.versions import PROTOCOL_VERSION
+from gpu_protocol.versions import PROTOCOL_VERSION, RELEASES
+from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.embedded import free_port
+from mcp_bridge.mcp.server import build_server
 from mcp_bridge.protocols.gpu_service import GpuServiceProtocol
-from tests.compat import OldRelease, old_release
+from tests.compat import OldRelease, OldService, old_release
 from tests.conftest import FakeHost, ServiceProcess
 from tests.next_release import ADDED, NEXT_VERSION, next_release
 
@@ -40,18 +43,6 @@ pytestmark = pytest.mark.slow
 RERANKER = "tiny-reranker"
 TEXTS = ["A man is eating food.", "A man eats bread.", "Stocks fell sharply today."]
 DOCS = ["GPUs multiply matrices.", "The cat sat on the mat.", "Tensor cores speed up training."]
-
-
-class OldService(ServiceProcess):
-    """A 0.3.0 `gpu-service` process, from the release's own venv."""
-
-    def __init__(self, release: OldRelease, env: dict[str, str]) -> None:
-        super().__init__()
-        self.release = release
-        self.env = release.env(GPU_SERVICE_LOG="1", **env)
-
-    def command(self) -> list[str]:
-        return [self.release.script("gpu-service"), "--host", self.bind, "--port", str(self.port)]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +137,10 @@ def test_the_service_answers_each_caller_in_its_versions_shape(services: dict[st
     caps = new_caller["capabilities"]
     assert caps["embed"]["loaded"] == ["all-MiniLM-L6-v2"] and caps["similarity"] == caps["embed"]
     assert caps["rerank"]["default"] == RERANKER and caps["rerank"]["loaded"] == [RERANKER]
-    assert caps["transcribe"] == {"default": None, "loaded": [], "allowed": []}
+    # No MODEL_TRANSCRIBE here: no default and none loaded, but a request may name an allowed Whisper model
+    # (one allowlist for every task; a name of the wrong kind is refused when it loads).
+    transcribe = caps["transcribe"]
+    assert (transcribe["default"], transcribe["loaded"], transcribe["allowed"]) == (None, [], caps["embed"]["allowed"])
     later = httpx.get(f"{url}/info", headers={PROTOCOL_HEADER: str(NEXT_VERSION)}, timeout=10).json()
     assert later["protocol_version"] == PROTOCOL_VERSION, "a later caller is answered in ours"
     # Requests the service receives stay strict: a typo is refused, naming the field.
@@ -253,6 +247,20 @@ async def test_the_0_3_0_bridge_with_todays_service(release: OldRelease, service
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_check_shows_each_hosts_protocol_and_release(services: dict[str, ServiceProcess], tmp_path: Path) -> None:
+    """`gpu-bridge --check`, the upgrade procedure's check step, tells a 0.3.0 host from an upgraded one."""
+    config = tmp_path / "pool.json"
+    config.write_text(json.dumps({"hosts": [{"name": "old", "url": services["old"].url},
+                                            {"name": "new", "url": services["new"].url}]}))
+    env = {k: v for k, v in os.environ.items() if k != "GPU_BRIDGE_CONFIG"}
+    out = subprocess.run([sys.executable, "-m", "mcp_bridge", "--config", str(config), "--check"],
+                         capture_output=True, text=True, timeout=120, env={**env, "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.split()[:1] in (["old"], ["new"])}
+    assert " ok " in rows["old"] and " 1 (0.3.0) " in rows["old"], out.stdout
+    assert " ok " in rows["new"] and f" {PROTOCOL_VERSION} ({RELEASES[PROTOCOL_VERSION]}) " in rows["new"], out.stdout
 
 
 # --------------------------------------------------------------------------- today's bridge, the next release

@@ -31,11 +31,12 @@ import pytest
 from mcp_bridge.config import PLUGIN_ID
 from tests.conftest import ROOT, free_port
 from tests.openclaw_support import NamespacedService, OpenClaw, install, installed_openclaw
+from tests.speech_support import SPEECH_ENV
 from tests.transcription_standin import MISSING_MODEL, SLOW_MODEL, transcript_for
 
 pytestmark = pytest.mark.slow  # every test here starts processes (OpenClaw, espeak-ng, ffmpeg, a bridge)
 
-REAL_CHAIN = False
+REAL_CHAIN = True
 """True once the service serves Whisper (MODEL_TRANSCRIBE) and the bridge `POST /v1/audio/transcriptions`:
 then the real-chain tests run (the plumbing tests run either way)."""
 REAL_MODEL = "tiny.en"
@@ -298,6 +299,8 @@ def real_pool(openclaw: OpenClaw) -> Iterator[RealPool]:
     if not REAL_CHAIN:
         pytest.skip("REAL_CHAIN is off: the service's and the bridge's transcription endpoints are not in yet")
     hosts = [NamespacedService(openclaw.namespace, openclaw.tmp) for _ in range(2)]
+    for host in hosts:
+        host.env.update(SPEECH_ENV)  # Whisper tiny.en as the hosts' default transcription model
     standalone: subprocess.Popen[str] | None = None
     try:
         for host in hosts:

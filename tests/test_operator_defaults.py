@@ -16,6 +16,8 @@ import httpx
 import pytest
 from mcp import Client
 
+from gpu_protocol.routes import PROTOCOL_HEADER
+from gpu_protocol.versions import PROTOCOL_VERSION
 from gpu_service.errors import ModelNotAllowed
 from gpu_service.resolve import ModelPolicy
 from gpu_service.settings import Settings
@@ -102,12 +104,16 @@ def test_a_default_that_fails_to_load_degrades_the_service(service_factory, tmp_
     r = httpx.post(f"{svc.url}/embed", json={"texts": ["a"]})
     assert r.status_code == 500 and "could not be loaded" in r.json()["detail"]
     assert "MODEL_EMBED" in svc.logs() and "failed to load" in svc.logs()
+    stated = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}  # a caller that states no version gets 0.3.0's /info
+    capabilities = httpx.get(f"{svc.url}/info", headers=stated).json()["capabilities"]
+    assert capabilities["embed"]["failed"] == [str(broken)] and capabilities["bertscore"]["failed"] == []
 
     check = subprocess.run([sys.executable, "-m", "mcp_bridge", "--url", svc.url, "--check"], env=bridge_env(),
                            capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert check.returncode == 0, check.stdout + check.stderr  # degraded is usable: it serves BERTScore
     assert "degraded" in check.stdout and f"MODEL_EMBED={str(broken)!r}" in check.stdout
     assert "could not be loaded" in check.stdout, "the reason is printed in full, not cut to the table"
+    assert f"embed: default {broken}, loaded none, may load" in check.stdout and f"failed: {broken}" in check.stdout
 
 
 @pytest.mark.anyio

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from mcp_bridge.client.client import GpuClient
 from pydantic import BaseModel
 
 from gpu_protocol import bertscore, embed, rerank, routes, similarity, status
@@ -26,6 +25,7 @@ from gpu_protocol.versions import (
     fit_request,
     shape_answer,
 )
+from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import parse_config
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols.gpu_service import GpuServiceProtocol

@@ -93,3 +93,30 @@ async def test_cancelling_the_scope_cancels_the_work_and_errors_pass_through() -
 
     with pytest.raises(LookupError, match="the work's own error"):
         await cancel_on_disconnect(Client().receive, fails())
+
+
+def test_the_bridges_tools_and_v1_refuse_texts_in_the_same_words() -> None:
+    """The MCP tools and `/v1` hold texts to the bridge's limits with the one check: same words, the setting named."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from gpu_protocol.embed import EmbedRequest
+    from gpu_protocol.rerank import RerankRequest
+    from mcp_bridge.config import parse_config
+    from mcp_bridge.http_api.errors import ApiError
+    from mcp_bridge.http_api.requests import within_limits
+    from mcp_bridge.mcp.errors import tool_request
+
+    limits = parse_config({"limits": {"maxBatchSize": 2, "maxTextLength": 5}}, "test").limits
+    for texts, status, words in [(["a", "b", "c"], 413, "texts has 3 items; this bridge accepts at most 2 per request "
+                                                         "(limits.maxBatchSize)"),
+                                 (["ok", "toolong"], 422, "texts[1] has 7 characters; at most 5 are allowed "
+                                                          "(limits.maxTextLength)"),
+                                 (["ok", " "], 422, "texts[1] is blank")]:
+        with pytest.raises(ToolError) as tool:
+            tool_request(EmbedRequest, limits, texts=texts)
+        with pytest.raises(ApiError) as api:
+            within_limits(limits, texts=texts)
+        assert words in str(tool.value) and words in api.value.message and api.value.status == status
+        assert api.value.param == "texts"
+    with pytest.raises(ToolError, match="query has 6 characters"):
+        tool_request(RerankRequest, limits, query="longer", documents=["ok"])

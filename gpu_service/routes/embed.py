@@ -1,4 +1,5 @@
-"""Embeddings: our `POST /embed`, and OpenAI's `POST /v1/embeddings`, one code path (`Inference.embed`)."""
+"""Embeddings: our `POST /embed`, and OpenAI's `POST /v1/embeddings`, one code path (`Inference.embed`); OpenAI's
+`GET /v1/models` lists the embedding models."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gpu_protocol import routes
-from gpu_protocol.embed import EmbedRequest, EmbedResponse, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
+from gpu_protocol.embed import (
+    EmbedRequest,
+    EmbedResponse,
+    OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+    OpenAIModel,
+    OpenAIModelList,
+)
 from gpu_service.errors import Unprocessable
 from gpu_service.inference import Embedded
 from gpu_service.responses import VectorJSONResponse, embed_response, openai_response
-from gpu_service.routes.common import ERRORS, cancellable, observe, ready_service, timing_headers
+from gpu_service.routes.common import ERRORS, cancellable, observe, ready_service, service, timing_headers
 
 router = APIRouter()
 
@@ -51,3 +59,12 @@ async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> R
     answer = openai_response(result.vectors.numpy(), model=result.model, tokens=result.tokens,
                              encoding_format=body.encoding_format)
     return VectorJSONResponse(answer, headers=timing_headers(result.timing))
+
+
+@router.get(routes.OPENAI_MODELS, response_model=OpenAIModelList)
+async def openai_models(request: Request) -> OpenAIModelList:
+    """The default embedding model and every loaded one, in OpenAI's shape."""
+    state = service(request)
+    names = [state.settings.default_models["embed"]]
+    names += [m.key.label for m in state.registry.loaded() if m.key.kind == "embed" and m.key.label not in names]
+    return OpenAIModelList(data=[OpenAIModel(id=name) for name in names])

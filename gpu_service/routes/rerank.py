@@ -1,6 +1,6 @@
 """The reranking routes: Cohere's and Jina's `POST /v1/rerank`, and text-embeddings-inference's `POST /rerank`.
 
-Both score (query, document) pairs with the same cross-encoder through the same batcher
+Both (and Cohere's v2, routes/rerank_v2.py) score (query, document) pairs with the same cross-encoder through the same batcher
 (`Inference.rerank`); they differ only in their request and response shapes.
 """
 
@@ -28,7 +28,7 @@ from gpu_service.routes.common import ERRORS, cancellable, observe, ready_servic
 router = APIRouter()
 
 
-async def _rerank(request: Request, query: str, documents: list[str], **options: Any) -> Reranked:
+async def scored(request: Request, query: str, documents: list[str], **options: Any) -> Reranked:
     state = ready_service(request)
     result = await cancellable(request, state.inference.rerank(query, documents, **options))
     observe(request, result.timing)
@@ -39,7 +39,7 @@ async def _rerank(request: Request, query: str, documents: list[str], **options:
 async def rerank(body: RerankRequest, request: Request) -> JSONResponse:
     """Cohere's and Jina's shape: the `top_n` best documents, `relevance_score` in [0, 1]."""
     documents = body.texts()
-    result = await _rerank(request, body.query, documents, model=body.model)
+    result = await scored(request, body.query, documents, model=body.model)
     scores = relevance(result.logits)
     results = [
         RerankResult(
@@ -58,7 +58,7 @@ async def rerank(body: RerankRequest, request: Request) -> JSONResponse:
 @router.post(routes.TEI_RERANK, response_model=list[TEIRerankHit], response_model_exclude_none=True, responses=ERRORS)
 async def tei_rerank(body: TEIRerankRequest, request: Request) -> JSONResponse:
     """text-embeddings-inference's shape: every text, best first; `raw_scores` gives the logits."""
-    result = await _rerank(request, body.query, body.texts, model=body.model, field="texts", truncate=body.truncate)
+    result = await scored(request, body.query, body.texts, model=body.model, field="texts", truncate=body.truncate)
     scores = result.logits if body.raw_scores else relevance(result.logits)
     hits = [
         TEIRerankHit(index=i, score=scores[i], text=body.texts[i] if body.return_text else None) for i in result.order

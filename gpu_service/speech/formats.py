@@ -1,9 +1,10 @@
-"""A transcript in each of OpenAI's response formats: json, text, srt, vtt, verbose_json."""
+"""A transcript in each of OpenAI's response formats: json, text, srt, vtt (gpu_protocol.subtitles), verbose_json."""
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from gpu_protocol.subtitles import srt, vtt
 from gpu_protocol.transcribe import (
     Transcription,
     TranscriptionSegment,
@@ -11,27 +12,6 @@ from gpu_protocol.transcribe import (
     VerboseTranscription,
 )
 from gpu_service.speech.transcriber import Transcript
-
-
-def _clock(seconds: float, separator: str) -> str:
-    millis = max(0, round(seconds * 1000))
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
-
-
-def srt(transcript: Transcript) -> str:
-    cues = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
-        for i, s in enumerate(transcript.segments, start=1)
-    ]
-    return "\n".join(cues)
-
-
-def vtt(transcript: Transcript) -> str:
-    cues = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n" for s in transcript.segments]
-    return "WEBVTT\n\n" + "\n".join(cues)
 
 
 def verbose(transcript: Transcript, words: bool) -> VerboseTranscription:
@@ -60,9 +40,9 @@ def render(transcript: Transcript, response_format: str, words: bool, headers: d
     if response_format == "text":
         return PlainTextResponse(transcript.text + "\n", headers=headers)
     if response_format == "srt":
-        return PlainTextResponse(srt(transcript), headers=headers)
+        return PlainTextResponse(srt(transcript.segments), headers=headers)
     if response_format == "vtt":
-        return PlainTextResponse(vtt(transcript), media_type="text/vtt", headers=headers)
+        return PlainTextResponse(vtt(transcript.segments), media_type="text/vtt", headers=headers)
     if response_format == "verbose_json":
         return JSONResponse(verbose(transcript, words).model_dump(exclude_none=True), headers=headers)
     return JSONResponse(Transcription(text=transcript.text).model_dump(), headers=headers)

@@ -10,9 +10,7 @@ the tool's encoding.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence, Sized
-from functools import partial
-from typing import Literal, TypeVar
+from collections.abc import Sequence
 
 from gpu_protocol.bertscore import (
     BertScoreIdfRequest,
@@ -24,29 +22,25 @@ from gpu_protocol.bertscore import (
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
-from mcp_bridge.client.dispatch import Lane
 from mcp_bridge.client.fleet import Fleet
 from mcp_bridge.client.reranking import merge
-from mcp_bridge.client.results import EmbedResult, RerankOutcome, ScoreResult, SimilarityResult
-from mcp_bridge.client.sharding import Progress, RunShard, run_sharded, split
+from mcp_bridge.client.results import (
+    EmbedResult,
+    RerankOutcome,
+    ScoreResult,
+    SimilarityResult,
+    TranscribeOutcome,
+)
+from mcp_bridge.client.shard_runner import Dispatch, ShardRunner
+from mcp_bridge.client.sharding import Progress, split
+from mcp_bridge.client.transcription import Transcriber
 from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.errors import PoolError
-from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.pool import HostPool
-from mcp_bridge.protocols import Task
+from mcp_bridge.pool.routing import Need
+from mcp_bridge.protocols.speech import AudioRequest
 from mcp_bridge.protocols.vectors import VectorBlock, join
-
-T = TypeVar("T")
-S = TypeVar("S", bound=Sized)
-
-Dispatch = Literal["rates", "pool"]
-"""How shards find hosts: "rates" follows each host's measured rate (`client/dispatch.py`); "pool" is a
-plain work queue the pool balances (the dispatch before issue 21, kept to compare against)."""
-
-
-def _in_flight(host: Host) -> int:
-    return host.record.in_flight
 
 
 class GpuClient:
@@ -54,39 +48,11 @@ class GpuClient:
         self.config = config
         self.pool = pool
         self.fleet = Fleet(pool)
-        self.dispatch = dispatch
+        self.shards = ShardRunner(pool, config.shardSize, dispatch)
+        self.transcriber = Transcriber(config, pool, self.shards)
 
     def deadline(self) -> float:
         return self.pool.clock() + self.config.timeout
-
-    def _lanes(self, task: Task, kind: str, shards: int, pin: str | None = None) -> list[Lane]:
-        """The call's lanes: one per usable host that serves `task`, each with its measured rate; one lane
-        for the pool to fill (its balancer choosing) for a call of one shard, a pinned call, when nothing
-        is usable (the pool panics) or with dispatch "pool"."""
-        hosts = [h for h in self.pool.hosts if h.can_serve(task)]
-        now = self.pool.clock()
-        usable = [h for h in hosts if h.usable(now)]
-        if shards <= 1 or pin is not None or self.dispatch == "pool" or not usable:
-            return [Lane(None, max(1, sum(h.max_concurrent or 2 for h in hosts)))]
-        return [Lane(h.name, h.max_concurrent or 2, h.record.item_seconds.get(kind), busy=partial(_in_flight, h))
-                for h in usable]
-
-    def _learned(self, kind: str) -> Callable[[str, float], None]:
-        def keep(name: str, item_seconds: float) -> None:
-            for h in self.pool.hosts:
-                if h.name == name:
-                    h.record.item_seconds[kind] = item_seconds
-
-        return keep
-
-    async def _sharded(self, task: Task, kind: str, items: Sequence[T], run_shard: RunShard[T, S], *,
-                       pin: str | None = None, progress: Progress | None = None, shard_size: int | None = None,
-                       ) -> list[S]:
-        """`run_sharded` over the lanes for `task`; hosts' rates are kept per `kind` of call (and model)."""
-        size = shard_size or self.config.shardSize
-        lanes = self._lanes(task, kind, -(-len(items) // size), pin)
-        return await run_sharded(items, size, run_shard, lanes=lanes, progress=progress, clock=self.pool.clock,
-                                 learned=self._learned(kind))
 
     # ------------------------------------------------------------------ embeddings
 
@@ -121,11 +87,12 @@ class GpuClient:
             sub = request.model_copy(update={"texts": list(shard), "model": model})
             block, chosen = await self.pool.request(
                 "embed", lambda h: h.protocol.embed_call(sub), lambda h, r: h.protocol.parse_embed(r, sub),
-                deadline=deadline, pin=host, prefer=prefer,
+                deadline=deadline, pin=host, prefer=prefer, model=model,
             )
             return block.computed_on(chosen.name), chosen.name
 
-        blocks = await self._sharded("embed", f"embed:{model}", request.texts, run_shard, pin=host, progress=progress)
+        blocks = await self.shards.run(Need("embed", model), request.texts, run_shard, kind="embed", pin=host,
+                                       progress=progress)
         widths = {b.dimensions for b in blocks}
         if len(widths) > 1:
             raise PoolError(
@@ -151,7 +118,7 @@ class GpuClient:
         async def ask(sub: SimilarityRequest, prefer: str | None = None) -> tuple[SimilarityResponse, str]:
             answer, chosen = await self.pool.request(
                 "embed", lambda h: h.protocol.similarity_call(sub), lambda h, r: h.protocol.parse_similarity(r, sub),
-                deadline=deadline, pin=host, prefer=prefer,
+                deadline=deadline, pin=host, prefer=prefer, model=sub.model,
             )
             used.add(chosen.name)
             answers.append(answer)
@@ -169,7 +136,8 @@ class GpuClient:
                 answer, served = await ask(sub, prefer)
                 return answer.scores or [], served
 
-            parts = await self._sharded("embed", f"similarity:{request.model}", range(len(request.texts)), run_shard, pin=host, progress=progress)
+            parts = await self.shards.run(Need("embed", request.model), range(len(request.texts)), run_shard,
+                                          kind="similarity", pin=host, progress=progress)
             scores = [score for part in parts for score in part]
             response = SimilarityResponse(
                 mode=request.chosen_mode, model=answers[0].model, scores=scores,
@@ -195,13 +163,14 @@ class GpuClient:
             sub = request.model_copy(update={"documents": request.documents[lo:hi]})
             answer, chosen = await self.pool.request(
                 "rerank", lambda h: h.protocol.rerank_call(sub), lambda h, r: h.protocol.parse_rerank(r, sub),
-                deadline=deadline, pin=host, prefer=prefer,
+                deadline=deadline, pin=host, prefer=prefer, model=sub.model,
             )
             used.add(chosen.name)
             answers.append((lo, answer))
             return [r.relevance_score for r in answer.results], chosen.name
 
-        await self._sharded("rerank", f"rerank:{request.model}", range(len(request.documents)), run_shard, pin=host, progress=progress)
+        await self.shards.run(Need("rerank", request.model), range(len(request.documents)), run_shard, kind="rerank",
+                              pin=host, progress=progress)
         return RerankOutcome(merge(request, sorted(answers, key=lambda pair: pair[0])), hosts=sorted(used),
                              seconds=time.perf_counter() - started)
 
@@ -227,13 +196,14 @@ class GpuClient:
             sub = request.model_copy(update={"candidates": [c for c, _ in shard], "references": [r for _, r in shard]})
             answer, chosen = await self.pool.request(
                 "bertscore", lambda h: h.protocol.bertscore_call(sub), lambda h, r: h.protocol.parse_bertscore(r, sub),
-                deadline=deadline, prefer=prefer,
+                deadline=deadline, prefer=prefer, model=sub.model_type,
             )
             used.add(chosen.name)
             answers.append(answer)
             return list(zip(answer.precision, answer.recall, answer.f1, strict=True)), chosen.name
 
-        parts = await self._sharded("bertscore", f"bertscore:{request.model_type}", pairs, run_shard, progress=progress)
+        parts = await self.shards.run(Need("bertscore", request.model_type), pairs, run_shard, kind="bertscore",
+                                      progress=progress)
         p, r, f = (list(col) for col in zip(*(s for part in parts for s in part), strict=True))
         head = answers[0]
         response = BertScoreResponse(
@@ -256,12 +226,23 @@ class GpuClient:
             counted, chosen = await self.pool.request(
                 "bertscore", lambda h: h.protocol.bertscore_idf_call(sub),
                 lambda h, r: h.protocol.parse_bertscore_idf(r, sub), deadline=deadline, prefer=prefer,
+                model=sub.model_type,
             )
             return [counted], chosen.name
 
         chunks = split(sentences, self.config.shardSize)
-        parts = await self._sharded("bertscore", f"bertscore-idf:{request.model_type}", chunks, count, shard_size=1)
+        parts = await self.shards.run(Need("bertscore", request.model_type), chunks, count, kind="bertscore-idf",
+                                      shard_size=1)
         return IdfCounts.merge(counted for part in parts for counted in part)
+
+    # ------------------------------------------------------------------ speech to text
+
+    async def transcribe(
+        self, request: AudioRequest, *, host: str | None = None, progress: Progress | None = None
+    ) -> TranscribeOutcome:
+        """`request`'s audio as text with timed segments; a long recording is cut at silences and its
+        parts transcribed on several hosts at once (`mcp_bridge.client.transcription`)."""
+        return await self.transcriber.transcribe(request, deadline=self.deadline(), host=host, progress=progress)
 
     # ------------------------------------------------------------------ fleet views
 

@@ -12,6 +12,7 @@ from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.probes import PROBE_TIMEOUT_S, check_health, read_info, read_status
+from mcp_bridge.pool.routing import served_models
 
 
 class Fleet:
@@ -29,11 +30,12 @@ class Fleet:
             return HealthRow(
                 name=h.name, url=h.url, type=h.protocol.type, ok=verdict.serving, status=verdict.status,
                 device=verdict.device, problems=verdict.problems,
-                latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                latency_ms=round((time.perf_counter() - started) * 1000, 1), paths=h.protocol.paths(),
             )
 
         return [
-            result or HealthRow(name=h.name, url=h.url, type=h.protocol.type, ok=False, error=error)
+            result or HealthRow(name=h.name, url=h.url, type=h.protocol.type, ok=False, error=error,
+                                paths=h.protocol.paths())
             for h, result, error in await self.pool.each(probe, PROBE_TIMEOUT_S + 0.5)
         ]
 
@@ -45,8 +47,9 @@ class Fleet:
             return found
 
         return [
-            InfoRow(name=h.name, url=h.url, info=result) if result is not None
-            else InfoRow(name=h.name, url=h.url, error=error, described=h.protocol.info_call() is not None)
+            InfoRow(name=h.name, url=h.url, info=result, models=served_models(h)) if result is not None
+            else InfoRow(name=h.name, url=h.url, error=error, described=h.protocol.info_call() is not None,
+                         models=served_models(h))
             for h, result, error in await self.pool.each(info, PROBE_TIMEOUT_S + 0.5)
         ]
 

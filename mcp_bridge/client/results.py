@@ -10,6 +10,7 @@ from functools import cached_property
 from gpu_protocol.bertscore import BertScoreResponse
 from gpu_protocol.rerank import RerankResponse
 from gpu_protocol.similarity import SimilarityResponse
+from gpu_protocol.transcribe import VerboseTranscription
 from mcp_bridge.protocols.vectors import VectorBlock
 
 
@@ -70,4 +71,14 @@ class RerankOutcome:
 
     response: RerankResponse
     hosts: list[str]
+    seconds: float
+
+
+@dataclass
+class TranscribeOutcome:
+    transcription: VerboseTranscription
+    """Segments (and words when asked) on the recording's clock, whatever parts it was cut into."""
+    hosts: list[str]
+    parts: int
+    """1: sent whole; more: cut at silences and transcribed on several hosts at once."""
     seconds: float

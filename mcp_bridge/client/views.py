@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from gpu_protocol.status import InfoResponse, StatusResponse
-from mcp_bridge.pool.views import HostView
+from mcp_bridge.pool.views import HostView, ServedModels
 
 
 class Unreachable(BaseModel):
@@ -43,6 +43,8 @@ class HealthRow(BaseModel):
     problems: list[str] = []
     latency_ms: float | None = None
     error: str | None = None
+    paths: str | None = None
+    """Where an openai host is called and which health path chose that (None for other types)."""
 
 
 class InfoRow(BaseModel):
@@ -52,3 +54,5 @@ class InfoRow(BaseModel):
     error: str | None = None
     described: bool = True
     """False for a host whose type has no /info (the error says so); not a failure."""
+    models: list[ServedModels] = []
+    """Per task, the models it serves as the bridge routes by them (an openai/tei host: its configured `model`)."""

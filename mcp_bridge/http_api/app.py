@@ -1,5 +1,5 @@
-"""Serving over HTTP: MCP (streamable HTTP at /mcp, or legacy SSE) and OpenAI's embeddings API at /v1,
-behind one bearer token."""
+"""Serving over HTTP: MCP (streamable HTTP at /mcp, or legacy SSE), OpenAI's embeddings API at /v1 and
+Cohere's v2 rerank at /v2/rerank, behind one bearer token."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpu_protocol.auth import KeyRequired
 from mcp_bridge.http_api.errors import send_unauthorized
-from mcp_bridge.http_api.openai import PREFIX
+from mcp_bridge.http_api.openai import PREFIXES
 
 REFUSAL = "unauthorized: send Authorization: Bearer <the bridge's --auth-token>"
 
@@ -36,11 +36,11 @@ def http_app(server: MCPServer, transport: str, host: str, token: str | None, op
 
 
 def route_v1(openai: ASGIApp, other: ASGIApp) -> ASGIApp:
-    """`/v1/...` HTTP requests to `openai`, everything else (MCP, lifespan) to `other`."""
+    """`/v1/...` and `/v2/...` HTTP requests to `openai`, everything else (MCP, lifespan) to `other`."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and (path == PREFIX or path.startswith(PREFIX + "/")):
+        if scope["type"] == "http" and any(path == p or path.startswith(p + "/") for p in PREFIXES):
             await openai(scope, receive, send)
         else:
             await other(scope, receive, send)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import Send
 
+from gpu_protocol.routes import retry_after_headers
 from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
 
 
@@ -25,8 +26,7 @@ class ApiError(Exception):
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.TYPES.get(self.status, "server_error"),
                           "param": self.param, "code": self.code}}
-        headers = {"Retry-After": str(max(1, round(self.retry_after)))} if self.retry_after else None
-        return JSONResponse(body, status_code=self.status, headers=headers)
+        return JSONResponse(body, status_code=self.status, headers=retry_after_headers(self.retry_after))
 
 
 async def send_unauthorized(send: Send) -> None:

@@ -1,5 +1,6 @@
-"""The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`) and Cohere's
-rerank API (`POST /v1/rerank`).
+"""The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`), Cohere's
+rerank API (`POST /v1/rerank`, and v2's `POST /v2/rerank`, http_api/cohere.py) and OpenAI's speech to
+text (`POST /v1/audio/transcriptions` and `/translations`, read and rendered in http_api/audio.py).
 
 In HTTP mode the bridge serves these next to `/mcp`, behind the same bearer token, so any
 OpenAI client (OpenClaw's `openai-compatible` memory provider, LangChain, LlamaIndex, the
@@ -16,24 +17,27 @@ models of openai/tei hosts) and the pool's error types.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive
+from starlette.types import ASGIApp
 
-from gpu_protocol.codec import encode_float32_rows
+from gpu_protocol import routes
+from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
-from mcp_bridge.client.results import EmbedResult, RerankOutcome
+from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
+from mcp_bridge.client.audio_decode import AudioUnreadable
+from mcp_bridge.client.results import EmbedResult, RerankOutcome, TranscribeOutcome
 from mcp_bridge.client.views import InfoRow
 from mcp_bridge.config import BridgeConfig, redactor
+from mcp_bridge.http_api.audio import audio_request, render
+from mcp_bridge.http_api.cohere import v2_answer, wire_request
 from mcp_bridge.http_api.errors import ApiError, pool_error
 from mcp_bridge.http_api.requests import (
     EMBED_EXAMPLE,
@@ -41,14 +45,19 @@ from mcp_bridge.http_api.requests import (
     embedding_request,
     json_object,
     rerank_request,
+    rerank_v2_request,
 )
+from mcp_bridge.http_api.responses import ModelResponse, embeddings_answer
 from mcp_bridge.pool.errors import PoolError
+from mcp_bridge.protocols.speech import AudioRequest, SpeechTask
 
 log = logging.getLogger("mcp_bridge.openai")
 T = TypeVar("T")
 
 PREFIX = "/v1"
-Handler = Callable[[Request], Awaitable[JSONResponse]]
+PREFIXES = (PREFIX, "/v2")
+"""The paths this app serves start with one of these (the rest of the HTTP bridge is MCP's)."""
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Embedder(Protocol):
@@ -60,37 +69,17 @@ class Embedder(Protocol):
 
     async def info(self) -> list[InfoRow]: ...
 
-
-async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client goes away: the pool then tells the hosts to drop
-    the shards (POST /cancel), so an aborted embedding stops on the GPUs, not only here."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        # The body has been read, so the next message can only be the disconnect.
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        task.cancel()
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if task.cancelled() and watcher.done():  # the client left (not a shutdown of this handler)
-            raise ApiError(499, "the client closed the request; its work on the hosts was cancelled") from None
-        raise
-    finally:
-        watcher.cancel()
-
-
-def _as_row(vector: list[float], encoding: str) -> list[float] | str:
-    return encode_float32_rows(struct.pack(f"<{len(vector)}f", *vector)) if encoding == "base64" else vector
+    async def transcribe(self, request: AudioRequest) -> TranscribeOutcome: ...
 
 
 async def _pooled(request: Request, work: Awaitable[T]) -> T:
-    """`work` cancelled if the client leaves; a pool failure as the status an OpenAI client acts on."""
+    """`work`, cancelled if the client leaves (the pool then tells the hosts to drop the shards, POST
+    /cancel, so an aborted embedding stops on the GPUs, not only here); a pool failure as the status an
+    OpenAI client acts on."""
     try:
         return await cancel_on_disconnect(request.receive, work)
+    except WorkCancelled:
+        raise ApiError(499, "the client closed the request; its work on the hosts was cancelled") from None
     except (PoolError, ValueError) as exc:
         raise pool_error(exc) from None
 
@@ -105,7 +94,7 @@ class V1:
     def answering(self, handler: Handler) -> Handler:
         """`handler`, with every failure answered in OpenAI's shape (secrets redacted, bugs logged)."""
 
-        async def endpoint(request: Request) -> JSONResponse:
+        async def endpoint(request: Request) -> Response:
             try:
                 if self.unavailable:
                     raise ApiError(503, self.unavailable, code="not_configured")
@@ -121,16 +110,13 @@ class V1:
 
         return endpoint
 
-    async def embeddings(self, request: Request) -> JSONResponse:
+    async def embeddings(self, request: Request) -> Response:
         asked, wire = embedding_request(await json_object(request, EMBED_EXAMPLE), self.config.limits)
         result = await _pooled(request, self.gpu.embed_request(wire))
         log.info("POST /v1/embeddings: %d texts%s, model %s, on %s in %.2fs", len(wire.texts),
                  f" ({asked.input_type})" if asked.input_type else "", result.model, ", ".join(result.hosts),
                  result.seconds)
-        data = [{"object": "embedding", "index": i, "embedding": _as_row(v, asked.encoding_format)}
-                for i, v in enumerate(result.embeddings)]
-        usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
-        return JSONResponse({"object": "list", "data": data, "model": result.model, "usage": usage})
+        return ModelResponse(embeddings_answer(result, asked.encoding_format))
 
     async def rerank(self, request: Request) -> JSONResponse:
         parsed = rerank_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
@@ -138,6 +124,35 @@ class V1:
         log.info("POST /v1/rerank: %d documents, model %s, on %s in %.2fs", len(parsed.documents),
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         return JSONResponse(outcome.response.model_dump(mode="json", exclude_none=True))
+
+    async def rerank_v2(self, request: Request) -> JSONResponse:
+        asked = rerank_v2_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
+        outcome = await _pooled(request, self.gpu.rerank(wire_request(asked)))
+        log.info("POST %s: %d documents, model %s, on %s in %.2fs", routes.RERANK_V2, len(asked.documents),
+                 outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
+        answer = v2_answer(asked, outcome, request.headers.get(routes.REQUEST_ID_HEADER))
+        return JSONResponse(answer.model_dump(mode="json", exclude_none=True))
+
+    async def speech(self, request: Request, task: SpeechTask) -> Response:
+        wire = await audio_request(request, self.config.audio, task)
+
+        async def transcribed() -> TranscribeOutcome:
+            try:
+                return await self.gpu.transcribe(wire)
+            except AudioUnreadable as exc:  # the bridge could not split it: the caller's file, not the pool
+                raise ApiError(422, f"file: {exc}", param="file") from None
+
+        outcome = await _pooled(request, transcribed())
+        log.info("POST %s: %d bytes, %.1fs of audio in %d part(s), model %s, on %s in %.2fs", request.url.path,
+                 len(wire.audio), outcome.transcription.duration, outcome.parts, outcome.transcription.model,
+                 ", ".join(outcome.hosts), outcome.seconds)
+        return render(outcome.transcription, wire.options)
+
+    async def transcriptions(self, request: Request) -> Response:
+        return await self.speech(request, "transcribe")
+
+    async def translations(self, request: Request) -> Response:
+        return await self.speech(request, "translate")
 
     async def models(self, request: Request) -> JSONResponse:
         found, problems = await list_models(self.gpu, self.config)
@@ -154,6 +169,9 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
         Route(f"{PREFIX}/embeddings", v1.answering(v1.embeddings), methods=["POST"]),
         Route(f"{PREFIX}/models", v1.answering(v1.models), methods=["GET"]),
         Route(f"{PREFIX}/rerank", v1.answering(v1.rerank), methods=["POST"]),
+        Route(routes.RERANK_V2, v1.answering(v1.rerank_v2), methods=["POST"]),
+        Route(TRANSCRIPTIONS, v1.answering(v1.transcriptions), methods=["POST"]),
+        Route(TRANSLATIONS, v1.answering(v1.translations), methods=["POST"]),
     ])
 
 

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from gpu_protocol.embed import EmbedRequest, OpenAIEmbeddingRequest
-from gpu_protocol.rerank import RerankRequest
-from gpu_protocol.validation import check_not_blank, error_location, validation_message
+from gpu_protocol.rerank import RerankRequest, RerankV2Request
+from gpu_protocol.validation import TextsRejected, error_location, validation_message
 from mcp_bridge.config import LimitsConfig
 from mcp_bridge.http_api.errors import ApiError
 
@@ -51,30 +51,24 @@ async def json_object(request: Request, example: str) -> dict[str, Any]:
 
 
 def validated(model: type[ModelT], body: dict[str, Any]) -> ModelT:
-    """`body` as `model`, or a 422 naming the first bad field as the caller wrote it (`documents[2]`)."""
+    """`body` as `model`, or a 422 naming the bad fields as the caller wrote them (`documents[2]`), in the
+    words the MCP tools and a host use (`validation_message`); `param` is the first one's top-level field."""
     try:
         return model.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = first["loc"]
-        raise ApiError(422, validation_message([first]) if loc else str(first["msg"]),
-                       param=error_location(loc[:1]) if loc else None) from None
+        errors = err.errors()
+        loc = errors[0]["loc"]
+        raise ApiError(422, validation_message(errors), param=error_location(loc[:1]) if loc else None) from None
 
 
-def check_limits(limits: LimitsConfig, field: str, texts: Sequence[str], noun: str,
-                 also: Sequence[tuple[str, str]] = ()) -> None:
-    """The bridge's limits (limits.maxBatchSize, limits.maxTextLength) and the blank rule, for every route."""
-    if len(texts) > limits.maxBatchSize:
-        raise ApiError(413, f"{field} has {len(texts)} {noun}; this bridge takes at most {limits.maxBatchSize} "
-                            "per request (limits.maxBatchSize): split the request", param=field)
+def within_limits(limits: LimitsConfig, **fields: Sequence[str] | str) -> None:
+    """Each field's texts within the bridge's limits and non-blank (`LimitsConfig.check`, the same check
+    as the MCP tools'): 413 for too many texts, 422 for a blank or too long one; `param` the field."""
     try:
-        check_not_blank(list(texts), field)
-    except ValueError as exc:
-        raise ApiError(422, str(exc), param=field) from None
-    for name, text in [*also, *((f"{field}[{i}]", t) for i, t in enumerate(texts))]:
-        if len(text) > limits.maxTextLength:
-            raise ApiError(422, f"{name} has {len(text)} characters; at most {limits.maxTextLength} are allowed "
-                                "(limits.maxTextLength)", param=name.split("[")[0])
+        for field, texts in fields.items():
+            limits.check(field, texts)
+    except TextsRejected as exc:
+        raise ApiError(exc.status, exc.message, param=exc.field.split("[")[0]) from None
 
 
 def _input_texts(raw: Any) -> list[str]:
@@ -96,7 +90,7 @@ def embedding_request(body: dict[str, Any], limits: LimitsConfig) -> tuple[OpenA
     """OpenAI's embeddings request and the wire request made from it, or an ApiError naming the field."""
     texts = _input_texts(body.get("input"))
     asked = validated(OpenAIEmbeddingRequest, body)
-    check_limits(limits, "input", texts, "texts")
+    within_limits(limits, input=texts)
     wire = validated(EmbedRequest, {"texts": texts, "model": asked.model, "normalize": True, "dimensions": asked.dimensions,
                                     "input_type": asked.input_type})
     return asked, wire
@@ -105,5 +99,12 @@ def embedding_request(body: dict[str, Any], limits: LimitsConfig) -> tuple[OpenA
 def rerank_request(body: dict[str, Any], limits: LimitsConfig) -> RerankRequest:
     """Cohere's rerank request within the bridge's limits, or an ApiError naming the field (and index)."""
     request = validated(RerankRequest, body)
-    check_limits(limits, "documents", request.texts(), "entries", also=[("query", request.query)])
+    within_limits(limits, query=request.query, documents=request.texts())
+    return request
+
+
+def rerank_v2_request(body: dict[str, Any], limits: LimitsConfig) -> RerankV2Request:
+    """Cohere's v2 rerank request within the bridge's limits, or an ApiError naming the field (and index)."""
+    request = validated(RerankV2Request, body)
+    within_limits(limits, query=request.query, documents=request.documents)
     return request

@@ -45,6 +45,7 @@ def bertscore_output(scored: ScoreResult) -> tuple[str, BertScoreOutput]:
 
 
 def register(server: MCPServer, tools: Tools) -> None:
+    limits = tools.limits
     Texts = Annotated[list[Annotated[str, tools.text_limit]], tools.batch_limit]
 
     @server.tool(
@@ -66,7 +67,7 @@ def register(server: MCPServer, tools: Tools) -> None:
         rescale_with_baseline: Annotated[bool, Field(description="Rescale with bert-score's baseline (needs a baseline for the model and lang).")] = False,
     ) -> Annotated[CallToolResult, BertScoreOutput]:
         request = tool_request(
-            BertScoreRequest, candidates=candidates, references=references, lang=lang,
+            BertScoreRequest, limits, candidates=candidates, references=references, lang=lang,
             model_type=model_type or model, num_layers=num_layers, idf=idf, rescale_with_baseline=rescale_with_baseline,
         )
         scored = await tools.guarded(tools.gpu.bertscore(request, progress=progress_reporter(ctx)))

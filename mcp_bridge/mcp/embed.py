@@ -150,7 +150,7 @@ def register(server: MCPServer, tools: Tools) -> None:
             f"for programs, not for reading). auto: float when the result fits in {limits.maxResultMB:g} MiB, "
             "else base64. The result's `encoding` says which was used.")] = "auto",
     ) -> Annotated[CallToolResult, EmbedOutput]:
-        request = tool_request(EmbedRequest, texts=texts, model=model, normalize=normalize, dimensions=dimensions)
+        request = tool_request(EmbedRequest, limits, texts=texts, model=model, normalize=normalize, dimensions=dimensions)
         embedded = await tools.guarded(tools.gpu.embed_request(request, host=host, progress=progress_reporter(ctx)))
         out = embed_output(embedded, encoding, limits.maxResultMB)
         return result(embed_summary(out), out)

@@ -1,8 +1,8 @@
 """How failures reach the agent: one plain sentence that says what happened and what to do.
 
 No error text an agent sees carries a Python exception class name, a pydantic dump or a
-secret. Bad arguments are checked once, with the wire schema's own validators (the same
-the service runs), and named with their index (`texts[1] is blank`); a bug in the bridge
+secret. Bad arguments are checked once, with the wire's texts check and the wire schema's own
+validators (the same the service runs), and named with their index (`texts[1] is blank`); a bug in the bridge
 is logged with its traceback and reported as an internal error.
 """
 
@@ -16,8 +16,8 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import BaseModel, ValidationError
 
-from gpu_protocol.validation import validation_message
-from mcp_bridge.config import ConfigError
+from gpu_protocol.validation import TextsRejected, validation_message
+from mcp_bridge.config import ConfigError, LimitsConfig
 from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolError, PoolTimeout
 
 log = logging.getLogger("mcp_bridge.tools")
@@ -31,13 +31,23 @@ def invalid_arguments(exc: ValidationError) -> ToolError:
     return ToolError(f"invalid arguments: {validation_message(exc.errors())}")
 
 
-def tool_request(request_model: type[RequestT], /, **arguments: Any) -> RequestT:
-    """The wire request for a tool call, validated once, before anything leaves the bridge.
+TEXT_ARGUMENTS = frozenset({"texts", "texts_b", "query", "candidates", "references", "documents"})
+"""The tools' arguments that carry texts: each held to the bridge's limits before the wire model sees it."""
 
-    It is the service's own request model, so the bridge refuses exactly what a host would,
+
+def tool_request(request_model: type[RequestT], limits: LimitsConfig, /, **arguments: Any) -> RequestT:
+    """The wire request for a tool call, checked once, before anything leaves the bridge.
+
+    Its texts within the bridge's limits and non-blank (`LimitsConfig.check`, the check `/v1` and the
+    hosts run), then the service's own request model, so the bridge refuses exactly what a host would,
     in the same words; the shards are copies of it, never validated again."""
     try:
+        for name, value in arguments.items():
+            if name in TEXT_ARGUMENTS and value is not None:
+                limits.check(name, value)
         return request_model(**arguments)
+    except TextsRejected as exc:
+        raise ToolError(f"invalid arguments: {exc.message}") from None
     except ValidationError as exc:
         raise invalid_arguments(exc) from None
 

@@ -3,38 +3,41 @@
 No `from __future__ import annotations` here: the SDK reads the tools' signatures at registration,
 and their types are built from the bridge's limits."""
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult
-from pydantic import BaseModel, Field, WithJsonSchema, field_serializer
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
 from gpu_protocol.status import StatusResponse
 from mcp_bridge.client.views import FleetStatus, HealthRow, HostStatus, InfoRow
 from mcp_bridge.mcp.tools import READ_ONLY, Tools, result
+from mcp_bridge.pool.views import models_in_words
 
 Rows = WithJsonSchema({"type": "array", "items": {"type": "object", "additionalProperties": True}})
 """The rows' schema stays open (one object per host): clients show them, they do not validate each field."""
 
 
+def _given_fields(rows: Sequence[BaseModel]) -> list[dict[str, object]]:
+    return [r.model_dump(mode="json", exclude_unset=True) for r in rows]
+
+
+GivenFields = PlainSerializer(_given_fields)
+"""Each row with the fields it was given only (a host that did not answer has no device, no models)."""
+
+
 class HealthOutput(BaseModel):
     healthy: int = Field(description="Hosts that serve (ok, or degraded: a default model missing, see problems).")
     total: int
-    hosts: Annotated[list[HealthRow], Rows] = Field(
+    hosts: Annotated[list[HealthRow], GivenFields, Rows] = Field(
         description="Per host: name, url, type, ok, status, device, problems, latency_ms, error.")
-
-    @field_serializer("hosts")
-    def _rows(self, rows: list[HealthRow]) -> list[dict[str, object]]:
-        return [r.model_dump(mode="json", exclude_unset=True) for r in rows]
 
 
 class InfoOutput(BaseModel):
-    hosts: Annotated[list[InfoRow], Rows] = Field(
-        description="Per host: name, url, and its /info (device, VRAM, models) or error.")
-
-    @field_serializer("hosts")
-    def _rows(self, rows: list[InfoRow]) -> list[dict[str, object]]:
-        return [r.model_dump(mode="json", exclude_unset=True) for r in rows]
+    hosts: Annotated[list[InfoRow], GivenFields, Rows] = Field(
+        description="Per host: name, url, its /info (device, VRAM, models) or error, and `models`: per task the "
+        "default, loaded, allowed and failed models (a call naming a model goes only to hosts that serve it).")
 
 
 class StatusOutput(BaseModel):
@@ -43,6 +46,7 @@ class StatusOutput(BaseModel):
     panics: int
     hosts: Annotated[list[HostStatus], Rows] = Field(
         description="Per host: state, in_flight, ewma_latency_ms, consecutive_failures, last_error, served, "
+        "`models` (per task: default, loaded, allowed, failed), "
         "and the host's own /status (queue depth, active jobs with progress, loaded models)."
     )
 
@@ -72,6 +76,8 @@ def info_summary(rows: list[InfoRow]) -> str:
             lines.append(f"- {r.name}: {info.device} ({info.device_name}{vram}); loaded: {loaded}")
         else:
             lines.append(f"- {r.name}: unavailable - {r.error}")
+        if r.models:
+            lines.append(f"  serves {models_in_words(r.models)}")
     return "\n".join(lines)
 
 

@@ -40,7 +40,8 @@ def rerank_output(outcome: RerankOutcome, documents: list[str]) -> tuple[str, Re
 
 def register(server: MCPServer, tools: Tools) -> None:
     limits = tools.limits
-    Texts = Annotated[list[Annotated[str, tools.text_limit]], tools.batch_limit]
+    Text = Annotated[str, tools.text_limit]
+    Texts = Annotated[list[Text], tools.batch_limit]
 
     @server.tool(
         title="Rerank documents on a GPU",
@@ -52,14 +53,14 @@ def register(server: MCPServer, tools: Tools) -> None:
         annotations=READ_ONLY,
     )
     async def gpu_rerank(
-        query: Annotated[str, Field(min_length=1, max_length=limits.maxTextLength, description="What the documents are ranked against.")],
+        query: Annotated[Text, Field(description="What the documents are ranked against.")],
         documents: Texts,
         ctx: Context,
         top_n: Annotated[int | None, Field(ge=1, le=limits.maxBatchSize, description="How many matches to return, best first; all when omitted.")] = 10,
         model: Model = None,
         host: HostName = None,
     ) -> Annotated[CallToolResult, RerankOutput]:
-        request = tool_request(RerankRequest, query=query, documents=documents, top_n=top_n, model=model)
+        request = tool_request(RerankRequest, limits, query=query, documents=documents, top_n=top_n, model=model)
         outcome = await tools.guarded(tools.gpu.rerank(request, host=host, progress=progress_reporter(ctx)))
         summary, out = rerank_output(outcome, documents)
         return result(summary, out)

@@ -51,7 +51,8 @@ def similarity_output(request: SimilarityRequest, found: SimilarityResult, texts
 
 def register(server: MCPServer, tools: Tools) -> None:
     limits = tools.limits
-    Texts = Annotated[list[Annotated[str, tools.text_limit]], tools.batch_limit]
+    Text = Annotated[str, tools.text_limit]
+    Texts = Annotated[list[Text], tools.batch_limit]
 
     @server.tool(
         title="Compare texts on a GPU",
@@ -68,14 +69,14 @@ def register(server: MCPServer, tools: Tools) -> None:
         mode: Annotated[Literal["pairs", "query", "matrix"] | None, Field(
             description="query | pairs | matrix. Omit it: query if `query` is given, pairs if `texts_b` is, "
             "else matrix.")] = None,
-        query: Annotated[str | None, Field(min_length=1, max_length=limits.maxTextLength, description="mode=query: the query text.")] = None,
+        query: Annotated[Text | None, Field(description="mode=query: the query text.")] = None,
         texts_b: Annotated[Texts | None, Field(description="mode=pairs: second text of each pair, same length as texts.")] = None,
         top_k: Annotated[int, Field(ge=1, le=SIMILARITY_TOP_K_MAX, description="mode=query: how many matches to return.")] = 10,
         model: Model = None,
         host: HostName = None,
     ) -> Annotated[CallToolResult, SimilarityOutput]:
         request = tool_request(
-            SimilarityRequest, mode=mode, texts=texts, texts_b=texts_b, query=query, top_k=top_k, model=model
+            SimilarityRequest, limits, mode=mode, texts=texts, texts_b=texts_b, query=query, top_k=top_k, model=model
         )
         found = await tools.guarded(tools.gpu.similarity(request, host=host, progress=progress_reporter(ctx)))
         summary, out = similarity_output(request, found, texts)

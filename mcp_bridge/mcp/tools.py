@@ -57,12 +57,14 @@ class Tools:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
         self.limits = bridge.config.limits
+        self.limits_audio = bridge.config.audio
         self.redact = redactor(bridge.config)
-        self.text_limit = Field(max_length=self.limits.maxTextLength)
-        """Each text: `Annotated[list[Annotated[str, text_limit]], batch_limit]` (blank texts are refused
-        by the wire schema's own rule, in `tool_request`, with the index)."""
+        # The limits are stated in the tools' input schemas (maxItems, maxLength) and enforced once, by
+        # `tool_request` (`LimitsConfig.check`): a refusal then names the setting, in /v1's words.
+        self.text_limit = Field(json_schema_extra={"maxLength": self.limits.maxTextLength})
+        """Each text: `Annotated[str, text_limit]`, in `Annotated[list[...], batch_limit]` for a list."""
         self.batch_limit = Field(
-            min_length=1, max_length=self.limits.maxBatchSize,
+            min_length=1, json_schema_extra={"maxItems": self.limits.maxBatchSize},
             description=f"Texts, 1 to {self.limits.maxBatchSize}, each non-blank and up to "
             f"{self.limits.maxTextLength} characters.",
         )

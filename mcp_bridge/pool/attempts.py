@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from mcp_bridge.pool.errors import Failure
 from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.out_for_call import OutForCall
+from mcp_bridge.pool.routing import Need
 from mcp_bridge.protocols import HttpCall, Task
 
 
 @dataclass
 class Attempts:
-    task: Task
+    need: Need
+    """The task and the model the call names (routing.py)."""
     able: list[Host]
     """The hosts that may serve the task (the pinned one only, when pinned)."""
     deadline: float
@@ -39,9 +41,13 @@ class Attempts:
         host = next((h for h in self.able if h.name == name), None)
         return host if host is not None and host.usable(now) and host.has_capacity() else None
 
+    @property
+    def task(self) -> Task:
+        return self.need.task
+
     def failed(self, host: Host, failure: Failure) -> None:
         self.errors.append(f"{host.name}: {failure.message}")
-        self.busy_only = self.busy_only and not failure.counts
+        self.busy_only = self.busy_only and failure.busy
 
     def summary(self, message: str) -> str:
         """`message`, with the last few failures (and how many came before)."""

@@ -52,6 +52,16 @@ class Failure:
     retry_after: float | None = None
     counts: bool = True
     """Whether it counts against the host (busy answers do not)."""
+    status: int | None = None
+    """The HTTP status of an error answer; None when there was none (no connection, a timeout, garbage)."""
+    model_only: bool = False
+    """The host could not serve the call's model (it failed to load it): not held against the host,
+    which keeps serving its other models (mcp_bridge.pool.routing)."""
+
+    @property
+    def busy(self) -> bool:
+        """Only busy (429/503 with Retry-After): neither the host's fault nor the model's."""
+        return not self.counts and not self.model_only
 
 
 class HostFailed(Exception):

@@ -81,8 +81,11 @@ class HealthMonitor:
         return base * self._rng.uniform(0.9, 1.1)
 
     async def _watch(self, host: Host) -> None:
+        first = host.protocol.paths_unknown  # where its routes are must be known before the first call
         while True:
-            await asyncio.sleep(self.next_delay(host))
+            if not first:
+                await asyncio.sleep(self.next_delay(host))
+            first = False
             try:
                 await self.probe(host)
             except asyncio.CancelledError:

@@ -11,9 +11,9 @@ machine is easy to follow:
     429/503 + Retry-After ──▶ cooling down until then (not a failure)
 
 A host whose /health says `degraded` (a default model failed to load there) stays
-usable: it serves the models it has. A call that needs the missing model gets a 5xx
-from it that names the reason, and is retried on another host like any 5xx. Its
-state reads `degraded` and the reasons are kept in `problems`, so gpu_status,
+usable: it serves the models it has. A call that needs the missing model is not sent
+there (its /info lists the model as failed, mcp_bridge.pool.routing), and nothing it
+lacks counts toward its ejection. Its state reads `degraded` and the reasons are kept in `problems`, so gpu_status,
 gpu_health and `gpu-bridge --check` show them.
 """
 
@@ -31,6 +31,7 @@ from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.status import StatusResponse
 from gpu_protocol.versions import PROTOCOL_VERSION
 from mcp_bridge.config import BridgeConfig, HostConfig
+from mcp_bridge.pool.routing import served_models
 from mcp_bridge.pool.versioning import HostDescription
 from mcp_bridge.pool.views import HostState, HostView
 from mcp_bridge.protocols import HostProtocol, Task, protocol_for
@@ -242,6 +243,7 @@ class Host:
             ejections=rec.ejections,
             last_error=rec.last_error,
             problems=list(rec.problems),
+            models=served_models(self),
             served=rec.served,
             failed=rec.failed,
         )

@@ -1,8 +1,9 @@
 """Hosts out of one pool call: those that cannot serve it however often they are asked.
 
 A host that answered malformed (a parse error, not a dropped connection) would answer the same
-again, and a host whose protocol version does not take a field the call needs cannot take it at
-all: neither is tried again in that call, and once every host that serves the task is out, the
+again, a host whose protocol version does not take a field the call needs cannot take it at
+all, and a host that failed to load the call's model (routing.py) would fail again: none is tried again in
+that call, and once every host that serves the task is out, the
 call fails at once with each host's reason instead of waiting out its deadline.
 """
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 class OutForCall:
     def __init__(self) -> None:
         self.reasons: dict[str, str] = {}
+        self.model_failures: set[str] = set()
+        """Hosts out because they could not load the call's model."""
 
     @property
     def names(self) -> set[str]:
@@ -29,6 +32,10 @@ class OutForCall:
 
     def add(self, host: Host, reason: str) -> None:
         self.reasons[host.name] = reason
+
+    def add_model_failure(self, host: Host, reason: str) -> None:
+        self.add(host, f"{host.name}: {reason}")
+        self.model_failures.add(host.name)
 
     def fit(self, host: Host, call: Callable[[Host], HttpCall], calls: dict[str, HttpCall], errors: list[str]) -> bool:
         """Build `host`'s request into `calls`, fitted to its protocol version; False (and the host out)
@@ -49,6 +56,9 @@ class OutForCall:
         """NoHostAvailable when every host able to serve `task` is out of this call."""
         if not able or any(h.name not in self.reasons for h in able):
             return
+        if self.model_failures:
+            shown = "; ".join(sorted(self.reasons.values()))
+            raise NoHostAvailable(f"no host that serves {task} with this model could load it: {shown}")
         unfit = [r for r in self.reasons.values() if r != "malformed answer"]
         if unfit:
             hint = ": upgrade those hosts, or leave that option out"

@@ -1,8 +1,8 @@
 """The host pool: pick a host, send, and on failure try a different one within one deadline.
 
-Picking (only among hosts whose protocol serves the task) is done by a balancing strategy
-(`balancing.py`). If no host is usable (all ejected, unhealthy or cooling down) the pool
-panics: it tries them anyway rather than fail without trying.
+Picking (only among hosts whose protocol serves the task and that serve the model the call names,
+warm ones first: `routing.py`) is done by a balancing strategy (`balancing.py`). If no host is usable
+(all ejected, unhealthy or cooling down) the pool panics: it tries them anyway rather than fail without trying.
 
 Outcomes:
 - connect errors, timeouts, 5xx and malformed answers (`BadResponse` from the protocol's
@@ -11,6 +11,8 @@ Outcomes:
   call (it would answer the same), and when no host is left the call fails at once;
 - a host whose protocol version cannot take the request (a field it does not know,
   `mcp_bridge.versioning`) is passed over for the call, not held against it;
+- a 500 from a gpu-service host that said it may load the call's model but had not (loading it failed) is
+  that model's problem, not the host's: the host is out of the call, not held against it;
 - 429/503 with Retry-After cool the host down for that long and are retried elsewhere;
 - a `cluster` host (a proxy such as Ray Serve's in front of many replicas) may be tried again
   in the same round, and its 408 (the proxy's replica queue timed out) is retried like a 5xx;
@@ -52,6 +54,7 @@ from mcp_bridge.pool.errors import (
 from mcp_bridge.pool.hedging import send_hedged
 from mcp_bridge.pool.hosts import Clock, Host
 from mcp_bridge.pool.retry_budget import RetryBudget
+from mcp_bridge.pool.routing import Need, best, candidates, cannot_serve, note, tier
 from mcp_bridge.pool.versioning import note_answer
 from mcp_bridge.pool.views import PoolView
 from mcp_bridge.protocols import HOST_TYPES, HttpCall, Task
@@ -117,10 +120,12 @@ class HostPool:
                 return h
         raise PoolError(f"no host named {name!r}; configured: {', '.join(h.name for h in self.hosts)}")
 
-    def pick(self, task: Task, exclude: AbstractSet[str] = frozenset()) -> Host | None:
-        """The next host for `task`, or None if every candidate is excluded or full."""
+    def pick(self, task: Task, exclude: AbstractSet[str] = frozenset(), model: str | None = None) -> Host | None:
+        """The next host for `task` (and `model`: warm hosts first, routing.py), or None if every
+        candidate is excluded or full."""
         now = self.clock()
-        able = [h for h in self.hosts if h.can_serve(task) and h.name not in exclude and h.has_capacity()]
+        need = Need(task, model)
+        able = [h for h in candidates(self.hosts, need) if h.name not in exclude and h.has_capacity()]
         usable = [h for h in able if h.usable(now)]
         if not usable:
             if not able:
@@ -128,7 +133,7 @@ class HostPool:
             # Panic: everything is out; trying beats failing without trying.
             self.panics += 1
             return min(able, key=lambda h: h.out_until())
-        return self._balancer.choose(usable)
+        return self._balancer.choose(best(usable, need))
 
     def _able(self, task: Task) -> list[Host]:
         return [h for h in self.hosts if h.can_serve(task)]
@@ -139,7 +144,10 @@ class HostPool:
         for kind in dict.fromkeys(h.protocol.type for h in self.hosts):
             by_words.setdefault(HOST_TYPES[kind].serves, []).append(kind)
         serve = "; ".join(f"{'/'.join(kinds)} hosts serve {words}" for words, kinds in by_words.items())
-        hint = "; an openai or tei host that also serves a reranker needs rerank: true" if task == "rerank" else ""
+        hints = {"rerank": "; an openai or tei host that also serves a reranker needs rerank: true",
+                 "transcribe": "; add a gpu-service host (it transcribes with MODEL_TRANSCRIBE set), or set "
+                 "transcribe: true on an openai host that serves /v1/audio/transcriptions (speaches, vLLM)"}
+        hint = hints.get(task, "")
         return f"no configured host can serve {task} ({serve}{hint})"
 
     # ------------------------------------------------------------------ hosts that come and go (DNS discovery)
@@ -168,13 +176,24 @@ class HostPool:
 
     async def request(
         self, task: Task, call: CallFor, parse: ParseFor[T], *, deadline: float, pin: str | None = None,
-        prefer: str | None = None,
+        model: str | None = None, prefer: str | None = None,
     ) -> tuple[T, Host]:
-        """Send `call(host)` to one host after another until `parse(host, answer)` accepts an answer,
-        the deadline passes, or a host refuses the request itself (4xx). `prefer`: the first attempt's
-        host if usable with room (a sharded call's dispatch chooses it); the balancer picks the others."""
-        state = Attempts(task, self._candidates(task, pin), deadline, pin, prefer=prefer)
+        """Send `call(host)` to one host after another (those that serve `model`, routing.py) until
+        `parse(host, answer)` accepts an answer, the deadline passes, or a host refuses the request (4xx).
+        `prefer`: the first attempt's host if usable with room (a sharded call's dispatch chooses it);
+        the balancer picks the others."""
+        need = Need(task, model)
+        state = Attempts(need, self._candidates(need, pin), deadline, pin, prefer=prefer)
         self.budget.record_request()
+        try:
+            return await self._until_answered(state, call, parse)
+        except (NoHostAvailable, PoolTimeout) as exc:
+            why = None if pin else note(self.hosts, need)
+            if why:
+                exc.args = (f"{exc}; {why}",)
+            raise
+
+    async def _until_answered(self, state: Attempts, call: CallFor, parse: ParseFor[T]) -> tuple[T, Host]:
         while True:
             host = await self._next_host(state, call)
             if host is None:
@@ -190,15 +209,21 @@ class HostPool:
                 self._failed(state, host, Failure(f"malformed answer: {exc}"))
                 state.out.add(host, "malformed answer")
 
-    def _candidates(self, task: Task, pin: str | None) -> list[Host]:
-        """The hosts that may serve `task` (the pinned one only), or why there are none."""
-        able = [self.host(pin)] if pin else self._able(task)
-        if pin and not able[0].can_serve(task):
-            raise PoolError(f"host {pin!r} is a {able[0].protocol.type} host and cannot serve {task}")
-        if not able:
-            if not self.hosts:
-                raise NoHostAvailable(f"no host to serve {task}: DNS discovery has found no address yet")
+    def _candidates(self, need: Need, pin: str | None) -> list[Host]:
+        """The hosts that may serve `need` (the pinned one only), or why there are none."""
+        task = need.task
+        if pin:
+            pinned = self.host(pin)
+            if not pinned.can_serve(task):
+                raise PoolError(f"host {pin!r} is a {pinned.protocol.type} host and cannot serve {task}")
+            return [pinned]
+        if not self.hosts:
+            raise NoHostAvailable(f"no host to serve {task}: DNS discovery has found no address yet")
+        if not self._able(task):
             raise NoHostAvailable(self._none_can_serve(task))
+        able = candidates(self.hosts, need)
+        if not able:
+            raise NoHostAvailable(cannot_serve(self.hosts, need))
         return able
 
     async def _next_host(self, state: Attempts, call: CallFor) -> Host | None:
@@ -208,8 +233,9 @@ class HostPool:
             self._raise_if_busy(state)
             raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
         state.out.raise_if_all(state.able, state.task, state.errors)
+        out = state.tried | state.out.names
         host = self.host(state.pin) if state.pin else (
-            state.preferred(self.clock()) or self.pick(state.task, exclude=state.tried | state.out.names))
+            state.preferred(self.clock()) or self.pick(state.task, exclude=out, model=state.need.model))
         if host is not None and not state.out.fit(host, call, state.calls, state.errors):
             return None
         if host is None:
@@ -256,7 +282,7 @@ class HostPool:
 
     def _backup(self, state: Attempts, call: CallFor) -> Host | None:
         """A second host for a hedged attempt, if one is usable now and can take the request."""
-        second = self.pick(state.task, exclude=state.tried | state.out.names)
+        second = self.pick(state.task, exclude=state.tried | state.out.names, model=state.need.model)
         if second is None or not second.usable(self.clock()) or not state.out.fit(second, call, state.calls, state.errors):
             return None
         state.tried.add(second.name)
@@ -270,6 +296,10 @@ class HostPool:
         await self._sleep(min(0.2, max(0.0, state.deadline - self.clock())))
 
     def _failed(self, state: Attempts, host: Host, failure: Failure) -> None:
+        if failure.status == 500 and tier(host, state.need) == "allowed":
+            # It had to load the model and could not: that model's problem there, not the host's.
+            failure = Failure(failure.message, counts=False, model_only=True)
+            state.out.add_model_failure(host, failure.message)
         state.failed(host, failure)
         self._account(host, failure)
 
@@ -281,7 +311,8 @@ class HostPool:
             timeout = max(0.05, min(host.timeout, deadline - started))
             try:
                 response = await host.client.request(
-                    call.method, call.path, json=call.json, timeout=timeout, headers={REQUEST_ID_HEADER: request_id}
+                    call.method, call.path, json=call.json, files=call.files, data=call.data, timeout=timeout,
+                    headers={REQUEST_ID_HEADER: request_id},
                 )
             except asyncio.CancelledError:
                 # Abandoned (the agent cancelled, a hedge won, a shard failed): tell the host,
@@ -306,7 +337,7 @@ class HostPool:
         if status in (RETRYABLE_FROM_CLUSTER if host.cluster else RETRYABLE_STATUS):
             retry_after = _retry_after(response)
             busy = status in (429, 503) and retry_after is not None
-            raise HostFailed(Failure(f"HTTP {status}: {detail}", retry_after, counts=not busy))
+            raise HostFailed(Failure(f"HTTP {status}: {detail}", retry_after, counts=not busy, status=status))
         host.rejected(f"HTTP {status}: {detail}")
         raise HostRejected(host.name, status, detail)
 
@@ -328,6 +359,8 @@ class HostPool:
     def _account(self, host: Host, failure: Failure) -> None:
         if failure.counts:
             host.failed(failure.message)
+        elif failure.model_only:
+            host.rejected(failure.message)
         else:
             host.cool_down(failure.retry_after or 1.0, failure.message)
         log.info("host %s: %s", host.name, failure.message)

@@ -25,8 +25,14 @@ async def _get(host: Host, call: HttpCall, timeout: float) -> httpx.Response:
 
 
 async def check_health(host: Host, timeout: float) -> HealthVerdict:
-    """One health probe, judged by the host's protocol (httpx.HTTPError when it gives no answer)."""
-    return host.protocol.judge_health(await _get(host, host.protocol.health_call(), timeout))
+    """One health probe, judged by the host's protocol (httpx.HTTPError when it gives no answer); where the
+    protocol has other spellings of its health path, each is asked in turn while the answer is 404."""
+    for call in host.protocol.health_calls():
+        response = await _get(host, call, timeout)
+        if response.status_code != 404:
+            break
+    host.protocol.health_answered(call, response)
+    return host.protocol.judge_health(response)
 
 
 async def read_status(host: Host, timeout: float) -> StatusResponse | None:

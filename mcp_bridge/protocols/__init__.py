@@ -1,8 +1,11 @@
 """Host types: one `HostProtocol` per kind of server the pool can use, by the `type` a host is configured with.
 
     gpu-service  our service: every tool (mcp_bridge/protocols/gpu_service.py)
-    openai       an OpenAI-compatible /v1/embeddings: embeddings only (openai.py)
-    tei          text-embeddings-inference's native API: embeddings only (tei.py)
+    openai       an OpenAI-compatible /v1/embeddings: embeddings only, plus reranking with `rerank: true`
+                 and speech to text with `transcribe: true` (openai.py)
+    tei          text-embeddings-inference's native API: embeddings only, plus reranking with `rerank: true` (tei.py)
+
+Speech to text (`transcribe_call` / `parse_transcription`) shares its request and answer check in speech.py.
 
 A new host type is one subclass of `HostProtocol` added to `HOST_TYPES`, and its test.
 """

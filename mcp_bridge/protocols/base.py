@@ -30,13 +30,15 @@ from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.routes import API_KEY_HEADER, AUTHORIZATION_HEADER
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from gpu_protocol.status import InfoResponse, StatusResponse
+from gpu_protocol.transcribe import VerboseTranscription
+from mcp_bridge.protocols.speech import AudioRequest
 from mcp_bridge.protocols.vectors import VectorBlock
 
 if TYPE_CHECKING:
     from mcp_bridge.config import HostConfig
 
-Task = Literal["embed", "bertscore", "rerank"]
-"""What a tool call needs a host to do (similarity needs `embed`)."""
+Task = Literal["embed", "bertscore", "rerank", "transcribe"]
+"""What a tool call needs a host to do (similarity needs `embed`; translation needs `transcribe`)."""
 AuthScheme = Literal["x-api-key", "bearer"]
 
 
@@ -47,6 +49,9 @@ class HttpCall:
     method: str
     path: str
     json: Any = None
+    files: Any = None
+    """multipart/form-data: the files (httpx's `files`), with `data` the form's other fields."""
+    data: Any = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,10 @@ class HostProtocol(ABC):
         self.config = config
 
     def can_serve(self, task: Task) -> bool:
-        """`tasks`, plus reranking on a host configured with `rerank: true` (a server that also has a reranker)."""
-        return task in self.tasks or (task == "rerank" and self.config.rerank)
+        """`tasks`, plus reranking on a host configured with `rerank: true` (a server that also has a reranker)
+        and speech to text on one configured with `transcribe: true` (an OpenAI-compatible speech server)."""
+        return (task in self.tasks or (task == "rerank" and self.config.rerank)
+                or (task == "transcribe" and self.config.transcribe))
 
     def auth_headers(self, key: str | None) -> dict[str, str]:
         """The headers that carry `key` (none without a key)."""
@@ -101,6 +108,24 @@ class HostProtocol(ABC):
 
     @abstractmethod
     def health_call(self) -> HttpCall: ...
+
+    def health_calls(self) -> list[HttpCall]:
+        """Where a health check asks, in order: the next is asked only when one answers 404 (a server
+        that spells its paths another way, see openai.py)."""
+        return [self.health_call()]
+
+    def health_answered(self, call: HttpCall, response: httpx.Response) -> None:
+        """A health check's `call` got `response` (the last one asked): where the host's routes are."""
+        return None
+
+    @property
+    def paths_unknown(self) -> bool:
+        """Whether the host's paths are still to be found by a health check (probed as it joins the pool)."""
+        return False
+
+    def paths(self) -> str | None:
+        """The paths the host is called at and how they were chosen, where that can vary (--check shows it)."""
+        return None
 
     def judge_health(self, response: httpx.Response) -> HealthVerdict:
         """A 200 serves if `_serves` agrees; a JSON body's status, device and problems are read."""
@@ -163,6 +188,14 @@ class HostProtocol(ABC):
     def parse_rerank(self, response: httpx.Response, request: RerankRequest) -> RerankResponse:
         """One result per document (index into `request.documents`), checked by `check_rerank`."""
         raise Unsupported(f"{self.type} hosts do not rerank unless configured with rerank: true")
+
+    def transcribe_call(self, request: AudioRequest) -> HttpCall:
+        """`request`'s audio, asking for `verbose_json` (segments with times), whatever the caller asked."""
+        raise Unsupported(f"{self.type} hosts do not transcribe unless configured with transcribe: true")
+
+    def parse_transcription(self, response: httpx.Response, request: AudioRequest) -> VerboseTranscription:
+        """The transcript with its segments, checked by `check_transcription`."""
+        raise Unsupported(f"{self.type} hosts do not transcribe unless configured with transcribe: true")
 
     def cancel_call(self, request_id: str) -> HttpCall | None:
         """How to tell the host to drop the work of an abandoned request (sent with this

@@ -3,6 +3,7 @@ cancellation by request id, and typed /info and /status."""
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any, ClassVar
 
@@ -20,14 +21,16 @@ from gpu_protocol.embed import EmbedRequest, EmbedResponse
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from gpu_protocol.status import SERVING_STATUSES, InfoResponse, StatusResponse
+from gpu_protocol.transcribe import TranscriptionJSONRequest, VerboseTranscription
 from mcp_bridge.protocols.answers import BadResponse, check_rerank, host_answer, read_model
 from mcp_bridge.protocols.base import HostProtocol, HttpCall, Task
+from mcp_bridge.protocols.speech import AudioRequest, check_transcription
 from mcp_bridge.protocols.vectors import VectorBlock
 
 
 class GpuServiceProtocol(HostProtocol):
     type = "gpu-service"
-    tasks: ClassVar[frozenset[Task]] = frozenset({"embed", "bertscore", "rerank"})
+    tasks: ClassVar[frozenset[Task]] = frozenset({"embed", "bertscore", "rerank", "transcribe"})
     serves = "every tool"
     default_auth = "x-api-key"
     versioned = True
@@ -97,6 +100,18 @@ class GpuServiceProtocol(HostProtocol):
 
     def parse_rerank(self, response: httpx.Response, request: RerankRequest) -> RerankResponse:
         return check_rerank(read_model(response, RerankResponse), request)
+
+    # ------------------------------------------------------------------ speech to text
+
+    def transcribe_call(self, request: AudioRequest) -> HttpCall:
+        # The service's JSON body (gpu_protocol.transcribe): base64 audio, no multipart to build.
+        options = request.options.model_copy(update={"response_format": "verbose_json"})
+        body = TranscriptionJSONRequest(audio=base64.b64encode(request.audio).decode("ascii"),
+                                        filename=request.filename, **options.model_dump())
+        return HttpCall("POST", request.path, body.model_dump(exclude_none=True))
+
+    def parse_transcription(self, response: httpx.Response, request: AudioRequest) -> VerboseTranscription:
+        return check_transcription(read_model(response, VerboseTranscription), request)
 
     # ------------------------------------------------------------------ control and views
 
