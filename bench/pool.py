@@ -1,4 +1,5 @@
-"""Host pool benchmarks (issue 4): sharding speed-up over simulated hosts, and the pool's own overhead.
+"""Host pool benchmarks (issue 4): sharding speed-up over simulated hosts, and the pool's own overhead;
+hosts of different speeds (issue 21): a fast host and a 2x slower one, the old dispatch against the new.
 
 Simulated hosts are tiny HTTP servers on loopback that take a fixed time per text
 (like a GPU that is never the bottleneck of this machine's 2 cores) and answer in
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import statistics
+import sys
 import threading
 import time
 
@@ -21,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bench.common import free_port, save, table
-from mcp_bridge.client.client import GpuClient
+from mcp_bridge.client.client import Dispatch, GpuClient
 from mcp_bridge.config import parse_config
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import HttpCall
@@ -102,7 +104,53 @@ async def overhead(url: str, n: int = 400) -> tuple[float, float]:
     return statistics.median(direct), statistics.median(pooled)
 
 
+async def dispatch_seconds(urls: list[str], n_texts: int, dispatch: Dispatch, warm: bool = True) -> list[float]:
+    """5 calls of `n_texts` (shards of 250) after a warm-up call that also measures the hosts' rates;
+    with `warm=False` the one first call of a fresh pool (nothing measured yet)."""
+    config = parse_config({"hosts": [{"url": u, "name": f"s{i}"} for i, u in enumerate(urls)],
+                           "shardSize": 250, "timeout": 300}, "bench")
+    pool = HostPool(config)
+    client = GpuClient(config, pool, dispatch=dispatch)
+    texts = [f"t{i}" for i in range(n_texts)]
+    times = []
+    if warm:
+        await client.embed([f"w{i}" for i in range(2000)])
+    for _ in range(5 if warm else 1):
+        start = time.perf_counter()
+        result = await client.embed(texts)
+        times.append(time.perf_counter() - start)
+        assert len(result.embeddings) == n_texts
+    await pool.close()
+    return times
+
+
+def dispatch_table() -> dict[str, dict[str, list[float]]]:
+    """Fast alone, fast + 2x slower with the old dispatch (the pool's work queue) and the new (by rate)."""
+    fast, slow = simulated_host(COST_PER_TEXT_S), simulated_host(2 * COST_PER_TEXT_S)
+    setups: list[tuple[str, list[str], Dispatch, bool]] = [
+        ("fast alone", [fast[0]], "rates", True),
+        ("fast + 2x slower, old dispatch (pool's work queue)", [fast[0], slow[0]], "pool", True),
+        ("fast + 2x slower, new dispatch (by measured rate)", [fast[0], slow[0]], "rates", True),
+        ("fast + 2x slower, new dispatch, first call (no rates yet)", [fast[0], slow[0]], "rates", False),
+    ]
+    rows, results = [], {}
+    for label, urls, dispatch, warm in setups:
+        big = asyncio.run(dispatch_seconds(urls, 2000, dispatch, warm))
+        few = asyncio.run(dispatch_seconds(urls, 750, dispatch, warm))
+        rows.append([label, *(f"{statistics.median(t):.3f} / {max(t):.3f}" for t in (big, few))])
+        results[label] = {"2000_texts_s": big, "750_texts_s": few}
+    table("Hosts of different speeds: fast = 2,000 texts/s, slower = 1,000 texts/s, shards of 250",
+          ["pool and dispatch", "2,000 texts (8 shards): median / worst s", "750 texts (3 shards): median / worst s"],
+          rows)
+    for _, server, _ in (fast, slow):
+        server.should_exit = True
+    return results
+
+
 def main() -> None:
+    if sys.argv[1:] == ["dispatch"]:
+        save("pool_dispatch", dispatch_table())
+        return
     hosts = [simulated_host(COST_PER_TEXT_S) for _ in range(8)]
     urls = [u for u, _, _ in hosts]
     rows, results = [], {}
@@ -123,6 +171,7 @@ def main() -> None:
     for _, server, _ in [*hosts, zero]:
         server.should_exit = True
     save("pool", results)
+    save("pool_dispatch", dispatch_table())
 
 
 if __name__ == "__main__":

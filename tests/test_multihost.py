@@ -324,8 +324,9 @@ async def test_similarity_is_computed_on_the_hosts_and_sharded(trio: list[Servic
     after = [similarity_requests(s) for s in trio]
     assert not sharded.is_error and not single.is_error and not pairs.is_error
     calls = [a - b for a, b in zip(after, before, strict=True)]
-    # 5 query shards over the pool, the same 5 pinned to h0, 3 pair shards
-    assert sum(calls) == 5 + 5 + 3 and calls[0] >= 5 and all(n >= 1 for n in calls), calls
+    # 5 query shards over the pool, the same 5 pinned to h0, 3 pair shards; a shard a host is late with
+    # may run a second (hedged) copy on an idle host (client/dispatch.py), never a third.
+    assert 5 + 5 + 3 <= sum(calls) <= 5 + 5 + 3 + 5 + 3 and calls[0] >= 5 and all(n >= 1 for n in calls), calls
     got = sharded.structured_content["matches"]
     assert sorted(m["index"] for m in got) == [3, 10, 17, 24, 31, 38]  # the cat documents, one per shard or two
     # Not ==: the pinned call's five shards share batches on h0, the spread ones do not, and a

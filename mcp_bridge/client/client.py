@@ -31,30 +31,28 @@ from mcp_bridge.client.results import (
     SimilarityResult,
     TranscribeOutcome,
 )
-from mcp_bridge.client.sharding import Progress, run_sharded, split
+from mcp_bridge.client.shard_runner import Dispatch, ShardRunner
+from mcp_bridge.client.sharding import Progress, split
 from mcp_bridge.client.transcription import Transcriber
 from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.pool import HostPool
-from mcp_bridge.protocols import Task
+from mcp_bridge.pool.routing import Need
 from mcp_bridge.protocols.speech import AudioRequest
 from mcp_bridge.protocols.vectors import VectorBlock, join
 
 
 class GpuClient:
-    def __init__(self, config: BridgeConfig, pool: HostPool) -> None:
+    def __init__(self, config: BridgeConfig, pool: HostPool, *, dispatch: Dispatch = "rates") -> None:
         self.config = config
         self.pool = pool
         self.fleet = Fleet(pool)
-        self.transcriber = Transcriber(config, pool)
+        self.shards = ShardRunner(pool, config.shardSize, dispatch)
+        self.transcriber = Transcriber(config, pool, self.shards)
 
     def deadline(self) -> float:
         return self.pool.clock() + self.config.timeout
-
-    def _parallel(self, task: Task) -> int:
-        hosts = [h for h in self.pool.hosts if h.can_serve(task)]
-        return max(1, sum(h.max_concurrent or 2 for h in hosts))
 
     # ------------------------------------------------------------------ embeddings
 
@@ -85,17 +83,16 @@ class GpuClient:
         model = request.model or self.config.models.embed
         deadline = self.deadline()
 
-        async def run_shard(shard: Sequence[str], index: int) -> VectorBlock:
+        async def run_shard(shard: Sequence[str], index: int, prefer: str | None) -> tuple[VectorBlock, str]:
             sub = request.model_copy(update={"texts": list(shard), "model": model})
             block, chosen = await self.pool.request(
                 "embed", lambda h: h.protocol.embed_call(sub), lambda h, r: h.protocol.parse_embed(r, sub),
-                deadline=deadline, pin=host, model=model,
+                deadline=deadline, pin=host, prefer=prefer, model=model,
             )
-            return block.computed_on(chosen.name)
+            return block.computed_on(chosen.name), chosen.name
 
-        blocks = await run_sharded(
-            request.texts, self.config.shardSize, run_shard, parallel=self._parallel("embed"), progress=progress
-        )
+        blocks = await self.shards.run(Need("embed", model), request.texts, run_shard, kind="embed", pin=host,
+                                       progress=progress)
         widths = {b.dimensions for b in blocks}
         if len(widths) > 1:
             raise PoolError(
@@ -118,30 +115,29 @@ class GpuClient:
         used: set[str] = set()
         answers: list[SimilarityResponse] = []
 
-        async def ask(sub: SimilarityRequest) -> SimilarityResponse:
+        async def ask(sub: SimilarityRequest, prefer: str | None = None) -> tuple[SimilarityResponse, str]:
             answer, chosen = await self.pool.request(
                 "embed", lambda h: h.protocol.similarity_call(sub), lambda h, r: h.protocol.parse_similarity(r, sub),
-                deadline=deadline, pin=host, model=sub.model,
+                deadline=deadline, pin=host, prefer=prefer, model=sub.model,
             )
             used.add(chosen.name)
             answers.append(answer)
-            return answer
+            return answer, chosen.name
 
         if request.mode == "matrix":
-            response = await ask(request)
+            response, _ = await ask(request)
         else:
-            async def run_shard(shard: Sequence[int], index: int) -> list[float]:
+            async def run_shard(shard: Sequence[int], index: int, prefer: str | None) -> tuple[list[float], str]:
                 lo, hi = shard[0], shard[-1] + 1
                 sub = request.model_copy(update={
                     "texts": request.texts[lo:hi],
                     "texts_b": request.texts_b[lo:hi] if request.texts_b is not None else None,
                 })
-                return (await ask(sub)).scores or []
+                answer, served = await ask(sub, prefer)
+                return answer.scores or [], served
 
-            parts = await run_sharded(
-                range(len(request.texts)), self.config.shardSize, run_shard,
-                parallel=self._parallel("embed"), progress=progress,
-            )
+            parts = await self.shards.run(Need("embed", request.model), range(len(request.texts)), run_shard,
+                                          kind="similarity", pin=host, progress=progress)
             scores = [score for part in parts for score in part]
             response = SimilarityResponse(
                 mode=request.chosen_mode, model=answers[0].model, scores=scores,
@@ -162,19 +158,19 @@ class GpuClient:
         used: set[str] = set()
         answers: list[tuple[int, RerankResponse]] = []
 
-        async def run_shard(shard: Sequence[int], index: int) -> list[float]:
+        async def run_shard(shard: Sequence[int], index: int, prefer: str | None) -> tuple[list[float], str]:
             lo, hi = shard[0], shard[-1] + 1
             sub = request.model_copy(update={"documents": request.documents[lo:hi]})
             answer, chosen = await self.pool.request(
                 "rerank", lambda h: h.protocol.rerank_call(sub), lambda h, r: h.protocol.parse_rerank(r, sub),
-                deadline=deadline, pin=host, model=sub.model,
+                deadline=deadline, pin=host, prefer=prefer, model=sub.model,
             )
             used.add(chosen.name)
             answers.append((lo, answer))
-            return [r.relevance_score for r in answer.results]
+            return [r.relevance_score for r in answer.results], chosen.name
 
-        await run_sharded(range(len(request.documents)), self.config.shardSize, run_shard,
-                          parallel=self._parallel("rerank"), progress=progress)
+        await self.shards.run(Need("rerank", request.model), range(len(request.documents)), run_shard, kind="rerank",
+                              pin=host, progress=progress)
         return RerankOutcome(merge(request, sorted(answers, key=lambda pair: pair[0])), hosts=sorted(used),
                              seconds=time.perf_counter() - started)
 
@@ -194,19 +190,20 @@ class GpuClient:
         used: set[str] = set()
         answers: list[BertScoreResponse] = []
 
-        async def run_shard(shard: Sequence[tuple[str, str]], index: int) -> list[tuple[float, float, float]]:
+        async def run_shard(
+            shard: Sequence[tuple[str, str]], index: int, prefer: str | None
+        ) -> tuple[list[tuple[float, float, float]], str]:
             sub = request.model_copy(update={"candidates": [c for c, _ in shard], "references": [r for _, r in shard]})
             answer, chosen = await self.pool.request(
                 "bertscore", lambda h: h.protocol.bertscore_call(sub), lambda h, r: h.protocol.parse_bertscore(r, sub),
-                deadline=deadline, model=sub.model_type,
+                deadline=deadline, prefer=prefer, model=sub.model_type,
             )
             used.add(chosen.name)
             answers.append(answer)
-            return list(zip(answer.precision, answer.recall, answer.f1, strict=True))
+            return list(zip(answer.precision, answer.recall, answer.f1, strict=True)), chosen.name
 
-        parts = await run_sharded(
-            pairs, self.config.shardSize, run_shard, parallel=self._parallel("bertscore"), progress=progress
-        )
+        parts = await self.shards.run(Need("bertscore", request.model_type), pairs, run_shard, kind="bertscore",
+                                      progress=progress)
         p, r, f = (list(col) for col in zip(*(s for part in parts for s in part), strict=True))
         head = answers[0]
         response = BertScoreResponse(
@@ -221,19 +218,21 @@ class GpuClient:
         """Document frequencies of `sentences` for `request`'s model, counted in shards across the pool
         (one chunk per shard, each a list of sentences) and added up."""
 
-        async def count(chunk: Sequence[Sequence[str]], index: int) -> list[IdfCounts]:
+        async def count(chunk: Sequence[Sequence[str]], index: int, prefer: str | None) -> tuple[list[IdfCounts], str]:
             sub = BertScoreIdfRequest(
                 sentences=list(chunk[0]), lang=request.lang, model_type=request.model_type,
                 num_layers=request.num_layers,
             )
-            counted, _ = await self.pool.request(
+            counted, chosen = await self.pool.request(
                 "bertscore", lambda h: h.protocol.bertscore_idf_call(sub),
-                lambda h, r: h.protocol.parse_bertscore_idf(r, sub), deadline=deadline, model=sub.model_type,
+                lambda h, r: h.protocol.parse_bertscore_idf(r, sub), deadline=deadline, prefer=prefer,
+                model=sub.model_type,
             )
-            return [counted]
+            return [counted], chosen.name
 
         chunks = split(sentences, self.config.shardSize)
-        parts = await run_sharded(chunks, 1, count, parallel=self._parallel("bertscore"))
+        parts = await self.shards.run(Need("bertscore", request.model_type), chunks, count, kind="bertscore-idf",
+                                      shard_size=1)
         return IdfCounts.merge(counted for part in parts for counted in part)
 
     # ------------------------------------------------------------------ speech to text

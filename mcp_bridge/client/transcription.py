@@ -24,10 +24,12 @@ from gpu_protocol.transcribe import (
 from mcp_bridge.client.audio_decode import RATE, can_decode, decode
 from mcp_bridge.client.audio_split import Part, part_count, split_audio
 from mcp_bridge.client.results import TranscribeOutcome
-from mcp_bridge.client.sharding import Progress, run_sharded
+from mcp_bridge.client.shard_runner import ShardRunner
+from mcp_bridge.client.sharding import Progress
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.probes import read_info
+from mcp_bridge.pool.routing import Need
 from mcp_bridge.protocols.speech import AudioRequest
 
 log = logging.getLogger("mcp_bridge.transcription")
@@ -38,8 +40,8 @@ second of `audio.splitAboveSeconds` cannot be longer, so it is sent whole withou
 
 
 class Transcriber:
-    def __init__(self, config: BridgeConfig, pool: HostPool) -> None:
-        self.config, self.pool = config, pool
+    def __init__(self, config: BridgeConfig, pool: HostPool, shards: ShardRunner) -> None:
+        self.config, self.pool, self.shards = config, pool, shards
         self._warned = False
 
     async def transcribe(self, request: AudioRequest, *, deadline: float, host: str | None = None,
@@ -52,22 +54,27 @@ class Transcriber:
             return TranscribeOutcome(answer, [chosen], 1, time.perf_counter() - started)
         used: set[str] = set()
 
-        async def run_part(shard: Sequence[Part], index: int) -> list[VerboseTranscription]:
+        async def run_part(
+            shard: Sequence[Part], index: int, prefer: str | None
+        ) -> tuple[list[VerboseTranscription], str]:
             part = shard[0]
             sub = AudioRequest(part.wav, f"part-{index}.wav", request.options, request.task, part.seconds)
-            answer, chosen = await self._ask(sub, deadline, None)
+            answer, chosen = await self._ask(sub, deadline, None, prefer)
             used.add(chosen)
-            return [answer]
+            return [answer], chosen
 
-        answers = await run_sharded(parts, 1, run_part, parallel=len(parts), progress=progress)
+        need = Need("transcribe", request.options.model)
+        answers = await self.shards.run(need, parts, run_part, kind=request.task, progress=progress, shard_size=1)
         merged = merge([(p.offset, a[0]) for p, a in zip(parts, answers, strict=True)],
                        sum(p.seconds for p in parts), request.options)
         return TranscribeOutcome(merged, sorted(used), len(parts), time.perf_counter() - started)
 
-    async def _ask(self, request: AudioRequest, deadline: float, host: str | None) -> tuple[VerboseTranscription, str]:
+    async def _ask(self, request: AudioRequest, deadline: float, host: str | None,
+                   prefer: str | None = None) -> tuple[VerboseTranscription, str]:
         answer, chosen = await self.pool.request(
             "transcribe", lambda h: h.protocol.transcribe_call(request),
             lambda h, r: h.protocol.parse_transcription(r, request), deadline=deadline, pin=host,
+            prefer=prefer, model=request.options.model,
         )
         return answer, chosen.name
 

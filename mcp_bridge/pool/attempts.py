@@ -19,6 +19,8 @@ class Attempts:
     """The hosts that may serve the task (the pinned one only, when pinned)."""
     deadline: float
     pin: str | None = None
+    prefer: str | None = None
+    """The host for the first attempt, if usable (cleared once used)."""
     tried: set[str] = field(default_factory=set)
     """Hosts tried this round (cleared before the next round)."""
     errors: list[str] = field(default_factory=list)
@@ -30,6 +32,14 @@ class Attempts:
     """Hosts that cannot serve this call at all (a malformed answer, too old a protocol version)."""
     calls: dict[str, HttpCall] = field(default_factory=dict)
     """Each host's request, built once and fitted to its protocol version."""
+
+    def preferred(self, now: float) -> Host | None:
+        """The host asked for first, once, if it may serve the call and is usable with room now."""
+        name, self.prefer = self.prefer, None
+        if name is None or name in self.tried or name in self.out.names:
+            return None
+        host = next((h for h in self.able if h.name == name), None)
+        return host if host is not None and host.usable(now) and host.has_capacity() else None
 
     @property
     def task(self) -> Task:

@@ -59,6 +59,9 @@ class HostRecord:
     served: int = 0
     failed: int = 0
     ewma_latency_s: float | None = None
+    item_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds per item while kept busy, per kind of call and model (an idf count is not a BERTScore), as
+    sharded calls measured it: their dispatch places shards by it."""
     latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=200))
     remote_queue_depth: int = 0
     """Items the host itself reports queued (from /status), from every client, not only us."""

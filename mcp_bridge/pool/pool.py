@@ -176,12 +176,14 @@ class HostPool:
 
     async def request(
         self, task: Task, call: CallFor, parse: ParseFor[T], *, deadline: float, pin: str | None = None,
-        model: str | None = None,
+        model: str | None = None, prefer: str | None = None,
     ) -> tuple[T, Host]:
         """Send `call(host)` to one host after another (those that serve `model`, routing.py) until
-        `parse(host, answer)` accepts an answer, the deadline passes, or a host refuses the request (4xx)."""
+        `parse(host, answer)` accepts an answer, the deadline passes, or a host refuses the request (4xx).
+        `prefer`: the first attempt's host if usable with room (a sharded call's dispatch chooses it);
+        the balancer picks the others."""
         need = Need(task, model)
-        state = Attempts(need, self._candidates(need, pin), deadline, pin)
+        state = Attempts(need, self._candidates(need, pin), deadline, pin, prefer=prefer)
         self.budget.record_request()
         try:
             return await self._until_answered(state, call, parse)
@@ -232,7 +234,8 @@ class HostPool:
             raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
         state.out.raise_if_all(state.able, state.task, state.errors)
         out = state.tried | state.out.names
-        host = self.host(state.pin) if state.pin else self.pick(state.task, exclude=out, model=state.need.model)
+        host = self.host(state.pin) if state.pin else (
+            state.preferred(self.clock()) or self.pick(state.task, exclude=out, model=state.need.model))
         if host is not None and not state.out.fit(host, call, state.calls, state.errors):
             return None
         if host is None:

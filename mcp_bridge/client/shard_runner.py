@@ -1,0 +1,65 @@
+"""Runs one sharded call over the pool: the lanes it may use (one per usable host that serves its task
+and model, each with that host's measured rate) and what the call learns about the hosts' rates.
+
+The dispatch policy itself is `dispatch.py`; the shard loop is `sharding.py`. This module is where both
+meet the pool: which hosts become lanes, and where each host's seconds per item are kept between calls
+(on the pool's host record, per kind of call and model, so an idf count never makes a BERTScore shard
+look late)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence, Sized
+from functools import partial
+from typing import Literal, TypeVar
+
+from mcp_bridge.client.dispatch import Lane
+from mcp_bridge.client.sharding import Progress, RunShard, run_sharded
+from mcp_bridge.pool.hosts import Host
+from mcp_bridge.pool.pool import HostPool
+from mcp_bridge.pool.routing import Need, best, candidates
+
+T = TypeVar("T")
+S = TypeVar("S", bound=Sized)
+
+Dispatch = Literal["rates", "pool"]
+"""How shards find hosts: "rates" follows each host's measured rate (`client/dispatch.py`); "pool" is a
+plain work queue the pool balances (the dispatch before issue 21, kept to compare against)."""
+
+
+def _in_flight(host: Host) -> int:
+    return host.record.in_flight
+
+
+class ShardRunner:
+    def __init__(self, pool: HostPool, shard_size: int, dispatch: Dispatch = "rates") -> None:
+        self.pool = pool
+        self.shard_size = shard_size
+        self.dispatch = dispatch
+
+    async def run(self, need: Need, items: Sequence[T], run_shard: RunShard[T, S], *, kind: str,
+                  pin: str | None = None, progress: Progress | None = None, shard_size: int | None = None,
+                  ) -> list[S]:
+        """`run_shard` for every shard of `items`, placed by the hosts' rates; the results in order.
+        `kind` names the call's kind for the rates kept (the model is added to it)."""
+        size = shard_size or self.shard_size
+        kind = f"{kind}:{need.model}"
+        lanes = self.lanes(need, kind, -(-len(items) // size), pin)
+        return await run_sharded(items, size, run_shard, lanes=lanes, progress=progress, clock=self.pool.clock,
+                                 learned=partial(self._keep, kind))
+
+    def lanes(self, need: Need, kind: str, shards: int, pin: str | None = None) -> list[Lane]:
+        """One lane per usable host of the best routing tier (warm before allowed, routing.py), with its
+        measured rate; one lane for the pool to fill (its balancer choosing) for a call of one shard, a
+        pinned call, when nothing is usable (the pool panics) or with dispatch "pool"."""
+        hosts = [h for h in self.pool.hosts if h.can_serve(need.task)]
+        now = self.pool.clock()
+        usable = best([h for h in candidates(hosts, need) if h.usable(now)], need)
+        if shards <= 1 or pin is not None or self.dispatch == "pool" or not usable:
+            return [Lane(None, max(1, sum(h.max_concurrent or 2 for h in hosts)))]
+        return [Lane(h.name, h.max_concurrent or 2, h.record.item_seconds.get(kind), busy=partial(_in_flight, h))
+                for h in usable]
+
+    def _keep(self, kind: str, name: str, item_seconds: float) -> None:
+        for host in self.pool.hosts:
+            if host.name == name:
+                host.record.item_seconds[kind] = item_seconds
