@@ -20,9 +20,11 @@ import pytest
 from mcp_bridge.client import dispatch
 from mcp_bridge.client.client import GpuClient
 from mcp_bridge.client.dispatch import Copy, Lane
+from mcp_bridge.client.shard_runner import RATE_MAX_AGE_S, ShardRunner
 from mcp_bridge.client.sharding import run_sharded
 from mcp_bridge.config import parse_config
 from mcp_bridge.pool.pool import HostPool
+from mcp_bridge.pool.routing import Need
 
 FAST, SLOW = 0.001, 0.002  # seconds per item: the slow host takes twice as long
 
@@ -284,5 +286,26 @@ async def test_the_client_shards_over_the_pool_with_failover(fail: bool) -> None
             assert a.failed > 0 and a.served == 0 and b.served == 10  # every shard a failed was redone on b
         else:
             assert a.served + b.served == 10 and set(a.item_seconds) == set(b.item_seconds) == {"embed:None"}
+    finally:
+        await pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_rate_is_kept_between_calls_and_forgotten_after_a_minute() -> None:
+    """A host measured slow once is not left out of small calls for ever: after RATE_MAX_AGE_S it is
+    tried again as if never measured (as fast as the fastest)."""
+    now = [0.0]
+    config = parse_config({"hosts": [{"name": "a", "url": "http://a.test:1"}, {"name": "b", "url": "http://b.test:1"}],
+                           "shardSize": 10}, "t")
+    pool = HostPool(config, clock=lambda: now[0], transport=embed_host(False))
+    runner = ShardRunner(pool, shard_size=10)
+    try:
+        need = Need("embed")
+        runner._keep("embed:None", "a", 0.5)
+        now[0] = RATE_MAX_AGE_S - 1
+        assert [lane.item_seconds for lane in runner.lanes(need, "embed:None", shards=4)] == [0.5, None]
+        assert [lane.item_seconds for lane in runner.lanes(need, "bertscore:None", shards=4)] == [None, None]
+        now[0] = RATE_MAX_AGE_S + 1
+        assert [lane.item_seconds for lane in runner.lanes(need, "embed:None", shards=4)] == [None, None]
     finally:
         await pool.close()

@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 
 from mcp_bridge.client.dispatch import Lane
 from mcp_bridge.client.sharding import Progress, RunShard, run_sharded
-from mcp_bridge.pool.hosts import Host
+from mcp_bridge.pool.hosts import Host, Rate
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.routing import Need, best, candidates
 
@@ -26,8 +26,20 @@ Dispatch = Literal["rates", "pool"]
 plain work queue the pool balances (the dispatch before issue 21, kept to compare against)."""
 
 
+RATE_MAX_AGE_S = 60.0
+"""A rate measured longer ago than this is forgotten: the host is tried again as if never measured (as
+fast as the fastest), so one that was slow for a moment (a model load, another tenant, a noisy
+neighbour) does not stay out of every call too small to need it."""
+
+
 def _in_flight(host: Host) -> int:
     return host.record.in_flight
+
+
+def fresh_rate(host: Host, kind: str, now: float) -> float | None:
+    """`host`'s seconds per item for `kind`, if it was measured within `RATE_MAX_AGE_S`."""
+    rate = host.record.item_seconds.get(kind)
+    return rate.seconds if rate is not None and now - rate.measured_at <= RATE_MAX_AGE_S else None
 
 
 class ShardRunner:
@@ -56,10 +68,10 @@ class ShardRunner:
         usable = best([h for h in candidates(hosts, need) if h.usable(now)], need)
         if shards <= 1 or pin is not None or self.dispatch == "pool" or not usable:
             return [Lane(None, max(1, sum(h.max_concurrent or 2 for h in hosts)))]
-        return [Lane(h.name, h.max_concurrent or 2, h.record.item_seconds.get(kind), busy=partial(_in_flight, h))
+        return [Lane(h.name, h.max_concurrent or 2, fresh_rate(h, kind, now), busy=partial(_in_flight, h))
                 for h in usable]
 
     def _keep(self, kind: str, name: str, item_seconds: float) -> None:
         for host in self.pool.hosts:
             if host.name == name:
-                host.record.item_seconds[kind] = item_seconds
+                host.record.item_seconds[kind] = Rate(item_seconds, self.pool.clock())

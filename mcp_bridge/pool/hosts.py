@@ -43,6 +43,14 @@ CLUSTER_FAILURE_FACTOR = 3
 `failureThreshold` failures in a row: one bad replica behind it must not take out the rest."""
 
 
+@dataclass(frozen=True)
+class Rate:
+    """A host's measured seconds per item for one kind of call, and when it was measured (pool clock)."""
+
+    seconds: float
+    measured_at: float
+
+
 @dataclass
 class HostRecord:
     """Counters and timestamps; everything `gpu_status` shows."""
@@ -59,7 +67,7 @@ class HostRecord:
     served: int = 0
     failed: int = 0
     ewma_latency_s: float | None = None
-    item_seconds: dict[str, float] = field(default_factory=dict)
+    item_seconds: dict[str, Rate] = field(default_factory=dict)
     """Seconds per item while kept busy, per kind of call and model (an idf count is not a BERTScore), as
     sharded calls measured it: their dispatch places shards by it."""
     latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=200))
