@@ -26,6 +26,7 @@ from mcp import Client
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from gpu_protocol.capabilities import TaskModels
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.embedded import die_with_parent, free_port
@@ -79,12 +80,27 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gpu-service exited with {self.process.returncode}:\n{self.logs()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1.0, verify=False).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=1.0, verify=False).status_code == 200 and self.warm():
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"gpu-service on {self.url} not ready in {timeout}s:\n{self.logs()[-3000:]}")
+
+    def warm(self) -> bool:
+        """Whether start-up has finished warming the default models (each one loaded, or failed).
+
+        `/health` answers while they still load in the background; a bridge that reads `/info` then
+        routes a model's calls to the hosts that already hold it (pool/routing.py), so a test that
+        expects every host to take work waits for this too."""
+        if self.env.get("GPU_WARM_DEFAULTS", "1") in ("0", "false", "no"):
+            return True
+        key = self.env.get("API_KEY")
+        r = httpx.get(f"{self.url}/info", timeout=2.0, verify=False, headers={"X-API-Key": key} if key else {})
+        if r.status_code != 200:
+            return True  # a service that keeps /info to itself: nothing to wait for that a test can see
+        tasks = [TaskModels.model_validate(t) for t in (r.json().get("capabilities") or {}).values()]
+        return all(t.default is None or t.has_loaded(t.default) or t.lacks(t.default) for t in tasks)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -306,6 +322,14 @@ def batches_run(service_url: str, model: str = "all-MiniLM-L6-v2") -> float:
     lines = [ln for ln in httpx.get(f"{service_url}/metrics").text.splitlines()
              if ln.startswith(f'gpu_service_batch_size_count{{model="{model}"}}')]
     return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def requests_received(service_url: str, endpoint: str) -> float:
+    """Requests a service has answered on `endpoint`, any status (a hedged copy the bridge cancelled
+    counts too: it was sent), from its Prometheus counter."""
+    prefix = f'gpu_service_requests_total{{endpoint="{endpoint}",'
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in httpx.get(f"{service_url}/metrics").text.splitlines()
+               if ln.startswith(prefix))
 
 
 @pytest.fixture(scope="session")

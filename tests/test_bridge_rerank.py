@@ -25,7 +25,7 @@ from mcp_bridge.config import parse_config
 from mcp_bridge.http_api.openai import openai_app
 from mcp_bridge.pool.errors import NoHostAvailable
 from mcp_bridge.pool.pool import HostPool
-from tests.conftest import ServiceProcess, bridge_client, process_fixture, start_together
+from tests.conftest import ServiceProcess, bridge_client, process_fixture, requests_received, start_together
 
 RERANKER = "tiny-reranker"
 QUERY = "how do graphics cards speed up neural networks"
@@ -78,8 +78,10 @@ async def test_sharded_rerank_over_three_hosts_equals_one_host_scoring_everythin
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             updates.append((progress, total))
 
+        before = [requests_received(s.url, "/v1/rerank") for s in rerankers]
         result = await c.call_tool("gpu_rerank", {"query": QUERY, "documents": DOCS, "top_n": 5},
                                    progress_callback=on_progress)
+        sent = [requests_received(s.url, "/v1/rerank") - b for s, b in zip(rerankers, before, strict=True)]
         assert not result.is_error, result.content[0].text
         jsonschema.validate(result.structured_content, tools["gpu_rerank"].output_schema)
         everything = await c.call_tool("gpu_rerank", {"query": QUERY, "documents": DOCS, "top_n": None})
@@ -89,7 +91,11 @@ async def test_sharded_rerank_over_three_hosts_equals_one_host_scoring_everythin
     for match, want in zip(out["matches"], expected, strict=False):
         assert abs(match["score"] - want["relevance_score"]) < 1e-5
         assert match["text"] == DOCS[match["index"]]
-    assert out["model"] == RERANKER and len(out["hosts"]) >= 2, "three shards spread over the pool"
+    # Three shards spread over the pool: each host was sent one. The answers may come from fewer: a host that
+    # finished first runs a hedged copy of a shard another host is late with (client/dispatch.py), and
+    # h0, which answered one_host_ranking, has no first-request warm-up left to pay.
+    assert out["model"] == RERANKER and all(n >= 1 for n in sent) and 3 <= sum(sent) <= 6, sent
+    assert set(out["hosts"]) <= {"h0", "h1", "h2"}
     assert [m["index"] for m in everything.structured_content["matches"]] == [e["index"] for e in expected]
     assert f"#{expected[0]['index']}" in result.content[0].text
     assert updates == [(1, 3), (2, 3), (3, 3)], "one progress notification per shard"

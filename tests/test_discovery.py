@@ -21,7 +21,7 @@ from mcp_bridge.pool.discovery import DnsDiscovery, address_url
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import HttpCall
 from mcp_bridge.protocols.answers import parse_json
-from tests.conftest import start_together
+from tests.conftest import requests_received, start_together
 from tests.waiting import run_ready_tasks, wait_until_async
 
 PODS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
@@ -48,7 +48,10 @@ def test_address_url_keeps_scheme_port_and_path() -> None:
 @pytest.mark.anyio
 async def test_one_dns_entry_is_one_host_per_pod_and_follows_the_records(service_factory) -> None:
     port = free_port()
-    start_together([service_factory(bind=ip, port=port) for ip in PODS])
+    pods = start_together([service_factory(bind=ip, port=port) for ip in PODS])
+
+    def embeds_sent() -> list[float]:
+        return [requests_received(pod.url, "/embed") for pod in pods]
     records = Records(PODS)
     config = parse_config({
         "hosts": [{"name": "gpu", "url": f"http://{HEADLESS}:{port}", "discover": "dns", "maxConcurrent": 1}],
@@ -61,11 +64,15 @@ async def test_one_dns_entry_is_one_host_per_pod_and_follows_the_records(service
         assert {h.name for h in bridge.pool.hosts} == names
         assert {h.url for h in bridge.pool.hosts} == {f"http://{ip}:{port}" for ip in PODS}
 
-        # Least-busy spreads the shards of one call over the pods (each takes one at a time).
+        # The first call spreads its shards over the pods: none has been measured, so each is taken
+        # to be as fast as the others (client/dispatch.py); a pod late with its first request may see a
+        # hedged copy elsewhere answer for it. Later calls follow the measured rates, which on one shared
+        # CPU are noise: a pod that looked slower may get no shard of 12 texts.
         texts = [f"text number {i}" for i in range(12)]
+        before = embeds_sent()
         result = await bridge.gpu.embed(texts)
-        assert result.count == 12
-        assert set(result.hosts) == names
+        assert result.count == 12 and set(result.hosts) <= names
+        assert all(a > b for a, b in zip(embeds_sent(), before, strict=True)), "every pod was sent a shard"
 
         status = await bridge.gpu.status()
         assert {(h.name, h.origin) for h in status.hosts} == {(n, "gpu") for n in names}
@@ -78,15 +85,17 @@ async def test_one_dns_entry_is_one_host_per_pod_and_follows_the_records(service
         assert gone not in bridge.monitor._tasks
         await wait_until_async(lambda: gone.client.is_closed, message="the removed host's client should be closed")
         result = await bridge.gpu.embed(texts)
-        assert set(result.hosts) == names - {"gpu@127.0.0.3"}
+        assert result.count == 12 and result.hosts and set(result.hosts) <= names - {"gpu@127.0.0.3"}
 
         # It comes back: a new host for it joins, watched, and takes work again.
         records.addresses = PODS
         await bridge.discovery.refresh()
         assert {h.name for h in bridge.pool.hosts} == names
         assert {h.name for h in bridge.monitor._tasks} == names
+        before = embeds_sent()
         result = await bridge.gpu.embed(texts)
-        assert set(result.hosts) == names
+        assert result.count == 12
+        assert embeds_sent()[2] > before[2], "a host never measured is tried as one as fast as the fastest"
 
 
 @pytest.mark.anyio

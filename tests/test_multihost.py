@@ -20,7 +20,7 @@ from starlette.routing import Route
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.mcp.server import build_server
-from tests.conftest import FakeHost, ServiceProcess, process_fixture, start_together
+from tests.conftest import FakeHost, ServiceProcess, process_fixture, requests_received, start_together
 from tests.reliability import record
 from tests.waiting import wait_until_async
 
@@ -291,17 +291,6 @@ async def test_openai_compatible_hosts(service: ServiceProcess) -> None:
 # --------------------------------------------------------------------------- similarity on the hosts
 
 
-def similarity_requests(svc: ServiceProcess) -> float:
-    """How many /similarity requests `svc` has answered (its Prometheus counter)."""
-    import httpx
-
-    total = 0.0
-    for line in httpx.get(f"{svc.url}/metrics").text.splitlines():
-        if line.startswith("gpu_service_requests_total{") and 'endpoint="/similarity"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 @pytest.mark.anyio
 async def test_similarity_is_computed_on_the_hosts_and_sharded(trio: list[ServiceProcess]) -> None:
     """A 40-document query with shardSize 8 becomes 5 /similarity calls spread over the hosts;
@@ -310,7 +299,7 @@ async def test_similarity_is_computed_on_the_hosts_and_sharded(trio: list[Servic
         revive(svc)
     docs = [f"document {i} about {'cats and kittens' if i % 7 == 3 else 'tax law'}" for i in range(40)]
     args = {"texts": docs, "query": "a story about cats", "top_k": 6}
-    before = [similarity_requests(s) for s in trio]
+    before = [requests_received(s.url, "/similarity") for s in trio]
     progress: list[tuple[float, float | None]] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
@@ -321,7 +310,7 @@ async def test_similarity_is_computed_on_the_hosts_and_sharded(trio: list[Servic
             sharded = await c.call_tool("gpu_similarity", args, progress_callback=on_progress)
             single = await c.call_tool("gpu_similarity", {**args, "host": "h0"})
             pairs = await c.call_tool("gpu_similarity", {"mode": "pairs", "texts": docs[:20], "texts_b": docs[20:]})
-    after = [similarity_requests(s) for s in trio]
+    after = [requests_received(s.url, "/similarity") for s in trio]
     assert not sharded.is_error and not single.is_error and not pairs.is_error
     calls = [a - b for a, b in zip(after, before, strict=True)]
     # 5 query shards over the pool, the same 5 pinned to h0, 3 pair shards; a shard a host is late with
@@ -336,7 +325,9 @@ async def test_similarity_is_computed_on_the_hosts_and_sharded(trio: list[Servic
     pinned_score = {m["index"]: m["score"] for m in pinned}
     assert all(abs(m["score"] - pinned_score[m["index"]]) < 1e-5 for m in got)
     assert [m["score"] for m in got] == sorted((m["score"] for m in got), reverse=True)
-    assert len(set(sharded.structured_content["hosts"])) == 3
+    # Every host was sent a shard (`calls` above); the answers may all come from two of them, when a hedged
+    # copy on a host that finished early beat a host still warming up to its first request.
+    assert set(sharded.structured_content["hosts"]) <= {"h0", "h1", "h2"}
     assert [d for d, _ in progress] == [1, 2, 3, 4, 5] and {t for _, t in progress} == {5}
     assert len(pairs.structured_content["scores"]) == 20
 
