@@ -185,6 +185,10 @@ async def replace(host: Host, hosts: list[ServiceProcess], k: int) -> Step:
     except AssertionError as exc:
         seen = f"{host.state(time.monotonic())}, protocol {host.described.version}, {host.record.last_error}"
         raise AssertionError(f"{exc}; the bridge sees it {seen}; its log:\n{new.logs()[-1500:]}") from None
+    # Back means serving: the bridge routes to it once its /info shows the model loaded (until then the
+    # hosts that hold it are preferred, pool/routing.py), so the load holds until it has taken calls.
+    await wait_until_async(lambda: host.record.served > served_by_old, timeout=120, interval=0.1,
+                           message=f"{host.name} should take calls again on today's release")
     return Step(host.name, in_flight, drained - started, time.monotonic() - drained, served_by_old)
 
 
