@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gpu_protocol.base import ModelName, StrictModel
 
@@ -29,6 +29,9 @@ DEFAULT_MAX_AUDIO_BYTES = 25 * 1024 * 1024
 DEFAULT_MAX_AUDIO_SECONDS = 3 * 3600.0
 """The longest audio after decoding; more gets 413. `GPU_MAX_AUDIO_SECONDS` on the service."""
 MAX_PROMPT_CHARS = 2000
+OPENAI_MODEL_ALIASES = frozenset({"whisper-1"})
+"""OpenAI's model names its clients send without a choice: they mean the default model (the service's
+MODEL_TRANSCRIBE; through the bridge, whatever model each host serves by default)."""
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 RESPONSE_FORMATS: tuple[str, ...] = ("json", "text", "srt", "vtt", "verbose_json")
@@ -51,6 +54,11 @@ class TranscriptionOptions(StrictModel):
     response_format: ResponseFormat = "json"
     temperature: float = Field(default=0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[Granularity] = Field(default_factory=_segments_only, max_length=2)
+
+    @field_validator("model")
+    @classmethod
+    def _default_for_openai_names(cls, model: str | None) -> str | None:
+        return None if model in OPENAI_MODEL_ALIASES else model
 
 
 class TranscriptionJSONRequest(TranscriptionOptions):

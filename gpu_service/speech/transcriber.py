@@ -16,13 +16,17 @@ from typing import Any, cast
 import numpy as np
 from prometheus_client import Counter
 
-from gpu_protocol.transcribe import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_AUDIO_SECONDS, TranscriptionOptions
+from gpu_protocol.transcribe import (
+    DEFAULT_MAX_AUDIO_BYTES,
+    DEFAULT_MAX_AUDIO_SECONDS,
+    OPENAI_MODEL_ALIASES,
+    TranscriptionOptions,
+)
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.inference import Timing
 from gpu_service.models import LoadedModel
 from gpu_service.speech.decode import decode_audio
 from gpu_service.speech.engine import DecodeOptions, SpeechEngine, segments
-from gpu_service.whisper_catalog import OPENAI_ALIASES
 
 
 def _env_float(name: str, default: float) -> float:
@@ -88,7 +92,7 @@ class Speech:
                                      registry=self.state.metrics.registry)
 
     def model_name(self, requested: str | None) -> str:
-        if requested is not None and requested not in OPENAI_ALIASES:
+        if requested is not None and requested not in OPENAI_MODEL_ALIASES:
             return requested
         default: str | None = self.state.settings.default_models.get("transcribe")
         if default is None:

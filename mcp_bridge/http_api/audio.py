@@ -22,7 +22,6 @@ from mcp_bridge.protocols.speech import AudioRequest, SpeechTask
 
 FORM_FIELDS = ("model", "language", "prompt", "response_format", "temperature")
 GRANULARITY_FIELDS = ("timestamp_granularities[]", "timestamp_granularities")
-OPENAI_MODEL = "whisper-1"
 OVERHEAD_BYTES = 256 * 1024
 
 
@@ -59,8 +58,6 @@ async def audio_request(request: Request, audio: AudioConfig, task: SpeechTask) 
         raise ApiError(422, "file: empty; send the audio file's bytes", param="file")
     fields: dict[str, Any] = {name: value for name in FORM_FIELDS
                               if isinstance(value := form.get(name), str) and value.strip()}
-    if fields.get("model") == OPENAI_MODEL:
-        del fields["model"]
     granularities = [g for name in GRANULARITY_FIELDS for g in form.getlist(name) if isinstance(g, str)]
     if granularities:
         fields["timestamp_granularities"] = granularities
