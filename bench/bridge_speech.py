@@ -5,11 +5,13 @@ transcribed with Whisper tiny.en (`MODEL_TRANSCRIBE=tiny.en`) by the bridge's `G
 (1) one service, the file whole; (2) two services, the bridge cutting it in two at silences (PyAV in a
 child process) and merging the parts. Both services run on this machine and share its CPU, so (2) shows
 the bridge's decode, cut and merge overhead, not the speed-up two GPU hosts give. Best of 3 each.
-Run: `.venv/bin/python -m bench.bridge_speech` (needs espeak-ng and ffmpeg).
+Run: `.venv/bin/python -m bench.bridge_speech` (needs espeak-ng and ffmpeg); `--repeats 33` makes the
+recording about 10 minutes long.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -35,7 +37,7 @@ REPEATS = 6
 ENV = {"MODEL_TRANSCRIBE": "tiny.en", "GPU_WARM_DEFAULTS": "1"}
 
 
-def recording(directory: Path) -> bytes:
+def recording(directory: Path, repeats: int = REPEATS) -> bytes:
     pieces = []
     for i, text in enumerate(SENTENCES):
         path = directory / f"s{i}.wav"
@@ -47,7 +49,7 @@ def recording(directory: Path) -> bytes:
     long = directory / "long.wav"
     with wave.open(str(long), "wb") as out:
         out.setparams(params)
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             for piece in pieces:
                 with wave.open(str(piece)) as w:
                     out.writeframes(w.readframes(w.getnframes()) + pause)
@@ -76,9 +78,13 @@ async def timed(urls: list[str], audio: bytes, split_above: float) -> tuple[floa
         await pool.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bridge_speech", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=REPEATS,
+                        help=f"times the three sentences are spoken (default {REPEATS}: about 2 minutes; 33: about 10)")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        audio = recording(Path(tmp))
+        audio = recording(Path(tmp), args.repeats)
     services = [gpu_service_process(ENV).start() for _ in range(2)]
     try:
         one = asyncio.run(timed([services[0].url], audio, 0))
