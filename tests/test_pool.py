@@ -380,3 +380,71 @@ async def test_a_timed_out_request_is_cancelled_on_its_host_before_failover() ->
 
 
 # --------------------------------------------------------------------------- cluster hosts (a proxy for many replicas)
+
+
+@pytest.mark.anyio
+async def test_a_hedge_on_a_lone_cluster_host_goes_through_the_proxy_again() -> None:
+    """A request a dying replica holds never answers (Ray Serve's proxy keeps it): with hedging, a copy goes
+    back through the same cluster URL past the host's p95, where the proxy routes it to a live replica."""
+    sent = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        if sent == 1:
+            await asyncio.sleep(30)  # held by the replica that died
+        return httpx.Response(200, json={"replica": sent})
+
+    config = parse_config({"hosts": [{"name": "ray", "url": "http://ray.test", "cluster": True}], "hedging": True}, "t")
+    pool = HostPool(config, transport=httpx.MockTransport(handler))
+    ray_host = pool.host("ray")
+    for _ in range(30):
+        ray_host.record.latencies.append(0.05)
+    ray_host.record.ejected_until = pool.clock() + 60  # its other requests failed at the proxy: ejected for now
+    body, host = await asyncio.wait_for(
+        pool.request("embed", post_embed, read_json, deadline=pool.clock() + 20), timeout=5)
+    assert host is ray_host and body == {"replica": 2} and pool.hedges == 1
+    assert ray_host.record.in_flight == 0
+    await pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_plain_host_is_never_its_own_hedge() -> None:
+    sent = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        await asyncio.sleep(0.3)
+        return httpx.Response(200, json={"n": sent})
+
+    config = parse_config({"hosts": [{"name": "one", "url": "http://one.test"}], "hedging": True}, "t")
+    pool = HostPool(config, transport=httpx.MockTransport(handler))
+    for _ in range(30):
+        pool.host("one").record.latencies.append(0.05)
+    body, _ = await pool.request("embed", post_embed, read_json, deadline=pool.clock() + 10)
+    assert body == {"n": 1} and sent == 1 and pool.hedges == 0
+    await pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_request_sent_before_its_host_had_a_p95_is_hedged_once_late_by_it() -> None:
+    """A bridge just started has no p95 for a host; requests in flight then must not be left unhedged for good."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host.startswith("slow"):
+            await asyncio.sleep(30)
+        return httpx.Response(200, json={"host": request.url.host})
+
+    config = parse_config({"hosts": [{"name": "slow", "url": "http://slow.test"},
+                                     {"name": "fast", "url": "http://fast.test"}],
+                           "hedging": True, "loadBalancing": "round-robin"}, "t")
+    pool = HostPool(config, transport=httpx.MockTransport(handler))
+    slow = pool.host("slow")
+    call = asyncio.ensure_future(pool.request("embed", post_embed, read_json, deadline=pool.clock() + 20))
+    await wait_until_async(lambda: slow.record.in_flight == 1, message="the first request should go to slow")
+    assert slow.p95_latency() is None
+    slow.record.latencies.extend([0.05] * 30)  # other requests finished meanwhile: now it has a p95
+    body, host = await asyncio.wait_for(call, timeout=5)
+    assert host.name == "fast" and body == {"host": "fast.test"} and pool.hedges == 1
+    await pool.close()

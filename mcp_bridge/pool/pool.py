@@ -272,7 +272,7 @@ class HostPool:
 
         try:
             if self.config.hedging and not state.pin:
-                return await send_hedged(host, send, lambda: self._backup(state, call), self._account)
+                return await send_hedged(host, send, lambda: self._backup(state, call, host), self._account)
             return await send(host), host
         except HostFailed as failed:
             self._failed(state, failed.host or host, failed.failure)
@@ -280,12 +280,19 @@ class HostPool:
                 await self._retry_pinned(state)
             return None
 
-    def _backup(self, state: Attempts, call: CallFor) -> Host | None:
-        """A second host for a hedged attempt, if one is usable now and can take the request."""
+    def _backup(self, state: Attempts, call: CallFor, primary: Host) -> Host | None:
+        """A second host for a hedged attempt, if one is usable now and can take the request. For an attempt
+        on a cluster host with no other host to take it, the same proxy again: it routes the copy to another
+        replica (the one holding the first may have died with the request, as a killed Ray replica does)."""
         second = self.pick(state.task, exclude=state.tried | state.out.names, model=state.need.model)
-        if second is None or not second.usable(self.clock()) or not state.out.fit(second, call, state.calls, state.errors):
+        if second is None and primary.cluster:
+            second = primary  # even while ejected: it is the one being tried (panic mode) and may hold live replicas
+        if second is None or not (second is primary or second.usable(self.clock())):
             return None
-        state.tried.add(second.name)
+        if not state.out.fit(second, call, state.calls, state.errors):
+            return None
+        if not second.cluster:  # as in _next_host: a cluster host may be tried again
+            state.tried.add(second.name)
         self.hedges += 1
         return second
 
