@@ -10,6 +10,7 @@ import asyncio
 import collections
 import random
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -316,6 +317,14 @@ def test_openai_hosts_only_serve_embeddings() -> None:
 # --------------------------------------------------------------------------- hedging and cancellation
 
 
+def slow_and_fast(handler: Callable[[httpx.Request], Any]) -> HostPool:
+    """Hosts `slow` (picked first) and `fast` with hedging on, answered by `handler`."""
+    config = parse_config({"hosts": [{"name": "slow", "url": "http://slow.test"},
+                                     {"name": "fast", "url": "http://fast.test"}],
+                           "hedging": True, "loadBalancing": "round-robin"}, "t")
+    return HostPool(config, transport=httpx.MockTransport(handler))
+
+
 @pytest.mark.anyio
 async def test_hedging_sends_a_slow_request_to_a_second_host() -> None:
     slow_started = asyncio.Event()
@@ -331,10 +340,7 @@ async def test_hedging_sends_a_slow_request_to_a_second_host() -> None:
                 raise
         return httpx.Response(200, json={"host": request.url.host})
 
-    config = parse_config({"hosts": [{"name": "slow", "url": "http://slow.test"},
-                                     {"name": "fast", "url": "http://fast.test"}],
-                           "hedging": True, "loadBalancing": "round-robin"}, "t")
-    pool = HostPool(config, transport=httpx.MockTransport(handler))
+    pool = slow_and_fast(handler)
     slow = pool.host("slow")
     for _ in range(30):
         slow.record.latencies.append(0.05)  # its usual p95: 50 ms
@@ -436,10 +442,7 @@ async def test_a_request_sent_before_its_host_had_a_p95_is_hedged_once_late_by_i
             await asyncio.sleep(30)
         return httpx.Response(200, json={"host": request.url.host})
 
-    config = parse_config({"hosts": [{"name": "slow", "url": "http://slow.test"},
-                                     {"name": "fast", "url": "http://fast.test"}],
-                           "hedging": True, "loadBalancing": "round-robin"}, "t")
-    pool = HostPool(config, transport=httpx.MockTransport(handler))
+    pool = slow_and_fast(handler)
     slow = pool.host("slow")
     call = asyncio.ensure_future(pool.request("embed", post_embed, read_json, deadline=pool.clock() + 20))
     await wait_until_async(lambda: slow.record.in_flight == 1, message="the first request should go to slow")
