@@ -33,6 +33,12 @@ class Attempts:
     calls: dict[str, HttpCall] = field(default_factory=dict)
     """Each host's request, built once and fitted to its protocol version."""
 
+    def note_tried(self, host: Host) -> None:
+        """`host` is being tried: a plain host once per round; a cluster host stands for many replicas, so the
+        next try (or a hedge) may go through it again and find another."""
+        if not host.cluster:
+            self.tried.add(host.name)
+
     def preferred(self, now: float) -> Host | None:
         """The host asked for first, once, if it may serve the call and is usable with room now."""
         name, self.prefer = self.prefer, None

@@ -245,9 +245,8 @@ class HostPool:
             self._raise_if_busy(state)
             raise NoHostAvailable(state.summary(f"{state.task} failed and the retry budget is spent"))
         state.first = False
-        if not host.cluster:  # a cluster host stands for many replicas: the next try may find another
-            state.tried.add(host.name)
-        elif host is state.previous:
+        state.note_tried(host)
+        if host.cluster and host is state.previous:
             await self._backoff([host], state.deadline)  # the same proxy again: not in a tight loop
         state.previous = host
         return host
@@ -291,8 +290,7 @@ class HostPool:
             return None
         if not state.out.fit(second, call, state.calls, state.errors):
             return None
-        if not second.cluster:  # as in _next_host: a cluster host may be tried again
-            state.tried.add(second.name)
+        state.note_tried(second)
         self.hedges += 1
         return second
 
