@@ -16,12 +16,7 @@ from typing import Any, cast
 import numpy as np
 from prometheus_client import Counter
 
-from gpu_protocol.transcribe import (
-    DEFAULT_MAX_AUDIO_BYTES,
-    DEFAULT_MAX_AUDIO_SECONDS,
-    OPENAI_MODEL_ALIASES,
-    TranscriptionOptions,
-)
+from gpu_protocol.transcribe import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_AUDIO_SECONDS, TranscriptionOptions
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.inference import Timing
 from gpu_service.models import LoadedModel
@@ -92,7 +87,7 @@ class Speech:
                                      registry=self.state.metrics.registry)
 
     def model_name(self, requested: str | None) -> str:
-        if requested is not None and requested not in OPENAI_MODEL_ALIASES:
+        if requested is not None:  # whisper-1 arrives as None (TranscriptionOptions)
             return requested
         default: str | None = self.state.settings.default_models.get("transcribe")
         if default is None:
