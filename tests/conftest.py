@@ -317,19 +317,21 @@ def bridge_mcp_url(service_url: str, transport: str = "http", token: str | None 
         proc.wait(timeout=15)
 
 
+def metric_total(service_url: str, prefix: str) -> float:
+    """The sum of a service's /metrics samples whose line starts with `prefix` (0 when there is none)."""
+    return sum(float(ln.split()[-1]) for ln in httpx.get(f"{service_url}/metrics").text.splitlines()
+               if ln.startswith(prefix))
+
+
 def batches_run(service_url: str, model: str = "all-MiniLM-L6-v2") -> float:
     """Batches a service has run for `model`, from its /metrics (to see work stop after a cancel)."""
-    lines = [ln for ln in httpx.get(f"{service_url}/metrics").text.splitlines()
-             if ln.startswith(f'gpu_service_batch_size_count{{model="{model}"}}')]
-    return float(lines[0].split()[-1]) if lines else 0.0
+    return metric_total(service_url, f'gpu_service_batch_size_count{{model="{model}"}}')
 
 
 def requests_received(service_url: str, endpoint: str) -> float:
     """Requests a service has answered on `endpoint`, any status (a hedged copy the bridge cancelled
     counts too: it was sent), from its Prometheus counter."""
-    prefix = f'gpu_service_requests_total{{endpoint="{endpoint}",'
-    return sum(float(ln.rsplit(" ", 1)[1]) for ln in httpx.get(f"{service_url}/metrics").text.splitlines()
-               if ln.startswith(prefix))
+    return metric_total(service_url, f'gpu_service_requests_total{{endpoint="{endpoint}",')
 
 
 @pytest.fixture(scope="session")
