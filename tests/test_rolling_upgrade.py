@@ -162,8 +162,10 @@ async def replace(host: Host, hosts: list[ServiceProcess], k: int) -> Step:
     and wait until the bridge's health loop has it healthy on today's protocol."""
     old = hosts[k]
     assert old.process is not None
-    await wait_until_async(lambda: host.record.in_flight > 0, timeout=30,
-                           message=f"calls should be in flight on {host.name} before it is drained")
+    # The first host is drained as the load begins: wait until it has answered on the old release (its
+    # first calls pay its warm-up) and holds calls again, or the test shows a drain of a host that never served.
+    await wait_until_async(lambda: host.record.served > 0 and host.record.in_flight > 0, timeout=60, interval=0.05,
+                           message=f"{host.name} should have served calls and hold some in flight before it is drained")
     in_flight = host.record.in_flight
     started = time.monotonic()
     old.signal(signal.SIGTERM)
