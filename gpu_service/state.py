@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-
+from gpu_protocol.cancel import Cancellation
 from gpu_protocol.status import ModelKind, ServiceStatus
 from gpu_service.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
 from gpu_service.errors import Unavailable
@@ -100,7 +99,7 @@ class ServiceState:
             observer=self.metrics.observe_batch,
         )
         self.inference = Inference(settings, self.registry, self.jobs)
-        self.cancellable: dict[str, anyio.CancelScope] = {}
+        self.cancellable: dict[str, Cancellation] = {}
         """The work of each request that named an X-Request-Id, for `POST /cancel/{id}`."""
         self.metrics.watch(
             self.registry.queue_depth,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
+from gpu_protocol.cancel import Cancellation, WorkCancelled, cancel_on_disconnect
 from gpu_protocol.routes import retry_after_headers
 from gpu_protocol.validation import TextsRejected, check_texts
 
@@ -78,21 +78,56 @@ async def test_a_disconnect_cancels_the_work() -> None:
 
 
 @pytest.mark.anyio
-async def test_cancelling_the_scope_cancels_the_work_and_errors_pass_through() -> None:
-    scope = anyio.CancelScope()
+async def test_cancelling_the_handle_cancels_the_work_and_errors_pass_through() -> None:
+    cancellation, stopped = Cancellation(), anyio.Event()
 
     async def cancelled_elsewhere() -> None:
-        scope.cancel()
-        await anyio.sleep_forever()
+        try:
+            cancellation.cancel()
+            await anyio.sleep_forever()
+        finally:
+            stopped.set()
 
     with pytest.raises(WorkCancelled):
-        await cancel_on_disconnect(Client().receive, cancelled_elsewhere(), scope)
+        await cancel_on_disconnect(Client().receive, cancelled_elsewhere(), cancellation)
+    assert stopped.is_set()
+
+    cancelled_early, started = Cancellation(), False  # POST /cancel/{id} before the work ran
+
+    async def never_runs() -> None:
+        nonlocal started
+        started = True
+
+    cancelled_early.cancel()
+    with pytest.raises(WorkCancelled):
+        await cancel_on_disconnect(Client().receive, never_runs(), cancelled_early)
+    assert not started
 
     async def fails() -> None:
         raise LookupError("the work's own error")
 
     with pytest.raises(LookupError, match="the work's own error"):
         await cancel_on_disconnect(Client().receive, fails())
+
+
+@pytest.mark.anyio
+async def test_a_shutdown_cancels_the_work_and_is_not_taken_for_a_client_leaving() -> None:
+    import asyncio
+
+    stopped = anyio.Event()
+
+    async def work() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stopped.set()
+
+    handler = asyncio.ensure_future(cancel_on_disconnect(Client().receive, work()))
+    await anyio.sleep(0.01)
+    handler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    assert stopped.is_set()
 
 
 def test_the_bridges_tools_and_v1_refuse_texts_in_the_same_words() -> None:

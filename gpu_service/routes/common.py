@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import anyio
 from fastapi import Request
 
 from gpu_protocol import routes
-from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
+from gpu_protocol.cancel import Cancellation, WorkCancelled, cancel_on_disconnect
 from gpu_protocol.status import ErrorResponse, ServiceStatus
 from gpu_service.errors import ClientClosed
 from gpu_service.inference import Timing
@@ -49,11 +48,11 @@ async def cancellable(request: Request, work: Awaitable[T]) -> T:
     open after it abandons a request, and proxies may hide the disconnect."""
     registry = service(request).cancellable
     request_id = request.headers.get(routes.REQUEST_ID_HEADER)
-    scope = anyio.CancelScope()
+    cancellation = Cancellation()
     if request_id:
-        registry[request_id] = scope
+        registry[request_id] = cancellation
     try:
-        return await cancel_on_disconnect(request.receive, work, scope)
+        return await cancel_on_disconnect(request.receive, work, cancellation)
     except WorkCancelled:  # answer instead of crashing: nobody reads it, but the log stays clean
         raise ClientClosed("the client cancelled this request") from None
     finally:
