@@ -317,6 +317,17 @@ def bridge_mcp_url(service_url: str, transport: str = "http", token: str | None 
         proc.wait(timeout=15)
 
 
+def v1_rerank_ranking(service_url: str, query: str, documents: list[str]) -> list[dict[str, Any]]:
+    """The service's own `/v1/rerank` ranking of `documents`, the reference a test compares others with.
+    Fails unless the scores are at least 1e-4 apart: near-ties could swap with a batch's layout."""
+    r = httpx.post(f"{service_url}/v1/rerank", json={"query": query, "documents": documents}, timeout=60)
+    assert r.status_code == 200, r.text
+    results: list[dict[str, Any]] = r.json()["results"]
+    scores = [x["relevance_score"] for x in results]
+    assert all(a - b > 1e-4 for a, b in zip(scores, scores[1:], strict=False)), f"near-tied scores: {scores}"
+    return results
+
+
 def metric_total(service_url: str, prefix: str) -> float:
     """The sum of a service's /metrics samples whose line starts with `prefix` (0 when there is none)."""
     return sum(float(ln.split()[-1]) for ln in httpx.get(f"{service_url}/metrics").text.splitlines()

@@ -25,7 +25,14 @@ from mcp_bridge.config import parse_config
 from mcp_bridge.http_api.openai import openai_app
 from mcp_bridge.pool.errors import NoHostAvailable
 from mcp_bridge.pool.pool import HostPool
-from tests.conftest import ServiceProcess, bridge_client, process_fixture, requests_received, start_together
+from tests.conftest import (
+    ServiceProcess,
+    bridge_client,
+    process_fixture,
+    requests_received,
+    start_together,
+    v1_rerank_ranking,
+)
 
 RERANKER = "tiny-reranker"
 QUERY = "how do graphics cards speed up neural networks"
@@ -51,16 +58,6 @@ def rerankers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Service
             svc.stop()
 
 
-def one_host_ranking(svc: ServiceProcess) -> list[dict[str, Any]]:
-    r = httpx.post(f"{svc.url}/v1/rerank", json={"query": QUERY, "documents": DOCS}, timeout=60)
-    assert r.status_code == 200, r.text
-    results: list[dict[str, Any]] = r.json()["results"]
-    scores = [x["relevance_score"] for x in results]
-    # Precondition: no near-ties, so the ranking cannot depend on the last bits of a batch layout.
-    assert all(a - b > 1e-4 for a, b in zip(scores, scores[1:], strict=False))
-    return results
-
-
 # Scores are compared with a tolerance: a shard of 4 is padded and batched differently from one
 # batch of 11, so float32 sums differ in the last bits; 1e-5 is far below the gaps between documents.
 
@@ -69,7 +66,7 @@ def one_host_ranking(svc: ServiceProcess) -> list[dict[str, Any]]:
 async def test_sharded_rerank_over_three_hosts_equals_one_host_scoring_everything(
     rerankers: list[ServiceProcess],
 ) -> None:
-    expected = one_host_ranking(rerankers[0])
+    expected = v1_rerank_ranking(rerankers[0].url, QUERY, DOCS)
     config = {"hosts": [{"name": f"h{i}", "url": s.url} for i, s in enumerate(rerankers)], "shardSize": SHARD}
     async with bridge_client(config) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
@@ -93,7 +90,7 @@ async def test_sharded_rerank_over_three_hosts_equals_one_host_scoring_everythin
         assert match["text"] == DOCS[match["index"]]
     # Three shards spread over the pool: each host was sent one. The answers may come from fewer: a host that
     # finished first runs a hedged copy of a shard another host is late with (client/dispatch.py), and
-    # h0, which answered one_host_ranking, has no first-request warm-up left to pay.
+    # h0, which answered v1_rerank_ranking, has no first-request warm-up left to pay.
     assert out["model"] == RERANKER and all(n >= 1 for n in sent) and 3 <= sum(sent) <= 6, sent
     assert set(out["hosts"]) <= {"h0", "h1", "h2"}
     assert [m["index"] for m in everything.structured_content["matches"]] == [e["index"] for e in expected]
@@ -113,7 +110,7 @@ async def test_gpu_rerank_refuses_bad_input_naming_the_field(rerankers: list[Ser
 
 @pytest.mark.anyio
 async def test_http_bridge_v1_rerank_in_cohere_shape(rerankers: list[ServiceProcess]) -> None:
-    expected = one_host_ranking(rerankers[1])
+    expected = v1_rerank_ranking(rerankers[1].url, QUERY, DOCS)
     cfg = parse_config({"hosts": [{"url": s.url} for s in rerankers], "shardSize": SHARD,
                         "limits": {"maxBatchSize": 20}}, "test")
     pool = HostPool(cfg)

@@ -19,7 +19,7 @@ from mcp_bridge.config import parse_config
 from mcp_bridge.http_api.cohere import NOT_APPLIED
 from mcp_bridge.http_api.openai import openai_app
 from mcp_bridge.pool.pool import HostPool
-from tests.conftest import ServiceProcess, process_fixture
+from tests.conftest import ServiceProcess, process_fixture, v1_rerank_ranking
 
 cohere = pytest.importorskip("cohere")
 
@@ -42,16 +42,6 @@ def reranker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProces
     svc.stop()
 
 
-def v1_ranking(url: str, documents: list[str]) -> list[dict[str, Any]]:
-    r = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": documents}, timeout=60)
-    assert r.status_code == 200, r.text
-    results: list[dict[str, Any]] = r.json()["results"]
-    scores = [x["relevance_score"] for x in results]
-    # Precondition: no near-ties, so the ranking cannot depend on the last bits of a batch layout.
-    assert all(a - b > 1e-4 for a, b in zip(scores, scores[1:], strict=False))
-    return results
-
-
 def same_ranking(got: Any, expected: list[dict[str, Any]]) -> None:
     """The SDK's parsed results against v1's: same order, scores equal to 1e-5 (other batch layouts)."""
     assert [r.index for r in got] == [e["index"] for e in expected]
@@ -59,7 +49,7 @@ def same_ranking(got: Any, expected: list[dict[str, Any]]) -> None:
 
 
 def test_the_sdk_reranks_on_the_service_as_v1_does(reranker: ServiceProcess) -> None:
-    expected = v1_ranking(reranker.url, DOCS)
+    expected = v1_rerank_ranking(reranker.url, QUERY, DOCS)
     co = cohere.ClientV2(api_key="unused", base_url=reranker.url)
     answer = co.rerank(model=RERANKER, query=QUERY, documents=DOCS, top_n=4)
     same_ranking(answer.results, expected[:4])
@@ -74,7 +64,7 @@ def test_max_tokens_per_doc_cuts_each_document_before_scoring(reranker: ServiceP
     short = "A short one."  # 4 tokens: left as it is
     cut = co.rerank(model=RERANKER, query=QUERY, documents=[LONG_DOC, short], max_tokens_per_doc=5)
     whole = co.rerank(model=RERANKER, query=QUERY, documents=[LONG_DOC, short])
-    as_five_words = v1_ranking(reranker.url, ["word word word word word", short])
+    as_five_words = v1_rerank_ranking(reranker.url, QUERY, ["word word word word word", short])
     scores = {r.index: r.relevance_score for r in cut.results}
     assert all(abs(scores[e["index"]] - e["relevance_score"]) < 1e-5 for e in as_five_words), (scores, as_five_words)
     assert cut.meta.warnings is None and cut.meta.tokens.input_tokens < whole.meta.tokens.input_tokens
@@ -121,7 +111,7 @@ async def bridge_sdk(svc: ServiceProcess, **config: Any) -> AsyncIterator[Any]:
 
 @pytest.mark.anyio
 async def test_the_sdk_reranks_through_the_bridge_sharded_as_one_host_does(reranker: ServiceProcess) -> None:
-    expected = v1_ranking(reranker.url, DOCS)
+    expected = v1_rerank_ranking(reranker.url, QUERY, DOCS)
     async with bridge_sdk(reranker, shardSize=3) as co:  # 9 documents: three shards, merged by the bridge
         answer = await co.rerank(model=RERANKER, query=QUERY, documents=DOCS, top_n=5)
         noted = await co.rerank(model=RERANKER, query=QUERY, documents=DOCS[:2], max_tokens_per_doc=64)
