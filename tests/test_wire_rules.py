@@ -3,6 +3,8 @@ one cancel-on-disconnect helper (the HTTP tests show them at work in the service
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import pytest
 
@@ -112,8 +114,6 @@ async def test_cancelling_the_handle_cancels_the_work_and_errors_pass_through() 
 
 @pytest.mark.anyio
 async def test_a_shutdown_cancels_the_work_and_is_not_taken_for_a_client_leaving() -> None:
-    import asyncio
-
     stopped = anyio.Event()
 
     async def work() -> None:
