@@ -1,11 +1,13 @@
 """Earlier releases, built from git history for mixed-version tests (releases.json records their commits).
 
 `old_release("0.3.0")` builds that commit's two distributions (the bridge at the repo root, the
-service in service/) into a virtual environment of its own, once: it is cached under
-~/.cache/openclaw-gpu-bridge/releases/<commit> (GPU_BRIDGE_RELEASE_CACHE overrides). The old
+service in service/) into a virtual environment of its own, once: it is cached in the checkout,
+under .cache/releases/<commit> (GPU_BRIDGE_RELEASE_CACHE overrides), like the npm caches. The old
 wheels are installed without dependencies in that venv's own site-packages, and a .pth file puts
-this venv's site-packages after them, so the old code runs on today's dependencies (torch and the
-models are not installed twice). Its console scripts run the old code only with PYTHONPATH unset
+this checkout's venv's site-packages after them, so the old code runs on today's dependencies (torch
+and the models are not installed twice). That ties the release venv to the venv it was built on, so
+its `ready` marker names both, and a marker naming another venv (moved, deleted, another checkout's)
+means build again. Its console scripts run the old code only with PYTHONPATH unset
 (`OldRelease.env`), since tests put the checkout on it.
 """
 
@@ -28,7 +30,7 @@ from tests.conftest import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASES = ROOT / "releases.json"
-CACHE = Path(os.environ.get("GPU_BRIDGE_RELEASE_CACHE", Path.home() / ".cache/openclaw-gpu-bridge/releases"))
+CACHE = Path(os.environ.get("GPU_BRIDGE_RELEASE_CACHE", ROOT / ".cache" / "releases"))
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,15 @@ def old_release(version: str) -> OldRelease:
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / f"{commit}.lock", "w") as lock:  # two test workers build it once
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (venv / "ready").exists():
+        ready = venv / "ready"
+        if not ready.exists() or ready.read_text() != _ready_marker(commit):
             _build(commit, venv)
     return OldRelease(version, commit, venv)
+
+
+def _ready_marker(commit: str) -> str:
+    """What a usable release venv's `ready` file holds: its commit and the site-packages its .pth points at."""
+    return f"{commit}\n{sysconfig.get_path('purelib')}\n"
 
 
 def _build(commit: str, venv: Path) -> None:
@@ -103,7 +111,7 @@ def _build(commit: str, venv: Path) -> None:
                                  capture_output=True, text=True, check=True).stdout.strip()
         # After its own site-packages: today's dependencies, without this venv's editable finders.
         Path(purelib, "zz-current-venv.pth").write_text(sysconfig.get_path("purelib") + "\n")
-        (venv / "ready").write_text(commit + "\n")
+        (venv / "ready").write_text(_ready_marker(commit))
 
 
 class OldService(ServiceProcess):
