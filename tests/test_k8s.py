@@ -184,7 +184,7 @@ def test_every_image_tag_is_pinned() -> None:
     for image in images:
         name, _, tag = image.rpartition("/")[2].partition(":")
         assert "@sha256:" in image or (tag and tag != "latest" and re.fullmatch(r"v?\d+(\.\d+)+[\w.-]*", tag)), image
-    ray_image = re.search(r"^FROM (\S+)", (ROOT / "docs" / "deploy" / "Dockerfile.ray").read_text(), re.M)
+    ray_image = re.search(r"^FROM (\S+)", (ROOT / "deploy" / "docker" / "Dockerfile.ray").read_text(), re.M)
     assert ray_image and ray_image.group(1).startswith(f"rayproject/ray:{pinned_ray_version()}-")
     assert resource("RayService")["spec"]["rayClusterConfig"]["rayVersion"] == pinned_ray_version()
 
