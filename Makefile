@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# A CPU build here; on a CUDA host see the README (or: make TORCH_SPEC="torch --index-url ...").
+# A CPU build here; on a CUDA host see docs/deployment.md (make TORCH_SPEC="torch --index-url ...").
 TORCH_SPEC ?= torch==2.13.0
 PORT   ?= 8787
 

@@ -1,4 +1,4 @@
-"""The README's client snippets, taken from the README itself and run.
+"""The client snippets of the README and docs/, taken from the pages themselves and run.
 
 Each `mcpServers` / `servers` entry is started exactly as a client would start it (command,
 args, env from the snippet; only the example config path is pointed at a file of ours) and
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,14 @@ from mcp import Client, StdioServerParameters
 
 from mcp_bridge.config import PLUGIN_ID, load_config
 from tests.conftest import ROOT, ServiceProcess, bridge_env
+from tests.doc_pages import blocks
 
 README = (ROOT / "README.md").read_text()
 BIN = Path(sys.executable).parent
 
 
-def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
-
-
 def snippet(language: str, *needles: str) -> Any:
+    """The one ```<language> block on any documentation page that contains every needle, parsed."""
     found = [b for b in blocks(language) if all(n in b for n in needles)]
     assert len(found) == 1, f"expected one ```{language} block containing {needles}, found {len(found)}"
     return json5.loads(found[0]) if language == "json5" else json.loads(found[0])
