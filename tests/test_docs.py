@@ -51,6 +51,8 @@ EXTERNAL_PROGRAMS = {
     "npm", "npx", "openclaw", "docker", "kubectl", "serve", "systemctl", "useradd", "mkdir", "chown", "chmod",
     "cp", "echo", "tee", "kill", "openssl", "huggingface-cli", ".", "cd", "git",
 }
+OTHER_PROGRAMS_FLAGS = {"--accept-capabilities", "--profile", "--url-prefix", "--repeats"}
+"""Flags named alone in the prose that are OpenClaw's, Infinity's or a benchmark's, not our console scripts'."""
 THIRD_PARTY_PACKAGES = {"torch", "nvidia-cublas-cu12", "nvidia-cudnn-cu12", "schemathesis"}
 EXTERNAL_VARIABLES = {"HF_HOME", "LD_LIBRARY_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
 ENV_NAME = re.compile(r"\b(?:(?:GPU|MODEL|BERTSCORE|OPENCLAW|TORCH|HF)_[A-Z0-9_]*[A-Z0-9]|API_KEY|ALLOWED_MODELS|LOG_LEVEL)\b")
@@ -259,12 +261,18 @@ def test_every_shell_command_names_real_targets_flags_modules_and_files() -> Non
 
 
 def test_inline_commands_name_real_targets_and_flags() -> None:
-    """`make ...`, `pip install ...` and `gpu-bridge --flag` in the prose: targets, packages and flags exist."""
+    """`make ...`, `pip install ...`, `gpu-bridge --flag` and a `--flag` alone in the prose: targets, packages and
+    flags exist."""
     problems = []
     for page in pages():
         for line, span in code_spans(page):
             words = span.split()
-            if words[0] in ("gpu-bridge", "gpu-service"):
+            if re.fullmatch(r"--[\w-]+", words[0].split("=")[0]):  # a flag alone: one of our scripts' or listed
+                flag = words[0].split("=")[0]
+                ours = options_of("gpu-bridge") | options_of("gpu-service")
+                if flag not in ours | OTHER_PROGRAMS_FLAGS:
+                    problems.append(f"{page.name}:{line}: neither gpu-bridge nor gpu-service takes {flag}")
+            elif words[0] in ("gpu-bridge", "gpu-service"):
                 flags = {f for w in words[1:] for f in w.split("/") if f.startswith("--")}
                 problems += [f"{page.name}:{line}: {words[0]} has no {f}" for f in flags - options_of(words[0])]
             elif words[0] in ("make", "pip") or words[:2] == ["python", "-m"]:
