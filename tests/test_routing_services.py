@@ -1,10 +1,13 @@
 """Model-aware routing across real `gpu-service` processes: the bundled model on all three hosts, a
 second embedding model (the bundled weights under a new name, in one host's GPU_MODEL_DIRS) on one.
-Calls naming the second model all reach that host; once it is killed they fail naming what each host
-has, the bundled model keeps working on the others, and no host is held to blame for a model it lacks."""
+Calls naming the second model all reach that host, even right after the bridge starts, before any host
+has described itself (a host that refuses the model moves the call on and teaches the bridge); once that
+host is killed they fail naming what each host has, the bundled model keeps working on the others, and
+no host is held to blame for a model it lacks."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from mcp import Client
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.mcp.server import build_server
+from mcp_bridge.pool.routing import Need, tier
 from tests.conftest import ServiceProcess, process_fixture, start_together
 from tests.waiting import wait_until_async
 
@@ -34,6 +38,31 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, bundled_model_path: str) -> 
     yield services
     for svc in services:
         svc.stop()
+
+
+@pytest.mark.anyio
+async def test_right_after_start_a_refusal_moves_the_call_to_the_host_with_the_model(
+    fleet: list[ServiceProcess],
+) -> None:
+    """OpenClaw starts a bridge and calls at once: no host has described its models yet (no /info read),
+    so the hosts without the second model are tried too. Their 403 must move each call on, not fail it."""
+    hosts = [{"name": f"h{i}", "url": s.url} for i, s in enumerate(fleet)]
+    config = parse_config({"hosts": hosts, "healthCheckIntervalSeconds": 60, "timeout": 30,
+                           "loadBalancing": "round-robin"}, "t")
+    async with Bridge(config, allow_embedded=False) as bridge:
+        assert not any(h.described.capabilities for h in bridge.pool.hosts), "no /info read yet"
+        async with Client(build_server(bridge)) as c:
+            results = await asyncio.gather(*(
+                c.call_tool("gpu_embed", {"texts": [f"right after start {i}"], "model": SECOND})
+                for i in range(CALLS)))
+        failed = [r.content for r in results if r.is_error]
+        assert not failed, f"{len(failed)} of {CALLS} calls failed, e.g. {failed[0]}"
+        assert {h for r in results for h in r.structured_content["hosts"]} == {"h0"}
+        for name in ("h1", "h2"):
+            host = bridge.pool.host(name)
+            assert tier(host, Need("embed", SECOND)) is None, f"{name}'s refusal was not learnt"
+            assert tier(host, Need("embed", "all-MiniLM-L6-v2")) is not None, "only that model is left out"
+            assert host.record.failed == 0 and host.record.ejections == 0, host.record.last_error
 
 
 @pytest.mark.anyio
