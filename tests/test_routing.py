@@ -1,7 +1,8 @@
 """Model-aware routing (mcp_bridge/pool/routing.py) with `httpx.MockTransport` hosts: a call that names a
 model goes to hosts that have it loaded, then to those that may load it, never to the others; a host
 lacking one model (or a default that failed to load) stays healthy for the rest. A host not described yet
-that refuses a model moves the call on and is left out for that model."""
+that refuses a model moves the call on and is left out for that model; a model matches every name its host
+publishes for it."""
 
 from __future__ import annotations
 
@@ -207,3 +208,21 @@ async def test_when_every_host_refuses_the_model_the_refusal_is_the_answer() -> 
     assert pool.seen == {"b": 1, "c": 1}, "known refusals: nothing sent"
     with pytest.raises(HostRejected):
         await pool.request("embed", post_embed, read_json, deadline=pool.clock() + 5, pin="b")  # type: ignore[arg-type]
+
+
+def test_a_model_matches_every_name_its_host_publishes_for_it() -> None:
+    path = "/models/whisper-tiny.en"
+    published = TaskModels(default=path, loaded=[path], allowed=["tiny.en"], names={path: ["whisper-tiny.en"]})
+    assert published.has_loaded("whisper-tiny.en") and published.serves("WHISPER-tiny.en")
+    assert not published.serves("whisper-small")
+    older = TaskModels.model_validate({"default": path, "loaded": [path], "allowed": ["tiny.en"]})
+    assert older.names == {} and older.serves(path) and not older.serves("whisper-tiny.en"), "as before"
+
+
+@pytest.mark.anyio
+async def test_routing_matches_a_default_set_by_path_by_its_folder_name() -> None:
+    pool = make_pool({"a": ok, "b": ok}, loadBalancing="round-robin")
+    path = "/models/whisper-tiny.en"
+    describe(pool, "a", transcribe=TaskModels(default=path, loaded=[path], names={path: ["whisper-tiny.en"]}))
+    describe(pool, "b", transcribe=TaskModels(default="tiny.en", loaded=["tiny.en"]))
+    assert {await call(pool, "whisper-tiny.en", task="transcribe") for _ in range(6)} == {"a"}
