@@ -1,21 +1,29 @@
 """Model-aware routing (mcp_bridge/pool/routing.py) with `httpx.MockTransport` hosts: a call that names a
 model goes to hosts that have it loaded, then to those that may load it, never to the others; a host
-lacking one model (or a default that failed to load) stays healthy for the rest."""
+lacking one model (or a default that failed to load) stays healthy for the rest. A host not described yet
+that refuses a model moves the call on and is left out for that model; a model matches every name its host
+publishes for it."""
 
 from __future__ import annotations
 
 import collections
 
+import httpx
 import pytest
 
 from gpu_protocol.capabilities import TaskModels, same_model
-from mcp_bridge.pool.errors import NoHostAvailable, PoolError
+from gpu_protocol.status import InfoResponse
+from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolError
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.routing import Need, tier
+from mcp_bridge.pool.versioning import learn_from_info
 from tests.test_pool import Handler, make_pool, ok, post_embed, read_json, refuse, status
 
 BUNDLED = "all-MiniLM-L6-v2"
 SECOND = "mini-second"
+INFO = {"device": "cpu", "device_name": "cpu", "torch_version": "2", "default_models": {}, "allowed_models": "*",
+        "models": [], "limits": {}, "protocol_version": 2,
+        "capabilities": {"embed": {"default": BUNDLED, "loaded": [BUNDLED], "allowed": [BUNDLED, SECOND]}}}
 
 
 def models(default: str | None = BUNDLED, loaded: tuple[str, ...] = (BUNDLED,), allowed: tuple[str, ...] = (BUNDLED,),
@@ -169,3 +177,52 @@ def test_the_pool_view_shows_each_hosts_models_per_task() -> None:
     assert (embed.task, embed.default, embed.loaded, embed.source) == ("embed", BUNDLED, [BUNDLED, SECOND], "host")
     (tei,) = rows["tei"]
     assert (tei.task, tei.default, tei.allowed, tei.source) == ("embed", "bge-small", ["bge-small"], "configured")
+
+
+def not_allowed(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(403, json={"detail": f"model {SECOND!r} is not in the default allowlist"})
+
+
+@pytest.mark.anyio
+async def test_before_hosts_describe_themselves_a_refusal_moves_the_call_on_and_is_learnt() -> None:
+    pool = make_pool({"a": ok, "b": not_allowed, "c": not_allowed}, loadBalancing="round-robin")
+    assert [await call(pool, SECOND) for _ in range(20)] == ["a"] * 20
+    assert pool.seen["b"] == pool.seen["c"] == 1, "each refused once, then left out"
+    for name in ("b", "c"):
+        host = pool.host(name)
+        assert tier(host, Need("embed", SECOND)) is None and tier(host, Need("embed", BUNDLED)) == "unknown"
+        assert tier(host, Need("rerank", SECOND)) == "unknown", "learnt for that task only"
+        assert host.record.failed == 0 and host.state(pool.clock()) == "healthy"
+    learn_from_info(pool.host("b"), InfoResponse.model_validate(INFO))
+    assert tier(pool.host("b"), Need("embed", SECOND)) == "allowed", "its next /info replaces what was learnt"
+
+
+@pytest.mark.anyio
+async def test_when_every_host_refuses_the_model_the_refusal_is_the_answer() -> None:
+    pool = make_pool({"b": not_allowed, "c": not_allowed}, loadBalancing="round-robin")
+    with pytest.raises(HostRejected) as err:
+        await call(pool, SECOND)
+    assert err.value.status == 403 and pool.seen == {"b": 1, "c": 1}
+    with pytest.raises(NoHostAvailable, match=f"b: not described yet .*; refused {SECOND}"):
+        await call(pool, SECOND)
+    assert pool.seen == {"b": 1, "c": 1}, "known refusals: nothing sent"
+    with pytest.raises(HostRejected):
+        await pool.request("embed", post_embed, read_json, deadline=pool.clock() + 5, pin="b")  # type: ignore[arg-type]
+
+
+def test_a_model_matches_every_name_its_host_publishes_for_it() -> None:
+    path = "/models/whisper-tiny.en"
+    published = TaskModels(default=path, loaded=[path], allowed=["tiny.en"], names={path: ["whisper-tiny.en"]})
+    assert published.has_loaded("whisper-tiny.en") and published.serves("WHISPER-tiny.en")
+    assert not published.serves("whisper-small")
+    older = TaskModels.model_validate({"default": path, "loaded": [path], "allowed": ["tiny.en"]})
+    assert older.names == {} and older.serves(path) and not older.serves("whisper-tiny.en"), "as before"
+
+
+@pytest.mark.anyio
+async def test_routing_matches_a_default_set_by_path_by_its_folder_name() -> None:
+    pool = make_pool({"a": ok, "b": ok}, loadBalancing="round-robin")
+    path = "/models/whisper-tiny.en"
+    describe(pool, "a", transcribe=TaskModels(default=path, loaded=[path], names={path: ["whisper-tiny.en"]}))
+    describe(pool, "b", transcribe=TaskModels(default="tiny.en", loaded=["tiny.en"]))
+    assert {await call(pool, "whisper-tiny.en", task="transcribe") for _ in range(6)} == {"a"}
