@@ -1,9 +1,9 @@
 """Mixed versions through real processes (docs/compatibility.md).
 
-The previous release (0.3.0, built from its commit in releases.json by tests/compat.py) against this
+The previous release (0.3.0, built from its commit in releases.json by tests/support/compat.py) against this
 one in both directions: today's bridge with a 0.3.0 service, the 0.3.0 bridge (its own `gpu-bridge`
 process) with today's service; and today's bridge with the stand-in for the next release
-(tests/next_release.py), whose answers carry fields no reader knows yet. Also: the service answers
+(tests/support/next_release.py), whose answers carry fields no reader knows yet. Also: the service answers
 each caller in its own version's shape, requests stay strict, a host that answers garbage is not
 retried within a call, and a request field a host's version lacks is never sent to it.
 """
@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,6 +38,7 @@ from tests.support.compat import OldRelease, OldService, old_release
 from tests.support.fake_host import FakeHost
 from tests.support.next_release import ADDED, NEXT_VERSION, next_release
 from tests.support.services import ServiceProcess
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 RERANKER = "tiny-reranker"
@@ -226,14 +226,16 @@ async def test_the_0_3_0_bridge_with_todays_service(release: OldRelease, service
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             try:
                 httpx.get(f"{base}/mcp", timeout=1)
-                break
+                return True
             except httpx.HTTPError:
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                time.sleep(0.2)
+                return False
+
+        wait_until(answers, timeout=60, interval=0.2, message=f"the 0.3.0 bridge at {base} never answered")
         from mcp.client.streamable_http import streamable_http_client
 
         async with Client(streamable_http_client(f"{base}/mcp")) as client:

@@ -328,10 +328,8 @@ def test_the_bridge_dies_with_the_process_that_started_it(service: ServiceProces
     pid = int(re.search(r"bridge pid (\d+)", seen).group(1))  # type: ignore[union-attr]
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 30
-    while alive(pid):
-        assert time.monotonic() < deadline, "the bridge outlived the process that started it"
-        time.sleep(0.1)
+    wait_until(lambda: not alive(pid), timeout=30, interval=0.1,
+               message="the bridge outlived the process that started it")
     with openai_bridge([service.url], tmp_path) as bridge:
         pass
     assert bridge.process.returncode == 0 and "stdin closed: stopping" in bridge.log_text()

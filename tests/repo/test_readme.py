@@ -25,6 +25,7 @@ from mcp_bridge.config import PLUGIN_ID, load_config
 from tests.support import ROOT
 from tests.support.bridges import bridge_env
 from tests.support.services import ServiceProcess
+from tests.support.waiting import wait_until
 
 README = (ROOT / "README.md").read_text()
 BIN = Path(sys.executable).parent
@@ -104,7 +105,6 @@ async def test_remote_streamable_http_snippet(pool_file: Path) -> None:
     """The README's server command line and client entry, on loopback with a real token."""
     import shlex
     import subprocess
-    import time
 
     import httpx
     import httpx2
@@ -123,10 +123,9 @@ async def test_remote_streamable_http_snippet(pool_file: Path) -> None:
     env = {**bridge_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not _up(url):
-            assert time.monotonic() < deadline and proc.poll() is None, "the bridge did not start"
-            time.sleep(0.2)
+        wait_until(lambda: _up(url) or proc.poll() is not None, timeout=60, interval=0.2,
+                   message="the bridge did not start")
+        assert proc.poll() is None, "the bridge did not start"
         assert httpx.post(url, json={}).status_code == 401, "no token: refused"
         async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
             async with Client(streamable_http_client(url, http_client=http)) as client:

@@ -9,7 +9,6 @@ service may load from (GPU_MODEL_DIRS). Its scores mean nothing, but sentence-tr
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from bench.tiny_reranker import build_tiny_reranker
 from tests.support.in_process import process_fixture
 from tests.support.services import ServiceProcess
+from tests.support.waiting import wait_until
 
 RERANKER = "tiny-reranker"
 QUERY = "how do graphics cards speed up neural networks"
@@ -231,10 +231,12 @@ def test_info_status_metrics_and_cancel(reranker: ServiceProcess) -> None:
         headers={"X-Request-Id": "rerank-job-1"}, timeout=120)))
     call.start()
     seen: list[dict] = []
-    deadline = time.monotonic() + 60
-    while not seen and call.is_alive() and time.monotonic() < deadline:
-        seen = [j for j in httpx.get(f"{reranker.url}/status").json()["active_jobs"] if j["kind"] == "rerank"]
-        time.sleep(0.02)
+
+    def shown_or_over() -> bool:
+        seen[:] = [j for j in httpx.get(f"{reranker.url}/status").json()["active_jobs"] if j["kind"] == "rerank"]
+        return bool(seen) or not call.is_alive()
+
+    wait_until(shown_or_over, timeout=60, interval=0.02, message="the rerank job never showed in /status")
     assert seen and seen[0]["model"] == RERANKER and seen[0]["total"] == 2000, seen
     assert httpx.post(f"{reranker.url}/cancel/rerank-job-1").json() == {"cancelled": True}
     call.join()

@@ -37,6 +37,7 @@ from ray import serve  # noqa: E402
 
 from mcp_bridge.embedded import free_port  # noqa: E402
 from tests.support.reliability import record  # noqa: E402
+from tests.support.waiting import wait_for_value, wait_until, wait_until_async  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -124,11 +125,7 @@ def replica_states() -> Counter[str]:
 
 
 def wait_for(condition: Callable[[], bool], what: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds:.0f} s: {what}")
-        time.sleep(0.5)
+    wait_until(condition, timeout=seconds, interval=0.5, message=f"not within {seconds:.0f} s: {what}")
 
 
 def health(url: str) -> httpx.Response | None:
@@ -146,12 +143,8 @@ def health_code(url: str) -> int | None:
 
 
 def first_replica_answer(url: str, seconds: float) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while (response := health(url)) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no replica answered /health through the proxy within {seconds:.0f} s")
-        time.sleep(0.5)
-    return response
+    return wait_for_value(lambda: health(url), timeout=seconds, interval=0.5,
+                          message=f"no replica answered /health through the proxy within {seconds:.0f} s")
 
 
 class Load:
@@ -371,15 +364,15 @@ def test_the_bridge_loses_no_call_when_a_replica_dies(two_replicas: str) -> None
             [host] = (await client.call_tool("gpu_status", {})).structured_content["hosts"]
             assert host["failed"] > 0, f"the kill never reached the bridge, so this proved nothing: {host}"
 
-            while not await anyio.to_thread.run_sync(replaced):
-                assert time.monotonic() - killed_at < 60, f"not two replicas 60 s after the kill: {replica_states()}"
-                await anyio.sleep(0.5)
+            await wait_until_async(lambda: anyio.to_thread.run_sync(replaced),
+                                   timeout=killed_at + 60 - time.monotonic(), interval=0.5,
+                                   message=lambda: f"not two replicas 60 s after the kill: {replica_states()}")
             record("fault", "kill one of 2 Ray Serve replicas under 200 concurrent tool calls (proxy as one "
                    "cluster host)", f"0 failed calls ({host['failed']} requests failed at the proxy and were "
                    f"retried); two replicas again {time.monotonic() - killed_at:.1f}s after the kill")
-            while bridge.pool.snapshot().hosts[0].state != "healthy":
-                assert time.monotonic() - killed_at < 90, f"the host is still {bridge.pool.snapshot().hosts[0]}"
-                await anyio.sleep(0.5)
+            await wait_until_async(lambda: bridge.pool.snapshot().hosts[0].state == "healthy",
+                                   timeout=killed_at + 90 - time.monotonic(), interval=0.5,
+                                   message=lambda: f"the host is still {bridge.pool.snapshot().hosts[0]}")
             after = await client.call_tool("gpu_embed", {"texts": texts[:8]})
             assert not after.is_error and len(after.structured_content["embeddings"]) == 8
 

@@ -9,7 +9,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pytest
 from tests.support import ROOT
 from tests.support.npm_cache import ensure, npm_install
 from tests.support.services import ServiceProcess
+from tests.support.waiting import wait_until
 
 NODE_VERSION = "24.21.0"
 OPENCLAW_VERSION = "2026.9.6"
@@ -34,12 +34,15 @@ class LoopbackNamespace:
 
     def __init__(self) -> None:
         self.holder = subprocess.Popen([*ISOLATE, "sleep", "infinity"], stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
         # `sleep` runs once unshare has made the namespace and `ip` has brought loopback up.
-        while Path(f"/proc/{self.holder.pid}/cmdline").read_bytes().split(b"\0")[0] != b"sleep":
-            assert self.holder.poll() is None and time.monotonic() < deadline, "no loopback-only namespace"
-            time.sleep(0.02)
+        wait_until(self.made, timeout=10, interval=0.02, message="no loopback-only namespace")
         self.prefix = ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--"]
+
+    def made(self) -> bool:
+        if Path(f"/proc/{self.holder.pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep":
+            return True
+        assert self.holder.poll() is None, "no loopback-only namespace"
+        return False
 
     def close(self) -> None:
         self.holder.kill()
@@ -58,11 +61,14 @@ class NamespacedService(ServiceProcess):
         return [*self.namespace.prefix, *super().command()]
 
     def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while "INFO gpu_service: ready on" not in self.logs():
-            assert self.process is not None and self.process.poll() is None, self.logs()[-3000:]
-            assert time.monotonic() < deadline, f"gpu-service not ready in {timeout}s:\n{self.logs()[-3000:]}"
-            time.sleep(0.2)
+        wait_until(self.ready, timeout=timeout, interval=0.2,
+                   message=lambda: f"gpu-service not ready in {timeout}s:\n{self.logs()[-3000:]}")
+
+    def ready(self) -> bool:
+        if "INFO gpu_service: ready on" in self.logs():
+            return True
+        assert self.process is not None and self.process.poll() is None, self.logs()[-3000:]
+        return False
 
 
 def install() -> Path:

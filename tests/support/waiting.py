@@ -11,6 +11,9 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 Message = str | Callable[[], str]
 """What a wait says when it fails; a function is called only then (to show a log as it is at that moment)."""
@@ -29,6 +32,21 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 10.0, interv
         if time.monotonic() >= deadline:
             raise AssertionError(_timeout_message(message, timeout))
         time.sleep(interval)
+
+
+def wait_for_value(read: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.05,
+                   message: Message = "no value came") -> T:
+    """`wait_until` for a value: call `read` until it returns something other than None, and return that."""
+    value: T | None = None
+
+    def came() -> bool:
+        nonlocal value
+        value = read()
+        return value is not None
+
+    wait_until(came, timeout=timeout, interval=interval, message=message)
+    assert value is not None
+    return value
 
 
 async def wait_until_async(predicate: Callable[[], object | Awaitable[object]], *, timeout: float = 10.0,
