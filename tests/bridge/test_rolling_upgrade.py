@@ -1,7 +1,7 @@
 """A rolling upgrade under load, through real processes (issue 21 §4; docs/compatibility.md).
 
 Three `gpu-service` hosts (two in `make test`, three in `make soak`) on release 0.3.0 (built from its
-commit by tests/compat.py) behind today's bridge (in-process, with an MCP client). While at least 600
+commit by tests/support/compat.py) behind today's bridge (in-process, with an MCP client). While at least 600
 (200 in `make test`) `gpu_embed` / `gpu_similarity` calls run,
 a bounded number at a time, each host in turn is drained with SIGTERM (the service finishes what is
 in flight), replaced by today's release on the same port, and brought back: the next host goes down

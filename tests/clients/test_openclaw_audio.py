@@ -5,7 +5,7 @@ on an OGG/Opus voice note that espeak-ng spoke, both ways the README gives:
   (`--model gpu-bridge/default`, or a `tools.media.models` entry naming the model);
 - the zero-code way: OpenClaw's own `openai` provider with `baseUrl` at a bridge's `/v1`.
 
-Two sets of tests. The plumbing tests put a stand-in (tests/transcription_standin.py) where the
+Two sets of tests. The plumbing tests put a stand-in (tests/support/transcription_standin.py) where the
 bridge's `POST /v1/audio/transcriptions` would be: as the plugin's `bridgeCommand`, and standalone
 for the `openai` provider. They check what OpenClaw and the plugin send (multipart fields, the
 file's bytes, the token, model, language, prompt) and what they make of the answers and errors.

@@ -1,5 +1,5 @@
 """Deployment files: the Dockerfiles pass hadolint (they cannot be built here: no Docker engine).
-The Kubernetes manifests and the Ray Serve config are checked in tests/test_k8s.py."""
+The Kubernetes manifests and the Ray Serve config are checked in tests/repo/test_k8s.py."""
 
 import shutil
 import subprocess

@@ -94,7 +94,7 @@ def test_similarity_equals_sentence_transformers_cosine(service: ServiceProcess,
     assert body["mode"] == "query" and body["count"] == 6 and body["model"] == "all-MiniLM-L6-v2"
     assert torch.allclose(torch.tensor(body["scores"]), ref, atol=1e-5)
     # Docs 0 and 4 are the same text: the service embeds it once and fans the vector out, so their
-    # scores are bit-identical and rank in input order on every CPU (tests/test_duplicates.py).
+    # scores are bit-identical and rank in input order on every CPU (tests/service/test_dedupe.py).
     assert [m["index"] for m in body["matches"]] == [0, 4, 2]
     assert float(q.headers["x-inference-time"]) > 0
 

@@ -40,7 +40,7 @@ def write() -> None:
     lines = [
         "# Reliability: faults, load and abuse",
         "",
-        "Written by the test suite (`tests/reliability.py`): every row is a test that ran against real",
+        "Written by the test suite (`tests/support/reliability.py`): every row is a test that ran against real",
         "`gpu-service` / `gpu-bridge` processes on loopback and printed what it measured. `make test` refreshes",
         "the fault and abuse rows, `make soak` the long load runs. Machine: 2 vCPUs, no GPU, CPU torch.",
         "",

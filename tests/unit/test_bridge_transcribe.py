@@ -5,7 +5,7 @@ size limit), errors that name the argument, a pool without a host that transcrib
 with `transcribe: true` sent OpenAI's multipart request (a FakeHost standing in for speaches/vLLM),
 the response formats of the HTTP route through the official `openai` client, speech kept off
 protocol-1 (0.3.0) hosts, and the cutting and merging of a long recording (numpy, no decoder).
-Real Whisper on real services: tests/test_bridge_speech.py.
+Real Whisper on real services: tests/bridge/test_bridge_speech.py.
 """
 
 from __future__ import annotations

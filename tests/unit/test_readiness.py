@@ -1,4 +1,4 @@
-"""The app's two readiness options for serving platforms (Ray Serve uses both; tests/test_ray_serve.py
+"""The app's two readiness options for serving platforms (Ray Serve uses both; tests/soak/test_ray_serve.py
 runs them on a real Ray cluster): warm-up before start-up returns, and `/health` for a group.
 
 In-process (`TestClient` runs the real app and its lifespan): quick, so they run in `make test`.

@@ -1,6 +1,6 @@
 """The protocol version tables (gpu_protocol/versions.py) and how the bridge fits requests to a host's version.
 
-Fast and without processes; tests/test_compat.py runs real releases against each other."""
+Fast and without processes; tests/bridge/test_compat.py runs real releases against each other."""
 
 from __future__ import annotations
 
