@@ -1,8 +1,9 @@
 """Mixed versions through real processes (docs/compatibility.md).
 
-The previous release (0.3.0, built from its commit in releases.json by tests/support/compat.py) against this
-one in both directions: today's bridge with a 0.3.0 service, the 0.3.0 bridge (its own `gpu-bridge`
-process) with today's service; and today's bridge with the stand-in for the next release
+The previous release (the newest in releases.json, built from its commit by tests/support/compat.py)
+against this one in both directions: today's bridge with its service, its bridge (its own `gpu-bridge`
+process) with today's service; the same again with the first release, 0.3.0 (protocol 1), in `make soak`;
+and today's bridge with the stand-in for the next release
 (tests/support/next_release.py), whose answers carry fields no reader knows yet. Also: the service answers
 each caller in its own version's shape, requests stay strict, a host that answers garbage is not
 retried within a call, and a request field a host's version lacks is never sent to it.
@@ -34,7 +35,7 @@ from mcp_bridge.config import parse_config
 from mcp_bridge.embedded import free_port
 from mcp_bridge.mcp.server import build_server
 from mcp_bridge.protocols.gpu_service import GpuServiceProtocol
-from tests.support.compat import OldRelease, OldService, old_release
+from tests.support.compat import FIRST_RELEASE, PREVIOUS_RELEASE, OldRelease, OldService, old_release
 from tests.support.fake_host import FakeHost
 from tests.support.next_release import ADDED, NEXT_VERSION, next_release
 from tests.support.services import ServiceProcess
@@ -46,21 +47,22 @@ TEXTS = ["A man is eating food.", "A man eats bread.", "Stocks fell sharply toda
 DOCS = ["GPUs multiply matrices.", "The cat sat on the mat.", "Tensor cores speed up training."]
 
 
-@pytest.fixture(scope="module")
-def release() -> OldRelease:
-    found = old_release("0.3.0")
-    # The old venv runs the old code: its packages, not this checkout's (0.3.0 had no protocol versions).
+@pytest.fixture(scope="module", params=[PREVIOUS_RELEASE, FIRST_RELEASE])
+def release(request: pytest.FixtureRequest) -> OldRelease:
+    """The previous release; the first one (0.3.0, protocol 1) too in `make soak`."""
+    if request.param != PREVIOUS_RELEASE and os.environ.get("GPU_BRIDGE_SOAK") != "1":
+        pytest.skip(f"release {request.param} only in make soak (GPU_BRIDGE_SOAK=1)")
+    found = old_release(request.param)
+    # The old venv runs the old code: its packages, not this checkout's.
     assert found.origin("mcp_bridge").startswith(str(found.venv))
     assert found.origin("gpu_service").startswith(str(found.venv))
-    probe = subprocess.run([found.script("python"), "-c", "import gpu_protocol.versions"], env=found.env(),
-                           capture_output=True, cwd="/")
-    assert probe.returncode != 0, "the old venv imports today's gpu_protocol"
+    assert found.origin("gpu_protocol").startswith(str(found.venv)), "the old venv imports today's gpu_protocol"
     return found
 
 
 @pytest.fixture(scope="module")
 def services(release: OldRelease, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServiceProcess]]:
-    """A 0.3.0 service and today's, both with the tiny reranker as MODEL_RERANK."""
+    """A service of the old release and today's, both with the tiny reranker as MODEL_RERANK."""
     root = tmp_path_factory.mktemp("models")
     build_tiny_reranker(root / RERANKER)
     env = {"GPU_MODEL_DIRS": str(root), "MODEL_RERANK": RERANKER}
@@ -129,7 +131,7 @@ def nothing_ejected(running: Bridge) -> None:
 
 def test_the_service_answers_each_caller_in_its_versions_shape(services: dict[str, ServiceProcess]) -> None:
     url = services["new"].url
-    old_caller = httpx.get(f"{url}/info", timeout=10)  # no header: a 0.3.0 bridge
+    old_caller = httpx.get(f"{url}/info", timeout=10)  # no header: a 0.3.0 bridge (protocol 1)
     assert old_caller.headers[PROTOCOL_HEADER] == str(PROTOCOL_VERSION)
     assert "protocol_version" not in old_caller.json() and "capabilities" not in old_caller.json()
     assert int(old_caller.headers["content-length"]) == len(old_caller.content)
@@ -150,25 +152,31 @@ def test_the_service_answers_each_caller_in_its_versions_shape(services: dict[st
     assert typo.headers[PROTOCOL_HEADER] == str(PROTOCOL_VERSION), "error answers state the version too"
 
 
-# --------------------------------------------------------------------------- today's bridge, 0.3.0 services
+# --------------------------------------------------------------------------- today's bridge, the old release's services
 
 
 @pytest.mark.anyio
-async def test_todays_bridge_with_a_0_3_0_service(services: dict[str, ServiceProcess]) -> None:
+async def test_todays_bridge_with_an_old_service(release: OldRelease, services: dict[str, ServiceProcess]) -> None:
     old = services["old"]
     async with bridge([{"name": "old", "url": old.url}]) as (running, client):
         await every_tool(client, direct_vectors(old.url))
         described = running.pool.host("old").described
-        assert described.version == 1 and described.capabilities is None, "0.3.0 states neither"
+        assert described.version == release.protocol
+        if release.protocol == 1:
+            assert described.capabilities is None, "0.3.0 states neither"
+        else:
+            assert described.capabilities is not None and described.capabilities["embed"].serves("all-MiniLM-L6-v2")
         nothing_ejected(running)
 
 
 @pytest.mark.anyio
 async def test_a_field_a_hosts_version_lacks_is_never_sent_to_it(
-    services: dict[str, ServiceProcess], monkeypatch: pytest.MonkeyPatch
+    release: OldRelease, services: dict[str, ServiceProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A later feature's field: left out at its default; otherwise the host is passed over, and with no
     host left the tool says which host speaks which version."""
+    if release.protocol == PROTOCOL_VERSION:
+        pytest.skip(f"release {release.version} speaks today's protocol: no field of today's is unknown to it")
     value: dict[str, Any] = {"later_feature": None}
     plain = GpuServiceProtocol.embed_call
     monkeypatch.setattr(GpuServiceProtocol, "embed_call",
@@ -183,7 +191,7 @@ async def test_a_field_a_hosts_version_lacks_is_never_sent_to_it(
         refused = await client.call_tool("gpu_embed", {"texts": TEXTS})
         assert refused.is_error
         message = text(refused)
-        assert "'old'" in message and "protocol 1 (0.3.0)" in message and "`later_feature`" in message
+        assert "'old'" in message and f"protocol {release.protocol} ({release.version})" in message and "`later_feature`" in message
         assert "'new'" in message and f"protocol {PROTOCOL_VERSION}" in message
         nothing_ejected(running)
 
@@ -212,11 +220,11 @@ async def test_a_host_answering_garbage_is_not_retried_within_a_call(services: d
             assert running.pool.host("good").record.failed == 0
 
 
-# --------------------------------------------------------------------------- the 0.3.0 bridge, today's service
+# --------------------------------------------------------------------------- the old release's bridge, today's service
 
 
 @pytest.mark.anyio
-async def test_the_0_3_0_bridge_with_todays_service(release: OldRelease, services: dict[str, ServiceProcess]) -> None:
+async def test_the_old_bridge_with_todays_service(release: OldRelease, services: dict[str, ServiceProcess]) -> None:
     new = services["new"]
     port = free_port()
     proc = subprocess.Popen(
@@ -235,7 +243,7 @@ async def test_the_0_3_0_bridge_with_todays_service(release: OldRelease, service
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
                 return False
 
-        wait_until(answers, timeout=60, interval=0.2, message=f"the 0.3.0 bridge at {base} never answered")
+        wait_until(answers, timeout=60, interval=0.2, message=f"the {release.version} bridge at {base} never answered")
         from mcp.client.streamable_http import streamable_http_client
 
         async with Client(streamable_http_client(f"{base}/mcp")) as client:
@@ -252,8 +260,9 @@ async def test_the_0_3_0_bridge_with_todays_service(release: OldRelease, service
         proc.wait(timeout=15)
 
 
-def test_check_shows_each_hosts_protocol_and_release(services: dict[str, ServiceProcess], tmp_path: Path) -> None:
-    """`gpu-bridge --check`, the upgrade procedure's check step, tells a 0.3.0 host from an upgraded one."""
+def test_check_shows_each_hosts_protocol_and_release(release: OldRelease, services: dict[str, ServiceProcess],
+                                                     tmp_path: Path) -> None:
+    """`gpu-bridge --check`, the upgrade procedure's check step, shows each host's protocol and its first release."""
     config = tmp_path / "pool.json"
     config.write_text(json.dumps({"hosts": [{"name": "old", "url": services["old"].url},
                                             {"name": "new", "url": services["new"].url}]}))
@@ -262,7 +271,7 @@ def test_check_shows_each_hosts_protocol_and_release(services: dict[str, Service
                          capture_output=True, text=True, timeout=120, env={**env, "HOME": str(tmp_path)})
     assert out.returncode == 0, out.stdout + out.stderr
     rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.split()[:1] in (["old"], ["new"])}
-    assert " ok " in rows["old"] and " 1 (0.3.0) " in rows["old"], out.stdout
+    assert " ok " in rows["old"] and f" {release.protocol} ({RELEASES[release.protocol]}) " in rows["old"], out.stdout
     assert " ok " in rows["new"] and f" {PROTOCOL_VERSION} ({RELEASES[PROTOCOL_VERSION]}) " in rows["new"], out.stdout
 
 

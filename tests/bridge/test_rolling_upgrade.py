@@ -1,17 +1,17 @@
 """A rolling upgrade under load, through real processes (issue 21 §4; docs/compatibility.md).
 
-Three `gpu-service` hosts (two in `make test`, three in `make soak`) on release 0.3.0 (built from its
-commit by tests/support/compat.py) behind today's bridge (in-process, with an MCP client). While at least 600
-(200 in `make test`) `gpu_embed` / `gpu_similarity` calls run,
+Three `gpu-service` hosts (two in `make test`, three in `make soak`) on the previous release (the newest
+in releases.json, built from its commit by tests/support/compat.py) behind today's bridge (in-process,
+with an MCP client). While at least 600 (200 in `make test`) `gpu_embed` / `gpu_similarity` calls run,
 a bounded number at a time, each host in turn is drained with SIGTERM (the service finishes what is
 in flight), replaced by today's release on the same port, and brought back: the next host goes down
 only once the bridge's health loop has seen the new one healthy, speaking today's protocol. No call
 may fail, and every result is checked against its own texts' vectors (computed once before the run,
-compared with a tolerance: batches differ). Afterwards every host speaks protocol version 2.
+compared with a tolerance: batches differ). Afterwards every host speaks today's protocol version.
 
 The test holds its load while the hosts go down and come back (the calls go on until the upgrade is
 done, and to at least CALLS), so what it measures is what an operator's upgrade looks like to callers.
-Its time is mostly the model loads (the 0.3.0 hosts and their replacements), so it grows with the
+Its time is mostly the model loads (the old hosts and their replacements), so it grows with the
 machine's load (the deadlines allow minutes per load; nothing here is timed).
 """
 
@@ -30,12 +30,12 @@ import numpy as np
 import pytest
 from mcp import Client
 
-from gpu_protocol.versions import OLDEST_VERSION, PROTOCOL_VERSION
+from gpu_protocol.versions import PROTOCOL_VERSION
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.mcp.server import build_server
 from mcp_bridge.pool.hosts import Host
-from tests.support.compat import OldRelease, OldService, old_release
+from tests.support.compat import PREVIOUS_RELEASE, OldRelease, OldService, old_release
 from tests.support.reliability import record
 from tests.support.services import ServiceProcess
 from tests.support.waiting import wait_until_async
@@ -137,14 +137,14 @@ class Step:
 
 @pytest.fixture(scope="module")
 def release() -> OldRelease:
-    found = old_release("0.3.0")
+    found = old_release(PREVIOUS_RELEASE)
     assert found.origin("gpu_service").startswith(str(found.venv)), "the old venv runs the old code"
     return found
 
 
 @pytest.fixture
 def hosts(release: OldRelease) -> Iterator[list[ServiceProcess]]:
-    """`HOSTS` 0.3.0 hosts; the test puts today's release in their places (all stopped at the end)."""
+    """`HOSTS` hosts on the previous release; the test puts today's release in their places (all stopped at the end)."""
     running: list[ServiceProcess] = [OldService(release) for _ in range(HOSTS)]
     try:
         for svc in running:
@@ -172,7 +172,7 @@ async def replace(host: Host, hosts: list[ServiceProcess], k: int) -> Step:
     code = await asyncio.to_thread(old.process.wait, 60)
     # uvicorn re-raises the signal once it has shut down gracefully: -15 is a clean exit here too.
     assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in old.logs(), (
-        f"{host.name} (0.3.0) did not drain cleanly: exit {code}\n{old.logs()[-2000:]}")
+        f"{host.name} ({old.release.version}) did not drain cleanly: exit {code}\n{old.logs()[-2000:]}")
     drained = time.monotonic()
     served_by_old = host.record.served
     new = ServiceProcess(port=old.port)
@@ -210,8 +210,10 @@ async def test_rolling_upgrade_of_the_hosts_under_load_loses_no_call(hosts: list
     config = {"hosts": [{"name": f"h{k}", "url": s.url} for k, s in enumerate(hosts)], "timeout": 120,
               "healthCheckIntervalSeconds": 0.5}
     async with Bridge(parse_config(config, "rolling"), allow_embedded=False) as bridge:
-        await wait_until_async(lambda: all(h.described.version == OLDEST_VERSION for h in bridge.pool.hosts),
-                               timeout=30, message="the bridge should see only 0.3.0 hosts first")
+        old = hosts[0].release if isinstance(hosts[0], OldService) else None
+        assert old is not None
+        await wait_until_async(lambda: all(h.described.version == old.protocol for h in bridge.pool.hosts),
+                               timeout=30, message=f"the bridge should see only {old.version} hosts first")
         async with Client(build_server(bridge)) as client:
             began = time.monotonic()
             callers = [asyncio.create_task(load.caller(client)) for _ in range(CONCURRENCY)]
@@ -226,10 +228,10 @@ async def test_rolling_upgrade_of_the_hosts_under_load_loses_no_call(hosts: list
             info = (await client.call_tool("gpu_info", {})).structured_content or {}
         served = {h.name: h.record.served for h in bridge.pool.hosts}
         described = {h.name: h.described.version for h in bridge.pool.hosts}
-    per_host = ", ".join(f"{s.name} {s.served_by_old} on 0.3.0 + {served[s.name] - s.served_by_old} on today's "
+    per_host = ", ".join(f"{s.name} {s.served_by_old} on {old.version} + {served[s.name] - s.served_by_old} on today's "
                          f"(drained {s.in_flight_at_sigterm} in flight in {s.drain_s:.1f}s, out {s.out_s:.1f}s)"
                          for s in steps)
-    record("fault", f"rolling upgrade 0.3.0 -> today, {HOSTS} hosts drained (SIGTERM) and replaced one at a time, "
+    record("fault", f"rolling upgrade {old.version} -> today, {HOSTS} hosts drained (SIGTERM) and replaced one at a time, "
            f"{CONCURRENCY} concurrent gpu_embed/gpu_similarity callers",
            f"{load.started} calls ({load.kinds['gpu_embed']} embed, {load.kinds['gpu_similarity']} similarity), "
            f"{len(load.failures)} failed, every result checked against its texts' vectors; {took:.0f}s; "

@@ -1,6 +1,6 @@
 """Earlier releases, built from git history for mixed-version tests (releases.json records their commits).
 
-`old_release("0.3.0")` builds that commit's two distributions (the bridge at the repo root, the
+`old_release(PREVIOUS_RELEASE)` builds that commit's two distributions (the bridge at the repo root, the
 service in service/) into a virtual environment of its own, once: it is cached in the checkout,
 under .cache/releases/<commit> (GPU_BRIDGE_RELEASE_CACHE overrides), like the npm caches. The old
 wheels are installed without dependencies in that venv's own site-packages, and a .pth file puts
@@ -38,6 +38,8 @@ class OldRelease:
     version: str
     commit: str
     venv: Path
+    protocol: int
+    """Its wire protocol version (releases.json)."""
 
     def script(self, name: str) -> str:
         return str(self.venv / "bin" / name)
@@ -55,11 +57,25 @@ class OldRelease:
         return out.stdout.strip()
 
 
-def release_commit(version: str) -> str:
-    for release in json.loads(RELEASES.read_text())["releases"]:
+def _recorded() -> list[dict[str, object]]:
+    return list(json.loads(RELEASES.read_text())["releases"])
+
+
+def _release(version: str) -> dict[str, object]:
+    for release in _recorded():
         if release["version"] == version:
-            return str(release["commit"])
+            return release
     raise KeyError(f"{version} is not in {RELEASES}")
+
+
+def release_commit(version: str) -> str:
+    return str(_release(version)["commit"])
+
+
+PREVIOUS_RELEASE = str(_recorded()[-1]["version"])
+"""The newest release in releases.json: "the previous release" of the mixed-version tests."""
+FIRST_RELEASE = str(_recorded()[0]["version"])
+"""The oldest release still promised to work with this tree (protocol 1; tested in `make soak` only)."""
 
 
 def _git(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
@@ -80,7 +96,7 @@ def old_release(version: str) -> OldRelease:
         ready = venv / "ready"
         if not ready.exists() or ready.read_text() != _ready_marker(commit):
             _build(commit, venv)
-    return OldRelease(version, commit, venv)
+    return OldRelease(version, commit, venv, int(str(_release(version)["protocol"])))
 
 
 def _ready_marker(commit: str) -> str:
