@@ -63,6 +63,7 @@ from mcp_bridge.pool.versioning import note_answer
 from mcp_bridge.pool.views import PoolView
 from mcp_bridge.protocols import HOST_TYPES, HttpCall, Task
 from mcp_bridge.protocols.answers import BadResponse, describe_transport_error, error_detail
+from mcp_bridge.protocols.exchange import Ans, Operation, Req
 
 log = logging.getLogger("mcp_bridge.pool")
 T = TypeVar("T")
@@ -177,6 +178,14 @@ class HostPool:
             await host.close()
 
     # ------------------------------------------------------------------ sending
+
+    async def send(self, operation: Operation[Req, Ans], request: Req, *, deadline: float, pin: str | None = None,
+                   prefer: str | None = None) -> tuple[Ans, Host]:
+        """`request` for `operation` (`request` below), through each host's exchange for it, for the model it names."""
+        return await self.request(
+            operation.task, lambda h: h.protocol.exchange(operation).request(request),
+            lambda h, r: h.protocol.exchange(operation).answer(r, request),
+            deadline=deadline, pin=pin, prefer=prefer, model=operation.model_of(request))
 
     async def request(
         self, task: Task, call: CallFor, parse: ParseFor[T], *, deadline: float, pin: str | None = None,
