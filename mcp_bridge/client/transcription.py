@@ -33,7 +33,7 @@ from mcp_bridge.pool.routing import Need
 from mcp_bridge.protocols.exchange import TRANSCRIBE
 from mcp_bridge.protocols.speech import AudioRequest
 
-log = logging.getLogger("mcp_bridge.transcription")
+log = logging.getLogger(__name__)
 
 MIN_BYTES_PER_SECOND = 750
 """The lowest bitrate a voice codec uses (Opus at 6 kbit/s): a file smaller than this many bytes per
