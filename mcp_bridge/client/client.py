@@ -1,7 +1,7 @@
 """What the tools call: embeddings, similarity, reranking and BERTScore over the host pool, and the fleet's views.
 
 Large calls are sharded across the pool; each shard is one pool request whose body each
-host's protocol builds and whose answer it parses and checks (counts, dimensions, numbers)
+host's exchange for the operation builds and whose answer it reads and checks (counts, dimensions, numbers)
 before anything reaches the agent: a host that answers garbage is treated as a failed
 host, not passed on. Vectors stay numpy blocks (`VectorBlock`) from the host's bytes to
 the tool's encoding.
@@ -39,6 +39,7 @@ from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.routing import Need
+from mcp_bridge.protocols.exchange import BERTSCORE, BERTSCORE_IDF, EMBED, RERANK, SIMILARITY
 from mcp_bridge.protocols.speech import AudioRequest
 from mcp_bridge.protocols.vectors import VectorBlock, join
 
@@ -85,10 +86,7 @@ class GpuClient:
 
         async def run_shard(shard: Sequence[str], index: int, prefer: str | None) -> tuple[VectorBlock, str]:
             sub = request.model_copy(update={"texts": list(shard), "model": model})
-            block, chosen = await self.pool.request(
-                "embed", lambda h: h.protocol.embed_call(sub), lambda h, r: h.protocol.parse_embed(r, sub),
-                deadline=deadline, pin=host, prefer=prefer, model=model,
-            )
+            block, chosen = await self.pool.send(EMBED, sub, deadline=deadline, pin=host, prefer=prefer)
             return block.computed_on(chosen.name), chosen.name
 
         blocks = await self.shards.run(Need("embed", model), request.texts, run_shard, kind="embed", pin=host,
@@ -116,10 +114,7 @@ class GpuClient:
         answers: list[SimilarityResponse] = []
 
         async def ask(sub: SimilarityRequest, prefer: str | None = None) -> tuple[SimilarityResponse, str]:
-            answer, chosen = await self.pool.request(
-                "embed", lambda h: h.protocol.similarity_call(sub), lambda h, r: h.protocol.parse_similarity(r, sub),
-                deadline=deadline, pin=host, prefer=prefer, model=sub.model,
-            )
+            answer, chosen = await self.pool.send(SIMILARITY, sub, deadline=deadline, pin=host, prefer=prefer)
             used.add(chosen.name)
             answers.append(answer)
             return answer, chosen.name
@@ -161,10 +156,7 @@ class GpuClient:
         async def run_shard(shard: Sequence[int], index: int, prefer: str | None) -> tuple[list[float], str]:
             lo, hi = shard[0], shard[-1] + 1
             sub = request.model_copy(update={"documents": request.documents[lo:hi]})
-            answer, chosen = await self.pool.request(
-                "rerank", lambda h: h.protocol.rerank_call(sub), lambda h, r: h.protocol.parse_rerank(r, sub),
-                deadline=deadline, pin=host, prefer=prefer, model=sub.model,
-            )
+            answer, chosen = await self.pool.send(RERANK, sub, deadline=deadline, pin=host, prefer=prefer)
             used.add(chosen.name)
             answers.append((lo, answer))
             return [r.relevance_score for r in answer.results], chosen.name
@@ -194,10 +186,7 @@ class GpuClient:
             shard: Sequence[tuple[str, str]], index: int, prefer: str | None
         ) -> tuple[list[tuple[float, float, float]], str]:
             sub = request.model_copy(update={"candidates": [c for c, _ in shard], "references": [r for _, r in shard]})
-            answer, chosen = await self.pool.request(
-                "bertscore", lambda h: h.protocol.bertscore_call(sub), lambda h, r: h.protocol.parse_bertscore(r, sub),
-                deadline=deadline, prefer=prefer, model=sub.model_type,
-            )
+            answer, chosen = await self.pool.send(BERTSCORE, sub, deadline=deadline, prefer=prefer)
             used.add(chosen.name)
             answers.append(answer)
             return list(zip(answer.precision, answer.recall, answer.f1, strict=True)), chosen.name
@@ -223,11 +212,7 @@ class GpuClient:
                 sentences=list(chunk[0]), lang=request.lang, model_type=request.model_type,
                 num_layers=request.num_layers,
             )
-            counted, chosen = await self.pool.request(
-                "bertscore", lambda h: h.protocol.bertscore_idf_call(sub),
-                lambda h, r: h.protocol.parse_bertscore_idf(r, sub), deadline=deadline, prefer=prefer,
-                model=sub.model_type,
-            )
+            counted, chosen = await self.pool.send(BERTSCORE_IDF, sub, deadline=deadline, prefer=prefer)
             return [counted], chosen.name
 
         chunks = split(sentences, self.config.shardSize)

@@ -11,7 +11,7 @@ from mcp_bridge.client.views import FleetStatus, HealthRow, HostStatus, InfoRow,
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.pool import HostPool
-from mcp_bridge.pool.probes import PROBE_TIMEOUT_S, check_health, read_info, read_status
+from mcp_bridge.pool.probes import PROBE_TIMEOUT_S, check_health, each, read_info, read_status
 from mcp_bridge.pool.routing import served_models
 
 
@@ -36,7 +36,7 @@ class Fleet:
         return [
             result or HealthRow(name=h.name, url=h.url, type=h.protocol.type, ok=False, error=error,
                                 paths=h.protocol.paths())
-            for h, result, error in await self.pool.each(probe, PROBE_TIMEOUT_S + 0.5)
+            for h, result, error in await each(self.pool.hosts, probe, PROBE_TIMEOUT_S + 0.5)
         ]
 
     async def info(self) -> list[InfoRow]:
@@ -50,7 +50,7 @@ class Fleet:
             InfoRow(name=h.name, url=h.url, info=result, models=served_models(h)) if result is not None
             else InfoRow(name=h.name, url=h.url, error=error, described=h.protocol.info_call() is not None,
                          models=served_models(h))
-            for h, result, error in await self.pool.each(info, PROBE_TIMEOUT_S + 0.5)
+            for h, result, error in await each(self.pool.hosts, info, PROBE_TIMEOUT_S + 0.5)
         ]
 
     async def status(self) -> FleetStatus:
@@ -62,7 +62,7 @@ class Fleet:
             return found
 
         view = self.pool.snapshot()
-        remote = {h.name: (result, error) for h, result, error in await self.pool.each(status, PROBE_TIMEOUT_S + 0.5)}
+        remote = {h.name: (result, error) for h, result, error in await each(self.pool.hosts, status, PROBE_TIMEOUT_S + 0.5)}
         hosts = []
         for row in view.hosts:
             result, error = remote.get(row.name, (None, "left the pool while being asked"))

@@ -30,9 +30,10 @@ from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.probes import read_info
 from mcp_bridge.pool.routing import Need
+from mcp_bridge.protocols.exchange import TRANSCRIBE
 from mcp_bridge.protocols.speech import AudioRequest
 
-log = logging.getLogger("mcp_bridge.transcription")
+log = logging.getLogger(__name__)
 
 MIN_BYTES_PER_SECOND = 750
 """The lowest bitrate a voice codec uses (Opus at 6 kbit/s): a file smaller than this many bytes per
@@ -71,11 +72,7 @@ class Transcriber:
 
     async def _ask(self, request: AudioRequest, deadline: float, host: str | None,
                    prefer: str | None = None) -> tuple[VerboseTranscription, str]:
-        answer, chosen = await self.pool.request(
-            "transcribe", lambda h: h.protocol.transcribe_call(request),
-            lambda h, r: h.protocol.parse_transcription(r, request), deadline=deadline, pin=host,
-            prefer=prefer, model=request.options.model,
-        )
+        answer, chosen = await self.pool.send(TRANSCRIBE, request, deadline=deadline, pin=host, prefer=prefer)
         return answer, chosen.name
 
     async def _describe_unheard(self) -> None:

@@ -51,7 +51,7 @@ from mcp_bridge.http_api.responses import ModelResponse, embeddings_answer
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.protocols.speech import AudioRequest, SpeechTask
 
-log = logging.getLogger("mcp_bridge.openai")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PREFIX = "/v1"

@@ -20,7 +20,7 @@ from gpu_protocol.validation import TextsRejected, validation_message
 from mcp_bridge.config import ConfigError, LimitsConfig
 from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolError, PoolTimeout
 
-log = logging.getLogger("mcp_bridge.tools")
+log = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 

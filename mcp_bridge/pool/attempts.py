@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcp_bridge.pool.errors import Failure, HostRejected
+from mcp_bridge.pool.errors import Failure, HostRejected, PoolBusy
 from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.out_for_call import OutForCall
 from mcp_bridge.pool.routing import Need
@@ -56,6 +56,14 @@ class Attempts:
     def failed(self, host: Host, failure: Failure) -> None:
         self.errors.append(f"{host.name}: {failure.message}")
         self.busy_only = self.busy_only and failure.busy
+
+    def raise_if_busy(self, now: float) -> None:
+        """Out of time or retries, and every host only said it was busy: that is overload (PoolBusy), not failure."""
+        if not (self.busy_only and self.errors):
+            return
+        waits = [h.cooling_left(now) for h in self.able if h.cooling(now)]
+        retry_after = max(1.0, min(waits)) if waits else 1.0
+        raise PoolBusy(self.summary("every host is busy"), retry_after)
 
     def summary(self, message: str) -> str:
         """`message`, with the last few failures (and how many came before)."""

@@ -29,7 +29,7 @@ from mcp_bridge.pool.health import HealthMonitor
 from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.pool import HostPool
 
-log = logging.getLogger("mcp_bridge.discovery")
+log = logging.getLogger(__name__)
 
 Resolver = Callable[[str], Awaitable[list[str]]]
 """A DNS name to its IP addresses (A and AAAA)."""

@@ -8,7 +8,7 @@ which holds it against the host (or cools the host down) and tries another.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from mcp_bridge.pool.hosts import Host
@@ -25,10 +25,12 @@ class NoHostAvailable(PoolError):
 class HostRejected(PoolError):
     """A host refused the request itself (4xx): retrying elsewhere would not help."""
 
-    def __init__(self, host: str, status: int, detail: str) -> None:
+    def __init__(self, host: str, status: int, detail: str, *, refused_model: bool = False) -> None:
         self.host = host
         self.status = status
         self.detail = detail
+        self.refused_model = refused_model
+        """A 403 for a call that names a model: the host does not serve that model (another may)."""
         super().__init__(f"host {host!r} refused the request (HTTP {status}): {detail}")
 
 
@@ -44,24 +46,25 @@ class PoolBusy(NoHostAvailable):
         self.retry_after = retry_after
 
 
+FailureKind = Literal["host", "busy", "model"]
+"""Whose problem a failed attempt is: the host's (it counts toward its ejection); nobody's, the host is
+busy (429/503 with Retry-After: it cools down that long); the call's model's (the host could not load it,
+or does not serve it: the host keeps serving its other models, mcp_bridge.pool.routing)."""
+
+
 @dataclass
 class Failure:
-    """One attempt on one host that failed: what happened, and whether it counts against the host."""
+    """One attempt on one host that failed: what happened, and whose problem it is (classify.py)."""
 
     message: str
     retry_after: float | None = None
-    counts: bool = True
-    """Whether it counts against the host (busy answers do not)."""
+    kind: FailureKind = "host"
     status: int | None = None
     """The HTTP status of an error answer; None when there was none (no connection, a timeout, garbage)."""
-    model_only: bool = False
-    """The host could not serve the call's model (it failed to load it): not held against the host,
-    which keeps serving its other models (mcp_bridge.pool.routing)."""
 
     @property
     def busy(self) -> bool:
-        """Only busy (429/503 with Retry-After): neither the host's fault nor the model's."""
-        return not self.counts and not self.model_only
+        return self.kind == "busy"
 
 
 class HostFailed(Exception):

@@ -24,7 +24,7 @@ from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.probes import check_health, read_info, read_status
 from mcp_bridge.protocols.answers import BadResponse, describe_transport_error
 
-log = logging.getLogger("mcp_bridge.health")
+log = logging.getLogger(__name__)
 
 
 class HealthMonitor:

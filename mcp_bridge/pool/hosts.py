@@ -105,7 +105,7 @@ class Host:
         self._rng = rng
         self.record = HostRecord()
         self.described = HostDescription()
-        """Its protocol version and models per task, as it last stated them (mcp_bridge.versioning)."""
+        """Its protocol version and models per task, as it last stated them (versioning.py)."""
         self.client = httpx.AsyncClient(
             base_url=self.url,
             headers={**self.protocol.auth_headers(pool_config.key_for(config)), PROTOCOL_HEADER: str(PROTOCOL_VERSION)},

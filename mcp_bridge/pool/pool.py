@@ -4,27 +4,8 @@ Picking (only among hosts whose protocol serves the task and that serve the mode
 warm ones first: `routing.py`) is done by a balancing strategy (`balancing.py`). If no host is usable
 (all ejected, unhealthy or cooling down) the pool panics: it tries them anyway rather than fail without trying.
 
-Outcomes:
-- connect errors, timeouts, 5xx and malformed answers (`BadResponse` from the protocol's
-  parse) count against the host (ejection after `failureThreshold` in a row) and are
-  retried on another host; a host that answered malformed is not tried again in the same
-  call (it would answer the same), and when no host is left the call fails at once;
-- a host whose protocol version cannot take the request (a field it does not know,
-  `mcp_bridge.versioning`) is passed over for the call, not held against it;
-- a 500 from a gpu-service host that said it may load the call's model but had not (loading it failed) is
-  that model's problem, not the host's: the host is out of the call, not held against it;
-- 429/503 with Retry-After cool the host down for that long and are retried elsewhere;
-- a `cluster` host (a proxy such as Ray Serve's in front of many replicas) may be tried again
-  in the same round, and its 408 (the proxy's replica queue timed out) is retried like a 5xx;
-  from any other host a 408 is the caller's problem, like the 4xx below;
-- a 403 for a call that names a model is that host's "not allowed here": the call moves on to another
-  host, and routing leaves the host out of calls naming that model until its next /info (a host not
-  described yet, right after the bridge starts, is tried and learnt so); when every host refused, the
-  last refusal is the call's answer;
-- 400/401/403/404/413/422 are otherwise the caller's problem: never retried, never held
-  against the host, reported with the host's name and its reason;
-- any other exception from building a request or parsing an answer is a bug in the
-  bridge: it propagates as such and is never held against a host.
+What each attempt came to (answered, the host's failure, busy, the model's problem, a refusal) is
+decided by `classify.py`; this module acts on it, keeping one call's attempts in `Attempts`.
 Retries are capped by a budget (`retry_budget.py`) so a failing fleet is not hammered,
 slow requests can be hedged (`hedging.py`), and everything happens inside the call's deadline.
 """
@@ -46,46 +27,32 @@ from gpu_protocol.routes import REQUEST_ID_HEADER
 from mcp_bridge.config import BridgeConfig, HostConfig
 from mcp_bridge.pool.attempts import Attempts
 from mcp_bridge.pool.balancing import balancer
+from mcp_bridge.pool.classify import MAX_RETRY_AFTER_S, classify_answer, classify_error
 from mcp_bridge.pool.errors import (
     Failure,
     HostFailed,
     HostRejected,
     NoHostAvailable,
-    PoolBusy,
     PoolError,
     PoolTimeout,
 )
 from mcp_bridge.pool.hedging import send_hedged
 from mcp_bridge.pool.hosts import Clock, Host
 from mcp_bridge.pool.retry_budget import RetryBudget
-from mcp_bridge.pool.routing import Need, best, candidates, cannot_serve, note, tier
+from mcp_bridge.pool.routing import Need, best, candidates, cannot_serve, no_type_serves, note
 from mcp_bridge.pool.versioning import note_answer
 from mcp_bridge.pool.views import PoolView
-from mcp_bridge.protocols import HOST_TYPES, HttpCall, Task
-from mcp_bridge.protocols.answers import BadResponse, describe_transport_error, error_detail
+from mcp_bridge.protocols import HttpCall, Task
+from mcp_bridge.protocols.answers import BadResponse
+from mcp_bridge.protocols.exchange import Ans, Operation, Req
 
 log = logging.getLogger("mcp_bridge.pool")
 T = TypeVar("T")
-
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-RETRYABLE_FROM_CLUSTER = RETRYABLE_STATUS | {408}
-"""Ray Serve's proxy answers 408 when a request waited too long for a replica: another try may land on a free one."""
-MAX_RETRY_AFTER_S = 30.0
 
 CallFor = Callable[[Host], HttpCall]
 """The request for a host (its protocol builds it)."""
 ParseFor = Callable[[Host, httpx.Response], T]
 """The result from a host's answer (its protocol parses and checks it; BadResponse if it does not fit)."""
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, min(float(raw), MAX_RETRY_AFTER_S))
-    except ValueError:
-        return None
 
 
 class HostPool:
@@ -142,18 +109,6 @@ class HostPool:
     def _able(self, task: Task) -> list[Host]:
         return [h for h in self.hosts if h.can_serve(task)]
 
-    def _none_can_serve(self, task: Task) -> str:
-        """Why no configured host can serve `task`: what each configured type serves instead."""
-        by_words: dict[str, list[str]] = {}
-        for kind in dict.fromkeys(h.protocol.type for h in self.hosts):
-            by_words.setdefault(HOST_TYPES[kind].serves, []).append(kind)
-        serve = "; ".join(f"{'/'.join(kinds)} hosts serve {words}" for words, kinds in by_words.items())
-        hints = {"rerank": "; an openai or tei host that also serves a reranker needs rerank: true",
-                 "transcribe": "; add a gpu-service host (it transcribes with MODEL_TRANSCRIBE set), or set "
-                 "transcribe: true on an openai host that serves /v1/audio/transcriptions (speaches, vLLM)"}
-        hint = hints.get(task, "")
-        return f"no configured host can serve {task} ({serve}{hint})"
-
     # ------------------------------------------------------------------ hosts that come and go (DNS discovery)
 
     def add_host(self, entry: HostConfig, *, name: str, url: str) -> Host:
@@ -177,6 +132,14 @@ class HostPool:
             await host.close()
 
     # ------------------------------------------------------------------ sending
+
+    async def send(self, operation: Operation[Req, Ans], request: Req, *, deadline: float, pin: str | None = None,
+                   prefer: str | None = None) -> tuple[Ans, Host]:
+        """`request` for `operation` (`request` below), through each host's exchange for it, for the model it names."""
+        return await self.request(
+            operation.task, lambda h: h.protocol.exchange(operation).request(request),
+            lambda h, r: h.protocol.exchange(operation).answer(r, request),
+            deadline=deadline, pin=pin, prefer=prefer, model=operation.model_of(request))
 
     async def request(
         self, task: Task, call: CallFor, parse: ParseFor[T], *, deadline: float, pin: str | None = None,
@@ -224,7 +187,7 @@ class HostPool:
         if not self.hosts:
             raise NoHostAvailable(f"no host to serve {task}: DNS discovery has found no address yet")
         if not self._able(task):
-            raise NoHostAvailable(self._none_can_serve(task))
+            raise NoHostAvailable(no_type_serves(self.hosts, task))
         able = candidates(self.hosts, need)
         if not able:
             raise NoHostAvailable(cannot_serve(self.hosts, need))
@@ -234,7 +197,7 @@ class HostPool:
         """The host for the next attempt, its request fitted to its protocol version; None after waiting
         (for capacity, or before another round) or when the host picked cannot take the request."""
         if state.deadline - self.clock() <= 0:
-            self._raise_if_busy(state)
+            state.raise_if_busy(self.clock())
             raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
         if not state.pin:  # routing may have learnt since the call began that some of its hosts lack the model
             state.able = candidates(state.able, state.need)
@@ -250,7 +213,7 @@ class HostPool:
             await self._wait_for_a_host(state)
             return None
         if not state.first and not self.budget.try_spend():
-            self._raise_if_busy(state)
+            state.raise_if_busy(self.clock())
             raise NoHostAvailable(state.summary(f"{state.task} failed and the retry budget is spent"))
         state.first = False
         state.note_tried(host)
@@ -266,7 +229,7 @@ class HostPool:
             await self._wait_for_capacity(state.deadline)
             return
         if not self.budget.try_spend():
-            self._raise_if_busy(state)
+            state.raise_if_busy(self.clock())
             raise NoHostAvailable(state.summary(f"every host failed {state.task} (retry budget spent)"))
         await self._backoff(state.able, state.deadline)
         state.tried.clear()
@@ -276,7 +239,7 @@ class HostPool:
         gave it, or None after a failure that was recorded (and, for a pinned host, waited out)."""
 
         def send(h: Host) -> Awaitable[httpx.Response]:
-            return self._send(h, state.calls[h.name], state.deadline)
+            return self._send(h, state.calls[h.name], state.deadline, state.need)
 
         try:
             if self.config.hedging and not state.pin:
@@ -288,19 +251,19 @@ class HostPool:
                 await self._retry_pinned(state)
             return None
         except HostRejected as rejected:
-            if not self._refused_model(state, rejected) or state.pin:
+            if not rejected.refused_model or not self._learn_refusal(state, rejected) or state.pin:
                 raise
             return None
 
-    def _refused_model(self, state: Attempts, rejected: HostRejected) -> bool:
-        """Whether `rejected` is a host's "model not allowed here" (a 403 for a call that names a model): then
-        routing learns it, which leaves the host out of this call too (`_next_host`), and the call moves on."""
+    def _learn_refusal(self, state: Attempts, rejected: HostRejected) -> bool:
+        """A host refused the call's model: routing learns it, which leaves the host out of this call too
+        (`_next_host`), and the call moves on. False when the host is not one of the call's."""
         host = next((h for h in state.able if h.name == rejected.host), None)
-        if rejected.status != 403 or state.need.model is None or host is None:
+        if host is None or state.need.model is None:
             return False
         host.described.refuse(state.task, state.need.model)
         state.refusal = rejected
-        state.failed(host, Failure(f"HTTP 403: {rejected.detail}", counts=False, model_only=True))
+        state.failed(host, Failure(f"HTTP 403: {rejected.detail}", kind="model"))
         log.info("host %s refused model %r: %s", host.name, state.need.model, rejected.detail)
         return True
 
@@ -326,50 +289,44 @@ class HostPool:
         await self._sleep(min(0.2, max(0.0, state.deadline - self.clock())))
 
     def _failed(self, state: Attempts, host: Host, failure: Failure) -> None:
-        if failure.status == 500 and tier(host, state.need) == "allowed":
-            # It had to load the model and could not: that model's problem there, not the host's.
-            failure = Failure(failure.message, counts=False, model_only=True)
+        if failure.kind == "model":  # that model's problem there, not the host's: out of this call
             state.out.add_model_failure(host, failure.message)
         state.failed(host, failure)
         self._account(host, failure)
 
-    async def _send(self, host: Host, call: HttpCall, deadline: float) -> httpx.Response:
+    async def _send(self, host: Host, call: HttpCall, deadline: float, need: Need) -> httpx.Response:
+        """One request to `host`: its answer, else HostFailed or HostRejected as classify.py decides."""
         host.request_started()
         started = self.clock()
         request_id = uuid.uuid4().hex
+        timeout = max(0.05, min(host.timeout, deadline - started))
         try:
-            timeout = max(0.05, min(host.timeout, deadline - started))
-            try:
-                response = await host.client.request(
-                    call.method, call.path, json=call.json, files=call.files, data=call.data, timeout=timeout,
-                    headers={REQUEST_ID_HEADER: request_id},
-                )
-            except asyncio.CancelledError:
-                # Abandoned (the agent cancelled, a hedge won, a shard failed): tell the host,
-                # so it drops the work instead of computing an answer nobody reads.
-                self._abort_remote(host, request_id)
-                raise
-            except httpx.TimeoutException:
+            response = await host.client.request(
+                call.method, call.path, json=call.json, files=call.files, data=call.data, timeout=timeout,
+                headers={REQUEST_ID_HEADER: request_id},
+            )
+        except asyncio.CancelledError:
+            # Abandoned (the agent cancelled, a hedge won, a shard failed): tell the host,
+            # so it drops the work instead of computing an answer nobody reads.
+            self._abort_remote(host, request_id)
+            raise
+        except httpx.TransportError as exc:
+            if isinstance(exc, httpx.TimeoutException):
                 self._abort_remote(host, request_id)  # it must not keep computing what we retry elsewhere
-                raise HostFailed(Failure(f"timed out after {timeout:.1f}s")) from None
-            except httpx.TransportError as exc:
-                raise HostFailed(Failure(describe_transport_error(exc))) from None
+            raise HostFailed(classify_error(exc, timeout)) from None
         finally:
             host.request_finished()
             async with self._capacity:
                 self._capacity.notify_all()
         note_answer(host, response)
-        status = response.status_code
-        if status < 400:
+        outcome = classify_answer(response, host, need)
+        if outcome is None:
             host.succeeded(self.clock() - started)
             return response
-        detail = error_detail(response)
-        if status in (RETRYABLE_FROM_CLUSTER if host.cluster else RETRYABLE_STATUS):
-            retry_after = _retry_after(response)
-            busy = status in (429, 503) and retry_after is not None
-            raise HostFailed(Failure(f"HTTP {status}: {detail}", retry_after, counts=not busy, status=status))
-        host.rejected(f"HTTP {status}: {detail}")
-        raise HostRejected(host.name, status, detail)
+        if isinstance(outcome, HostRejected):
+            host.rejected(f"HTTP {outcome.status}: {outcome.detail}")
+            raise outcome
+        raise HostFailed(outcome)
 
     def _abort_remote(self, host: Host, request_id: str) -> None:
         cancel = host.protocol.cancel_call(request_id)
@@ -387,9 +344,9 @@ class HostPool:
         task.add_done_callback(self._aborts.discard)
 
     def _account(self, host: Host, failure: Failure) -> None:
-        if failure.counts:
+        if failure.kind == "host":
             host.failed(failure.message)
-        elif failure.model_only:
+        elif failure.kind == "model":
             host.rejected(failure.message)
         else:
             host.cool_down(failure.retry_after or 1.0, failure.message)
@@ -407,37 +364,6 @@ class HostPool:
                 await asyncio.wait_for(self._capacity.wait(), timeout=max(0.01, min(1.0, deadline - self.clock())))
             except TimeoutError:
                 pass
-
-    def _raise_if_busy(self, state: Attempts) -> None:
-        """Out of time or retries, and every host only said it was busy: that is overload, not failure."""
-        if not (state.busy_only and state.errors):
-            return
-        now = self.clock()
-        waits = [h.cooling_left(now) for h in state.able if h.cooling(now)]
-        retry_after = max(1.0, min(waits)) if waits else 1.0
-        raise PoolBusy(state.summary("every host is busy"), retry_after)
-
-    # ------------------------------------------------------------------ fan-out (health, info, status)
-
-    async def each(
-        self, fn: Callable[[Host], Awaitable[T]], timeout: float
-    ) -> list[tuple[Host, T | None, str | None]]:
-        """Run `fn` on every host at once, each bounded by `timeout`: (host, result, error).
-
-        A host's failure (no answer, a transport error, a refusal, garbage) is its row's error;
-        any other exception is a bug in the bridge and is raised."""
-
-        async def one(host: Host) -> tuple[Host, T | None, str | None]:
-            try:
-                return host, await asyncio.wait_for(fn(host), timeout), None
-            except TimeoutError:
-                return host, None, f"no answer within {timeout:.1f}s"
-            except httpx.HTTPError as exc:
-                return host, None, describe_transport_error(exc)
-            except (PoolError, BadResponse) as exc:
-                return host, None, str(exc)
-
-        return list(await asyncio.gather(*(one(h) for h in self.hosts)))
 
     def snapshot(self) -> PoolView:
         now = self.clock()

@@ -1,10 +1,15 @@
-"""Asking one host about itself: a health probe, a /status read, an /info read (through the host's protocol).
+"""Asking one host about itself: a health probe, a /status read, an /info read (through the host's protocol),
+and asking every host at once (`each`).
 
 The health loop and the fleet views (gpu_health, gpu_info, gpu_status) share them, so a host is judged
 the same way wherever it is asked.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
 
@@ -13,9 +18,31 @@ from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.versioning import learn_from_info, note_answer
 from mcp_bridge.protocols import HealthVerdict, HttpCall
-from mcp_bridge.protocols.answers import error_detail
+from mcp_bridge.protocols.answers import BadResponse, describe_transport_error, error_detail
 
 PROBE_TIMEOUT_S = 3.0
+T = TypeVar("T")
+
+
+async def each(
+    hosts: list[Host], fn: Callable[[Host], Awaitable[T]], timeout: float
+) -> list[tuple[Host, T | None, str | None]]:
+    """Run `fn` on every one of `hosts` at once, each bounded by `timeout`: (host, result, error).
+
+    A host's failure (no answer, a transport error, a refusal, garbage) is its row's error;
+    any other exception is a bug in the bridge and is raised."""
+
+    async def one(host: Host) -> tuple[Host, T | None, str | None]:
+        try:
+            return host, await asyncio.wait_for(fn(host), timeout), None
+        except TimeoutError:
+            return host, None, f"no answer within {timeout:.1f}s"
+        except httpx.HTTPError as exc:
+            return host, None, describe_transport_error(exc)
+        except (PoolError, BadResponse) as exc:
+            return host, None, str(exc)
+
+    return list(await asyncio.gather(*(one(h) for h in hosts)))
 
 
 async def _get(host: Host, call: HttpCall, timeout: float) -> httpx.Response:

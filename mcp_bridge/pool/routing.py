@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal
 
 from gpu_protocol.capabilities import TaskModels, same_model
 from mcp_bridge.pool.views import ServedModels
-from mcp_bridge.protocols import Task
+from mcp_bridge.protocols import HOST_TYPES, Task
 
 if TYPE_CHECKING:
     from mcp_bridge.pool.hosts import Host
@@ -144,6 +144,18 @@ def _models_in_words(host: Host, task: Task) -> str:
 
 def _wanted(need: Need) -> str:
     return f"model {need.model!r}" if need.model else "its default model"
+
+
+def no_type_serves(hosts: list[Host], task: Task) -> str:
+    """Why no configured host can serve `task` at all: what each configured type serves instead."""
+    by_words: dict[str, list[str]] = {}
+    for kind in dict.fromkeys(h.protocol.type for h in hosts):
+        by_words.setdefault(HOST_TYPES[kind].serves, []).append(kind)
+    serve = "; ".join(f"{'/'.join(kinds)} hosts serve {words}" for words, kinds in by_words.items())
+    hints = {"rerank": "; an openai or tei host that also serves a reranker needs rerank: true",
+             "transcribe": "; add a gpu-service host (it transcribes with MODEL_TRANSCRIBE set), or set "
+             "transcribe: true on an openai host that serves /v1/audio/transcriptions (speaches, vLLM)"}
+    return f"no configured host can serve {task} ({serve}{hints.get(task, '')})"
 
 
 def cannot_serve(hosts: list[Host], need: Need) -> str:

@@ -5,7 +5,8 @@
                  and speech to text with `transcribe: true` (openai.py)
     tei          text-embeddings-inference's native API: embeddings only, plus reranking with `rerank: true` (tei.py)
 
-Speech to text (`transcribe_call` / `parse_transcription`) shares its request and answer check in speech.py.
+Each host type serves its tasks through one typed exchange per operation (exchange.py); speech to text shares
+its request and answer check in speech.py.
 
 A new host type is one subclass of `HostProtocol` added to `HOST_TYPES`, and its test.
 """

@@ -1,14 +1,15 @@
 """How the bridge talks to one kind of host: the `HostProtocol` interface (after httpx's `BaseTransport`).
 
 One subclass per host type owns everything that differs between servers: which tasks it
-serves, how its key is sent, how a request is built (`HttpCall`), how an answer is parsed
-and checked, how health is probed and judged, how abandoned work is cancelled, and whether
-it has `/info` and `/status`. The pool, the health loop and the tools only call these
-methods; none of them asks what type a host is. Adding a host type is one subclass,
-registered in `mcp_bridge.protocols`, and its test.
+serves, how its key is sent, per operation it serves one exchange (`exchanges()`: how the
+request is built, as an `HttpCall`, and how the answer is read and checked; see exchange.py),
+how health is probed and judged, how abandoned work is cancelled, and whether it has `/info`
+and `/status`. The pool, the health loop and the tools only call these methods; none of them
+asks what type a host is. Adding a host type is one subclass, registered in
+`mcp_bridge.protocols`, and its test.
 
-Parse methods raise `BadResponse` for an answer that does not fit (the pool holds it against
-the host and tries another); any other exception is a bug in the bridge, never the host's.
+Reading an answer raises `BadResponse` when it does not fit (the pool holds it against the
+host and tries another); any other exception is a bug in the bridge, never the host's.
 """
 
 from __future__ import annotations
@@ -19,39 +20,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
 
-from gpu_protocol.bertscore import (
-    BertScoreIdfRequest,
-    BertScoreIdfResponse,
-    BertScoreRequest,
-    BertScoreResponse,
-)
-from gpu_protocol.embed import EmbedRequest
-from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.routes import API_KEY_HEADER, AUTHORIZATION_HEADER
-from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from gpu_protocol.status import InfoResponse, StatusResponse
-from gpu_protocol.transcribe import VerboseTranscription
-from mcp_bridge.protocols.speech import AudioRequest
-from mcp_bridge.protocols.vectors import VectorBlock
+from mcp_bridge.protocols.calls import HttpCall
+from mcp_bridge.protocols.exchange import Ans, Exchange, Exchanges, Operation, Req, Task
 
 if TYPE_CHECKING:
     from mcp_bridge.config import HostConfig
 
-Task = Literal["embed", "bertscore", "rerank", "transcribe"]
-"""What a tool call needs a host to do (similarity needs `embed`; translation needs `transcribe`)."""
+__all__ = ["HealthVerdict", "HostProtocol", "HttpCall", "Task", "Unsupported"]
+
 AuthScheme = Literal["x-api-key", "bearer"]
-
-
-@dataclass(frozen=True)
-class HttpCall:
-    """One HTTP request to a host, relative to its base URL."""
-
-    method: str
-    path: str
-    json: Any = None
-    files: Any = None
-    """multipart/form-data: the files (httpx's `files`), with `data` the form's other fields."""
-    data: Any = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +68,12 @@ class HostProtocol(ABC):
 
     def __init__(self, config: HostConfig) -> None:
         self.config = config
+        self._exchanges: Exchanges | None = None
+
+    def model_name(self, named: str | None, fallback: str = "default") -> str:
+        """The model to ask a host of this type for, and to report when its answer names none: the host's
+        configured `model`, else the one the request names, else `fallback`."""
+        return self.config.model or named or fallback
 
     def can_serve(self, task: Task) -> bool:
         """`tasks`, plus reranking on a host configured with `rerank: true` (a server that also has a reranker)
@@ -156,46 +141,18 @@ class HostProtocol(ABC):
     # ------------------------------------------------------------------ work
 
     @abstractmethod
-    def embed_call(self, request: EmbedRequest) -> HttpCall: ...
+    def exchanges(self) -> Exchanges:
+        """Per operation its hosts serve (mcp_bridge.protocols.exchange), how it is sent and its answer read."""
 
-    @abstractmethod
-    def parse_embed(self, response: httpx.Response, request: EmbedRequest) -> VectorBlock:
-        """`request.texts`' vectors, checked: one per text, one width (`request.dimensions` when
-        given), every number finite."""
-
-    @abstractmethod
-    def similarity_call(self, request: SimilarityRequest) -> HttpCall: ...
-
-    @abstractmethod
-    def parse_similarity(self, response: httpx.Response, request: SimilarityRequest) -> SimilarityResponse: ...
-
-    def bertscore_call(self, request: BertScoreRequest) -> HttpCall:
-        raise Unsupported(f"{self.type} hosts do not compute BERTScore")
-
-    def parse_bertscore(self, response: httpx.Response, request: BertScoreRequest) -> BertScoreResponse:
-        raise Unsupported(f"{self.type} hosts do not compute BERTScore")
-
-    def bertscore_idf_call(self, request: BertScoreIdfRequest) -> HttpCall:
-        raise Unsupported(f"{self.type} hosts do not compute BERTScore")
-
-    def parse_bertscore_idf(self, response: httpx.Response, request: BertScoreIdfRequest) -> BertScoreIdfResponse:
-        raise Unsupported(f"{self.type} hosts do not compute BERTScore")
-
-    def rerank_call(self, request: RerankRequest) -> HttpCall:
-        """Score every one of `request`'s documents (the bridge merges shards, so it needs them all)."""
-        raise Unsupported(f"{self.type} hosts do not rerank unless configured with rerank: true")
-
-    def parse_rerank(self, response: httpx.Response, request: RerankRequest) -> RerankResponse:
-        """One result per document (index into `request.documents`), checked by `check_rerank`."""
-        raise Unsupported(f"{self.type} hosts do not rerank unless configured with rerank: true")
-
-    def transcribe_call(self, request: AudioRequest) -> HttpCall:
-        """`request`'s audio, asking for `verbose_json` (segments with times), whatever the caller asked."""
-        raise Unsupported(f"{self.type} hosts do not transcribe unless configured with transcribe: true")
-
-    def parse_transcription(self, response: httpx.Response, request: AudioRequest) -> VerboseTranscription:
-        """The transcript with its segments, checked by `check_transcription`."""
-        raise Unsupported(f"{self.type} hosts do not transcribe unless configured with transcribe: true")
+    def exchange(self, operation: Operation[Req, Ans]) -> Exchange[Req, Ans]:
+        """`operation`'s exchange with this host (Unsupported when its hosts do not serve it: the pool never
+        routes such a call). The table is built at the first call, from the methods as they are then."""
+        if self._exchanges is None:
+            self._exchanges = self.exchanges()
+        found = self._exchanges.get(operation)
+        if found is None:
+            raise Unsupported(f"{self.type} hosts {operation.missing}")
+        return found
 
     def cancel_call(self, request_id: str) -> HttpCall | None:
         """How to tell the host to drop the work of an abandoned request (sent with this

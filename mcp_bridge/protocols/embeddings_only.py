@@ -3,6 +3,7 @@ from their vectors, and the bridge's own normalisation and Matryoshka truncation
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import httpx
@@ -13,6 +14,7 @@ from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from mcp_bridge.protocols.answers import host_answer
 from mcp_bridge.protocols.base import HostProtocol, HttpCall, Task
+from mcp_bridge.protocols.exchange import EMBED, SIMILARITY, Exchanges
 from mcp_bridge.protocols.gpu_service import check_similarity
 from mcp_bridge.protocols.vectors import VectorBlock, renormalised, similarity_from_block
 
@@ -22,9 +24,19 @@ class EmbeddingsOnly(HostProtocol):
     serves = "embeddings only"
     default_auth = "bearer"
 
-    def model_for(self, request: EmbedRequest) -> str:
-        """The model to ask for (and to report when the answer names none)."""
-        return self.config.model or request.model or "default"
+    def exchanges(self) -> Exchanges:
+        """Embeddings, and similarity from them; a subclass adds what its hosts serve besides."""
+        return (Exchanges()
+                .add(EMBED, self.embed_call, self.parse_embed)
+                .add(SIMILARITY, self.similarity_call, self.parse_similarity))
+
+    @abstractmethod
+    def embed_call(self, request: EmbedRequest) -> HttpCall: ...
+
+    @abstractmethod
+    def parse_embed(self, response: httpx.Response, request: EmbedRequest) -> VectorBlock:
+        """`request.texts`' vectors, checked: one per text, one width (`request.dimensions` when
+        given), every number finite."""
 
     def checked_block(self, rows: Any, request: EmbedRequest, model: str) -> VectorBlock:
         """Rows of JSON numbers as a block (float64, as sent), normalised and truncated here as our

@@ -24,6 +24,15 @@ from gpu_protocol.status import SERVING_STATUSES, InfoResponse, StatusResponse
 from gpu_protocol.transcribe import TranscriptionJSONRequest, VerboseTranscription
 from mcp_bridge.protocols.answers import BadResponse, check_rerank, host_answer, read_model
 from mcp_bridge.protocols.base import HostProtocol, HttpCall, Task
+from mcp_bridge.protocols.exchange import (
+    BERTSCORE,
+    BERTSCORE_IDF,
+    EMBED,
+    RERANK,
+    SIMILARITY,
+    TRANSCRIBE,
+    Exchanges,
+)
 from mcp_bridge.protocols.speech import AudioRequest, check_transcription
 from mcp_bridge.protocols.vectors import VectorBlock
 
@@ -41,6 +50,15 @@ class GpuServiceProtocol(HostProtocol):
     def _serves(self, body: Any) -> bool:
         # It answers 503 while starting or draining; degraded (a default model missing) still serves.
         return isinstance(body, dict) and body.get("status") in SERVING_STATUSES
+
+    def exchanges(self) -> Exchanges:
+        return (Exchanges()
+                .add(EMBED, self.embed_call, self.parse_embed)
+                .add(SIMILARITY, self.similarity_call, self.parse_similarity)
+                .add(BERTSCORE, self.bertscore_call, self.parse_bertscore)
+                .add(BERTSCORE_IDF, self.bertscore_idf_call, self.parse_bertscore_idf)
+                .add(RERANK, self.rerank_call, self.parse_rerank)
+                .add(TRANSCRIBE, self.transcribe_call, self.parse_transcription))
 
     # ------------------------------------------------------------------ embeddings
 

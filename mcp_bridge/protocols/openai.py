@@ -28,6 +28,7 @@ from gpu_protocol.transcribe import (
     TranscriptionWord,
     VerboseTranscription,
 )
+from mcp_bridge.protocols import exchange as operations
 from mcp_bridge.protocols.answers import check_rerank, read_model
 from mcp_bridge.protocols.base import HttpCall
 from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
@@ -126,19 +127,24 @@ class OpenAIProtocol(EmbeddingsOnly):
             found = f"not yet found: neither GET {self.url_path}{PREFIX}{MODELS} nor {self.url_path}{MODELS} answered"
         return f"{', '.join(called)} ({found})"
 
+    def exchanges(self) -> operations.Exchanges:
+        return (super().exchanges()
+                .add(operations.RERANK, self.rerank_call, self.parse_rerank)
+                .add(operations.TRANSCRIBE, self.transcribe_call, self.parse_transcription))
+
     def embed_call(self, request: EmbedRequest) -> HttpCall:
-        body = {"input": list(request.texts), "model": self.model_for(request), "encoding_format": "float"}
+        body = {"input": list(request.texts), "model": self.model_name(request.model), "encoding_format": "float"}
         return HttpCall("POST", self.prefix + EMBEDDINGS, body)
 
     def parse_embed(self, response: httpx.Response, request: EmbedRequest) -> VectorBlock:
         answer = read_model(response, _Answer)
         rows = [item.embedding for item in sorted(answer.data, key=lambda item: item.index)]
-        block = self.checked_block(rows, request, answer.model or self.model_for(request))
+        block = self.checked_block(rows, request, answer.model or self.model_name(request.model))
         return replace(block, tokens=answer.usage.prompt_tokens) if answer.usage else block
 
     def rerank_call(self, request: RerankRequest) -> HttpCall:
         texts = request.texts()
-        body = {"model": self.config.model or request.model or "default", "query": request.query,
+        body = {"model": self.model_name(request.model), "query": request.query,
                 "documents": texts, "top_n": len(texts), "return_documents": False}
         return HttpCall("POST", self.prefix + RERANK, body)
 
@@ -146,14 +152,14 @@ class OpenAIProtocol(EmbeddingsOnly):
         answer = read_model(response, _Ranking)
         results = [RerankResult(index=r.index, relevance_score=r.relevance_score) for r in answer.results]
         tokens = answer.usage.total_tokens if answer.usage else 0
-        model = answer.model or self.config.model or request.model or "default"
+        model = answer.model or self.model_name(request.model)
         return check_rerank(RerankResponse(results=results, model=model, usage=RerankUsage(total_tokens=tokens),
                                            truncated=0), request)
 
     def transcribe_call(self, request: AudioRequest) -> HttpCall:
         o = request.options
         fields: dict[str, str | list[str]] = {
-            "model": self.config.model or o.model or "whisper-1", "response_format": "verbose_json",
+            "model": self.model_name(o.model, "whisper-1"), "response_format": "verbose_json",
             "temperature": str(o.temperature), "timestamp_granularities[]": list(o.timestamp_granularities),
         }
         fields.update({name: value for name, value in (("language", o.language), ("prompt", o.prompt)) if value})
