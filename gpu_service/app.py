@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, warm_before_serving: bool = 
     )
     app.state.group_health = group_health
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes, path_limits=audio.body_limits())
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_body_bytes, path_limits=audio.body_limits(settings.speech))
     app.add_middleware(RequestCounter)
     app.add_middleware(ProtocolVersionMiddleware)  # outermost: every answer states the version
     handlers.install(app)

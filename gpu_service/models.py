@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gpu_protocol.status import ModelInfo, ModelKind
-from gpu_service.batch_plan import CPU_OVERHEAD_TOKENS
 from gpu_service.batching import BatchObserver, BatchScheduler
 from gpu_service.engine import Engine
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ServiceError
 from gpu_service.resolve import ModelPolicy, ResolvedModel, resolve
-from gpu_service.settings import DEFAULT_BATCH_TOKENS, Settings
+from gpu_service.settings import BatchLimits, Settings
 from gpu_service.whisper_catalog import check_kind
 
 log = logging.getLogger("gpu_service.models")
@@ -91,6 +90,7 @@ class ModelRegistry:
         settings: Settings,
         factories: dict[str, EngineFactory],
         *,
+        batch: BatchLimits,
         device_slots: threading.Semaphore,
         memory_budget_bytes: int | None,
         is_oom: Callable[[BaseException], bool] = lambda exc: False,
@@ -100,6 +100,7 @@ class ModelRegistry:
         self.settings = settings
         self.policy = ModelPolicy(settings)
         self._factories = factories
+        self.batch = batch
         self._slots = device_slots
         self.memory_budget_bytes = memory_budget_bytes
         self._is_oom = is_oom
@@ -184,9 +185,9 @@ class ModelRegistry:
         scheduler: BatchScheduler[Any, Any] = BatchScheduler(
             key.label,
             engine.run,
-            max_batch_tokens=self.settings.max_batch_tokens or DEFAULT_BATCH_TOKENS,
-            max_batch_size=self.settings.max_batch_size or 64,
-            overhead_tokens=self.settings.batch_overhead_tokens or CPU_OVERHEAD_TOKENS,
+            max_batch_tokens=self.batch.max_tokens,
+            max_batch_size=self.batch.max_size,
+            overhead_tokens=self.batch.overhead_tokens,
             padded=engine.padded,
             max_queue=self.settings.max_queue,
             window_s=self.settings.batch_window_ms / 1000,

@@ -8,7 +8,6 @@ default models; one that fails to load is logged and reported by `/health` as
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
@@ -17,7 +16,6 @@ from typing import Any
 
 from gpu_protocol.cancel import Cancellation
 from gpu_protocol.status import ModelKind, ServiceStatus
-from gpu_service.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
 from gpu_service.errors import Unavailable
 from gpu_service.inference import Inference
 from gpu_service.jobs import JobTracker
@@ -79,19 +77,14 @@ class ServiceState:
         self.device = devices.select_device(settings.torch_device)
         if self.device.type == "cpu":
             devices.use_cpu_threads(settings.cpu_threads)
-        if settings.max_batch_size is None:
-            settings = dataclasses.replace(settings, max_batch_size=64 if self.device.type == "cpu" else 256)
-        if settings.batch_overhead_tokens is None:
-            overhead = CPU_OVERHEAD_TOKENS if self.device.type == "cpu" else ACCELERATOR_OVERHEAD_TOKENS
-            settings = dataclasses.replace(settings, batch_overhead_tokens=overhead)
-        if settings.max_batch_tokens is None:
-            settings = dataclasses.replace(settings, max_batch_tokens=devices.batch_token_budget(self.device))
-        self.settings = settings
+        self.batch = settings.batch_limits(self.device.type, lambda: devices.batch_token_budget(self.device))
+        """The batch limits on this device, resolved once (what /info reports)."""
         self.metrics = Metrics()
         self.jobs = JobTracker()
         self.registry = ModelRegistry(
             settings,
             _engine_factories(self.device, settings),
+            batch=self.batch,
             device_slots=threading.BoundedSemaphore(settings.max_concurrent),
             memory_budget_bytes=_memory_budget(settings, self.device),
             is_oom=devices.is_out_of_memory,

@@ -27,8 +27,9 @@ from gpu_protocol.transcribe import (
 from gpu_protocol.validation import validation_message
 from gpu_service.errors import BadRequest, ServiceError, TooLarge, Unprocessable
 from gpu_service.routes.common import ERRORS, cancellable, ready_service, timing_headers
+from gpu_service.settings import SpeechLimits
 from gpu_service.speech.formats import render
-from gpu_service.speech.transcriber import SpeechLimits, speech_of
+from gpu_service.speech.transcriber import speech_of
 
 router = APIRouter()
 
@@ -42,10 +43,9 @@ class UnsupportedMediaType(ServiceError):
     status_code = 415
 
 
-def body_limits(limits: SpeechLimits | None = None) -> dict[str, tuple[int, str]]:
+def body_limits(limits: SpeechLimits) -> dict[str, tuple[int, str]]:
     """The largest request body of each audio path (base64 in JSON is 4/3 of the file), for the
     body-size middleware, with the variable that sets it."""
-    limits = limits or SpeechLimits.from_env()
     largest = limits.max_audio_bytes * 4 // 3 + _OVERHEAD_BYTES
     return {TRANSCRIPTIONS: (largest, "GPU_MAX_AUDIO_BYTES"), TRANSLATIONS: (largest, "GPU_MAX_AUDIO_BYTES")}
 

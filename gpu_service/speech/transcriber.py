@@ -1,55 +1,25 @@
 """One transcription, from file bytes to segments: limits, decoding, the model, the batches, a job.
 
-`Speech` is built once per app (`speech_of(state)`) with the limits read from the environment:
-`GPU_MAX_AUDIO_BYTES` (413 past it; default 25 MiB), `GPU_MAX_AUDIO_SECONDS` (413; default 3 h),
-`GPU_DECODE_TIMEOUT` (the decoder process is killed after it, and replaced; default 30 s).
+`Speech` is built once per app (`speech_of(state)`) with the service's `SpeechLimits` (settings.py).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 from prometheus_client import Counter
 
-from gpu_protocol.transcribe import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_AUDIO_SECONDS, TranscriptionOptions
+from gpu_protocol.transcribe import TranscriptionOptions
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.inference import Timing
 from gpu_service.models import LoadedModel
+from gpu_service.settings import SpeechLimits
 from gpu_service.speech.decode import decode_audio
 from gpu_service.speech.engine import DecodeOptions, SpeechEngine, segments
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ValueError(f"{name}={value} must be > 0")
-    return value
-
-
-@dataclass(frozen=True)
-class SpeechLimits:
-    max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
-    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
-    decode_timeout_s: float = 30.0
-
-    @classmethod
-    def from_env(cls) -> SpeechLimits:
-        return cls(
-            max_audio_bytes=int(_env_float("GPU_MAX_AUDIO_BYTES", DEFAULT_MAX_AUDIO_BYTES)),
-            max_audio_seconds=_env_float("GPU_MAX_AUDIO_SECONDS", DEFAULT_MAX_AUDIO_SECONDS),
-            decode_timeout_s=_env_float("GPU_DECODE_TIMEOUT", 30.0),
-        )
 
 
 @dataclass
@@ -80,9 +50,9 @@ class Speech:
     """What the speech routes share: limits and the audio counter, on top of the service's state."""
 
     state: Any
-    limits: SpeechLimits = field(default_factory=SpeechLimits.from_env)
 
     def __post_init__(self) -> None:
+        self.limits: SpeechLimits = self.state.settings.speech
         self.audio_seconds = Counter("gpu_service_audio_seconds", "Seconds of audio transcribed", ["model"],
                                      registry=self.state.metrics.registry)
 
