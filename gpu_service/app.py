@@ -12,14 +12,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from gpu_service import __version__, handlers
-from gpu_service.lifespan import lifespan
-from gpu_service.metrics import RequestCounter
-from gpu_service.routes import audio, bertscore, embed, rerank, rerank_v2, similarity, status
-from gpu_service.routes.common import GroupHealth
-from gpu_service.security import ApiKeyMiddleware, BodySizeLimitMiddleware
+from gpu_service import __version__
+from gpu_service.http import handlers, status
+from gpu_service.http.middleware.api_key import ApiKeyMiddleware
+from gpu_service.http.middleware.body_limit import BodySizeLimitMiddleware
+from gpu_service.http.middleware.protocol_version import ProtocolVersionMiddleware
+from gpu_service.http.middleware.request_counter import RequestCounter
+from gpu_service.http.serve import GroupHealth
+from gpu_service.runtime.lifespan import lifespan
 from gpu_service.settings import Settings
-from gpu_service.versioning import ProtocolVersionMiddleware
+from gpu_service.tasks.bertscore import routes as bertscore
+from gpu_service.tasks.embed import routes as embed
+from gpu_service.tasks.embed import similarity_routes as similarity
+from gpu_service.tasks.rerank import routes as rerank
+from gpu_service.tasks.rerank import routes_v2 as rerank_v2
+from gpu_service.tasks.transcribe import routes as audio
 
 
 def create_app(settings: Settings | None = None, *, warm_before_serving: bool = False,

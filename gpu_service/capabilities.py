@@ -7,8 +7,8 @@ from typing import Literal
 
 from gpu_protocol.capabilities import CAPABILITY_TASKS, TaskModels
 from gpu_protocol.status import ModelKind
+from gpu_service.runtime.state import ServiceState
 from gpu_service.settings import Settings
-from gpu_service.state import ServiceState
 
 MODEL_KIND: dict[str, ModelKind] = {"embed": "embed", "similarity": "embed", "bertscore": "bertscore", "rerank": "rerank",
               "transcribe": "transcribe"}

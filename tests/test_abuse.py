@@ -71,8 +71,9 @@ def test_model_names_are_refused_before_any_disk_or_network(monkeypatch: pytest.
     """The allowlist and path checks run before resolution: resolution is made to explode."""
     import threading as th
 
-    from gpu_service import models, resolve
-    from gpu_service.models import ModelRegistry
+    from gpu_service.models import registry as models
+    from gpu_service.models import resolve
+    from gpu_service.models.registry import ModelRegistry
     from gpu_service.settings import BatchLimits, Settings
 
     def explode(*args: object, **kwargs: object) -> None:

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpu_service.batching import BatchScheduler, DeviceOutOfMemory
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ModelNotAllowed, Overloaded
-from gpu_service.jobs import Job
-from gpu_service.models import ModelRegistry
-from gpu_service.resolve import ModelPolicy
+from gpu_service.models.registry import ModelRegistry
+from gpu_service.models.resolve import ModelPolicy
+from gpu_service.runtime.jobs import Job
+from gpu_service.scheduling.batching import BatchScheduler, DeviceOutOfMemory
 from gpu_service.settings import BatchLimits, Settings
 from tests.waiting import wait_until_async
 
@@ -211,8 +211,8 @@ def registry(tmp_path: Path, budget: int | None = None, fail: set[str] | None = 
 
 @pytest.fixture(autouse=False)
 def fake_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpu_service import models
-    from gpu_service.resolve import ResolvedModel
+    from gpu_service.models import registry as models
+    from gpu_service.models.resolve import ResolvedModel
 
     monkeypatch.setattr(models, "resolve", lambda name, settings: ResolvedModel(name, name, "directory"))
 
@@ -268,8 +268,8 @@ async def test_lru_eviction_spares_defaults_and_models_in_use(tmp_path: Path, fa
 
 @pytest.mark.anyio
 async def test_slow_load_times_out_for_waiters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpu_service import models
-    from gpu_service.resolve import ResolvedModel
+    from gpu_service.models import registry as models
+    from gpu_service.models.resolve import ResolvedModel
 
     monkeypatch.setattr(models, "resolve", lambda name, settings: ResolvedModel(name, name, "directory"))
     settings = Settings(allowed_models=["*"], model_load_timeout_s=0.2)

@@ -19,9 +19,9 @@ import pytest
 
 from gpu_protocol.transcribe import TRANSCRIPTIONS
 from gpu_service.errors import Unprocessable
-from gpu_service.speech import decode
-from gpu_service.speech.decode import decode_audio
-from gpu_service.speech.decoders import DecoderPool
+from gpu_service.tasks.transcribe import decode
+from gpu_service.tasks.transcribe.decode import decode_audio
+from gpu_service.tasks.transcribe.decoders import DecoderPool
 from tests.conftest import ServiceProcess
 from tests.speech_support import FOX, SPEECH_ENV, encode, speak
 from tests.waiting import wait_until

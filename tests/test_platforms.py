@@ -19,7 +19,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from gpu_service import device as devices
+from gpu_service.runtime import device as devices
 from gpu_service.settings import Settings
 from tests.conftest import ROOT
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from gpu_service.errors import Unprocessable
-from gpu_service.resolve import ResolvedModel
-from gpu_service.speech.decode import decode_audio
-from gpu_service.speech.engine import DecodeOptions, SpeechEngine, segments
-from gpu_service.whisper_catalog import bundled_whisper_path, check_kind, is_whisper_dir
+from gpu_service.models.resolve import ResolvedModel
+from gpu_service.models.whisper_catalog import bundled_whisper_path, check_kind, is_whisper_dir
+from gpu_service.tasks.transcribe.decode import decode_audio
+from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
 from tests.speech_support import FOX, WEATHER, speak, wer
 
 pytestmark = pytest.mark.slow  # espeak-ng, ffmpeg and service processes

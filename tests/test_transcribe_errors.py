@@ -14,7 +14,7 @@ import pytest
 
 from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
 from gpu_service.errors import Unprocessable
-from gpu_service.speech.decode import decode_audio
+from gpu_service.tasks.transcribe.decode import decode_audio
 from tests.conftest import ServiceProcess
 from tests.speech_support import FOX, MEETING, SPEECH_ENV, encode, speak, wer
 

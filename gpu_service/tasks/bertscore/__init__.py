@@ -1,0 +1,1 @@
+"""BERTScore (`/bertscore`) and the document counts for its idf (`/bertscore/idf`)."""

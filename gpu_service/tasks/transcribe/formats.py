@@ -1,0 +1,48 @@
+"""A transcript in each of OpenAI's response formats: json, text, srt, vtt (gpu_protocol.subtitles), verbose_json."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from gpu_protocol.subtitles import srt, vtt
+from gpu_protocol.transcribe import (
+    Transcription,
+    TranscriptionSegment,
+    TranscriptionWord,
+    VerboseTranscription,
+)
+from gpu_service.tasks.transcribe.service import Transcript
+
+
+def verbose(transcript: Transcript, words: bool) -> VerboseTranscription:
+    segments = [
+        TranscriptionSegment(
+            id=s.id - 1, seek=s.seek, start=s.start, end=s.end, text=s.text, tokens=list(s.tokens),
+            temperature=s.temperature or 0.0, avg_logprob=s.avg_logprob, compression_ratio=s.compression_ratio,
+            no_speech_prob=s.no_speech_prob,
+        )
+        for s in transcript.segments
+    ]
+    word_list = None
+    if words:
+        word_list = [
+            TranscriptionWord(word=w.word, start=round(w.start, 3), end=round(w.end, 3), probability=w.probability)
+            for s in transcript.segments for w in (s.words or [])
+        ]
+    return VerboseTranscription(
+        task="translate" if transcript.task == "translate" else "transcribe", language=transcript.language,
+        duration=transcript.duration, text=transcript.text, model=transcript.model, segments=segments,
+        words=word_list,
+    )
+
+
+def render(transcript: Transcript, response_format: str, words: bool, headers: dict[str, str]) -> Response:
+    if response_format == "text":
+        return PlainTextResponse(transcript.text + "\n", headers=headers)
+    if response_format == "srt":
+        return PlainTextResponse(srt(transcript.segments), headers=headers)
+    if response_format == "vtt":
+        return PlainTextResponse(vtt(transcript.segments), media_type="text/vtt", headers=headers)
+    if response_format == "verbose_json":
+        return JSONResponse(verbose(transcript, words).model_dump(exclude_none=True), headers=headers)
+    return JSONResponse(Transcription(text=transcript.text).model_dump(), headers=headers)

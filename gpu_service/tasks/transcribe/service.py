@@ -1,0 +1,121 @@
+"""One transcription, from file bytes to segments: limits, decoding, the model, the batches, a job.
+
+`Speech` is built once per app (`speech_of(state)`) with the service's `SpeechLimits` (settings.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+from prometheus_client import Counter
+
+from gpu_protocol.transcribe import TranscriptionOptions
+from gpu_service.errors import ModelNotFound, Unprocessable
+from gpu_service.models.registry import LoadedModel
+from gpu_service.settings import SpeechLimits
+from gpu_service.tasks.inference import Timing
+from gpu_service.tasks.transcribe.decode import decode_audio
+from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
+
+
+@dataclass
+class Transcript:
+    text: str
+    language: str
+    duration: float
+    segments: list[Any]
+    """faster-whisper Segments, times on the file's clock."""
+    model: str
+    task: str
+    timing: Timing
+
+
+def _language(code: str | None) -> str | None:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    if code is None:
+        return None
+    if code.lower() not in _LANGUAGE_CODES:
+        raise Unprocessable(f"language {code!r} is not a language Whisper knows; send an ISO-639-1 code "
+                            "such as en, de, fr, es, ja (or leave it out to detect it)")
+    return code.lower()
+
+
+@dataclass
+class Speech:
+    """What the speech routes share: limits and the audio counter, on top of the service's state."""
+
+    state: Any
+
+    def __post_init__(self) -> None:
+        self.limits: SpeechLimits = self.state.settings.speech
+        self.audio_seconds = Counter("gpu_service_audio_seconds", "Seconds of audio transcribed", ["model"],
+                                     registry=self.state.metrics.registry)
+
+    def model_name(self, requested: str | None) -> str:
+        if requested is not None:  # whisper-1 arrives as None (TranscriptionOptions)
+            return requested
+        default: str | None = self.state.settings.default_models.get("transcribe")
+        if default is None:
+            raise ModelNotFound("no speech-to-text model is configured on this host: set MODEL_TRANSCRIBE "
+                                "(a faster-whisper name such as tiny.en, or a directory) or name a `model`")
+        return default
+
+    async def transcribe(self, data: bytes, filename: str, options: TranscriptionOptions, task: str) -> Transcript:
+        state = self.state
+        language = _language(options.language)
+        key = state.registry.key("transcribe", self.model_name(options.model))
+        started = time.monotonic()
+        deadline = started + state.settings.request_timeout_s
+        samples = await decode_audio(data, filename=filename, max_seconds=self.limits.max_audio_seconds,
+                                     timeout_s=self.limits.decode_timeout_s)
+        duration = samples.shape[0] / 16_000
+        job = state.jobs.start("transcribe", key.label, max(1, math.ceil(duration)))
+        try:
+            async with state.registry.use(key) as loaded:
+                result = await self._run(loaded, samples, language, options, task, job, deadline)
+        finally:
+            state.jobs.finish(job)
+        self.audio_seconds.labels(key.label).inc(duration)
+        result.model = key.label
+        result.timing = Timing(queue_s=0.0, inference_s=time.monotonic() - started)
+        return result
+
+    async def _run(self, loaded: LoadedModel, samples: np.ndarray, language: str | None,
+                   options: TranscriptionOptions, task: str, job: Any, deadline: float) -> Transcript:
+        engine = cast(SpeechEngine, loaded.engine)
+        if not engine.multilingual:
+            if task == "translate":
+                raise Unprocessable(f"model {loaded.key.label!r} is English-only and cannot translate; "
+                                    "name a multilingual Whisper model (e.g. small, large-v3)")
+            if language not in (None, "en"):
+                raise Unprocessable(f"model {loaded.key.label!r} is English-only; language {language!r} needs a "
+                                    "multilingual Whisper model (e.g. small, large-v3)")
+        if language is None:
+            language = await loaded.scheduler.call(engine.detect_language, samples)
+        decoding = DecodeOptions(language=language, task=task, prompt=options.prompt,
+                                 temperature=options.temperature,
+                                 word_timestamps="word" in options.timestamp_granularities)
+        prepared = await loaded.prepare(engine.prepare, samples, decoding, job)
+        outputs: list[Any] = []
+        if prepared.chunks:
+            # Each chunk costs an equal share of the batcher's budget: `batch_chunks` fill a batch.
+            cost = max(1, loaded.scheduler.max_batch_tokens // engine.batch_chunks)
+            outputs = await loaded.scheduler.submit(prepared.chunks, [cost] * len(prepared.chunks), deadline=deadline)
+        found = segments(prepared, outputs, options.temperature)
+        text = " ".join(s.text.strip() for s in found if s.text.strip())
+        return Transcript(text=text, language=language, duration=round(prepared.duration, 3), segments=found,
+                          model="", task=task, timing=Timing(0.0, 0.0))
+
+
+def speech_of(state: Any) -> Speech:
+    """The app's one `Speech`, made on first use."""
+    speech: Speech | None = getattr(state, "speech", None)
+    if speech is None:
+        speech = Speech(state)
+        state.speech = speech
+    return speech
