@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from gpu_protocol.limits import DEFAULT_LIMITS, Limits
 from gpu_protocol.status import ModelKind
 from gpu_protocol.transcribe import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_AUDIO_SECONDS
-from gpu_service.models.whisper_catalog import DOCUMENTED_WHISPER
 from gpu_service.scheduling.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
@@ -21,36 +20,6 @@ BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
 BUNDLED_MODEL_LAYERS = 6
 """all-MiniLM-L6-v2 has 6 layers; bert-score's table does not know it, so we say which to use."""
-
-DOCUMENTED_RERANKERS: tuple[str, ...] = (
-    "BAAI/bge-reranker-base",
-    "BAAI/bge-reranker-large",
-    "BAAI/bge-reranker-v2-m3",
-    "cross-encoder/ms-marco-MiniLM-L-6-v2",
-    "cross-encoder/ms-marco-MiniLM-L6-v2",
-    "cross-encoder/ms-marco-MiniLM-L-12-v2",
-    "mixedbread-ai/mxbai-rerank-xsmall-v1",
-    "mixedbread-ai/mxbai-rerank-base-v1",
-)
-"""Well-known cross-encoders (one relevance label, no custom code): allowed by default, none bundled."""
-
-DOCUMENTED_MODELS: tuple[str, ...] = (
-    "all-MiniLM-L6-v2",
-    "sentence-transformers/all-MiniLM-L6-v2",
-    "sentence-transformers/all-mpnet-base-v2",
-    "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
-    "BAAI/bge-small-en-v1.5",
-    "BAAI/bge-base-en-v1.5",
-    "intfloat/e5-small-v2",
-    "roberta-large",
-    "microsoft/deberta-xlarge-mnli",
-    "bert-base-uncased",
-    "bert-base-multilingual-cased",
-    "distilbert-base-uncased",
-    *DOCUMENTED_RERANKERS,
-    *DOCUMENTED_WHISPER,
-)
-"""Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""
 
 DEFAULT_MODEL_VARIABLES: dict[ModelKind, str] = {
     "embed": "MODEL_EMBED",

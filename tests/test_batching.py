@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ModelNotAllowed, Overloaded
 from gpu_service.models.registry import ModelRegistry
 from gpu_service.models.resolve import ModelPolicy
-from gpu_service.runtime.jobs import Job
 from gpu_service.scheduling.batching import BatchScheduler, DeviceOutOfMemory
+from gpu_service.scheduling.jobs import Job
 from gpu_service.settings import BatchLimits, Settings
 from tests.waiting import wait_until_async
 

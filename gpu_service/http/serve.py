@@ -13,7 +13,7 @@ from gpu_protocol.cancel import Cancellation, WorkCancelled, cancel_on_disconnec
 from gpu_protocol.status import ErrorResponse, ServiceStatus
 from gpu_service.errors import ClientClosed
 from gpu_service.runtime.state import ServiceState
-from gpu_service.tasks.inference import Timing
+from gpu_service.scheduling.jobs import Timing
 
 T = TypeVar("T")
 

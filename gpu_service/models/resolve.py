@@ -17,8 +17,9 @@ from typing import Literal
 
 from gpu_protocol.capabilities import BUNDLED_MODEL_NAMES
 from gpu_service.errors import ModelNotAllowed, ModelNotFound
+from gpu_service.models.catalog import DOCUMENTED_MODELS
 from gpu_service.models.whisper_catalog import bundled_whisper_path, is_bundled_whisper
-from gpu_service.settings import BUNDLED_MODEL, DOCUMENTED_MODELS, Settings
+from gpu_service.settings import BUNDLED_MODEL, Settings
 
 _BUNDLED_ALIASES = {n.lower() for n in BUNDLED_MODEL_NAMES}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")

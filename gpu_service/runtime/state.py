@@ -18,8 +18,8 @@ from gpu_protocol.cancel import Cancellation
 from gpu_protocol.status import ModelKind, ServiceStatus
 from gpu_service.errors import Unavailable
 from gpu_service.models.registry import EngineFactory, ModelKey, ModelRegistry
-from gpu_service.runtime.jobs import JobTracker
 from gpu_service.runtime.metrics import Metrics
+from gpu_service.scheduling.jobs import JobTracker
 from gpu_service.settings import DEFAULT_MODEL_VARIABLES, Settings
 from gpu_service.tasks.inference import Inference
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from gpu_service.errors import DeadlineExceeded, Overloaded, Unavailable
-from gpu_service.runtime.jobs import Job
 from gpu_service.scheduling.batch_plan import CPU_OVERHEAD_TOKENS, cut_sorted
+from gpu_service.scheduling.jobs import Job
 
 P = TypeVar("P")
 R = TypeVar("R")

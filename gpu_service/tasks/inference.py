@@ -23,10 +23,11 @@ from gpu_protocol.bertscore import (
 )
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
 from gpu_service.errors import ModelNotFound, TooLarge, Unavailable, Unprocessable
+from gpu_service.models.catalog import DOCUMENTED_RERANKERS
 from gpu_service.models.registry import LoadedModel, ModelKey, ModelRegistry
-from gpu_service.runtime.jobs import Job, JobTracker
 from gpu_service.scheduling.dedupe import distinct
-from gpu_service.settings import DOCUMENTED_RERANKERS, Settings
+from gpu_service.scheduling.jobs import Job, JobTracker, Timing
+from gpu_service.settings import Settings
 from gpu_service.tasks.bertscore.engine import (
     BertScoreEngine,
     baseline,
@@ -36,12 +37,6 @@ from gpu_service.tasks.bertscore.engine import (
 )
 from gpu_service.tasks.embed.engine import EmbeddingEngine, postprocess
 from gpu_service.tasks.rerank.engine import RerankEngine
-
-
-@dataclass
-class Timing:
-    queue_s: float = 0.0
-    inference_s: float = 0.0
 
 
 @dataclass
@@ -143,7 +138,7 @@ class Inference:
             model=key.label,
             truncated=sum(t.truncated for t in tokenized),
             tokens=sum(t.cost for t in tokenized),
-            timing=_timing(job),
+            timing=job.timing(),
         )
 
     async def rerank(
@@ -183,7 +178,7 @@ class Inference:
             model=key.label,
             truncated=sum(pair.truncated for pair in pairs),
             tokens=sum(pair.cost for pair in pairs),
-            timing=_timing(job),
+            timing=job.timing(),
         )
 
     def _default_reranker(self) -> str:
@@ -315,7 +310,7 @@ class Inference:
             hash=settings_hash(key.name, num_layers, req.idf, req.rescale_with_baseline, custom_baseline),
             truncated=sum(encoded[s].truncated for s in [*req.candidates, *req.references]),
         )
-        return response, _timing(job)
+        return response, job.timing()
 
 
 async def _idf_weights(loaded: LoadedModel, engine: BertScoreEngine, req: BertScoreRequest) -> dict[int, float]:
@@ -359,8 +354,3 @@ def _require_finite(scores: torch.Tensor, idf: bool) -> None:
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
-
-def _timing(job: object) -> Timing:
-    started = getattr(job, "started", 0.0)
-    first = getattr(job, "first_batch_at", None)
-    return Timing(queue_s=(first - started) if first else 0.0, inference_s=getattr(job, "compute_s", 0.0))

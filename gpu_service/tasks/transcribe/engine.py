@@ -22,7 +22,7 @@ import numpy as np
 
 from gpu_service.models.engine import EngineDetails
 from gpu_service.models.resolve import ResolvedModel
-from gpu_service.runtime.jobs import Job
+from gpu_service.scheduling.jobs import Job
 from gpu_service.tasks.transcribe.decode import RATE
 
 CHUNK_SECONDS = 30

@@ -16,8 +16,8 @@ from prometheus_client import Counter
 from gpu_protocol.transcribe import TranscriptionOptions
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.models.registry import LoadedModel
+from gpu_service.scheduling.jobs import Timing
 from gpu_service.settings import SpeechLimits
-from gpu_service.tasks.inference import Timing
 from gpu_service.tasks.transcribe.decode import decode_audio
 from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
 

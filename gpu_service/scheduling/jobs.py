@@ -16,6 +16,14 @@ from gpu_protocol.status import JobStatus, ModelKind
 _ids = itertools.count(1)
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Where a request's time went: waiting for its first batch, and in batches (the timing headers)."""
+
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+
+
 @dataclass
 class Job:
     kind: ModelKind
@@ -29,6 +37,11 @@ class Job:
     last_logged: float = 0.0
     compute_s: float = 0.0
     """Wall time of the batches it took part in (shared with other jobs in the same batch)."""
+
+    def timing(self) -> Timing:
+        """Queue time (until its first batch started) and time in batches so far."""
+        queued = (self.first_batch_at - self.started) if self.first_batch_at is not None else 0.0
+        return Timing(queue_s=queued, inference_s=self.compute_s)
 
     def status(self) -> JobStatus:
         return JobStatus(
