@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# A CPU build here; on a CUDA host see the README (or: make TORCH_SPEC="torch --index-url ...").
+# A CPU build here; on a CUDA host see docs/deployment.md (make TORCH_SPEC="torch --index-url ...").
 TORCH_SPEC ?= torch==2.13.0
 PORT   ?= 8787
 
@@ -39,15 +39,16 @@ test: $(VENV)/.installed speech-tools
 		echo "make test: the test run changed files in the work tree (tests must not):"; git status --short; exit 1; \
 	fi; exit $$status
 
-## test-fast: the in-process tests only, for the edit-run loop (about a minute on 2 cores): no service, bridge,
-## npm or CLI processes. A test that starts a process must be marked `slow` (tests on the service fixtures,
-## or on a fixture declared with `@process_fixture`, are automatically); an unmarked one fails in every run,
-## `make test` included, so a slow test cannot land in this set unnoticed. `make test` runs everything.
+## test-fast: the in-process tests only (tests/unit), for the edit-run loop (about a minute on 2 cores): no
+## service, bridge, npm or CLI processes. Every test outside tests/unit is marked `slow` (so `-m "not slow"`
+## selects the same tests); a test in tests/unit that starts a process, is marked slow or asks for a fixture
+## declared with `@process_fixture` fails in every run, `make test` included (tests/support/in_process.py),
+## so a slow test cannot land in this set unnoticed. `make test` runs everything.
 test-fast: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-## soak: the whole suite plus the long fault and load runs and the Ray Serve cluster tests (installs the
-## `ray` extra); rewrites docs/reliability.md on purpose
+## soak: the whole suite plus the long fault and load runs and the Ray Serve cluster tests of tests/soak
+## (installs the `ray` extra); rewrites docs/reliability.md on purpose
 soak: $(VENV)/.installed
 	$(PY) -m pip install --quiet schemathesis -e './service[ray]'
 	HF_HUB_OFFLINE=1 GPU_BRIDGE_SOAK=1 GPU_BRIDGE_WRITE_REPORTS=1 $(PY) -m pytest -q -s

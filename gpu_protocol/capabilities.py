@@ -3,6 +3,8 @@
 
 `same_model` is the one rule both sides use to tell whether two names are one model: case does not
 matter, and the bundled model answers to its hub id too (the service canonicalises names the same way).
+Beyond that, a host publishes the other names it takes for each model it lists (`TaskModels.names`: a
+default set by path answers to its folder name), and `TaskModels` matches a name against all of them.
 """
 
 from __future__ import annotations
@@ -33,10 +35,6 @@ def same_model(a: str, b: str) -> bool:
     return model_key(a) == model_key(b)
 
 
-def _listed(model: str, names: list[str]) -> bool:
-    return any(same_model(model, n) for n in names)
-
-
 class TaskModels(AnswerModel):
     """One task's models on one host."""
 
@@ -49,17 +47,26 @@ class TaskModels(AnswerModel):
         default_factory=list,
         description="Defaults that failed to load and are still missing (the host is degraded for them).",
     )
+    names: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="For a model listed above, the other names a request may give it by (a directory's folder "
+        "name and path, the bundled model's hub id). Added in 0.4.0; absent: each model by its listed name only.",
+    )
 
     def serves(self, model: str) -> bool:
         """Whether a request naming `model` may be sent here (loaded, or allowed to load, and not failed)."""
-        if _listed(model, self.failed):
+        if self._listed(model, self.failed):
             return False
-        return self.has_loaded(model) or self.allowed == "*" or _listed(model, self.allowed)
+        return self.has_loaded(model) or self.allowed == "*" or self._listed(model, self.allowed)
 
     def has_loaded(self, model: str) -> bool:
         """Loaded now (a BERTScore model is listed with its layer, `name@L6`)."""
-        return _listed(model, [name.split("@L")[0] for name in self.loaded])
+        return self._listed(model, [name.split("@L")[0] for name in self.loaded])
 
     def lacks(self, model: str) -> bool:
         """A default that failed to load here (the host is degraded for it)."""
-        return _listed(model, self.failed)
+        return self._listed(model, self.failed)
+
+    def _listed(self, model: str, listed: list[str]) -> bool:
+        """Whether `model` is one of `listed`, by any name the host takes for it."""
+        return any(same_model(model, name) for entry in listed for name in (entry, *self.names.get(entry, ())))

@@ -31,15 +31,18 @@ from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS, TranscriptionJ
 
 PROTOCOL_VERSION = 2
 """The version this code speaks. 1: release 0.3.0 (no header, no version in /info). 2: /info states
-`protocol_version` and `capabilities`; answers are read tolerantly."""
+`protocol_version` and `capabilities` (per task its models, and the other names each answers to);
+answers are read tolerantly."""
 OLDEST_VERSION = 1
 RELEASES: dict[int, str] = {1: "0.3.0", 2: "0.4.0"}
 """The first release that spoke each version, for messages (releases.json records their commits)."""
 
 ANSWER_FIELDS_ADDED: dict[int, dict[str, tuple[str, ...]]] = {
-    2: {routes.INFO: ("protocol_version", "capabilities")},
+    2: {routes.INFO: ("protocol_version", "capabilities", "capabilities.*.names")},
 }
-"""Version -> path -> the top-level answer fields that version added (an older caller never sees them)."""
+"""Version -> path -> the answer fields that version added (an older caller never sees them). A field inside
+another is named by its dotted path (`*`: under every key). Only top-level fields are ever dropped: a nested
+one goes with its parent for a caller older than the parent, and callers from version 2 on read tolerantly."""
 
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     routes.EMBED: EmbedRequest,
@@ -125,7 +128,7 @@ def answer_fields_to_drop(path: str, version: int) -> tuple[str, ...]:
     return tuple(
         name
         for added_in, paths in ANSWER_FIELDS_ADDED.items() if added_in > version
-        for name in paths.get(path, ())
+        for name in paths.get(path, ()) if "." not in name
     )
 
 

@@ -6,4 +6,4 @@ its own distribution (`openclaw-gpu-service`, see `service/pyproject.toml`).
 """
 
 __all__ = ["__version__"]
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -1,12 +1,15 @@
-"""What this service can do per task (its `/info` `capabilities`): the default, loaded, allowed and failed models."""
+"""What this service can do per task (its `/info` `capabilities`): the default, loaded, allowed and failed models,
+and the other names each of them answers to."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 from gpu_protocol.capabilities import CAPABILITY_TASKS, TaskModels
 from gpu_protocol.status import ModelKind
+from gpu_service.models.resolve import ModelPolicy
 from gpu_service.runtime.state import ServiceState
 from gpu_service.settings import Settings
 
@@ -15,14 +18,24 @@ MODEL_KIND: dict[str, ModelKind] = {"embed": "embed", "similarity": "embed", "be
 """Task -> the kind of model that serves it; a task not here has no models on this service."""
 
 
-def _directory_models(settings: Settings) -> list[str]:
-    """The models in GPU_MODEL_DIRS, by folder name (a request may name them so)."""
-    found: list[str] = []
+def _directory_models(settings: Settings) -> dict[str, str]:
+    """The models in GPU_MODEL_DIRS: folder name (a request may name them so, or by path) -> path."""
+    found: dict[str, str] = {}
     for directory in settings.model_dirs:
         root = Path(directory)
         if root.is_dir():
-            found += [d.name for d in sorted(root.iterdir()) if (d / "config.json").is_file()]
+            found.update((d.name, str(d)) for d in sorted(root.iterdir()) if (d / "config.json").is_file())
     return found
+
+
+def _other_names(policy: ModelPolicy, directories: dict[str, str], listed: Iterable[str]) -> dict[str, list[str]]:
+    """For each model in `listed`, the other names this service takes for it (none: left out)."""
+    table: dict[str, list[str]] = {}
+    for name in dict.fromkeys(n.split("@L")[0] for n in listed):
+        others = policy.other_names(name) + ([directories[name]] if name in directories else [])
+        if others:
+            table[name] = others
+    return table
 
 
 def _failed(state: ServiceState, settings: Settings) -> dict[str, list[str]]:
@@ -38,10 +51,10 @@ def _failed(state: ServiceState, settings: Settings) -> dict[str, list[str]]:
 def capabilities(state: ServiceState, settings: Settings) -> dict[str, TaskModels]:
     """Per task, the models a request may name here. The allowlist is the service's, the same for every
     task that has models (a name of the wrong kind is refused when it loads)."""
-    described = state.registry.policy.describe()
-    allowed: list[str] | Literal["*"] = (
-        "*" if described == "*" else sorted({*described, *_directory_models(settings)})
-    )
+    policy = state.registry.policy
+    described = policy.describe()
+    directories = _directory_models(settings)
+    allowed: list[str] | Literal["*"] = "*" if described == "*" else sorted({*described, *directories})
     loaded: dict[str, list[str]] = {}
     for model in state.registry.loaded():
         loaded.setdefault(model.key.kind, []).append(model.key.label)
@@ -52,10 +65,10 @@ def capabilities(state: ServiceState, settings: Settings) -> dict[str, TaskModel
         if kind is None:
             table[task] = TaskModels()
             continue
-        table[task] = TaskModels(
-            default=settings.default_models.get(kind),
-            loaded=sorted(loaded.get(kind, [])),
-            allowed=allowed,
-            failed=[name for name in failed.get(kind, []) if name],
-        )
+        default = settings.default_models.get(kind)
+        kind_loaded = sorted(loaded.get(kind, []))
+        kind_failed = [name for name in failed.get(kind, []) if name]
+        listed = [*([default] if default else []), *kind_loaded, *([] if allowed == "*" else allowed), *kind_failed]
+        table[task] = TaskModels(default=default, loaded=kind_loaded, allowed=allowed, failed=kind_failed,
+                                 names=_other_names(policy, directories, listed))
     return table

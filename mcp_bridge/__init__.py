@@ -4,4 +4,4 @@ Installs without torch and without the GPU service: what it shares with its host
 """
 
 __all__ = ["__version__"]
-__version__ = "0.3.0"
+__version__ = "0.4.0"

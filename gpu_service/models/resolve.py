@@ -95,6 +95,16 @@ class ModelPolicy:
                 return default
         return None
 
+    def other_names(self, name: str) -> list[str]:
+        """The other names a request may give the model listed here as `name` (each is canonicalised to it,
+        `canonical`): a default directory's folder name and its path spelled out, the bundled model's hub id."""
+        others: list[str] = []
+        if name in self._default_dirs:
+            others += [self._default_dirs[name][1], os.path.normpath(os.path.expanduser(name))]
+        elif canonical_name(name) == BUNDLED_MODEL:
+            others += BUNDLED_MODEL_NAMES
+        return [n for n in dict.fromkeys(others) if n != name]
+
     def canonical(self, name: str) -> str:
         """One spelling per model: every way of naming an operator's default is that default."""
         return self.operator_default(name) or canonical_name(name)

@@ -14,7 +14,7 @@ with a mask (`per_run=False`), the layout TEI's and FlashAttention's varlen kern
 kernel of their own.
 
 The arithmetic per token is the one of `transformers`' `BertModel` (the same modules, weights and
-SDPA attention), so vectors agree with it to float rounding; `tests/test_unpadded.py` checks them
+SDPA attention), so vectors agree with it to float rounding; `tests/unit/test_unpadded.py` checks them
 against `SentenceTransformer.encode`. Models other than a plain BERT encoder keep the padded path.
 Padding appears once, at the end, for the model's pooling module.
 """

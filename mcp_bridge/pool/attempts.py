@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcp_bridge.pool.errors import Failure
+from mcp_bridge.pool.errors import Failure, HostRejected
 from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.out_for_call import OutForCall
 from mcp_bridge.pool.routing import Need
@@ -16,7 +16,7 @@ class Attempts:
     need: Need
     """The task and the model the call names (routing.py)."""
     able: list[Host]
-    """The hosts that may serve the task (the pinned one only, when pinned)."""
+    """The hosts that may serve the task and model (the pinned one only, when pinned); narrowed as routing learns."""
     deadline: float
     pin: str | None = None
     prefer: str | None = None
@@ -32,6 +32,8 @@ class Attempts:
     """Hosts that cannot serve this call at all (a malformed answer, too old a protocol version)."""
     calls: dict[str, HttpCall] = field(default_factory=dict)
     """Each host's request, built once and fitted to its protocol version."""
+    refusal: HostRejected | None = None
+    """The last host's refusal of the call's model (403): the call's answer once no host is left."""
 
     def note_tried(self, host: Host) -> None:
         """`host` is being tried: a plain host once per round; a cluster host stands for many replicas, so the

@@ -17,7 +17,11 @@ Outcomes:
 - a `cluster` host (a proxy such as Ray Serve's in front of many replicas) may be tried again
   in the same round, and its 408 (the proxy's replica queue timed out) is retried like a 5xx;
   from any other host a 408 is the caller's problem, like the 4xx below;
-- 400/401/403/404/413/422 are the caller's problem: never retried, never held
+- a 403 for a call that names a model is that host's "not allowed here": the call moves on to another
+  host, and routing leaves the host out of calls naming that model until its next /info (a host not
+  described yet, right after the bridge starts, is tried and learnt so); when every host refused, the
+  last refusal is the call's answer;
+- 400/401/403/404/413/422 are otherwise the caller's problem: never retried, never held
   against the host, reported with the host's name and its reason;
 - any other exception from building a request or parsing an answer is a bug in the
   bridge: it propagates as such and is never held against a host.
@@ -232,6 +236,10 @@ class HostPool:
         if state.deadline - self.clock() <= 0:
             self._raise_if_busy(state)
             raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
+        if not state.pin:  # routing may have learnt since the call began that some of its hosts lack the model
+            state.able = candidates(state.able, state.need)
+            if not state.able:
+                raise state.refusal or NoHostAvailable(cannot_serve(self.hosts, state.need))
         state.out.raise_if_all(state.able, state.task, state.errors)
         out = state.tried | state.out.names
         host = self.host(state.pin) if state.pin else (
@@ -253,7 +261,8 @@ class HostPool:
 
     async def _wait_for_a_host(self, state: Attempts) -> None:
         """No host to pick: every one tried this round (back off, then go round again) or all full."""
-        if len(state.tried | state.out.names) < len(state.able):
+        able = {h.name for h in state.able}
+        if len((state.tried | state.out.names) & able) < len(able):
             await self._wait_for_capacity(state.deadline)
             return
         if not self.budget.try_spend():
@@ -278,6 +287,22 @@ class HostPool:
             if state.pin:
                 await self._retry_pinned(state)
             return None
+        except HostRejected as rejected:
+            if not self._refused_model(state, rejected) or state.pin:
+                raise
+            return None
+
+    def _refused_model(self, state: Attempts, rejected: HostRejected) -> bool:
+        """Whether `rejected` is a host's "model not allowed here" (a 403 for a call that names a model): then
+        routing learns it, which leaves the host out of this call too (`_next_host`), and the call moves on."""
+        host = next((h for h in state.able if h.name == rejected.host), None)
+        if rejected.status != 403 or state.need.model is None or host is None:
+            return False
+        host.described.refuse(state.task, state.need.model)
+        state.refusal = rejected
+        state.failed(host, Failure(f"HTTP 403: {rejected.detail}", counts=False, model_only=True))
+        log.info("host %s refused model %r: %s", host.name, state.need.model, rejected.detail)
+        return True
 
     def _backup(self, state: Attempts, call: CallFor, primary: Host) -> Host | None:
         """A second host for a hedged attempt, if one is usable now and can take the request. For an attempt

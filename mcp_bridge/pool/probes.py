@@ -45,9 +45,11 @@ async def read_status(host: Host, timeout: float) -> StatusResponse | None:
 
 
 async def read_info(host: Host, timeout: float) -> InfoResponse | None:
-    """The host's /info (device, VRAM, models); None for hosts without one."""
+    """The host's /info (device, VRAM, models); None for hosts without one (for them, this check is what ends
+    the refusals routing learnt, as /info does for the others)."""
     call = host.protocol.info_call()
     if call is None:
+        host.described.refused.clear()
         return None
     info = host.protocol.parse_info(_ok(await _get(host, call, timeout)))
     learn_from_info(host, info)

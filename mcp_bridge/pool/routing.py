@@ -11,7 +11,9 @@ Each host that serves the task falls in one tier for it:
   just started, or a 0.3.0 service), or an openai/tei host without a configured `model` (the name is
   passed through; the server decides). A call that names none is `warm` on such hosts (their default);
 - none: the host cannot serve it (not in its allowlist, a different configured `model`, or a default
-  that failed to load there: degraded for that model and task only). It is never sent the call.
+  that failed to load there: degraded for that model and task only), or it refused the model with a 403
+  since its /info was last read (a host not described yet learns the bridge so, one call at a time). It
+  is never sent the call.
 
 The pool picks among the usable hosts of the best tier present, so a warm host is preferred and an
 allowed one takes over when none is. A host lacking one model stays healthy for the rest: it is only
@@ -59,6 +61,8 @@ def task_models(host: Host, task: Task) -> TaskModels | None:
 def tier(host: Host, need: Need) -> Tier | None:
     """How well `host` can serve `need`; None when it cannot."""
     if not host.can_serve(need.task):
+        return None
+    if need.model and host.described.refuses(need.task, need.model):
         return None
     if not host.protocol.versioned:
         return _fixed_tier(host.config.model, need.model)
@@ -121,6 +125,11 @@ def _what_host_has(host: Host, task: Task) -> str:
     """One host's models for `task`, in words."""
     if not host.can_serve(task):
         return f"{host.name}: a {host.protocol.type} host, no {task}"
+    refused = sorted(model for (refused_task, _), model in host.described.refused.items() if refused_task == task)
+    return _models_in_words(host, task) + (f"; refused {', '.join(refused)}" if refused else "")
+
+
+def _models_in_words(host: Host, task: Task) -> str:
     if not host.protocol.versioned:
         configured = host.config.model
         return f"{host.name}: {configured} (configured)" if configured else f"{host.name}: any name (no `model` set)"

@@ -13,12 +13,12 @@ takes it, or, when none does, fails it naming each host and its version (docs/co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
 
-from gpu_protocol.capabilities import TaskModels
+from gpu_protocol.capabilities import TaskModels, model_key
 from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.status import InfoResponse
 from gpu_protocol.versions import OLDEST_VERSION, FieldUnsupported, fit_request, stated_version
@@ -38,10 +38,19 @@ class HostDescription:
     """Its protocol version; None: not heard yet (requests are fitted to the oldest)."""
     capabilities: dict[str, TaskModels] | None = None
     """Per task, its models (from /info); None: not read yet, or a host older than version 2."""
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(task, model key) -> the model as named, for each model it refused with a 403 ("not allowed here")
+    since its /info was last read: routing sends it no call naming that model until then (pool/routing.py)."""
 
     @property
     def speaks(self) -> int:
         return self.version if self.version is not None else OLDEST_VERSION
+
+    def refuse(self, task: str, model: str) -> None:
+        self.refused[(task, model_key(model))] = model
+
+    def refuses(self, task: str, model: str) -> bool:
+        return bool(self.refused) and (task, model_key(model)) in self.refused
 
 
 def note_answer(host: Host, response: httpx.Response) -> None:
@@ -52,9 +61,10 @@ def note_answer(host: Host, response: httpx.Response) -> None:
 
 
 def learn_from_info(host: Host, info: InfoResponse) -> None:
-    """What the host's /info says: its version and its models per task."""
+    """What the host's /info says: its version and its models per task (which replace what its refusals taught)."""
     host.described.version = info.protocol_version
     host.described.capabilities = info.capabilities
+    host.described.refused.clear()
 
 
 def fit_call(host: Host, call: HttpCall) -> HttpCall:

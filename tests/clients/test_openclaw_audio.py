@@ -1,0 +1,357 @@
+"""OpenClaw's voice notes on the GPU pool: `openclaw infer audio transcribe` (OpenClaw 2026.9.6 from npm)
+on an OGG/Opus voice note that espeak-ng spoke, both ways the README gives:
+
+- the plugin's media-understanding provider `gpu-bridge`, served by the bridge the plugin starts
+  (`--model gpu-bridge/default`, or a `tools.media.models` entry naming the model);
+- the zero-code way: OpenClaw's own `openai` provider with `baseUrl` at a bridge's `/v1`.
+
+Two sets of tests. The plumbing tests put a stand-in (tests/support/transcription_standin.py) where the
+bridge's `POST /v1/audio/transcriptions` would be: as the plugin's `bridgeCommand`, and standalone
+for the `openai` provider. They check what OpenClaw and the plugin send (multipart fields, the
+file's bytes, the token, model, language, prompt) and what they make of the answers and errors.
+The real-chain tests run espeak-ng's note through two real GPU services and the real bridge, then
+again with one host killed; they run when REAL_CHAIN is true. Everything runs in one loopback-only
+network namespace, as in test_openclaw.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_bridge.config import PLUGIN_ID
+from mcp_bridge.embedded import free_port
+from tests.support import ROOT
+from tests.support.openclaw_support import NamespacedService, OpenClaw, install, installed_openclaw
+from tests.support.speech_support import SPEECH_ENV
+from tests.support.transcription_standin import MISSING_MODEL, SLOW_MODEL, transcript_for
+
+pytestmark = pytest.mark.slow  # every test here starts processes (OpenClaw, espeak-ng, ffmpeg, a bridge)
+
+REAL_CHAIN = True
+"""True once the service serves Whisper (MODEL_TRANSCRIBE) and the bridge `POST /v1/audio/transcriptions`:
+then the real-chain tests run (the plumbing tests run either way)."""
+REAL_MODEL = "tiny.en"
+"""What the zero-code way names as `model`: the hosts' transcription model as the bridge calls it."""
+
+SENTENCE = "Please buy fresh milk and bread on the way home, and call the dentist tomorrow morning."
+SPOKEN_WORDS = ("milk", "bread", "home", "dentist", "tomorrow")
+TOKEN = "audio-zero-code-token-0123456789abcdef"
+
+
+@dataclass
+class VoiceNote:
+    path: Path
+    sha256: str
+    size: int
+
+
+@pytest.fixture(scope="module")
+def voice_note(tmp_path_factory: pytest.TempPathFactory) -> VoiceNote:
+    """The sentence spoken by espeak-ng, encoded as OGG/Opus (the voice-note format of WhatsApp and Telegram)."""
+    if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
+        pytest.skip("espeak-ng and ffmpeg make the voice note (apt-get install espeak-ng ffmpeg)")
+    tmp = tmp_path_factory.mktemp("voice")
+    wav, ogg = tmp / "note.wav", tmp / "note.ogg"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), SENTENCE], check=True, timeout=60)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", "libopus", "-b:a", "32k", str(ogg)],
+                   check=True, timeout=60)
+    data = ogg.read_bytes()
+    assert data[:4] == b"OggS" and b"OpusHead" in data[:64]
+    return VoiceNote(ogg, hashlib.sha256(data).hexdigest(), len(data))
+
+
+@pytest.fixture(scope="module")
+def openclaw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenClaw]:
+    with installed_openclaw(tmp_path_factory) as claw:
+        yield claw
+
+
+def set_plugin_config(openclaw: OpenClaw, config: dict[str, Any]) -> None:
+    full = json.loads(openclaw.config_path.read_text())
+    full["plugins"]["entries"][PLUGIN_ID]["config"] = config
+    openclaw.config_path.write_text(json.dumps(full, indent=2))
+
+
+def transcribe(openclaw: OpenClaw, note: VoiceNote, model: str, *extra: str) -> dict[str, Any]:
+    """`openclaw infer audio transcribe --json`: the envelope (provider, model, outputs[0].text)."""
+    out = openclaw("infer", "audio", "transcribe", "--file", str(note.path), "--model", model, "--json", *extra)
+    return json.loads(out.stdout[out.stdout.index("{"):])  # type: ignore[no-any-return]
+
+
+def zero_code_config(base_url: str, model: str, *, private_network: bool = True) -> dict[str, Any]:
+    """The README's zero-code way: OpenClaw's `openai` provider at a bridge."""
+    openai: dict[str, Any] = {"apiKey": TOKEN}  # sent as Authorization: Bearer
+    if private_network:
+        openai["request"] = {"allowPrivateNetwork": True}  # needed even for 127.0.0.1
+    return {
+        "models": {"providers": {"openai": openai}},
+        "tools": {"media": {"models": [{"provider": "openai", "model": model, "baseUrl": base_url,
+                                        "capabilities": ["audio"]}]}},
+    }
+
+
+# --------------------------------------------------------------------------- plumbing, with a stand-in
+
+@dataclass
+class StandIn:
+    shim: Path
+    record: Path
+    log: Path
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.record.read_text().splitlines()] if self.record.exists() else []
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if "path" in line]
+
+    def disconnects(self) -> int:
+        """How many slow requests ended by their client going away."""
+        return sum(1 for line in self.lines() if "disconnected" in line)
+
+
+@pytest.fixture(scope="module")
+def standin(openclaw: OpenClaw) -> StandIn:
+    tmp = openclaw.tmp
+    record, log, shim = tmp / "standin-requests.jsonl", tmp / "standin.log", tmp / "bin" / "standin-bridge"
+    shim.write_text(f'#!/bin/sh\nexport PYTHONPATH="{ROOT}" STANDIN_RECORD="{record}"\n'
+                    f'exec "{sys.executable}" -m tests.support.transcription_standin "$@" 2>>"{log}"\n')
+    shim.chmod(0o755)
+    return StandIn(shim, record, log)
+
+
+def last_request(standin: StandIn, before: int) -> dict[str, Any]:
+    received = standin.requests()[before:]
+    assert len(received) == 1, received
+    return received[0]
+
+
+def test_the_plugin_declares_a_speech_to_text_provider(openclaw: OpenClaw) -> None:
+    inspected = openclaw("plugins", "inspect", PLUGIN_ID).stdout
+    assert "media-understanding: gpu-bridge" in inspected, inspected
+
+
+@pytest.mark.soak  # the real chain below runs this way end to end in `make test`
+def test_plumbing_plugin_way_sends_the_note_to_its_bridge(openclaw: OpenClaw, standin: StandIn,
+                                                          voice_note: VoiceNote) -> None:
+    """`--model gpu-bridge/<anything>` reaches the plugin's provider without any API key; OpenClaw
+    hands it the declared default model, which the plugin leaves to the pool (no `model` field)."""
+    set_plugin_config(openclaw, {"bridgeCommand": str(standin.shim)})
+    openclaw.update_config(tools={})
+    before = len(standin.requests())
+    answer = transcribe(openclaw, voice_note, "gpu-bridge/default", "--language", "en", "--prompt", "Groceries")
+    assert answer["provider"] == "gpu-bridge"
+    assert answer["outputs"][0]["text"] == transcript_for("note.ogg", voice_note.size)
+    got = last_request(standin, before)
+    assert got["path"] == "/v1/audio/transcriptions" and got["bearer_ok"] is True
+    assert got["content_type"] == "multipart/form-data"
+    assert got["fields"] == {"language": "en", "prompt": "Groceries", "response_format": "json"}
+    assert got["file"] == {"name": "note.ogg", "type": "audio/ogg", "size": voice_note.size,
+                           "sha256": voice_note.sha256}
+    assert "stdin closed: stopping" in standin.log.read_text(), "the bridge was not stopped at the command's end"
+
+
+def test_plumbing_a_media_models_entry_passes_its_model(openclaw: OpenClaw, standin: StandIn,
+                                                        voice_note: VoiceNote) -> None:
+    set_plugin_config(openclaw, {"bridgeCommand": str(standin.shim)})
+    openclaw.update_config(tools={"media": {"models": [
+        {"provider": "gpu-bridge", "model": "whisper-small", "capabilities": ["audio"]}]}})
+    before = len(standin.requests())
+    answer = transcribe(openclaw, voice_note, "gpu-bridge/whisper-small")
+    assert answer["provider"] == "gpu-bridge" and answer["model"] == "whisper-small"
+    assert last_request(standin, before)["fields"] == {"model": "whisper-small", "response_format": "json"}
+
+
+def test_plumbing_the_pools_errors_reach_the_user_without_the_token(openclaw: OpenClaw, standin: StandIn,
+                                                                    voice_note: VoiceNote) -> None:
+    set_plugin_config(openclaw, {"bridgeCommand": str(standin.shim)})
+    openclaw.update_config(tools={"media": {"models": [
+        {"provider": "gpu-bridge", "model": MISSING_MODEL, "capabilities": ["audio"]}]}})
+    failed = openclaw("infer", "audio", "transcribe", "--file", str(voice_note.path), "--model",
+                      f"gpu-bridge/{MISSING_MODEL}", "--json", check=False)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert f"gpu-bridge: HTTP 404: model '{MISSING_MODEL}' is not served by any host of the pool" in said, said
+    assert "Bearer" not in said
+
+    set_plugin_config(openclaw, {"bridgeCommand": str(openclaw.tmp / "no-such-bridge")})
+    failed = openclaw("infer", "audio", "transcribe", "--file", str(voice_note.path), "--model",
+                      "gpu-bridge/default", "--json", check=False)
+    assert failed.returncode != 0 and "was not found" in failed.stdout + failed.stderr, failed.stderr[-2000:]
+
+
+def test_plumbing_openclaws_timeout_ends_the_request(openclaw: OpenClaw, standin: StandIn,
+                                                     voice_note: VoiceNote) -> None:
+    """OpenClaw hands providers a timeout, not a signal: the plugin aborts its request to the bridge
+    when it runs out (the bridge cancels the work on the pool when its client goes away)."""
+    set_plugin_config(openclaw, {"bridgeCommand": str(standin.shim)})
+    openclaw.update_config(tools={"media": {"models": [
+        {"provider": "gpu-bridge", "model": SLOW_MODEL, "capabilities": ["audio"], "timeoutSeconds": 2}]}})
+    gone = standin.disconnects()
+    failed = openclaw("infer", "audio", "transcribe", "--file", str(voice_note.path), "--model",
+                      f"gpu-bridge/{SLOW_MODEL}", "--json", check=False)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "gpu-bridge: no transcript within 2s" in said, said[-2000:]
+    assert standin.disconnects() == gone + 1, "the request to the bridge was left running"
+
+
+DRIVER = """
+// Loads the plugin as OpenClaw does and calls its speech-to-text provider directly: an abort signal
+// (OpenClaw's type has one; its CLI does not pass it) and a bridge that cannot start.
+const [entry, shim, note, slowModel] = process.argv.slice(2);
+const { default: plugin } = await import(entry);
+const { readFileSync } = await import("node:fs");
+const providers = [];
+const disposers = [];
+const register = (config) => plugin.register({
+  registrationMode: "full", pluginConfig: config, logger: { info() {}, warn() {}, error() {}, debug() {} },
+  registerMediaUnderstandingProvider: (p) => providers.push(p),
+  lifecycle: { onDispose: (f) => disposers.push(f) }, on: () => {},
+});
+register({ bridgeCommand: shim });
+register({ bridgeCommand: shim + "-missing" });
+const [good, broken] = providers;
+const request = { buffer: readFileSync(note), fileName: "note.ogg", mime: "audio/ogg", timeoutMs: 60000 };
+const abort = new AbortController();
+setTimeout(() => abort.abort(), 1500);
+let aborted = null;
+try {
+  await good.transcribeAudio({ ...request, model: slowModel, signal: abort.signal });
+} catch (err) {
+  aborted = err.name;
+}
+const done = await good.transcribeAudioWithContext({ ...request, model: "default", language: "en", cfg: {} });
+const refused = await broken.transcribeAudioWithContext({ ...request, model: "default", cfg: {} });
+for (const dispose of disposers) await dispose();
+console.log(JSON.stringify({ id: good.id, capabilities: good.capabilities, defaultModels: good.defaultModels,
+  auth: good.resolveAuth({}).kind, aborted, done, refused: { ok: refused.ok, message: refused.error.message } }));
+"""
+
+
+def test_plumbing_the_provider_honours_abort_and_reports_a_bridge_that_cannot_start(
+    standin: StandIn, voice_note: VoiceNote, tmp_path: Path
+) -> None:
+    driver = tmp_path / "driver.mjs"
+    driver.write_text(DRIVER)
+    gone = standin.disconnects()
+    out = subprocess.run([str(install() / "node"), str(driver), str(ROOT / "openclaw" / "index.js"), str(standin.shim),
+                          str(voice_note.path), SLOW_MODEL], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["id"] == "gpu-bridge" and result["capabilities"] == ["audio"]
+    assert result["defaultModels"] == {"audio": "default"} and result["auth"] == "none"
+    assert result["aborted"] == "AbortError" and standin.disconnects() == gone + 1
+    assert result["done"] == {"ok": True, "value": {"text": transcript_for("note.ogg", voice_note.size)}}
+    assert result["refused"]["ok"] is False and "was not found" in result["refused"]["message"]
+
+
+@pytest.fixture(scope="module")
+def standalone_standin(openclaw: OpenClaw, standin: StandIn) -> Iterator[str]:
+    """The stand-in as a standalone bridge with the token TOKEN: its /v1 URL."""
+    port = free_port()
+    process = subprocess.Popen([*openclaw.namespace.prefix, str(standin.shim), "--port", str(port),
+                                "--auth-token", TOKEN], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and "is ready at" in process.stdout.readline()
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@pytest.mark.soak  # the real chain below runs this way end to end in `make test`
+def test_plumbing_zero_code_way_sends_the_note_with_the_key(openclaw: OpenClaw, standin: StandIn,
+                                                            standalone_standin: str, voice_note: VoiceNote) -> None:
+    openclaw.update_config(**zero_code_config(standalone_standin, "whisper-1", private_network=False))
+    refused = openclaw("infer", "audio", "transcribe", "--file", str(voice_note.path), "--model", "openai/whisper-1",
+                       "--json", check=False)
+    assert refused.returncode != 0 and "SsrFBlockedError" in refused.stdout + refused.stderr, refused.stderr[-2000:]
+
+    openclaw.update_config(**zero_code_config(standalone_standin, "whisper-1"))
+    before = len(standin.requests())
+    answer = transcribe(openclaw, voice_note, "openai/whisper-1")
+    assert answer["provider"] == "openai" and answer["model"] == "whisper-1"
+    assert answer["outputs"][0]["text"] == transcript_for("note.ogg", voice_note.size)
+    got = last_request(standin, before)
+    assert got["bearer_ok"] is True and got["fields"]["model"] == "whisper-1"
+    assert got["file"]["sha256"] == voice_note.sha256
+
+
+# --------------------------------------------------------------------------- the real chain
+
+@dataclass
+class RealPool:
+    hosts: list[NamespacedService]
+    bridge_url: str
+    bridge_log: Path
+
+
+@pytest.fixture(scope="module")
+def real_pool(openclaw: OpenClaw) -> Iterator[RealPool]:
+    """Two GPU services with the default Whisper model, and a standalone HTTP bridge over both (the
+    zero-code way's); the plugin's own bridge gets the same two hosts."""
+    if not REAL_CHAIN:
+        pytest.skip("REAL_CHAIN is off: the service's and the bridge's transcription endpoints are not in yet")
+    hosts = [NamespacedService(openclaw.namespace, openclaw.tmp) for _ in range(2)]
+    for host in hosts:
+        host.env.update(SPEECH_ENV)  # Whisper tiny.en as the hosts' default transcription model
+    standalone: subprocess.Popen[str] | None = None
+    try:
+        for host in hosts:
+            host.start(wait=False)
+        for host in hosts:
+            host.wait_ready()
+        pool = {"hosts": [{"name": f"gpu-{letter}", "url": h.url} for letter, h in zip("ab", hosts, strict=True)]}
+        pool_file = openclaw.tmp / "audio-pool.json"
+        pool_file.write_text(json.dumps(pool))
+        set_plugin_config(openclaw, pool)
+        port = free_port()
+        log = openclaw.tmp / "audio-standalone-bridge.log"
+        with open(log, "w") as err:
+            standalone = subprocess.Popen(
+                [*openclaw.namespace.prefix, sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port",
+                 str(port), "--auth-token", TOKEN, "--config", str(pool_file)],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert standalone.stdout is not None
+        while "is ready at" not in (ready := standalone.stdout.readline()):
+            assert ready, f"the bridge did not start:\n{log.read_text()}"
+        yield RealPool(hosts, f"http://127.0.0.1:{port}/v1", log)
+    finally:
+        if standalone is not None:
+            standalone.terminate()
+            standalone.wait(timeout=15)
+        for host in hosts:
+            host.stop()
+
+
+def assert_heard(answer: dict[str, Any], provider: str) -> None:
+    text = answer["outputs"][0]["text"].lower()
+    assert answer["provider"] == provider
+    assert all(word in text for word in SPOKEN_WORDS), text
+
+
+def both_ways(openclaw: OpenClaw, pool: RealPool, note: VoiceNote) -> None:
+    openclaw.update_config(tools={}, models={})  # no media models: `--model gpu-bridge/...` picks the plugin
+    assert_heard(transcribe(openclaw, note, "gpu-bridge/default"), "gpu-bridge")
+    openclaw.update_config(**zero_code_config(pool.bridge_url, REAL_MODEL))
+    assert_heard(transcribe(openclaw, note, f"openai/{REAL_MODEL}"), "openai")
+
+
+def test_voice_note_transcribed_on_the_gpu_pool_both_ways(openclaw: OpenClaw, real_pool: RealPool,
+                                                          voice_note: VoiceNote) -> None:
+    both_ways(openclaw, real_pool, voice_note)
+
+
+def test_voice_note_transcribed_with_a_dead_gpu_host(openclaw: OpenClaw, real_pool: RealPool,
+                                                     voice_note: VoiceNote) -> None:
+    real_pool.hosts[0].kill()  # gpu-a, kill -9
+    both_ways(openclaw, real_pool, voice_note)

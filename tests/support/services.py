@@ -1,0 +1,116 @@
+"""`gpu-service` child processes on loopback ports, the same `python -m gpu_service` a user runs (so kill -9,
+SIGSTOP and restarts are real), always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from gpu_protocol.capabilities import TaskModels
+from mcp_bridge.embedded import die_with_parent, free_port
+from tests.support import ROOT
+from tests.support.waiting import wait_until
+
+
+class ServiceProcess:
+    """One `gpu-service` child process on 127.0.0.1 (or another loopback address, `bind`)."""
+
+    def __init__(
+        self, env: dict[str, str] | None = None, port: int | None = None, args: list[str] | None = None,
+        bind: str = "127.0.0.1",
+    ):
+        self.bind = bind
+        self.port = port or free_port()
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "GPU_SERVICE_LOG": "1", **(env or {})}
+        self.args = args or []
+        self.scheme = "https" if "--ssl-certfile" in self.args else "http"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"gpu-service-{bind}-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.bind}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "gpu_service", "--host", self.bind, "--port", str(self.port), *self.args]
+
+    def start(self, wait: bool = True, timeout: float = 120.0) -> ServiceProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            self.command(),
+            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
+            preexec_fn=die_with_parent,  # even a killed test run leaves no service behind
+        )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        wait_until(self.ready, timeout=timeout, interval=0.2,
+                   message=lambda: f"gpu-service on {self.url} not ready in {timeout}s:\n{self.logs()[-3000:]}")
+
+    def ready(self) -> bool:
+        """Whether the service answers /health and has warmed its defaults; raises if its process has ended."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"gpu-service exited with {self.process.returncode}:\n{self.logs()[-3000:]}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1.0, verify=False).status_code == 200 and self.warm()
+        except httpx.HTTPError:
+            return False
+
+    def warm(self) -> bool:
+        """Whether start-up has finished warming the default models (each one loaded, or failed).
+
+        `/health` answers while they still load in the background; a bridge that reads `/info` then
+        routes a model's calls to the hosts that already hold it (pool/routing.py), so a test that
+        expects every host to take work waits for this too."""
+        if self.env.get("GPU_WARM_DEFAULTS", "1") in ("0", "false", "no"):
+            return True
+        key = self.env.get("API_KEY")
+        r = httpx.get(f"{self.url}/info", timeout=2.0, verify=False, headers={"X-API-Key": key} if key else {})
+        if r.status_code != 200:
+            return True  # a service that keeps /info to itself: nothing to wait for that a test can see
+        tasks = [TaskModels.model_validate(t) for t in (r.json().get("capabilities") or {}).values()]
+        return all(t.default is None or t.has_loaded(t.default) or t.lacks(t.default) for t in tasks)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def start_together(services: list[ServiceProcess]) -> list[ServiceProcess]:
+    """Start every service at once (their model loads overlap), then wait until each one is ready."""
+    for svc in services:
+        svc.start(wait=False)
+    try:
+        for svc in services:
+            svc.wait_ready()
+    except BaseException:
+        for svc in services:
+            svc.stop()
+        raise
+    return services
