@@ -46,11 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import uvicorn
 
-    from gpu_service.app import create_app
-    from gpu_service.settings import Settings
+    from gpu_service.app import create_app, settings_from_env
 
     try:
-        settings = Settings.from_env()
+        settings = settings_from_env()
         if settings.torch_device:  # a TORCH_DEVICE this machine lacks: one line, not a start-up traceback
             from gpu_service.runtime.device import select_device
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gpu_protocol.limits import DEFAULT_LIMITS, Limits
-from gpu_protocol.status import ModelKind
 from gpu_protocol.transcribe import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_AUDIO_SECONDS
 from gpu_service.scheduling.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
 
@@ -20,16 +19,6 @@ BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
 BUNDLED_MODEL_LAYERS = 6
 """all-MiniLM-L6-v2 has 6 layers; bert-score's table does not know it, so we say which to use."""
-
-DEFAULT_MODEL_VARIABLES: dict[ModelKind, str] = {
-    "embed": "MODEL_EMBED",
-    "bertscore": "MODEL_BERTSCORE",
-    "rerank": "MODEL_RERANK",
-    "transcribe": "MODEL_TRANSCRIBE",
-}
-"""Each task's default model and the variable that sets it. The operator's defaults are allowed by
-definition (by name, by path, or by their folder's name) and loaded at start-up; a new task's
-default is one line here."""
 
 DEFAULT_BATCH_TOKENS = 16_384
 """Padded tokens per batch on an Apple GPU (TEI's default too), and the least on CUDA, which sizes it
@@ -40,7 +29,7 @@ CPU_BATCH_TOKENS = 4_096
 pass costs least per token at 1-2k tokens and 8-20% more at 4-8k; unpadded (unpadded.py), 4,096
 gave 5-10% more texts/s than 2,048 under every load and 1,024 up to 9% less."""
 
-BUNDLED_DEFAULTS: dict[ModelKind, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
+BUNDLED_DEFAULTS: dict[str, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
 """The default of a task whose variable is unset; a task missing here (rerank: no reranker ships in
 the bundled package) has no default until the operator sets one."""
 
@@ -153,8 +142,8 @@ class BatchLimits:
 class Settings:
     """Everything the service can be told. Build with `Settings.from_env()` or directly in tests."""
 
-    default_models: dict[ModelKind, str] = field(default_factory=lambda: dict(BUNDLED_DEFAULTS))
-    """Task -> the operator's default model (see DEFAULT_MODEL_VARIABLES): a name, or a local directory.
+    default_models: dict[str, str] = field(default_factory=lambda: dict(BUNDLED_DEFAULTS))
+    """Kind of model -> the operator's default model (each task's `default_variable`): a name, or a local directory.
     A task without an entry has no default."""
     bertscore_num_layers: int | None = None
     """The layer of the default BERTScore model; None: bert-score's table (6 for the bundled model)."""
@@ -218,8 +207,11 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """The settings in `environ` (the process's environment when None)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 model_variables: Mapping[str, str] | None = None) -> Settings:
+        """The settings in `environ` (the process's environment when None). `model_variables`: kind of
+        model -> the variable that names its default (MODEL_EMBED), one per task; the app passes its
+        tasks' (`gpu_service.tasks.model_variables()`); None reads only the bundled defaults."""
         env = Environment(environ)
         limits = Limits(
             max_texts=env.integer("GPU_MAX_TEXTS", DEFAULT_LIMITS.max_texts),
@@ -227,10 +219,8 @@ class Settings:
             max_body_bytes=env.integer("GPU_MAX_BODY_BYTES", DEFAULT_LIMITS.max_body_bytes),
         )
         return cls(
-            default_models={
-                kind: name
-                for kind, variable in DEFAULT_MODEL_VARIABLES.items()
-                if (name := env.text(variable) or BUNDLED_DEFAULTS.get(kind))
+            default_models=BUNDLED_DEFAULTS | {
+                kind: name for kind, variable in (model_variables or {}).items() if (name := env.text(variable))
             },
             bertscore_num_layers=env.optional_integer("BERTSCORE_NUM_LAYERS", minimum=0),
             bertscore_default_lang=env.text("BERTSCORE_DEFAULT_LANG") or "en",

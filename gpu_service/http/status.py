@@ -14,7 +14,6 @@ from gpu_service.capabilities import capabilities
 from gpu_service.http.serve import GroupHealth, service
 from gpu_service.runtime.metrics import CONTENT_TYPE
 from gpu_service.runtime.state import ServiceState
-from gpu_service.settings import DEFAULT_MODEL_VARIABLES
 
 router = APIRouter()
 
@@ -53,7 +52,7 @@ async def info(request: Request) -> InfoResponse:
         vram_total_mb=total,
         vram_free_mb=free,
         half_precision=devices.use_half_precision(settings.fp16, state.device),
-        default_models={kind: settings.default_models.get(kind) for kind in DEFAULT_MODEL_VARIABLES},
+        default_models={kind: settings.default_models.get(kind) for kind in state.tasks},
         allowed_models=state.registry.policy.describe(),
         models=[m.info() for m in state.registry.loaded()],
         limits={

@@ -1,8 +1,8 @@
 """What the model registry and the batcher need from a loaded model, whatever its task.
 
-An engine is built by a factory (on a loader thread) for one `ModelKey`: `EmbeddingEngine`,
-`BertScoreEngine` and `RerankEngine` are the three. Each also has its own preprocessing
-methods, which `inference.py` calls on the engine of the task it asked for.
+An engine is built by its task's builder (`Task.engine`, on a loader thread) for one `ModelKey`: each
+`gpu_service/tasks/<task>/engine.py` has one. Each also has its own preprocessing methods, which its
+task's service (`tasks/<task>/service.py`) calls on the engine of the kind it asked for.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gpu_protocol.status import ModelInfo, ModelKind
+from gpu_protocol.status import ModelInfo
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ServiceError
 from gpu_service.models.engine import Engine
 from gpu_service.models.resolve import ModelPolicy, ResolvedModel, resolve
@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ModelKey:
-    kind: ModelKind
+    kind: str
     name: str
     num_layers: int | None = None
 
@@ -124,7 +124,7 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ use
 
-    def key(self, kind: ModelKind, name: str, num_layers: int | None = None) -> ModelKey:
+    def key(self, kind: str, name: str, num_layers: int | None = None) -> ModelKey:
         """Check the name against the policy (no disk, no network) and build its key."""
         self.policy.check(name)
         return ModelKey(kind, self.policy.canonical(name), num_layers)

@@ -11,41 +11,34 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gpu_protocol.cancel import Cancellation
-from gpu_protocol.status import ModelKind, ServiceStatus
+from gpu_protocol.status import ServiceStatus
 from gpu_service.errors import Unavailable
 from gpu_service.models.registry import EngineFactory, ModelKey, ModelRegistry
 from gpu_service.runtime.metrics import Metrics
+from gpu_service.runtime.task import Closable, EngineBuilder, Hardware, Task
 from gpu_service.scheduling.jobs import JobTracker
-from gpu_service.settings import DEFAULT_MODEL_VARIABLES, Settings
-from gpu_service.tasks.inference import Inference
+from gpu_service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+S = TypeVar("S")
 
-def _engine_factories(device: Any, settings: Settings) -> dict[str, EngineFactory]:
+
+def _engine_factories(tasks: Sequence[Task], device: Any, settings: Settings) -> dict[str, EngineFactory]:
+    """Each task's engine builder, bound to this device."""
     from gpu_service.runtime.device import use_half_precision
-    from gpu_service.tasks.bertscore.engine import BertScoreEngine
-    from gpu_service.tasks.embed.engine import EmbeddingEngine
-    from gpu_service.tasks.rerank.engine import RerankEngine
-    from gpu_service.tasks.transcribe.engine import SpeechEngine
 
-    half = use_half_precision(settings.fp16, device)
+    hardware = Hardware(device, use_half_precision(settings.fp16, device), settings.cpu_threads)
 
-    def bertscore(key: ModelKey, resolved: Any) -> BertScoreEngine:
-        if key.num_layers is None:  # Inference.bertscore_key always picks one
-            raise ValueError(f"BERTScore model {key.name!r} was asked for without its layer")
-        return BertScoreEngine(resolved, key.num_layers, device)
+    def bind(build: EngineBuilder) -> EngineFactory:
+        return lambda key, resolved: build(key, resolved, hardware)
 
-    return {
-        "embed": lambda key, resolved: EmbeddingEngine(resolved, device, fp16=half),
-        "bertscore": bertscore,
-        "rerank": lambda key, resolved: RerankEngine(resolved, device, fp16=half),
-        "transcribe": lambda key, resolved: SpeechEngine(resolved, device, settings.cpu_threads),
-    }
+    return {task.kind: bind(task.engine) for task in tasks}
 
 
 def _memory_budget(settings: Settings, device: Any) -> int | None:
@@ -67,13 +60,15 @@ class DefaultFailure:
 class ServiceState:
     """Everything the routes share, built in the lifespan (after torch picks a device)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tasks: Sequence[Task]) -> None:
         from gpu_service.runtime import device as devices
 
         self.settings = settings
+        self.tasks = {task.kind: task for task in tasks}
+        """The tasks this service serves, by kind (gpu_service.tasks.TASKS unless an app was given others)."""
         self.started = time.monotonic()
         self.phase: ServiceStatus = "starting"
-        self.default_failures: dict[ModelKind, DefaultFailure] = {}
+        self.default_failures: dict[str, DefaultFailure] = {}
         self.device = devices.select_device(settings.torch_device)
         if self.device.type == "cpu":
             devices.use_cpu_threads(settings.cpu_threads)
@@ -83,7 +78,7 @@ class ServiceState:
         self.jobs = JobTracker()
         self.registry = ModelRegistry(
             settings,
-            _engine_factories(self.device, settings),
+            _engine_factories(tasks, self.device, settings),
             batch=self.batch,
             device_slots=threading.BoundedSemaphore(settings.max_concurrent),
             memory_budget_bytes=_memory_budget(settings, self.device),
@@ -91,7 +86,8 @@ class ServiceState:
             after_oom=lambda: devices.release_cached_memory(self.device),
             observer=self.metrics.observe_batch,
         )
-        self.inference = Inference(settings, self.registry, self.jobs)
+        self.services: dict[str, object] = {task.kind: task.service(self) for task in tasks}
+        """Each task's service (what its routes call), by kind."""
         self.cancellable: dict[str, Cancellation] = {}
         """The work of each request that named an X-Request-Id, for `POST /cancel/{id}`."""
         self.metrics.watch(
@@ -99,15 +95,26 @@ class ServiceState:
             lambda: [(m.key.label, m.key.kind, float(m.engine.memory_bytes)) for m in self.registry.loaded()],
         )
 
-    def default_key(self, kind: ModelKind, name: str) -> ModelKey:
-        if kind == "bertscore":
-            return self.inference.bertscore_key(name, None)[0]
-        return self.registry.key(kind, name)
+    def service_of(self, kind: str, service: type[S]) -> S:
+        """The service of the task `kind`, as the type its routes expect."""
+        found = self.services.get(kind)
+        if not isinstance(found, service):
+            raise TypeError(f"task {kind!r} has no {service.__name__} on this service")
+        return found
+
+    def default_variable(self, kind: str) -> str:
+        return self.tasks[kind].default_variable
+
+    def default_key(self, kind: str, name: str) -> ModelKey:
+        default_key = self.tasks[kind].default_key
+        return default_key(self, name) if default_key is not None else self.registry.key(kind, name)
 
     async def warm(self) -> None:
         """Load every default; one that fails is logged and reported by /health, the others still load."""
         for kind, name in self.settings.default_models.items():
-            variable = DEFAULT_MODEL_VARIABLES[kind]
+            if kind not in self.tasks:
+                continue
+            variable = self.default_variable(kind)
             key: ModelKey | None = None
             try:
                 key = self.default_key(kind, name)
@@ -142,3 +149,9 @@ class ServiceState:
         while len(self.jobs) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await self.registry.close()
+
+    def close(self) -> None:
+        """Stop what the tasks' services started (the speech decoder processes); after `drain`."""
+        for service in self.services.values():
+            if isinstance(service, Closable):
+                service.close()

@@ -11,7 +11,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from gpu_protocol.status import JobStatus, ModelKind
+from gpu_protocol.status import JobStatus
 
 _ids = itertools.count(1)
 
@@ -26,7 +26,7 @@ class Timing:
 
 @dataclass
 class Job:
-    kind: ModelKind
+    kind: str
     model: str
     total: int
     done: int = 0
@@ -58,7 +58,7 @@ class JobTracker:
     def __init__(self) -> None:
         self._active: dict[str, Job] = {}
 
-    def start(self, kind: ModelKind, model: str, total: int) -> Job:
+    def start(self, kind: str, model: str, total: int) -> Job:
         job = Job(kind=kind, model=model, total=total)
         self._active[job.id] = job
         return job

@@ -13,6 +13,7 @@ from gpu_protocol.bertscore import (
     BertScoreResponse,
 )
 from gpu_service.http.serve import ERRORS, cancellable, observe, ready_service, timing_headers
+from gpu_service.tasks.bertscore.service import BertScorer
 
 router = APIRouter()
 
@@ -20,7 +21,7 @@ router = APIRouter()
 @router.post(routes.BERTSCORE, response_model=BertScoreResponse, responses=ERRORS)
 async def bertscore(body: BertScoreRequest, request: Request) -> JSONResponse:
     state = ready_service(request)
-    result, timing = await cancellable(request, state.inference.bertscore(body))
+    result, timing = await cancellable(request, state.service_of("bertscore", BertScorer).bertscore(body))
     observe(request, timing, routes.BERTSCORE)
     return JSONResponse(result.model_dump(), headers=timing_headers(timing))
 
@@ -29,4 +30,4 @@ async def bertscore(body: BertScoreRequest, request: Request) -> JSONResponse:
 async def bertscore_idf(body: BertScoreIdfRequest, request: Request) -> BertScoreIdfResponse:
     """Document frequencies for idf over a chunk of sentences; merged counts go back in `idf_counts`."""
     state = ready_service(request)
-    return await cancellable(request, state.inference.bertscore_idf(body))
+    return await cancellable(request, state.service_of("bertscore", BertScorer).bertscore_idf(body))

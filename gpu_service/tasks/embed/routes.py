@@ -1,4 +1,4 @@
-"""Embeddings: our `POST /embed`, and OpenAI's `POST /v1/embeddings`, one code path (`Inference.embed`); OpenAI's
+"""Embeddings: our `POST /embed`, and OpenAI's `POST /v1/embeddings`, one code path (`Embedder.embed`, service.py); OpenAI's
 `GET /v1/models` lists the embedding models."""
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from gpu_protocol.embed import (
 from gpu_service.errors import Unprocessable
 from gpu_service.http.serve import ERRORS, cancellable, observe, ready_service, service, timing_headers
 from gpu_service.tasks.embed.responses import VectorJSONResponse, embed_response, openai_response
-from gpu_service.tasks.inference import Embedded
+from gpu_service.tasks.embed.service import Embedded, Embedder
 
 router = APIRouter()
 
 
 async def _embed(request: Request, texts: list[str], **options: Any) -> Embedded:
     state = ready_service(request)
-    result = await cancellable(request, state.inference.embed(texts, **options))
+    result = await cancellable(request, state.service_of("embed", Embedder).embed(texts, **options))
     observe(request, result.timing)
     return result
 

@@ -1,7 +1,7 @@
 """The reranking routes: Cohere's and Jina's `POST /v1/rerank`, and text-embeddings-inference's `POST /rerank`.
 
-Both (and Cohere's v2, routes/rerank_v2.py) score (query, document) pairs with the same cross-encoder through the same batcher
-(`Inference.rerank`); they differ only in their request and response shapes.
+Both (and Cohere's v2, routes_v2.py) score (query, document) pairs with the same cross-encoder through the same batcher
+(`Reranker.rerank`, service.py); they differ only in their request and response shapes.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from gpu_protocol.rerank import (
     TEIRerankRequest,
 )
 from gpu_service.http.serve import ERRORS, cancellable, observe, ready_service, timing_headers
-from gpu_service.tasks.inference import Reranked
 from gpu_service.tasks.rerank.engine import relevance
+from gpu_service.tasks.rerank.service import Reranked, Reranker
 
 router = APIRouter()
 
 
 async def scored(request: Request, query: str, documents: list[str], **options: Any) -> Reranked:
     state = ready_service(request)
-    result = await cancellable(request, state.inference.rerank(query, documents, **options))
+    result = await cancellable(request, state.service_of("rerank", Reranker).rerank(query, documents, **options))
     observe(request, result.timing)
     return result
 

@@ -1,5 +1,5 @@
 """Cohere's v2 rerank, `POST /v2/rerank` (what `cohere.ClientV2.rerank` sends): the same cross-encoder and
-batcher as `/v1/rerank` (routes/rerank.py), in v2's shape: string documents, `max_tokens_per_doc`, and an
+batcher as `/v1/rerank` (routes.py), in v2's shape: string documents, `max_tokens_per_doc`, and an
 answer of `{id, results: [{index, relevance_score}], meta}`."""
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ from gpu_protocol.transcribe import (
 from gpu_protocol.validation import validation_message
 from gpu_service.errors import BadRequest, ServiceError, TooLarge, Unprocessable
 from gpu_service.http.serve import ERRORS, cancellable, ready_service, timing_headers
-from gpu_service.settings import SpeechLimits
+from gpu_service.settings import Settings, SpeechLimits
 from gpu_service.tasks.transcribe.formats import render
-from gpu_service.tasks.transcribe.service import speech_of
+from gpu_service.tasks.transcribe.service import Speech
 
 router = APIRouter()
 
@@ -43,10 +43,10 @@ class UnsupportedMediaType(ServiceError):
     status_code = 415
 
 
-def body_limits(limits: SpeechLimits) -> dict[str, tuple[int, str]]:
+def body_limits(settings: Settings) -> dict[str, tuple[int, str]]:
     """The largest request body of each audio path (base64 in JSON is 4/3 of the file), for the
     body-size middleware, with the variable that sets it."""
-    largest = limits.max_audio_bytes * 4 // 3 + _OVERHEAD_BYTES
+    largest = settings.speech.max_audio_bytes * 4 // 3 + _OVERHEAD_BYTES
     return {TRANSCRIPTIONS: (largest, "GPU_MAX_AUDIO_BYTES"), TRANSLATIONS: (largest, "GPU_MAX_AUDIO_BYTES")}
 
 
@@ -111,7 +111,7 @@ async def _read(request: Request, limits: SpeechLimits) -> tuple[bytes, str, Tra
 
 async def _answer(request: Request, task: str) -> Response:
     state = ready_service(request)
-    speech = speech_of(state)
+    speech = state.service_of("transcribe", Speech)
     data, filename, options = await _read(request, speech.limits)
     transcript = await cancellable(request, speech.transcribe(data, filename, options, task))
     state.metrics.inference_seconds.labels(request.url.path).observe(transcript.timing.inference_s)

@@ -1,6 +1,7 @@
 """One transcription, from file bytes to segments: limits, decoding, the model, the batches, a job.
 
-`Speech` is built once per app (`speech_of(state)`) with the service's `SpeechLimits` (settings.py).
+`Speech` is the transcribe task's service, built once by the service's state with its `SpeechLimits`
+(settings.py); `close` stops the decoder processes (the lifespan calls it on the way out).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from prometheus_client import Counter
 from gpu_protocol.transcribe import TranscriptionOptions
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.models.registry import LoadedModel
+from gpu_service.runtime.state import ServiceState
 from gpu_service.scheduling.jobs import Timing
 from gpu_service.settings import SpeechLimits
-from gpu_service.tasks.transcribe.decode import decode_audio
+from gpu_service.tasks.transcribe.decode import decode_audio, stop_decoders
 from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
 
 
@@ -45,16 +47,18 @@ def _language(code: str | None) -> str | None:
     return code.lower()
 
 
-@dataclass
 class Speech:
     """What the speech routes share: limits and the audio counter, on top of the service's state."""
 
-    state: Any
-
-    def __post_init__(self) -> None:
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
         self.limits: SpeechLimits = self.state.settings.speech
         self.audio_seconds = Counter("gpu_service_audio_seconds", "Seconds of audio transcribed", ["model"],
                                      registry=self.state.metrics.registry)
+
+    def close(self) -> None:
+        """Stop the decoder processes (the service's shutdown); a later file starts new ones."""
+        stop_decoders()
 
     def model_name(self, requested: str | None) -> str:
         if requested is not None:  # whisper-1 arrives as None (TranscriptionOptions)
@@ -110,12 +114,3 @@ class Speech:
         text = " ".join(s.text.strip() for s in found if s.text.strip())
         return Transcript(text=text, language=language, duration=round(prepared.duration, 3), segments=found,
                           model="", task=task, timing=Timing(0.0, 0.0))
-
-
-def speech_of(state: Any) -> Speech:
-    """The app's one `Speech`, made on first use."""
-    speech: Speech | None = getattr(state, "speech", None)
-    if speech is None:
-        speech = Speech(state)
-        state.speech = speech
-    return speech
