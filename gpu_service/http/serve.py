@@ -1,5 +1,5 @@
-"""What every route shares: the service's state, the error responses they document, cancelling
-work whose client went away, the timing headers and the latency metrics."""
+"""What every route shares: the service's state, the error responses they document, and `serve`, the one
+path every compute route answers through: ready, then cancellable, then observed, then its timing headers."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
+from fastapi.responses import Response
 
 from gpu_protocol import routes
 from gpu_protocol.cancel import Cancellation, WorkCancelled, cancel_on_disconnect
 from gpu_protocol.status import ErrorResponse, ServiceStatus
 from gpu_service.errors import ClientClosed
+from gpu_service.runtime.result import Result
 from gpu_service.runtime.state import ServiceState
 from gpu_service.scheduling.jobs import Timing
 
@@ -70,3 +72,16 @@ def observe(request: Request, timing: Timing, endpoint: str | None = None) -> No
     endpoint = endpoint or request.url.path
     metrics.queue_seconds.labels(endpoint).observe(timing.queue_s)
     metrics.inference_seconds.labels(endpoint).observe(timing.inference_s)
+
+
+async def serve(request: Request, work: Callable[[ServiceState], Awaitable[Result[T]]],
+                answer: Callable[[Result[T]], Response], *, endpoint: str | None = None) -> Response:
+    """Serve one request: once the service is ready, run `work` (cancelled if the client goes away or asks),
+    record its timing under `endpoint` (the request's path when None), and send `answer`'s response for its
+    result with the timing headers."""
+    state = ready_service(request)
+    result = await cancellable(request, work(state))
+    observe(request, result.timing, endpoint)
+    response = answer(result)
+    response.headers.update(timing_headers(result.timing))
+    return response

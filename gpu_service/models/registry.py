@@ -33,6 +33,7 @@ from gpu_service.settings import BatchLimits, Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class LoadedModel:
     default: bool
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
+
+    def engine_as(self, kind: type[E]) -> E:
+        """The engine, as the type its task built (the registry builds a key's kind of engine)."""
+        if not isinstance(self.engine, kind):
+            raise TypeError(f"model {self.key.label!r} has a {type(self.engine).__name__}, not a {kind.__name__}")
+        return self.engine
 
     async def prepare(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` on this model's preprocessing thread (the only thread that touches its tokenizer)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from gpu_protocol import routes
 from gpu_protocol.bertscore import (
@@ -12,22 +12,25 @@ from gpu_protocol.bertscore import (
     BertScoreRequest,
     BertScoreResponse,
 )
-from gpu_service.http.serve import ERRORS, cancellable, observe, ready_service, timing_headers
+from gpu_service.http.serve import ERRORS, serve
+from gpu_service.runtime.state import ServiceState
 from gpu_service.tasks.bertscore.service import BertScorer
 
 router = APIRouter()
 
 
+def _scorer(state: ServiceState) -> BertScorer:
+    return state.service_of("bertscore", BertScorer)
+
+
 @router.post(routes.BERTSCORE, response_model=BertScoreResponse, responses=ERRORS)
-async def bertscore(body: BertScoreRequest, request: Request) -> JSONResponse:
-    state = ready_service(request)
-    result, timing = await cancellable(request, state.service_of("bertscore", BertScorer).bertscore(body))
-    observe(request, timing, routes.BERTSCORE)
-    return JSONResponse(result.model_dump(), headers=timing_headers(timing))
+async def bertscore(body: BertScoreRequest, request: Request) -> Response:
+    return await serve(request, lambda state: _scorer(state).bertscore(body),
+                       lambda result: JSONResponse(result.value.model_dump()), endpoint=routes.BERTSCORE)
 
 
 @router.post(routes.BERTSCORE_IDF, response_model=BertScoreIdfResponse, responses=ERRORS)
-async def bertscore_idf(body: BertScoreIdfRequest, request: Request) -> BertScoreIdfResponse:
+async def bertscore_idf(body: BertScoreIdfRequest, request: Request) -> Response:
     """Document frequencies for idf over a chunk of sentences; merged counts go back in `idf_counts`."""
-    state = ready_service(request)
-    return await cancellable(request, state.service_of("bertscore", BertScorer).bertscore_idf(body))
+    return await serve(request, lambda state: _scorer(state).bertscore_idf(body),
+                       lambda result: JSONResponse(result.value.model_dump()), endpoint=routes.BERTSCORE_IDF)

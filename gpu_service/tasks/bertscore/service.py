@@ -4,7 +4,7 @@ embed every sentence once, match the pairs; and the document counts for idf (`/b
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -19,6 +19,7 @@ from gpu_protocol.bertscore import (
 from gpu_service.errors import Unavailable, Unprocessable
 from gpu_service.limits import check_texts
 from gpu_service.models.registry import LoadedModel, ModelKey, ModelRegistry
+from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
 from gpu_service.scheduling.jobs import Job, JobTracker, Timing
 from gpu_service.settings import Settings
@@ -75,15 +76,17 @@ class BertScorer:
         key, num_layers = self.bertscore_key(name, choice.num_layers)
         return key, num_layers, lang
 
-    async def bertscore_idf(self, req: BertScoreIdfRequest) -> BertScoreIdfResponse:
+    async def bertscore_idf(self, req: BertScoreIdfRequest) -> Result[BertScoreIdfResponse]:
         """Document frequencies of `req.sentences` for idf; a caller merges the counts of many chunks."""
         check_texts("sentences", req.sentences, self.settings)
         key, _, _ = self._bertscore_model(req)
         async with self.registry.use(key) as loaded:
-            counts = await loaded.prepare(cast(BertScoreEngine, loaded.engine).document_counts, req.sentences)
-        return BertScoreIdfResponse(model=key.name, documents=counts.documents, counts=counts.counts)
+            started = time.monotonic()
+            counts = await loaded.prepare(loaded.engine_as(BertScoreEngine).document_counts, req.sentences)
+        return Result(BertScoreIdfResponse(model=key.name, documents=counts.documents, counts=counts.counts),
+                      model=key.name, timing=Timing(inference_s=time.monotonic() - started))
 
-    async def bertscore(self, req: BertScoreRequest) -> tuple[BertScoreResponse, Timing]:
+    async def bertscore(self, req: BertScoreRequest) -> Result[BertScoreResponse]:
         check_texts("candidates", req.candidates, self.settings)
         check_texts("references", req.references, self.settings)
         deadline = time.monotonic() + self.settings.request_timeout_s
@@ -97,7 +100,7 @@ class BertScorer:
         job = self.jobs.start("bertscore", key.label, 0)
         try:
             async with self.registry.use(key) as loaded:
-                engine = cast(BertScoreEngine, loaded.engine)
+                engine = loaded.engine_as(BertScoreEngine)
                 unique = list(dict.fromkeys([*req.candidates, *req.references]))
                 encoded = dict(zip(unique, await loaded.prepare(engine.prepare, unique), strict=True))
                 weights = await _idf_weights(loaded, engine, req)
@@ -131,7 +134,7 @@ class BertScorer:
             hash=settings_hash(key.name, num_layers, req.idf, req.rescale_with_baseline, custom_baseline),
             truncated=sum(encoded[s].truncated for s in [*req.candidates, *req.references]),
         )
-        return response, job.timing()
+        return Result(response, model=key.name, timing=job.timing(), truncated=response.truncated)
 
 
 async def _idf_weights(loaded: LoadedModel, engine: BertScoreEngine, req: BertScoreRequest) -> dict[int, float]:

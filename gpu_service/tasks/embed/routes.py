@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -18,35 +16,30 @@ from gpu_protocol.embed import (
     OpenAIModelList,
 )
 from gpu_service.errors import Unprocessable
-from gpu_service.http.serve import ERRORS, cancellable, observe, ready_service, service, timing_headers
+from gpu_service.http.serve import ERRORS, serve, service
+from gpu_service.runtime.result import Result
+from gpu_service.runtime.state import ServiceState
 from gpu_service.tasks.embed.responses import VectorJSONResponse, embed_response, openai_response
-from gpu_service.tasks.embed.service import Embedded, Embedder
+from gpu_service.tasks.embed.service import Embedder, Embedding
 
 router = APIRouter()
 
 
-async def _embed(request: Request, texts: list[str], **options: Any) -> Embedded:
-    state = ready_service(request)
-    result = await cancellable(request, state.service_of("embed", Embedder).embed(texts, **options))
-    observe(request, result.timing)
-    return result
+def _embedder(state: ServiceState) -> Embedder:
+    return state.service_of("embed", Embedder)
 
 
 @router.post(routes.EMBED, response_model=EmbedResponse, response_model_exclude_none=True, responses=ERRORS)
 async def embed(body: EmbedRequest, request: Request) -> Response:
-    result = await _embed(
-        request,
-        body.texts,
-        model=body.model,
-        normalize=body.normalize,
-        dimensions=body.dimensions,
-        prompt_name=body.prompt_name,
-        prompt=body.prompt,
-        input_type=body.input_type,
-    )
-    answer = embed_response(result.vectors.numpy(), model=result.model, truncated=result.truncated,
-                            tokens=result.tokens, encoding_format=body.encoding_format)
-    return VectorJSONResponse(answer, headers=timing_headers(result.timing))
+    def answer(result: Result[Embedding]) -> Response:
+        return VectorJSONResponse(embed_response(result.value.vectors.numpy(), model=result.model,
+                                                 truncated=result.truncated, tokens=result.tokens,
+                                                 encoding_format=body.encoding_format))
+
+    return await serve(request, lambda state: _embedder(state).embed(
+        body.texts, model=body.model, normalize=body.normalize, dimensions=body.dimensions,
+        prompt_name=body.prompt_name, prompt=body.prompt, input_type=body.input_type,
+    ), answer)
 
 
 @router.post(routes.OPENAI_EMBEDDINGS, response_model=OpenAIEmbeddingResponse, responses=ERRORS)
@@ -54,11 +47,14 @@ async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> R
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise Unprocessable("input must be a non-empty string or a non-empty list of non-empty strings")
-    result = await _embed(request, texts, field="input", model=body.model, dimensions=body.dimensions,
-                          input_type=body.input_type)
-    answer = openai_response(result.vectors.numpy(), model=result.model, tokens=result.tokens,
-                             encoding_format=body.encoding_format)
-    return VectorJSONResponse(answer, headers=timing_headers(result.timing))
+
+    def answer(result: Result[Embedding]) -> Response:
+        return VectorJSONResponse(openai_response(result.value.vectors.numpy(), model=result.model,
+                                                  tokens=result.tokens, encoding_format=body.encoding_format))
+
+    return await serve(request, lambda state: _embedder(state).embed(
+        texts, field="input", model=body.model, dimensions=body.dimensions, input_type=body.input_type,
+    ), answer)
 
 
 @router.get(routes.OPENAI_MODELS, response_model=OpenAIModelList)

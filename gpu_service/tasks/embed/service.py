@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 
@@ -16,22 +15,19 @@ from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_m
 from gpu_service.errors import Unprocessable
 from gpu_service.limits import check_texts
 from gpu_service.models.registry import ModelRegistry
+from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
-from gpu_service.scheduling.jobs import JobTracker, Timing
+from gpu_service.scheduling.jobs import JobTracker
 from gpu_service.settings import Settings
 from gpu_service.tasks.embed.engine import EmbeddingEngine, postprocess
 
 
-@dataclass
-class Embedded:
+@dataclass(frozen=True)
+class Embedding:
     distinct_vectors: torch.Tensor
     """One row per distinct input (see dedupe.py)."""
     positions: list[int]
     """For every input, its row in `distinct_vectors`."""
-    model: str
-    truncated: int
-    tokens: int
-    timing: Timing
 
     @property
     def vectors(self) -> torch.Tensor:
@@ -60,7 +56,7 @@ class Embedder:
         prompt: str | None = None,
         input_type: str | None = None,
         field: str | None = "texts",
-    ) -> Embedded:
+    ) -> Result[Embedding]:
         """Embed `texts`, held to the limits under the name `field` (None: the caller already held them,
         field by field)."""
         if field is not None:
@@ -73,7 +69,7 @@ class Embedder:
         job = self.jobs.start("embed", key.label, len(texts_once.values))
         try:
             async with self.registry.use(key) as loaded:
-                engine = cast(EmbeddingEngine, loaded.engine)  # the registry builds a key's kind of engine
+                engine = loaded.engine_as(EmbeddingEngine)
                 if dimensions is not None and dimensions > engine.dimensions:
                     raise Unprocessable(
                         f"dimensions={dimensions} is larger than model {key.label!r}'s {engine.dimensions}"
@@ -89,16 +85,19 @@ class Embedder:
         finally:
             self.jobs.finish(job)
         tokenized = texts_once.fan_out(tokenized)  # one per input again, for the counts below
-        return Embedded(
+        embedding = Embedding(
             distinct_vectors=postprocess(torch.stack(rows), normalize, dimensions),
             positions=texts_once.fan_out(inputs_once.positions),
+        )
+        return Result(
+            embedding,
             model=key.label,
             truncated=sum(t.truncated for t in tokenized),
             tokens=sum(t.cost for t in tokenized),
             timing=job.timing(),
         )
 
-    async def similarity(self, req: SimilarityRequest) -> tuple[SimilarityResponse, Timing]:
+    async def similarity(self, req: SimilarityRequest) -> Result[SimilarityResponse]:
         """Cosine similarities from the embedding model, computed here so no vector leaves the host."""
         check_texts("texts", req.texts, self.settings)
         if req.texts_b is not None:
@@ -108,7 +107,7 @@ class Embedder:
         embedded = await self.embed(req.inputs(), model=req.model, field=None)
         # Scores are computed between distinct vectors and fanned out, so equal texts (and equal
         # pairs) get bit-identical scores and ties rank in input order on every machine.
-        vectors, row, n = embedded.distinct_vectors, embedded.positions, len(req.texts)
+        vectors, row, n = embedded.value.distinct_vectors, embedded.value.positions, len(req.texts)
         response = SimilarityResponse(
             mode=req.chosen_mode, model=embedded.model, count=len(row), truncated=embedded.truncated
         )
@@ -125,4 +124,5 @@ class Embedder:
         else:
             matrix = (vectors @ vectors.T).clamp(-1, 1)
             response.matrix = matrix[row][:, row].tolist()
-        return response, embedded.timing
+        return Result(response, model=embedded.model, timing=embedded.timing, tokens=embedded.tokens,
+                      truncated=embedded.truncated)

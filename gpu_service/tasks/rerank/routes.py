@@ -6,10 +6,11 @@ Both (and Cohere's v2, routes_v2.py) score (query, document) pairs with the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from gpu_protocol import routes
 from gpu_protocol.rerank import (
@@ -21,47 +22,55 @@ from gpu_protocol.rerank import (
     TEIRerankHit,
     TEIRerankRequest,
 )
-from gpu_service.http.serve import ERRORS, cancellable, observe, ready_service, timing_headers
+from gpu_service.http.serve import ERRORS, serve
+from gpu_service.runtime.result import Result
 from gpu_service.tasks.rerank.engine import relevance
-from gpu_service.tasks.rerank.service import Reranked, Reranker
+from gpu_service.tasks.rerank.service import Ranking, Reranker
 
 router = APIRouter()
 
+Answer = Callable[[Result[Ranking]], Response]
 
-async def scored(request: Request, query: str, documents: list[str], **options: Any) -> Reranked:
-    state = ready_service(request)
-    result = await cancellable(request, state.service_of("rerank", Reranker).rerank(query, documents, **options))
-    observe(request, result.timing)
-    return result
+
+async def ranked(request: Request, query: str, documents: list[str], answer: Answer, **options: Any) -> Response:
+    """Serve a rerank request (every shape's): score the pairs, answer with `answer`."""
+    return await serve(request, lambda state: state.service_of("rerank", Reranker).rerank(query, documents, **options),
+                       answer)
 
 
 @router.post(routes.RERANK, response_model=RerankResponse, response_model_exclude_none=True, responses=ERRORS)
-async def rerank(body: RerankRequest, request: Request) -> JSONResponse:
+async def rerank(body: RerankRequest, request: Request) -> Response:
     """Cohere's and Jina's shape: the `top_n` best documents, `relevance_score` in [0, 1]."""
     documents = body.texts()
-    result = await scored(request, body.query, documents, model=body.model)
-    scores = relevance(result.logits)
-    results = [
-        RerankResult(
-            index=i,
-            relevance_score=scores[i],
-            document=RerankDocument(text=documents[i]) if body.return_documents else None,
-        )
-        for i in result.order[: body.top_n]
-    ]
-    response = RerankResponse(
-        results=results, model=result.model, usage=RerankUsage(total_tokens=result.tokens), truncated=result.truncated
-    )
-    return JSONResponse(response.model_dump(exclude_none=True), headers=timing_headers(result.timing))
+
+    def answer(result: Result[Ranking]) -> Response:
+        scores = relevance(result.value.logits)
+        results = [
+            RerankResult(
+                index=i,
+                relevance_score=scores[i],
+                document=RerankDocument(text=documents[i]) if body.return_documents else None,
+            )
+            for i in result.value.order[: body.top_n]
+        ]
+        response = RerankResponse(results=results, model=result.model, usage=RerankUsage(total_tokens=result.tokens),
+                                  truncated=result.truncated)
+        return JSONResponse(response.model_dump(exclude_none=True))
+
+    return await ranked(request, body.query, documents, answer, model=body.model)
 
 
 @router.post(routes.TEI_RERANK, response_model=list[TEIRerankHit], response_model_exclude_none=True, responses=ERRORS)
-async def tei_rerank(body: TEIRerankRequest, request: Request) -> JSONResponse:
+async def tei_rerank(body: TEIRerankRequest, request: Request) -> Response:
     """text-embeddings-inference's shape: every text, best first; `raw_scores` gives the logits."""
-    result = await scored(request, body.query, body.texts, model=body.model, field="texts", truncate=body.truncate)
-    scores = result.logits if body.raw_scores else relevance(result.logits)
-    hits = [
-        TEIRerankHit(index=i, score=scores[i], text=body.texts[i] if body.return_text else None) for i in result.order
-    ]
-    headers = {**timing_headers(result.timing), "x-truncated": str(result.truncated)}
-    return JSONResponse([hit.model_dump(exclude_none=True) for hit in hits], headers=headers)
+
+    def answer(result: Result[Ranking]) -> Response:
+        logits = result.value.logits
+        scores = logits if body.raw_scores else relevance(logits)
+        hits = [TEIRerankHit(index=i, score=scores[i], text=body.texts[i] if body.return_text else None)
+                for i in result.value.order]
+        return JSONResponse([hit.model_dump(exclude_none=True) for hit in hits],
+                            headers={"x-truncated": str(result.truncated)})
+
+    return await ranked(request, body.query, body.texts, answer, model=body.model, field="texts",
+                        truncate=body.truncate)

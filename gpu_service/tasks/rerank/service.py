@@ -8,28 +8,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import cast
 
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.limits import check_texts
 from gpu_service.models.catalog import DOCUMENTED_RERANKERS
 from gpu_service.models.registry import ModelRegistry
+from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
-from gpu_service.scheduling.jobs import JobTracker, Timing
+from gpu_service.scheduling.jobs import JobTracker
 from gpu_service.settings import Settings
 from gpu_service.tasks.rerank.engine import RerankEngine
 
 
-@dataclass
-class Reranked:
+@dataclass(frozen=True)
+class Ranking:
     logits: list[float]
     """One per input document, in input order."""
     order: list[int]
     """Input positions, best first by the logit; equal logits in input order."""
-    model: str
-    truncated: int
-    tokens: int
-    timing: Timing
 
 
 class Reranker:
@@ -43,7 +39,7 @@ class Reranker:
     async def rerank(
         self, query: str, documents: list[str], *, model: str | None, field: str = "documents", truncate: bool = True,
         doc_tokens: int | None = None,
-    ) -> Reranked:
+    ) -> Result[Ranking]:
         """Score each (query, document) pair with a cross-encoder; a repeated document is scored once.
 
         `field` names the documents in errors; with `truncate=False` a pair longer than the
@@ -57,7 +53,7 @@ class Reranker:
         job = self.jobs.start("rerank", key.label, len(once.values))
         try:
             async with self.registry.use(key) as loaded:
-                engine = cast(RerankEngine, loaded.engine)
+                engine = loaded.engine_as(RerankEngine)
                 prepared = await loaded.prepare(engine.prepare, query, once.values, doc_tokens)
                 pairs = once.fan_out(prepared)  # one per document again, for the checks and counts
                 if not truncate:
@@ -71,9 +67,8 @@ class Reranker:
         finally:
             self.jobs.finish(job)
         scores = once.fan_out(logits)
-        return Reranked(
-            logits=scores,
-            order=sorted(range(len(scores)), key=lambda i: (-scores[i], i)),
+        return Result(
+            Ranking(logits=scores, order=sorted(range(len(scores)), key=lambda i: (-scores[i], i))),
             model=key.label,
             truncated=sum(pair.truncated for pair in pairs),
             tokens=sum(pair.cost for pair in pairs),

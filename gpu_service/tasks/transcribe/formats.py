@@ -11,10 +11,12 @@ from gpu_protocol.transcribe import (
     TranscriptionWord,
     VerboseTranscription,
 )
+from gpu_service.runtime.result import Result
 from gpu_service.tasks.transcribe.service import Transcript
 
 
-def verbose(transcript: Transcript, words: bool) -> VerboseTranscription:
+def verbose(result: Result[Transcript], words: bool) -> VerboseTranscription:
+    transcript = result.value
     segments = [
         TranscriptionSegment(
             id=s.id - 1, seek=s.seek, start=s.start, end=s.end, text=s.text, tokens=list(s.tokens),
@@ -31,18 +33,19 @@ def verbose(transcript: Transcript, words: bool) -> VerboseTranscription:
         ]
     return VerboseTranscription(
         task="translate" if transcript.task == "translate" else "transcribe", language=transcript.language,
-        duration=transcript.duration, text=transcript.text, model=transcript.model, segments=segments,
+        duration=transcript.duration, text=transcript.text, model=result.model, segments=segments,
         words=word_list,
     )
 
 
-def render(transcript: Transcript, response_format: str, words: bool, headers: dict[str, str]) -> Response:
+def render(result: Result[Transcript], response_format: str, words: bool) -> Response:
+    transcript = result.value
     if response_format == "text":
-        return PlainTextResponse(transcript.text + "\n", headers=headers)
+        return PlainTextResponse(transcript.text + "\n")
     if response_format == "srt":
-        return PlainTextResponse(srt(transcript.segments), headers=headers)
+        return PlainTextResponse(srt(transcript.segments))
     if response_format == "vtt":
-        return PlainTextResponse(vtt(transcript.segments), media_type="text/vtt", headers=headers)
+        return PlainTextResponse(vtt(transcript.segments), media_type="text/vtt")
     if response_format == "verbose_json":
-        return JSONResponse(verbose(transcript, words).model_dump(exclude_none=True), headers=headers)
-    return JSONResponse(Transcription(text=transcript.text).model_dump(), headers=headers)
+        return JSONResponse(verbose(result, words).model_dump(exclude_none=True))
+    return JSONResponse(Transcription(text=transcript.text).model_dump())

@@ -26,7 +26,7 @@ from gpu_protocol.transcribe import (
 )
 from gpu_protocol.validation import validation_message
 from gpu_service.errors import BadRequest, ServiceError, TooLarge, Unprocessable
-from gpu_service.http.serve import ERRORS, cancellable, ready_service, timing_headers
+from gpu_service.http.serve import ERRORS, ready_service, serve
 from gpu_service.settings import Settings, SpeechLimits
 from gpu_service.tasks.transcribe.formats import render
 from gpu_service.tasks.transcribe.service import Speech
@@ -110,13 +110,11 @@ async def _read(request: Request, limits: SpeechLimits) -> tuple[bytes, str, Tra
 
 
 async def _answer(request: Request, task: str) -> Response:
-    state = ready_service(request)
-    speech = state.service_of("transcribe", Speech)
-    data, filename, options = await _read(request, speech.limits)
-    transcript = await cancellable(request, speech.transcribe(data, filename, options, task))
-    state.metrics.inference_seconds.labels(request.url.path).observe(transcript.timing.inference_s)
+    speech = ready_service(request).service_of("transcribe", Speech)
+    data, filename, options = await _read(request, speech.limits)  # before `serve` listens for a disconnect
     words = "word" in options.timestamp_granularities
-    return render(transcript, options.response_format, words, timing_headers(transcript.timing))
+    return await serve(request, lambda state: speech.transcribe(data, filename, options, task),
+                       lambda result: render(result, options.response_format, words))
 
 
 _DOC = {"responses": {**ERRORS, 200: {"model": VerboseTranscription}, 415: ERRORS[422]}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from prometheus_client import Counter
@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from gpu_protocol.transcribe import TranscriptionOptions
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.models.registry import LoadedModel
+from gpu_service.runtime.result import Result
 from gpu_service.runtime.state import ServiceState
 from gpu_service.scheduling.jobs import Timing
 from gpu_service.settings import SpeechLimits
@@ -31,9 +32,7 @@ class Transcript:
     duration: float
     segments: list[Any]
     """faster-whisper Segments, times on the file's clock."""
-    model: str
     task: str
-    timing: Timing
 
 
 def _language(code: str | None) -> str | None:
@@ -69,7 +68,8 @@ class Speech:
                                 "(a faster-whisper name such as tiny.en, or a directory) or name a `model`")
         return default
 
-    async def transcribe(self, data: bytes, filename: str, options: TranscriptionOptions, task: str) -> Transcript:
+    async def transcribe(self, data: bytes, filename: str, options: TranscriptionOptions,
+                         task: str) -> Result[Transcript]:
         state = self.state
         language = _language(options.language)
         key = state.registry.key("transcribe", self.model_name(options.model))
@@ -85,13 +85,11 @@ class Speech:
         finally:
             state.jobs.finish(job)
         self.audio_seconds.labels(key.label).inc(duration)
-        result.model = key.label
-        result.timing = Timing(queue_s=0.0, inference_s=time.monotonic() - started)
-        return result
+        return Result(result, model=key.label, timing=Timing(queue_s=0.0, inference_s=time.monotonic() - started))
 
     async def _run(self, loaded: LoadedModel, samples: np.ndarray, language: str | None,
                    options: TranscriptionOptions, task: str, job: Any, deadline: float) -> Transcript:
-        engine = cast(SpeechEngine, loaded.engine)
+        engine = loaded.engine_as(SpeechEngine)
         if not engine.multilingual:
             if task == "translate":
                 raise Unprocessable(f"model {loaded.key.label!r} is English-only and cannot translate; "
@@ -113,4 +111,4 @@ class Speech:
         found = segments(prepared, outputs, options.temperature)
         text = " ".join(s.text.strip() for s in found if s.text.strip())
         return Transcript(text=text, language=language, duration=round(prepared.duration, 3), segments=found,
-                          model="", task=task, timing=Timing(0.0, 0.0))
+                          task=task)
