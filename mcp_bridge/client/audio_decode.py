@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-RATE = 16_000
-"""Samples per second of the decoded audio (Whisper's rate)."""
+from gpu_protocol.audio import RATE
+
 DECODE_TIMEOUT_S = 120.0
 UNREADABLE_EXIT = 2
 

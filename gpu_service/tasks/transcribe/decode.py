@@ -13,7 +13,7 @@ the loop is uvloop, whose libuv spawns with fork(). fork() runs OpenBLAS's pthre
 which waits for BLAS calls running in other threads (the feature extraction of another request on
 the preparation thread), and under concurrent requests it waited forever with the event loop inside
 it: the whole service hung (found by `bench/speech.py`, 32 clients). CPython's Popen uses vfork(),
-which runs no fork handlers. The decoders' threads are our own (`DECODERS`, one per worker): each
+which runs no fork handlers. The decoders' threads are our own (`Decoders`, one per worker): each
 borrows a worker and waits on its pipes there, so the event loop never blocks and a burst of
 uploads never queues behind a model load on the loop's default executor.
 """
@@ -21,33 +21,40 @@ uploads never queues behind a model load on the loop's default executor.
 from __future__ import annotations
 
 import asyncio
-import atexit
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from gpu_service.errors import TooLarge, Unprocessable
-from gpu_service.tasks.transcribe.decode_worker import NOT_AUDIO, RATE, TOO_LONG
-from gpu_service.tasks.transcribe.decoders import Crashed, DecoderPool
-
-DECODER_POOL = DecoderPool()
-"""The service's decoder processes (one per CPU this process may run on)."""
-DECODERS = ThreadPoolExecutor(max_workers=DECODER_POOL.size, thread_name_prefix="decode")
-"""One thread per decoder process, waiting on its pipes; more uploads wait their turn here."""
-atexit.register(DECODER_POOL.close)  # the lifespan stops them first; this covers in-process callers
+from gpu_service.tasks.transcribe.decode_worker import NOT_AUDIO, TOO_LONG
+from gpu_service.tasks.transcribe.decoders import Crashed, Decoded, DecoderPool
 
 
-def stop_decoders() -> None:
-    """Stop the decoder processes (the service's shutdown); a later file starts new ones."""
-    DECODER_POOL.close()
+class Decoders:
+    """The service's decoder processes (`DecoderPool`: one per CPU this process may run on) and one thread
+    per process waiting on its pipes. The speech service builds one (so the state does, once per app) and
+    the lifespan closes it on the way out; a file after `close` starts new processes."""
+
+    def __init__(self, pool: DecoderPool | None = None) -> None:
+        self.pool = pool or DecoderPool()
+        self._threads = ThreadPoolExecutor(max_workers=self.pool.size, thread_name_prefix="decode")
+        """One thread per decoder process, waiting on its pipes; more uploads wait their turn here."""
+
+    def close(self) -> None:
+        """Stop the decoder processes."""
+        self.pool.close()
+
+    async def decode(self, data: bytes, *, filename: str, max_seconds: float, timeout_s: float) -> np.ndarray:
+        """The samples of `data`, or a 4xx naming what was wrong with the file."""
+        if not data:
+            raise Unprocessable(f"file {filename!r} is empty; send an audio file (ogg, mp3, wav, flac, m4a, webm ...)")
+        loop = asyncio.get_running_loop()
+        done = await loop.run_in_executor(self._threads, self.pool.decode, data, max_seconds, timeout_s)
+        return _samples(done, filename, max_seconds, timeout_s)
 
 
-async def decode_audio(data: bytes, *, filename: str, max_seconds: float, timeout_s: float) -> np.ndarray:
-    """The samples of `data`, or a 4xx naming what was wrong with the file."""
-    if not data:
-        raise Unprocessable(f"file {filename!r} is empty; send an audio file (ogg, mp3, wav, flac, m4a, webm ...)")
-    loop = asyncio.get_running_loop()
-    done = await loop.run_in_executor(DECODERS, DECODER_POOL.decode, data, max_seconds, timeout_s)
+def _samples(done: Decoded | Crashed | None, filename: str, max_seconds: float, timeout_s: float) -> np.ndarray:
+    """A decoder's answer as samples, or the 4xx that says what was wrong with the file."""
     if done is None:
         raise Unprocessable(
             f"file {filename!r} could not be decoded within {timeout_s:g}s (GPU_DECODE_TIMEOUT); "
@@ -68,6 +75,3 @@ async def decode_audio(data: bytes, *, filename: str, max_seconds: float, timeou
         raise Unprocessable(f"file {filename!r} has an audio stream but no samples could be decoded "
                             "(truncated or corrupt)")
     return samples
-
-
-__all__ = ["RATE", "decode_audio", "stop_decoders"]

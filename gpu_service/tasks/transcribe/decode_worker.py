@@ -18,7 +18,8 @@ import signal
 import struct
 import sys
 
-RATE = 16_000
+from gpu_protocol.audio import RATE
+
 NOT_AUDIO = 3
 TOO_LONG = 4
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from gpu_protocol.audio import RATE
 from gpu_service.models.engine import EngineDetails
 from gpu_service.models.resolve import ResolvedModel
 from gpu_service.scheduling.jobs import Job
-from gpu_service.tasks.transcribe.decode import RATE
 
 CHUNK_SECONDS = 30
 """Whisper's window: VAD cuts speech into chunks no longer than this."""

@@ -1,15 +1,15 @@
-"""A transcript in each of OpenAI's response formats: json, text, srt, vtt (gpu_protocol.subtitles), verbose_json."""
+"""A transcript in each of OpenAI's response formats (json, text, srt, vtt, verbose_json): the service's transcript
+as the wire's `VerboseTranscription`, rendered by the rule the bridge uses too (`gpu_protocol.transcribe.rendered`)."""
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from gpu_protocol.subtitles import srt, vtt
 from gpu_protocol.transcribe import (
-    Transcription,
     TranscriptionSegment,
     TranscriptionWord,
     VerboseTranscription,
+    rendered,
 )
 from gpu_service.runtime.result import Result
 from gpu_service.tasks.transcribe.service import Transcript
@@ -39,13 +39,5 @@ def verbose(result: Result[Transcript], words: bool) -> VerboseTranscription:
 
 
 def render(result: Result[Transcript], response_format: str, words: bool) -> Response:
-    transcript = result.value
-    if response_format == "text":
-        return PlainTextResponse(transcript.text + "\n")
-    if response_format == "srt":
-        return PlainTextResponse(srt(transcript.segments))
-    if response_format == "vtt":
-        return PlainTextResponse(vtt(transcript.segments), media_type="text/vtt")
-    if response_format == "verbose_json":
-        return JSONResponse(verbose(result, words).model_dump(exclude_none=True))
-    return JSONResponse(Transcription(text=transcript.text).model_dump())
+    body, media_type = rendered(verbose(result, words), response_format)
+    return PlainTextResponse(body, media_type=media_type) if isinstance(body, str) else JSONResponse(body)

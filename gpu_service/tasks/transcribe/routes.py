@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from gpu_protocol.audio import OVERHEAD_BYTES, form_options, unknown_fields_message, unknown_form_fields
 from gpu_protocol.transcribe import (
     TRANSCRIPTIONS,
     TRANSLATIONS,
@@ -33,12 +34,6 @@ from gpu_service.tasks.transcribe.service import Speech
 
 router = APIRouter()
 
-_FORM_FIELDS = ("model", "language", "prompt", "response_format", "temperature")
-_GRANULARITY_FIELDS = ("timestamp_granularities[]", "timestamp_granularities")
-_OVERHEAD_BYTES = 256 * 1024
-"""Room for the form fields (or the JSON around the base64) above the audio itself."""
-
-
 class UnsupportedMediaType(ServiceError):
     status_code = 415
 
@@ -46,7 +41,7 @@ class UnsupportedMediaType(ServiceError):
 def body_limits(settings: Settings) -> dict[str, tuple[int, str]]:
     """The largest request body of each audio path (base64 in JSON is 4/3 of the file), for the
     body-size middleware, with the variable that sets it."""
-    largest = settings.speech.max_audio_bytes * 4 // 3 + _OVERHEAD_BYTES
+    largest = settings.speech.max_audio_bytes * 4 // 3 + OVERHEAD_BYTES
     return {TRANSCRIPTIONS: (largest, "GPU_MAX_AUDIO_BYTES"), TRANSLATIONS: (largest, "GPU_MAX_AUDIO_BYTES")}
 
 
@@ -83,20 +78,13 @@ async def _from_form(request: Request, limits: SpeechLimits) -> tuple[bytes, str
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise Unprocessable("file: required; send the audio as the multipart field `file`")
-    unknown = sorted(set(form.keys()) - {"file", *_FORM_FIELDS, *_GRANULARITY_FIELDS})
+    unknown = unknown_form_fields(form)
     if unknown:
-        raise Unprocessable(f"unknown form field(s) {', '.join(unknown)}; allowed: file, "
-                            f"{', '.join(_FORM_FIELDS)}, timestamp_granularities[]")
+        raise Unprocessable(unknown_fields_message(unknown))
     data = await upload.read(limits.max_audio_bytes + 1)
     if len(data) > limits.max_audio_bytes:
         raise _too_large(len(data), limits)
-    fields: dict[str, Any] = {
-        name: value for name in _FORM_FIELDS if isinstance(value := form.get(name), str) and value.strip()
-    }
-    granularities = [g for name in _GRANULARITY_FIELDS for g in form.getlist(name) if isinstance(g, str)]
-    if granularities:
-        fields["timestamp_granularities"] = granularities
-    return data, upload.filename or "audio", _validated(TranscriptionOptions, fields)
+    return data, upload.filename or "audio", _validated(TranscriptionOptions, form_options(form))
 
 
 async def _read(request: Request, limits: SpeechLimits) -> tuple[bytes, str, TranscriptionOptions]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
+from gpu_protocol.audio import RATE
 from gpu_protocol.transcribe import TranscriptionOptions
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.models.registry import LoadedModel
@@ -21,7 +22,7 @@ from gpu_service.runtime.result import Result
 from gpu_service.runtime.state import ServiceState
 from gpu_service.scheduling.jobs import Timing
 from gpu_service.settings import SpeechLimits
-from gpu_service.tasks.transcribe.decode import decode_audio, stop_decoders
+from gpu_service.tasks.transcribe.decode import Decoders
 from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
 
 
@@ -51,13 +52,15 @@ class Speech:
 
     def __init__(self, state: ServiceState) -> None:
         self.state = state
+        self.decoders = Decoders()
+        """Its decoder processes, started when first needed; `close` stops them."""
         self.limits: SpeechLimits = self.state.settings.speech
         self.audio_seconds = Counter("gpu_service_audio_seconds", "Seconds of audio transcribed", ["model"],
                                      registry=self.state.metrics.registry)
 
     def close(self) -> None:
         """Stop the decoder processes (the service's shutdown); a later file starts new ones."""
-        stop_decoders()
+        self.decoders.close()
 
     def model_name(self, requested: str | None) -> str:
         if requested is not None:  # whisper-1 arrives as None (TranscriptionOptions)
@@ -75,9 +78,9 @@ class Speech:
         key = state.registry.key("transcribe", self.model_name(options.model))
         started = time.monotonic()
         deadline = started + state.settings.request_timeout_s
-        samples = await decode_audio(data, filename=filename, max_seconds=self.limits.max_audio_seconds,
+        samples = await self.decoders.decode(data, filename=filename, max_seconds=self.limits.max_audio_seconds,
                                      timeout_s=self.limits.decode_timeout_s)
-        duration = samples.shape[0] / 16_000
+        duration = samples.shape[0] / RATE
         job = state.jobs.start("transcribe", key.label, max(1, math.ceil(duration)))
         try:
             async with state.registry.use(key) as loaded:
