@@ -20,7 +20,7 @@ from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.models.registry import LoadedModel
 from gpu_service.runtime.result import Result
 from gpu_service.runtime.state import ServiceState
-from gpu_service.scheduling.jobs import Timing
+from gpu_service.scheduling.jobs import Job, Timing
 from gpu_service.settings import SpeechLimits
 from gpu_service.tasks.transcribe.decode import Decoders
 from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
@@ -79,19 +79,24 @@ class Speech:
         started = time.monotonic()
         deadline = started + state.settings.request_timeout_s
         samples = await self.decoders.decode(data, filename=filename, max_seconds=self.limits.max_audio_seconds,
-                                     timeout_s=self.limits.decode_timeout_s)
+                                             timeout_s=self.limits.decode_timeout_s)
         duration = samples.shape[0] / RATE
         job = state.jobs.start("transcribe", key.label, max(1, math.ceil(duration)))
+        # `job` counts seconds of audio for /status; `batches` (untracked) times its chunks' batches: queue time.
+        batches = Job("transcribe", key.label, 0)
         try:
             async with state.registry.use(key) as loaded:
-                result = await self._run(loaded, samples, language, options, task, job, deadline)
+                result = await self._run(loaded, samples, language, options, task, (job, batches), deadline)
         finally:
             state.jobs.finish(job)
         self.audio_seconds.labels(key.label).inc(duration)
-        return Result(result, model=key.label, timing=Timing(queue_s=0.0, inference_s=time.monotonic() - started))
+        queued = batches.timing().queue_s
+        return Result(result, model=key.label, timing=Timing(queue_s=queued,
+                                                             inference_s=time.monotonic() - started - queued))
 
     async def _run(self, loaded: LoadedModel, samples: np.ndarray, language: str | None,
-                   options: TranscriptionOptions, task: str, job: Any, deadline: float) -> Transcript:
+                   options: TranscriptionOptions, task: str, jobs: tuple[Job, Job], deadline: float) -> Transcript:
+        job, batches = jobs
         engine = loaded.engine_as(SpeechEngine)
         if not engine.multilingual:
             if task == "translate":
@@ -110,7 +115,8 @@ class Speech:
         if prepared.chunks:
             # Each chunk costs an equal share of the batcher's budget: `batch_chunks` fill a batch.
             cost = max(1, loaded.scheduler.max_batch_tokens // engine.batch_chunks)
-            outputs = await loaded.scheduler.submit(prepared.chunks, [cost] * len(prepared.chunks), deadline=deadline)
+            outputs = await loaded.scheduler.submit(prepared.chunks, [cost] * len(prepared.chunks), job=batches,
+                                                    deadline=deadline)
         found = segments(prepared, outputs, options.temperature)
         text = " ".join(s.text.strip() for s in found if s.text.strip())
         return Transcript(text=text, language=language, duration=round(prepared.duration, 3), segments=found,
