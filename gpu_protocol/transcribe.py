@@ -15,11 +15,13 @@ they do not know (a newer service may add some), so an older reader keeps parsin
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gpu_protocol.base import ModelName, StrictModel
+from gpu_protocol.subtitles import srt, vtt
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 TRANSLATIONS = "/v1/audio/translations"
@@ -108,3 +110,17 @@ class VerboseTranscription(Answer):
     model: str | None = None
     segments: list[TranscriptionSegment] = Field(default_factory=list)
     words: list[TranscriptionWord] | None = None
+
+
+def rendered(transcript: VerboseTranscription, response_format: str) -> tuple[str | Mapping[str, Any], str]:
+    """The answer's body in `response_format` and its media type: text, srt and vtt as text, verbose_json
+    the whole transcript, json (the default) the text alone."""
+    if response_format == "text":
+        return transcript.text + "\n", "text/plain"
+    if response_format == "srt":
+        return srt(transcript.segments), "text/plain"
+    if response_format == "vtt":
+        return vtt(transcript.segments), "text/vtt"
+    if response_format == "verbose_json":
+        return transcript.model_dump(mode="json", exclude_none=True), "application/json"
+    return {"text": transcript.text}, "application/json"

@@ -7,15 +7,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from gpu_protocol.capabilities import CAPABILITY_TASKS, TaskModels
-from gpu_protocol.status import ModelKind
-from gpu_service.resolve import ModelPolicy
+from gpu_protocol.capabilities import TaskModels
+from gpu_service.models.resolve import ModelPolicy
+from gpu_service.runtime.state import ServiceState
 from gpu_service.settings import Settings
-from gpu_service.state import ServiceState
-
-MODEL_KIND: dict[str, ModelKind] = {"embed": "embed", "similarity": "embed", "bertscore": "bertscore", "rerank": "rerank",
-              "transcribe": "transcribe"}
-"""Task -> the kind of model that serves it; a task not here has no models on this service."""
 
 
 def _directory_models(settings: Settings) -> dict[str, str]:
@@ -49,8 +44,9 @@ def _failed(state: ServiceState, settings: Settings) -> dict[str, list[str]]:
 
 
 def capabilities(state: ServiceState, settings: Settings) -> dict[str, TaskModels]:
-    """Per task, the models a request may name here. The allowlist is the service's, the same for every
-    task that has models (a name of the wrong kind is refused when it loads)."""
+    """Per task (each of the state's tasks under each of its capability names), the models a request may
+    name here. The allowlist is the service's, the same for every task (a name of the wrong kind is
+    refused when it loads)."""
     policy = state.registry.policy
     described = policy.describe()
     directories = _directory_models(settings)
@@ -60,15 +56,12 @@ def capabilities(state: ServiceState, settings: Settings) -> dict[str, TaskModel
         loaded.setdefault(model.key.kind, []).append(model.key.label)
     failed = _failed(state, settings)
     table: dict[str, TaskModels] = {}
-    for task in CAPABILITY_TASKS:
-        kind = MODEL_KIND.get(task)
-        if kind is None:
-            table[task] = TaskModels()
-            continue
+    for kind, task in state.tasks.items():
         default = settings.default_models.get(kind)
         kind_loaded = sorted(loaded.get(kind, []))
         kind_failed = [name for name in failed.get(kind, []) if name]
         listed = [*([default] if default else []), *kind_loaded, *([] if allowed == "*" else allowed), *kind_failed]
-        table[task] = TaskModels(default=default, loaded=kind_loaded, allowed=allowed, failed=kind_failed,
-                                 names=_other_names(policy, directories, listed))
+        models = TaskModels(default=default, loaded=kind_loaded, allowed=allowed, failed=kind_failed,
+                            names=_other_names(policy, directories, listed))
+        table.update((name, models) for name in task.capability_names)
     return table

@@ -46,20 +46,19 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import uvicorn
 
-    from gpu_service.app import create_app
-    from gpu_service.settings import Settings
+    from gpu_service.app import create_app, settings_from_env
 
     try:
-        settings = Settings.from_env()
+        settings = settings_from_env()
         if settings.torch_device:  # a TORCH_DEVICE this machine lacks: one line, not a start-up traceback
-            from gpu_service.device import select_device
+            from gpu_service.runtime.device import select_device
 
             select_device(settings.torch_device)
     except ValueError as exc:
         print(f"gpu-service: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
-        logging.getLogger("gpu_service").warning(
+        logging.getLogger("gpu_service.cli").warning(
             "serving on %s without API_KEY: anyone who can reach this port can use the GPU", args.host
         )
     uvicorn.run(

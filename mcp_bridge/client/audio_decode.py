@@ -14,14 +14,15 @@ import asyncio
 import importlib.util
 import io
 import json
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-RATE = 16_000
-"""Samples per second of the decoded audio (Whisper's rate)."""
+from gpu_protocol.audio import RATE
+
 DECODE_TIMEOUT_S = 120.0
 UNREADABLE_EXIT = 2
 
@@ -44,17 +45,19 @@ def can_decode() -> bool:
 
 async def decode(data: bytes, longer_than: float, timeout: float = DECODE_TIMEOUT_S) -> Decoded:
     """The audio's duration, and its samples when it is longer than `longer_than` seconds."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mcp_bridge.client.audio_decode", repr(longer_than),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    # Popen, not asyncio.create_subprocess_exec: under uvloop that spawns with fork(), which runs
+    # OpenBLAS's fork handlers and hung the service under concurrent requests (gpu_service's
+    # tasks/transcribe/decode.py says how); Popen uses vfork. Its pipes are waited on a thread.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_bridge.client.audio_decode", repr(longer_than)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(data), timeout)
+        out, err = await asyncio.to_thread(proc.communicate, data, timeout)
     except BaseException as exc:  # the time limit, or the call was cancelled: the child goes too
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        if isinstance(exc, TimeoutError):
+        proc.kill()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            await asyncio.to_thread(proc.communicate)  # reap it
             raise AudioUnreadable(f"decoding the audio took over {timeout:g}s; it is not audio the bridge can "
                                   "split") from None
         raise

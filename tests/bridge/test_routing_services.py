@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from gpu_service.whisper_catalog import bundled_whisper_path
+from gpu_service.models.whisper_catalog import bundled_whisper_path
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.mcp.server import build_server

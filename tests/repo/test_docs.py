@@ -56,8 +56,8 @@ NOT_YET_WRITTEN: set[str] = set()
 """Files a change adds later that a page links already; a link to one is checked once it exists."""
 ENV_NAME = re.compile(r"\b(?:(?:GPU|MODEL|BERTSCORE|OPENCLAW|TORCH|HF)_[A-Z0-9_]*[A-Z0-9]|API_KEY|ALLOWED_MODELS|LOG_LEVEL)\b")
 DOTTED_NAME = re.compile(r"^(?:gpu_service|mcp_bridge|gpu_protocol)(?:\.\w+)+$")
-DOCUMENTED_PACKAGES = ("mcp_bridge", "gpu_protocol")
-"""Packages whose every sub-package docs/architecture.md names (gpu_service joins once its layers land)."""
+DOCUMENTED_PACKAGES = ("mcp_bridge", "gpu_protocol", "gpu_service")
+"""Packages whose every sub-package docs/architecture.md names."""
 
 
 def page_name(page: Path) -> str:

@@ -203,7 +203,7 @@ def test_pods_load_models_offline_from_a_volume_with_shared_memory() -> None:
 
 
 def test_autoscalers_read_the_queue_depth_the_service_exports() -> None:
-    from gpu_service.metrics import Metrics
+    from gpu_service.runtime.metrics import Metrics
 
     metrics = Metrics()
     metrics.watch(lambda: 3, lambda: [])

@@ -71,16 +71,18 @@ def test_model_names_are_refused_before_any_disk_or_network(monkeypatch: pytest.
     """The allowlist and path checks run before resolution: resolution is made to explode."""
     import threading as th
 
-    from gpu_service import models, resolve
-    from gpu_service.models import ModelRegistry
-    from gpu_service.settings import Settings
+    from gpu_service.models import registry as models
+    from gpu_service.models import resolve
+    from gpu_service.models.registry import ModelRegistry
+    from gpu_service.settings import BatchLimits, Settings
 
     def explode(*args: object, **kwargs: object) -> None:
         raise AssertionError("resolution (disk/network) was reached")
 
     monkeypatch.setattr(models, "resolve", explode)
     monkeypatch.setattr(resolve, "_cached_snapshot", explode)
-    registry = ModelRegistry(Settings(), {}, device_slots=th.BoundedSemaphore(1), memory_budget_bytes=None)
+    registry = ModelRegistry(Settings(), {}, batch=BatchLimits(16_384, 64, 64), device_slots=th.BoundedSemaphore(1),
+                             memory_budget_bytes=None)
     names = ["../../etc/passwd", "/etc/passwd", "~/.ssh/id_rsa", "./model", "C:\\models\\x",
              "org/model/../../x", "microsoft/phi-3-with-remote-code", "evil/trust-remote-code-model"]
     for name in names:

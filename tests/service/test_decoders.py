@@ -19,9 +19,8 @@ import pytest
 
 from gpu_protocol.transcribe import TRANSCRIPTIONS
 from gpu_service.errors import Unprocessable
-from gpu_service.speech import decode
-from gpu_service.speech.decode import decode_audio
-from gpu_service.speech.decoders import DecoderPool
+from gpu_service.tasks.transcribe.decode import Decoders
+from gpu_service.tasks.transcribe.decoders import DecoderPool
 from tests.support.services import ServiceProcess
 from tests.support.speech_support import FOX, SPEECH_ENV, encode, speak
 from tests.support.waiting import wait_until
@@ -34,17 +33,21 @@ def fox(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return encode(speak(FOX, tmp_path_factory.mktemp("decoders") / "fox.wav"), ".ogg").read_bytes()
 
 
+DECODERS: list[Decoders] = []
+"""The decoders `samples` uses: the `pool` fixture's while a test has one."""
+
+
 @pytest.fixture
-def pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecoderPool]:
-    """One worker, retired after 3 files, behind `decode_audio` for this test."""
+def pool() -> Iterator[DecoderPool]:
+    """One worker, retired after 3 files, behind `samples` for this test."""
     pool = DecoderPool(size=1, recycle_after=3)
-    monkeypatch.setattr(decode, "DECODER_POOL", pool)
+    DECODERS.append(Decoders(pool))
     yield pool
-    pool.close()
+    DECODERS.pop().close()
 
 
 def samples(data: bytes, timeout_s: float = 30.0) -> np.ndarray:
-    return asyncio.run(decode_audio(data, filename="fox.ogg", max_seconds=60, timeout_s=timeout_s))
+    return asyncio.run(DECODERS[-1].decode(data, filename="fox.ogg", max_seconds=60, timeout_s=timeout_s))
 
 
 def assert_fox(audio: np.ndarray) -> None:
@@ -67,10 +70,14 @@ def exited(pid: int) -> bool:
 
 
 def test_files_reuse_the_same_worker_processes(fox: bytes) -> None:
-    before = decode.DECODER_POOL.started
-    for _ in range(4):
-        assert_fox(samples(fox))
-    assert decode.DECODER_POOL.started - before <= 1  # the service's pool: at most one start for 4 files
+    service = Decoders()  # what the speech service builds: one worker per CPU
+    DECODERS.append(service)
+    try:
+        for _ in range(4):
+            assert_fox(samples(fox))
+        assert service.pool.started <= 1  # at most one start for 4 files
+    finally:
+        DECODERS.pop().close()
     two = DecoderPool(size=2)
     try:
         first = two.decode(fox, 60, 30)

@@ -1,4 +1,4 @@
-"""Identical inputs in one request are computed once and fanned out (gpu_service/dedupe.py).
+"""Identical inputs in one request are computed once and fanned out (gpu_service/scheduling/dedupe.py).
 
 Two copies of a text in one request used to be run as two items; in different padded
 batches they got vectors that differ in the last bits (on an Intel Xeon even in one

@@ -19,7 +19,7 @@ from mcp import Client
 from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.versions import PROTOCOL_VERSION
 from gpu_service.errors import ModelNotAllowed
-from gpu_service.resolve import ModelPolicy
+from gpu_service.models.resolve import ModelPolicy
 from gpu_service.settings import Settings
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from gpu_service.errors import Unprocessable
-from gpu_service.resolve import ResolvedModel
-from gpu_service.speech.decode import decode_audio
-from gpu_service.speech.engine import DecodeOptions, SpeechEngine, segments
-from gpu_service.whisper_catalog import bundled_whisper_path, check_kind, is_whisper_dir
+from gpu_service.models.resolve import ResolvedModel
+from gpu_service.models.whisper_catalog import bundled_whisper_path, check_kind, is_whisper_dir
+from gpu_service.tasks.transcribe.decode import Decoders
+from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
 from tests.support.speech_support import FOX, WEATHER, speak, wer
 
 pytestmark = pytest.mark.slow  # espeak-ng, ffmpeg and service processes
@@ -30,7 +30,11 @@ def engine() -> SpeechEngine:
 
 def samples(text: str, path: Path) -> np.ndarray:
     data = speak(text, path).read_bytes()
-    return asyncio.run(decode_audio(data, filename=path.name, max_seconds=60, timeout_s=30))
+    decoders = Decoders()
+    try:
+        return asyncio.run(decoders.decode(data, filename=path.name, max_seconds=60, timeout_s=30))
+    finally:
+        decoders.close()
 
 
 def test_chunks_of_different_requests_share_a_batch(engine: SpeechEngine, tmp_path: Path,

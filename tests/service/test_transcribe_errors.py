@@ -14,7 +14,7 @@ import pytest
 
 from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
 from gpu_service.errors import Unprocessable
-from gpu_service.speech.decode import decode_audio
+from gpu_service.tasks.transcribe.decode import Decoders
 from tests.support.services import ServiceProcess
 from tests.support.speech_support import FOX, MEETING, SPEECH_ENV, encode, speak, wer
 
@@ -132,7 +132,11 @@ def test_the_api_key_is_required(keyed_service: ServiceProcess, fox: Path) -> No
 
 
 def test_a_decoder_that_runs_out_of_time_is_killed(fox: Path) -> None:
-    with pytest.raises(Unprocessable, match="GPU_DECODE_TIMEOUT"):
-        asyncio.run(decode_audio(fox.read_bytes(), filename="fox.ogg", max_seconds=60, timeout_s=0.001))
-    samples = asyncio.run(decode_audio(fox.read_bytes(), filename="fox.ogg", max_seconds=60, timeout_s=30))
+    decoders = Decoders()
+    try:
+        with pytest.raises(Unprocessable, match="GPU_DECODE_TIMEOUT"):
+            asyncio.run(decoders.decode(fox.read_bytes(), filename="fox.ogg", max_seconds=60, timeout_s=0.001))
+        samples = asyncio.run(decoders.decode(fox.read_bytes(), filename="fox.ogg", max_seconds=60, timeout_s=30))
+    finally:
+        decoders.close()
     assert 2.0 < samples.shape[0] / 16_000 < 6.0 and float(abs(samples).max()) > 0.05

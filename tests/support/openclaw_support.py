@@ -65,7 +65,7 @@ class NamespacedService(ServiceProcess):
                    message=lambda: f"gpu-service not ready in {timeout}s:\n{self.logs()[-3000:]}")
 
     def ready(self) -> bool:
-        if "INFO gpu_service: ready on" in self.logs():
+        if "INFO gpu_service.runtime.state: ready on" in self.logs():
             return True
         assert self.process is not None and self.process.poll() is None, self.logs()[-3000:]
         return False

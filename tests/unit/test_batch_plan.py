@@ -1,4 +1,4 @@
-"""Cutting a round of waiting items into batches (gpu_service/batch_plan.py): the cheapest plan,
+"""Cutting a round of waiting items into batches (gpu_service/scheduling/batch_plan.py): the cheapest plan,
 within the limits, and what the scheduler does with it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpu_service.batch_plan import cut_sorted
+from gpu_service.scheduling.batch_plan import cut_sorted
 from tests.unit.test_batching import echo_run, make_scheduler
 
 

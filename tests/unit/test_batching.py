@@ -15,13 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpu_service.batching import BatchScheduler, DeviceOutOfMemory
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ModelNotAllowed, Overloaded
-from gpu_service.jobs import Job
-from gpu_service.models import ModelRegistry
-from gpu_service.resolve import ModelPolicy
-from gpu_service.settings import Settings
+from gpu_service.models.registry import ModelRegistry
+from gpu_service.models.resolve import ModelPolicy
+from gpu_service.scheduling.batching import BatchScheduler, DeviceOutOfMemory
+from gpu_service.scheduling.jobs import Job
+from gpu_service.settings import BatchLimits, Settings
 from tests.support.waiting import wait_until_async
+
+BATCHES = BatchLimits(max_tokens=16_384, max_size=64, overhead_tokens=64)
 
 
 def make_scheduler(run, **kw) -> BatchScheduler:
@@ -203,14 +205,14 @@ def registry(tmp_path: Path, budget: int | None = None, fail: set[str] | None = 
     fail = fail or set()
     factory = lambda key, resolved: FakeEngine(key.name, 100, fail=key.name in fail)  # noqa: E731
     reg = ModelRegistry(settings, {"embed": factory}, device_slots=threading.BoundedSemaphore(1),
-                        memory_budget_bytes=budget)
+                        memory_budget_bytes=budget, batch=BATCHES)
     return reg
 
 
 @pytest.fixture(autouse=False)
 def fake_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpu_service import models
-    from gpu_service.resolve import ResolvedModel
+    from gpu_service.models import registry as models
+    from gpu_service.models.resolve import ResolvedModel
 
     monkeypatch.setattr(models, "resolve", lambda name, settings: ResolvedModel(name, name, "directory"))
 
@@ -266,13 +268,13 @@ async def test_lru_eviction_spares_defaults_and_models_in_use(tmp_path: Path, fa
 
 @pytest.mark.anyio
 async def test_slow_load_times_out_for_waiters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpu_service import models
-    from gpu_service.resolve import ResolvedModel
+    from gpu_service.models import registry as models
+    from gpu_service.models.resolve import ResolvedModel
 
     monkeypatch.setattr(models, "resolve", lambda name, settings: ResolvedModel(name, name, "directory"))
     settings = Settings(allowed_models=["*"], model_load_timeout_s=0.2)
     reg = ModelRegistry(settings, {"embed": lambda k, r: FakeEngine(k.name, 1, delay=1.0)},
-                        device_slots=threading.BoundedSemaphore(1), memory_budget_bytes=None)
+                        device_slots=threading.BoundedSemaphore(1), memory_budget_bytes=None, batch=BATCHES)
     with pytest.raises(DeadlineExceeded, match="still loading"):
         async with reg.use(reg.key("embed", "org/slow")):
             pass

@@ -17,7 +17,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from gpu_service import device as devices
+from gpu_service.runtime import device as devices
 from gpu_service.settings import Settings
 
 
@@ -164,3 +164,46 @@ def test_info_reports_the_batch_budget_in_use() -> None:
         limits = client.get("/info").json()["limits"]
     assert limits["max_batch_tokens"] == 4_096 and limits["max_batch_size"] == 64
     assert limits["batch_overhead_tokens"] == 64
+
+
+@pytest.mark.parametrize("variable", ["GPU_FP16", "GPU_WARM_DEFAULTS"])
+@pytest.mark.parametrize(("raw", "parsed"), [
+    ("1", True), ("true", True), ("True", True), ("yes", True), ("on", True), ("ON", True),
+    ("0", False), ("false", False), ("False", False), ("no", False), ("off", False), ("Off", False),
+])
+def test_every_switch_reads_one_boolean_rule(monkeypatch: pytest.MonkeyPatch, variable: str, raw: str,
+                                             parsed: bool) -> None:
+    """GPU_FP16=off was off while GPU_WARM_DEFAULTS=off (or =False) left warm-up on: one rule for both now."""
+    monkeypatch.setenv(variable, raw)
+    settings = Settings.from_env()
+    assert (settings.fp16 if variable == "GPU_FP16" else settings.warm_defaults) is parsed
+
+
+@pytest.mark.parametrize("variable", ["GPU_FP16", "GPU_WARM_DEFAULTS"])
+def test_a_switch_that_is_neither_on_nor_off_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "maybe")
+    with pytest.raises(ValueError, match=rf"{variable}='maybe' is not a switch; use one of 1, true, yes, on, 0"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("lots", "GPU_MODEL_MEMORY_MB='lots' is not a number"), ("0", "GPU_MODEL_MEMORY_MB=0 must be > 0"),
+    ("-5", "GPU_MODEL_MEMORY_MB=-5 must be > 0"),
+])
+def test_the_model_memory_budget_is_checked(monkeypatch: pytest.MonkeyPatch, raw: str, message: str) -> None:
+    monkeypatch.setenv("GPU_MODEL_MEMORY_MB", raw)
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env()
+    monkeypatch.setenv("GPU_MODEL_MEMORY_MB", "1536.5")
+    assert Settings.from_env().model_memory_mb == 1536.5
+
+
+def test_batch_limits_are_resolved_once_per_device() -> None:
+    measured: list[str] = []
+    cpu = Settings().batch_limits("cpu", lambda: measured.append("cpu") or 4096)
+    gpu = Settings().batch_limits("cuda", lambda: measured.append("cuda") or 65_536)
+    assert (cpu.max_tokens, cpu.max_size, cpu.overhead_tokens) == (4096, 64, 64)
+    assert (gpu.max_tokens, gpu.max_size, gpu.overhead_tokens) == (65_536, 256, 2048)
+    fixed = Settings(max_batch_tokens=1000, max_batch_size=8, batch_overhead_tokens=5)
+    assert fixed.batch_limits("cuda", lambda: measured.append("fixed") or 1) == type(cpu)(1000, 8, 5)
+    assert measured == ["cpu", "cuda"], "a set GPU_MAX_BATCH_TOKENS is not measured"

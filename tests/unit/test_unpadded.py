@@ -1,4 +1,4 @@
-"""The BERT encoder without padding (gpu_service/unpadded.py): the same vectors as the padded
+"""The BERT encoder without padding (gpu_service/models/unpadded.py): the same vectors as the padded
 forward and as `SentenceTransformer.encode`, on the bundled model's real weights."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
-from gpu_service import unpadded
-from gpu_service.embedding import EmbeddingEngine
-from gpu_service.resolve import ResolvedModel
+from gpu_service.models import unpadded
+from gpu_service.models.resolve import ResolvedModel
+from gpu_service.tasks.embed.engine import EmbeddingEngine
 
 TEXTS = [
     "a",
@@ -110,7 +110,7 @@ def test_only_plain_bert_encoders_run_unpadded() -> None:
 def test_bertscore_on_a_bert_encoder_runs_unpadded_with_the_padded_token_embeddings(bundled_model_path: str) -> None:
     """BERTScore's token embeddings (layer `num_layers`) from the packed path equal bert-score's own
     padded `bert_encode` of the same batch (the parity with `BERTScorer` is in test_service_bertscore)."""
-    from gpu_service.bertscore import BertScoreEngine
+    from gpu_service.tasks.bertscore.engine import BertScoreEngine
 
     engine = BertScoreEngine(ResolvedModel("m", bundled_model_path, "path"), 4, torch.device("cpu"))
     assert engine.padded is False

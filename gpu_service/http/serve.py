@@ -1,0 +1,87 @@
+"""What every route shares: the service's state, the error responses they document, and `serve`, the one
+path every compute route answers through: ready, then cancellable, then observed, then its timing headers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from gpu_protocol import routes
+from gpu_protocol.cancel import Cancellation, WorkCancelled, cancel_on_disconnect
+from gpu_protocol.status import ErrorResponse, ServiceStatus
+from gpu_service.errors import ClientClosed
+from gpu_service.runtime.result import Result
+from gpu_service.runtime.state import ServiceState
+from gpu_service.scheduling.jobs import Timing
+
+T = TypeVar("T")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 429, 500, 503, 504)
+}
+"""The error answers a compute route documents (OpenAPI): each `{"detail": ...}`."""
+
+GroupHealth = Callable[[], Awaitable[tuple[ServiceStatus, list[str]]]]
+"""The health of the group of replicas this app serves in (Ray Serve: its deployment), as
+(status, problems); `/health` answers the worse of it and this replica's own."""
+
+
+def service(request: Request) -> ServiceState:
+    """The state the app's lifespan built (see lifespan.py)."""
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def ready_service(request: Request) -> ServiceState:
+    """The state, once the service serves (503 with Retry-After while starting or draining)."""
+    state = service(request)
+    state.require_ready()
+    return state
+
+
+async def cancellable(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so its unstarted batches) if the client goes away or
+    asks: a disconnect, or `POST /cancel/{id}` naming this request's `X-Request-Id`.
+
+    The explicit cancel exists because a client's HTTP library may keep the connection
+    open after it abandons a request, and proxies may hide the disconnect."""
+    registry = service(request).cancellable
+    request_id = request.headers.get(routes.REQUEST_ID_HEADER)
+    cancellation = Cancellation()
+    if request_id:
+        registry[request_id] = cancellation
+    try:
+        return await cancel_on_disconnect(request.receive, work, cancellation)
+    except WorkCancelled:  # answer instead of crashing: nobody reads it, but the log stays clean
+        raise ClientClosed("the client cancelled this request") from None
+    finally:
+        if request_id:
+            registry.pop(request_id, None)
+
+
+def timing_headers(timing: Timing) -> dict[str, str]:
+    return {"x-queue-time": f"{timing.queue_s * 1000:.1f}", "x-inference-time": f"{timing.inference_s * 1000:.1f}"}
+
+
+def observe(request: Request, timing: Timing, endpoint: str | None = None) -> None:
+    """Record a request's queue and inference time under `endpoint` (the request's path when None)."""
+    metrics = service(request).metrics
+    endpoint = endpoint or request.url.path
+    metrics.queue_seconds.labels(endpoint).observe(timing.queue_s)
+    metrics.inference_seconds.labels(endpoint).observe(timing.inference_s)
+
+
+async def serve(request: Request, work: Callable[[ServiceState], Awaitable[Result[T]]],
+                answer: Callable[[Result[T]], Response], *, endpoint: str | None = None) -> Response:
+    """Serve one request: once the service is ready, run `work` (cancelled if the client goes away or asks),
+    record its timing under `endpoint` (the request's path when None), and send `answer`'s response for its
+    result with the timing headers."""
+    state = ready_service(request)
+    result = await cancellable(request, work(state))
+    observe(request, result.timing, endpoint)
+    response = answer(result)
+    response.headers.update(timing_headers(result.timing))
+    return response

@@ -1,0 +1,322 @@
+"""Dynamic batching: one scheduler per loaded model.
+
+Requests put their items (texts, or sentences for BERTScore) on the model's queue,
+already tokenized, each with its token count. The scheduler's loop works in rounds:
+it takes the oldest waiting items (up to `ROUND_BATCHES` batches' worth), sorts them
+by length and cuts them where padding would cost more than another forward pass
+(`batch_plan.py`; within `max_batch_tokens` padded tokens and `max_batch_size` items), so
+texts of similar length share a batch, whichever requests they came from. A round runs to its end before newer
+items are looked at, so no item waits longer than one round behind later arrivals.
+When the queue is thin the loop waits a short window so concurrent requests share a
+batch. Batches run on the model's single worker thread, and each item gets its own
+result, back at its input position.
+
+Shape after Infinity's `batch_handler` and TEI's queue: admission control at the
+door (a bounded queue, 429 past it), the model never blocks the event loop, and
+every accepted item gets a result or an exception - never silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from gpu_service.errors import DeadlineExceeded, Overloaded, Unavailable
+from gpu_service.scheduling.batch_plan import CPU_OVERHEAD_TOKENS, cut_sorted
+from gpu_service.scheduling.jobs import Job
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+LONG_JOB_ITEMS = 512
+"""Jobs with at least this many items log their progress."""
+
+ROUND_BATCHES = 4
+"""A round sorts at most this many full batches' worth of the oldest waiting items."""
+
+
+class DeviceOutOfMemory(Unavailable):
+    """Even a batch of one did not fit in device memory."""
+
+
+@dataclass
+class _Item(Generic[P]):
+    payload: P
+    cost: int
+    future: asyncio.Future[Any]
+    job: Job | None
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    """Batches run so far (/status)."""
+    oom_splits: int = 0
+    items_per_s: float = 0.0
+    """EWMA throughput; used to tell an overloaded client when to come back."""
+
+
+BatchObserver = Callable[[str, int, int, float], None]
+"""Called after each batch with (model, items, padded tokens, seconds)."""
+
+
+class BatchScheduler(Generic[P, R]):
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[list[P]], Iterable[R]],
+        *,
+        max_batch_tokens: int,
+        max_batch_size: int,
+        overhead_tokens: int = CPU_OVERHEAD_TOKENS,
+        padded: bool = True,
+        max_queue: int,
+        window_s: float,
+        device_slots: threading.Semaphore,
+        is_oom: Callable[[BaseException], bool] = lambda exc: False,
+        after_oom: Callable[[], None] = lambda: None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.name = name
+        self._run_batch = run_batch
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.overhead_tokens = overhead_tokens
+        self.padded = padded
+        """False for an engine that runs real tokens only: a batch costs its tokens, not count x longest."""
+        self.max_queue = max_queue
+        self.window_s = window_s
+        self._slots = device_slots
+        self._is_oom = is_oom
+        self._after_oom = after_oom
+        self._observer = observer
+        self._queue: collections.deque[_Item[P]] = collections.deque()
+        self._round: collections.deque[list[_Item[P]]] = collections.deque()
+        """Batches formed from the oldest items, sorted by length, not yet started."""
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+        self._worker: asyncio.Task[None] | None = None
+        self.stats = BatchStats()
+        self.running = 0
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def queued(self) -> int:
+        """Items accepted and not yet started."""
+        return self._queued
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def close(self) -> None:
+        """Stop the loop; anything still queued fails with 503 so no caller waits forever."""
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        waiting = [*self._queue, *(item for batch in self._round for item in batch)]
+        self._queue.clear()
+        self._round.clear()
+        for item in waiting:
+            if not item.future.done():
+                item.future.set_exception(Unavailable(f"model {self.name!r} was unloaded; retry"))
+        self._queued = 0
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def admit(self, count: int) -> None:
+        """Raise Overloaded if `count` more items would overflow the queue.
+
+        An empty queue always admits, so a big request below the hard limits is
+        never refused just for being big."""
+        if self._queued and self._queued + count > self.max_queue:
+            rate = self.stats.items_per_s or 1.0
+            wait = min(60.0, max(1.0, self._queued / rate))
+            raise Overloaded(
+                f"model {self.name!r} has {self._queued} items queued (GPU_MAX_QUEUE={self.max_queue}); "
+                f"retry in about {wait:.0f}s or send to another host",
+                retry_after_s=wait,
+            )
+
+    async def submit(
+        self, payloads: Sequence[P], costs: Sequence[int], *, job: Job | None = None, deadline: float | None = None
+    ) -> list[R]:
+        """Run every payload, in batches shared with other requests; results in input order."""
+        self.admit(len(payloads))
+        if self._worker is None:
+            self.start()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in payloads]
+        order = sorted(range(len(payloads)), key=lambda i: -costs[i])
+        for i in order:
+            self._queue.append(_Item(payloads[i], max(1, costs[i]), futures[i], job))
+        self._queued += len(payloads)
+        self._wakeup.set()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        gathered = asyncio.gather(*futures)
+        # Whatever ends the wait, the gathered result is consumed (no "never retrieved" noise).
+        gathered.add_done_callback(lambda g: g.cancelled() or g.exception())
+        try:
+            return list(await asyncio.wait_for(gathered, timeout))
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"request did not finish within its deadline on model {self.name!r}; "
+                "unstarted work was cancelled (raise GPU_REQUEST_TIMEOUT or send fewer texts)"
+            ) from None
+        finally:
+            # Anything not started yet is dropped by the loop (cancelled futures are skipped).
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+
+    async def call(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run `fn` on the model thread, holding a device slot (for device work outside batches)."""
+
+        def guarded() -> R:
+            with self._slots:
+                return fn(*args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, guarded)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _take_batch(self) -> list[_Item[P]]:
+        """The next batch to run: the round's next one, after forming a new round if it is over.
+        Items cancelled or timed out while they waited are dropped here, never run."""
+        while True:
+            if not self._round:
+                self._form_round()
+                if not self._round:
+                    return []
+            batch = self._round.popleft()
+            self._queued -= len(batch)
+            live = [item for item in batch if not item.future.done()]
+            if live:
+                return live
+
+    def _form_round(self) -> None:
+        """Take the oldest waiting items, sort them by length, and cut them into batches."""
+        items: list[_Item[P]] = []
+        while self._queue and len(items) < ROUND_BATCHES * self.max_batch_size:
+            item = self._queue.popleft()
+            if item.future.done():  # cancelled or timed out before it started
+                self._queued -= 1
+                continue
+            items.append(item)
+        items.sort(key=lambda item: item.cost)  # stable: equal lengths keep their arrival order
+        sizes = cut_sorted([item.cost for item in items], max_size=self.max_batch_size,
+                           max_tokens=self.max_batch_tokens, overhead=self.overhead_tokens, padded=self.padded)
+        start = 0
+        for size in sizes:
+            self._round.append(items[start:start + size])
+            start += size
+
+    def _budget_full(self) -> bool:
+        tokens = 0
+        longest = 0
+        for count, item in enumerate(self._queue, start=1):
+            longest = max(longest, item.cost)
+            tokens = longest * count
+            if tokens >= self.max_batch_tokens or count >= self.max_batch_size:
+                return True
+        return False
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue and not self._round:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                # Collection window: a lone request waits a moment for company.
+                if self.window_s > 0 and not self._budget_full():
+                    await asyncio.sleep(self.window_s)
+            batch = self._take_batch()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            jobs = {id(i.job): i.job for i in batch if i.job is not None}
+            for job in jobs.values():
+                if job.first_batch_at is None:
+                    job.first_batch_at = time.monotonic()
+            self.running = len(batch)
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._run_guarded, [i.payload for i in batch]
+                )
+            except BaseException as exc:  # noqa: BLE001 - every item must learn what happened
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            finally:
+                self.running = 0
+            elapsed = time.perf_counter() - started
+            self._record(batch, elapsed)
+            for job in jobs.values():
+                job.compute_s += elapsed
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+                if item.job is not None:
+                    item.job.done += 1
+            for job in jobs.values():
+                self._log_progress(job)
+
+    def _log_progress(self, job: Job) -> None:
+        """Long jobs log their progress (at most once a second), as key=value fields; never texts."""
+        now = time.monotonic()
+        if job.total >= LONG_JOB_ITEMS and (now - job.last_logged >= 1.0 or job.done >= job.total):
+            job.last_logged = now
+            log.info("progress job=%s kind=%s model=%s done=%d total=%d elapsed_s=%.1f",
+                     job.id, job.kind, job.model, job.done, job.total, now - job.started)
+
+    def _record(self, batch: list[_Item[P]], elapsed: float) -> None:
+        padded = max(i.cost for i in batch) * len(batch)
+        self.stats.batches += 1
+        rate = len(batch) / max(elapsed, 1e-6)
+        self.stats.items_per_s = rate if self.stats.items_per_s == 0 else 0.8 * self.stats.items_per_s + 0.2 * rate
+        if self._observer is not None:
+            self._observer(self.name, len(batch), padded, elapsed)
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _run_guarded(self, payloads: list[P]) -> list[R]:
+        """Run one batch on the device; on out-of-memory, split it and try the halves."""
+        with self._slots:
+            try:
+                results = list(self._run_batch(payloads))
+            except Exception as exc:
+                if not self._is_oom(exc):
+                    raise
+                self._after_oom()
+                oom = exc
+            else:
+                if len(results) != len(payloads):
+                    raise RuntimeError(f"model returned {len(results)} results for {len(payloads)} inputs")
+                return results
+        if len(payloads) == 1:
+            raise DeviceOutOfMemory(
+                f"model {self.name!r} ran out of device memory on a single input ({oom}); "
+                "send shorter texts or use a host with more memory"
+            )
+        self.stats.oom_splits += 1
+        half = len(payloads) // 2
+        log.warning("out of device memory on a batch of %d for %s: retrying as %d + %d",
+                    len(payloads), self.name, half, len(payloads) - half)
+        return self._run_guarded(payloads[:half]) + self._run_guarded(payloads[half:])
