@@ -10,6 +10,7 @@ goes next (it ages).
 from __future__ import annotations
 
 import collections
+import contextvars
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,24 @@ class Lane:
 
     priority: Priority = "interactive"
     tenant: str = ""
+
+
+@dataclass(frozen=True)
+class AskedLane:
+    """What the caller asked for: a class (None: decided by the request's size) and its tenant."""
+
+    priority: Priority | None = None
+    tenant: str = ""
+
+
+asked_lane: contextvars.ContextVar[AskedLane | None] = contextvars.ContextVar("asked_lane", default=None)
+"""Set by the HTTP layer for the request being served (its headers); read where the request's work queues."""
+
+
+def lane_for(by_size: Priority) -> Lane:
+    """The lane of the request being served: the class its caller asked for, else `by_size`; its tenant."""
+    asked = asked_lane.get() or AskedLane()
+    return Lane(asked.priority or by_size, asked.tenant)
 
 
 class TenantQueue(Generic[T]):

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
+from gpu_protocol.priority import audio_by_size
 from gpu_protocol.transcribe import TranscriptionOptions
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.models.registry import LoadedModel
 from gpu_service.runtime.result import Result
 from gpu_service.runtime.state import ServiceState
 from gpu_service.scheduling.jobs import Timing
+from gpu_service.scheduling.lanes import lane_for
 from gpu_service.settings import SpeechLimits
 from gpu_service.tasks.transcribe.decode import decode_audio, stop_decoders
 from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
@@ -107,7 +109,8 @@ class Speech:
         if prepared.chunks:
             # Each chunk costs an equal share of the batcher's budget: `batch_chunks` fill a batch.
             cost = max(1, loaded.scheduler.max_batch_tokens // engine.batch_chunks)
-            outputs = await loaded.scheduler.submit(prepared.chunks, [cost] * len(prepared.chunks), deadline=deadline)
+            outputs = await loaded.scheduler.submit(prepared.chunks, [cost] * len(prepared.chunks), deadline=deadline,
+                                                    lane=lane_for(audio_by_size(seconds=prepared.duration)))
         found = segments(prepared, outputs, options.temperature)
         text = " ".join(s.text.strip() for s in found if s.text.strip())
         return Transcript(text=text, language=language, duration=round(prepared.duration, 3), segments=found,
