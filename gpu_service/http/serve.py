@@ -11,11 +11,13 @@ from fastapi.responses import Response
 
 from gpu_protocol import routes
 from gpu_protocol.cancel import Cancellation, WorkCancelled, cancel_on_disconnect
+from gpu_protocol.priority import PRIORITY_HEADER, TENANT_HEADER, parse_priority, parse_tenant
 from gpu_protocol.status import ErrorResponse, ServiceStatus
-from gpu_service.errors import ClientClosed
+from gpu_service.errors import BadRequest, ClientClosed
 from gpu_service.runtime.result import Result
 from gpu_service.runtime.state import ServiceState
 from gpu_service.scheduling.jobs import Timing
+from gpu_service.scheduling.lanes import AskedLane, asked_lane
 
 T = TypeVar("T")
 
@@ -62,6 +64,15 @@ async def cancellable(request: Request, work: Awaitable[T]) -> T:
             registry.pop(request_id, None)
 
 
+def asked_for(request: Request) -> AskedLane:
+    """The class (`X-GPU-Priority`) and tenant (`X-GPU-Tenant`) the caller asked for; 400 naming what is allowed."""
+    try:
+        return AskedLane(parse_priority(request.headers.get(PRIORITY_HEADER)),
+                         parse_tenant(request.headers.get(TENANT_HEADER)))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
 def timing_headers(timing: Timing) -> dict[str, str]:
     return {"x-queue-time": f"{timing.queue_s * 1000:.1f}", "x-inference-time": f"{timing.inference_s * 1000:.1f}"}
 
@@ -80,7 +91,11 @@ async def serve(request: Request, work: Callable[[ServiceState], Awaitable[Resul
     record its timing under `endpoint` (the request's path when None), and send `answer`'s response for its
     result with the timing headers."""
     state = ready_service(request)
-    result = await cancellable(request, work(state))
+    asked = asked_lane.set(asked_for(request))  # the work queues in the lane its caller asked for
+    try:
+        result = await cancellable(request, work(state))
+    finally:
+        asked_lane.reset(asked)
     observe(request, result.timing, endpoint)
     response = answer(result)
     response.headers.update(timing_headers(result.timing))

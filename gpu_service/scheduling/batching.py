@@ -1,12 +1,16 @@
 """Dynamic batching: one scheduler per loaded model.
 
 Requests put their items (texts, or sentences for BERTScore) on the model's queue,
-already tokenized, each with its token count. The scheduler's loop works in rounds:
-it takes the oldest waiting items (up to `ROUND_BATCHES` batches' worth), sorts them
-by length and cuts them where padding would cost more than another forward pass
-(`batch_plan.py`; within `max_batch_tokens` padded tokens and `max_batch_size` items), so
-texts of similar length share a batch, whichever requests they came from. A round runs to its end before newer
-items are looked at, so no item waits longer than one round behind later arrivals.
+already tokenized, each with its token count, in their lane: a priority class and a tenant
+(`lanes.py`). Before every batch the scheduler chooses the class (interactive first; batch keeps a
+share and ages), and each class works in rounds: it takes its oldest waiting items round-robin across
+tenants (up to `ROUND_BATCHES` batches' worth), sorts them by length and cuts them where padding would
+cost more than another forward pass (`batch_plan.py`; within `max_batch_tokens` padded tokens and
+`max_batch_size` items), so texts of similar length share a batch, whichever requests they came from.
+An interactive item that arrives while a big batch request is worked off goes into the next batch; a
+batch-class batch is kept to about `BATCH_TARGET_S` of device time (from the measured cost per token),
+so that wait stays short on a slow device too. Within a class, a round runs to its end before newer
+items are looked at, so no item waits longer than one round behind later arrivals of its class.
 When the queue is thin the loop waits a short window so concurrent requests share a
 batch. Batches run on the model's single worker thread, and each item gets its own
 result, back at its input position.
@@ -28,9 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from gpu_protocol.priority import PRIORITIES, Priority
 from gpu_service.errors import DeadlineExceeded, Overloaded, Unavailable
 from gpu_service.scheduling.batch_plan import CPU_OVERHEAD_TOKENS, cut_sorted
 from gpu_service.scheduling.jobs import Job
+from gpu_service.scheduling.lanes import ClassChooser, Lane, TenantQueue
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -42,6 +48,9 @@ LONG_JOB_ITEMS = 512
 
 ROUND_BATCHES = 4
 """A round sorts at most this many full batches' worth of the oldest waiting items."""
+
+BATCH_TARGET_S = 0.5
+"""A batch-class batch holds about this much device time at most (an interactive item waits for it)."""
 
 
 class DeviceOutOfMemory(Unavailable):
@@ -63,6 +72,8 @@ class BatchStats:
     oom_splits: int = 0
     items_per_s: float = 0.0
     """EWMA throughput; used to tell an overloaded client when to come back."""
+    s_per_token: float = 0.0
+    """EWMA device seconds per padded token; bounds a batch-class batch's duration."""
 
 
 BatchObserver = Callable[[str, int, int, float], None]
@@ -99,10 +110,11 @@ class BatchScheduler(Generic[P, R]):
         self._is_oom = is_oom
         self._after_oom = after_oom
         self._observer = observer
-        self._queue: collections.deque[_Item[P]] = collections.deque()
-        self._round: collections.deque[list[_Item[P]]] = collections.deque()
-        """Batches formed from the oldest items, sorted by length, not yet started."""
-        self._queued = 0
+        self._waiting: dict[Priority, TenantQueue[_Item[P]]] = {p: TenantQueue() for p in PRIORITIES}
+        self._rounds: dict[Priority, collections.deque[list[_Item[P]]]] = {p: collections.deque() for p in PRIORITIES}
+        """Per class, batches formed from its oldest items, sorted by length, not yet started."""
+        self._queued_by: dict[Priority, int] = dict.fromkeys(PRIORITIES, 0)
+        self._chooser = ClassChooser()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
         self._worker: asyncio.Task[None] | None = None
@@ -114,7 +126,11 @@ class BatchScheduler(Generic[P, R]):
     @property
     def queued(self) -> int:
         """Items accepted and not yet started."""
-        return self._queued
+        return sum(self._queued_by.values())
+
+    def queued_by_class(self) -> dict[Priority, int]:
+        """Items accepted and not yet started, per class (/status, /metrics)."""
+        return dict(self._queued_by)
 
     def start(self) -> None:
         if self._worker is None:
@@ -129,42 +145,47 @@ class BatchScheduler(Generic[P, R]):
             except asyncio.CancelledError:
                 pass
             self._worker = None
-        waiting = [*self._queue, *(item for batch in self._round for item in batch)]
-        self._queue.clear()
-        self._round.clear()
-        for item in waiting:
-            if not item.future.done():
-                item.future.set_exception(Unavailable(f"model {self.name!r} was unloaded; retry"))
-        self._queued = 0
+        for priority in PRIORITIES:
+            waiting = [*self._waiting[priority].drain(), *(i for batch in self._rounds[priority] for i in batch)]
+            self._rounds[priority].clear()
+            for item in waiting:
+                if not item.future.done():
+                    item.future.set_exception(Unavailable(f"model {self.name!r} was unloaded; retry"))
+            self._queued_by[priority] = 0
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def admit(self, count: int) -> None:
-        """Raise Overloaded if `count` more items would overflow the queue.
+    def admit(self, count: int, priority: Priority = "interactive") -> None:
+        """Raise Overloaded if `count` more items would overflow their class's queue.
 
-        An empty queue always admits, so a big request below the hard limits is
-        never refused just for being big."""
-        if self._queued and self._queued + count > self.max_queue:
-            rate = self.stats.items_per_s or 1.0
-            wait = min(60.0, max(1.0, self._queued / rate))
+        Each class has its own cap (GPU_MAX_QUEUE), so batch load never refuses interactive work, and
+        an empty queue always admits, so a big request below the hard limits is never refused just for
+        being big. The Retry-After is the backlog ahead of it at the measured rate (at most 60 s)."""
+        queued = self._queued_by[priority]
+        if queued and queued + count > self.max_queue:
+            ahead = self.queued if priority == "batch" else queued  # interactive work goes before batch work
+            wait = min(60.0, max(1.0, ahead / (self.stats.items_per_s or 1.0)))
             raise Overloaded(
-                f"model {self.name!r} has {self._queued} items queued (GPU_MAX_QUEUE={self.max_queue}); "
+                f"model {self.name!r} has {queued} {priority} items queued (GPU_MAX_QUEUE={self.max_queue}); "
                 f"retry in about {wait:.0f}s or send to another host",
                 retry_after_s=wait,
             )
 
     async def submit(
-        self, payloads: Sequence[P], costs: Sequence[int], *, job: Job | None = None, deadline: float | None = None
+        self, payloads: Sequence[P], costs: Sequence[int], *, job: Job | None = None, deadline: float | None = None,
+        lane: Lane | None = None,
     ) -> list[R]:
-        """Run every payload, in batches shared with other requests; results in input order."""
-        self.admit(len(payloads))
+        """Run every payload, in batches shared with other requests of its class; results in input order.
+        `lane`: its class and tenant (default: the job's, else interactive with no tenant)."""
+        lane = lane or (job.lane if job is not None else Lane())
+        self.admit(len(payloads), lane.priority)
         if self._worker is None:
             self.start()
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in payloads]
         order = sorted(range(len(payloads)), key=lambda i: -costs[i])
-        for i in order:
-            self._queue.append(_Item(payloads[i], max(1, costs[i]), futures[i], job))
-        self._queued += len(payloads)
+        self._waiting[lane.priority].push(lane.tenant, (_Item(payloads[i], max(1, costs[i]), futures[i], job)
+                                                        for i in order))
+        self._queued_by[lane.priority] += len(payloads)
         self._wakeup.set()
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         gathered = asyncio.gather(*futures)
@@ -194,51 +215,66 @@ class BatchScheduler(Generic[P, R]):
 
     # ------------------------------------------------------------------ the loop
 
+    def _has_work(self) -> bool:
+        return any(self._waiting[p] or self._rounds[p] for p in PRIORITIES)
+
     def _take_batch(self) -> list[_Item[P]]:
-        """The next batch to run: the round's next one, after forming a new round if it is over.
-        Items cancelled or timed out while they waited are dropped here, never run."""
+        """The next batch to run: the chosen class's round's next one, after forming a new round if it is
+        over. Items cancelled or timed out while they waited are dropped here, never run."""
         while True:
-            if not self._round:
-                self._form_round()
-                if not self._round:
-                    return []
-            batch = self._round.popleft()
-            self._queued -= len(batch)
+            waiting = {p: bool(self._waiting[p] or self._rounds[p]) for p in PRIORITIES}
+            priority = self._chooser.choose(waiting, self._waiting["batch"].oldest_wait(time.monotonic()))
+            if priority is None:
+                return []
+            rounds = self._rounds[priority]
+            if not rounds:
+                self._form_round(priority)
+                if not rounds:
+                    continue
+            batch = rounds.popleft()
+            self._queued_by[priority] -= len(batch)
             live = [item for item in batch if not item.future.done()]
             if live:
                 return live
 
-    def _form_round(self) -> None:
-        """Take the oldest waiting items, sort them by length, and cut them into batches."""
+    def _form_round(self, priority: Priority) -> None:
+        """Take the class's oldest waiting items, tenants in turn, sort them by length, cut them into batches."""
+        waiting = self._waiting[priority]
         items: list[_Item[P]] = []
-        while self._queue and len(items) < ROUND_BATCHES * self.max_batch_size:
-            item = self._queue.popleft()
+        while waiting and len(items) < ROUND_BATCHES * self.max_batch_size:
+            item = waiting.pop()
             if item.future.done():  # cancelled or timed out before it started
-                self._queued -= 1
+                self._queued_by[priority] -= 1
                 continue
             items.append(item)
         items.sort(key=lambda item: item.cost)  # stable: equal lengths keep their arrival order
         sizes = cut_sorted([item.cost for item in items], max_size=self.max_batch_size,
-                           max_tokens=self.max_batch_tokens, overhead=self.overhead_tokens, padded=self.padded)
+                           max_tokens=self._token_budget(priority), overhead=self.overhead_tokens, padded=self.padded)
         start = 0
         for size in sizes:
-            self._round.append(items[start:start + size])
+            self._rounds[priority].append(items[start:start + size])
             start += size
 
+    def _token_budget(self, priority: Priority) -> int:
+        """A batch's padded tokens at most: for the batch class, also about `BATCH_TARGET_S` of device time."""
+        per_token = self.stats.s_per_token
+        if priority == "interactive" or per_token <= 0:
+            return self.max_batch_tokens
+        return max(1, min(self.max_batch_tokens, int(BATCH_TARGET_S / per_token)))
+
     def _budget_full(self) -> bool:
-        tokens = 0
-        longest = 0
-        for count, item in enumerate(self._queue, start=1):
-            longest = max(longest, item.cost)
-            tokens = longest * count
-            if tokens >= self.max_batch_tokens or count >= self.max_batch_size:
+        """Whether the waiting work already fills a batch (then the collection window is skipped)."""
+        longest = count = 0
+        for item in (item for p in PRIORITIES for item in self._waiting[p]):
+            count, longest = count + 1, max(longest, item.cost)
+            if longest * count >= self.max_batch_tokens or count >= self.max_batch_size:
                 return True
         return False
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue and not self._round:
+            if not self._has_work():
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 # Collection window: a lone request waits a moment for company.
@@ -291,6 +327,9 @@ class BatchScheduler(Generic[P, R]):
         self.stats.batches += 1
         rate = len(batch) / max(elapsed, 1e-6)
         self.stats.items_per_s = rate if self.stats.items_per_s == 0 else 0.8 * self.stats.items_per_s + 0.2 * rate
+        per_token = elapsed / max(padded, 1)
+        self.stats.s_per_token = (per_token if self.stats.s_per_token == 0
+                                  else 0.8 * self.stats.s_per_token + 0.2 * per_token)
         if self._observer is not None:
             self._observer(self.name, len(batch), padded, elapsed)
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from gpu_protocol.status import JobStatus
+from gpu_service.scheduling.lanes import Lane
 
 _ids = itertools.count(1)
 
@@ -37,6 +38,8 @@ class Job:
     last_logged: float = 0.0
     compute_s: float = 0.0
     """Wall time of the batches it took part in (shared with other jobs in the same batch)."""
+    lane: Lane = field(default_factory=Lane)
+    """Its priority class and tenant: where its items queue (scheduling/lanes.py)."""
 
     def timing(self) -> Timing:
         """Queue time (until its first batch started) and time in batches so far."""

@@ -16,12 +16,14 @@ from gpu_protocol.bertscore import (
     BertScoreResponse,
     ScoreMeans,
 )
+from gpu_protocol.priority import by_size
 from gpu_service.errors import Unavailable, Unprocessable
 from gpu_service.limits import check_texts
 from gpu_service.models.registry import LoadedModel, ModelKey, ModelRegistry
 from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
 from gpu_service.scheduling.jobs import Job, JobTracker, Timing
+from gpu_service.scheduling.lanes import lane_for
 from gpu_service.settings import Settings
 from gpu_service.tasks.bertscore.engine import (
     BertScoreEngine,
@@ -103,6 +105,7 @@ class BertScorer:
                 engine = loaded.engine_as(BertScoreEngine)
                 unique = list(dict.fromkeys([*req.candidates, *req.references]))
                 encoded = dict(zip(unique, await loaded.prepare(engine.prepare, unique), strict=True))
+                job.lane = lane_for(by_size(items=len(req.candidates), tokens=sum(e.cost for e in encoded.values())))
                 weights = await _idf_weights(loaded, engine, req)
                 embeddings = await _embeddings(loaded, engine, encoded, job, deadline)
                 # Each sentence was embedded once; each distinct pair is matched once and its scores

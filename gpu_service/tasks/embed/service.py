@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gpu_protocol.priority import by_size
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
 from gpu_service.errors import Unprocessable
 from gpu_service.limits import check_texts
@@ -18,6 +19,7 @@ from gpu_service.models.registry import ModelRegistry
 from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
 from gpu_service.scheduling.jobs import JobTracker
+from gpu_service.scheduling.lanes import lane_for
 from gpu_service.settings import Settings
 from gpu_service.tasks.embed.engine import EmbeddingEngine, postprocess
 
@@ -81,6 +83,8 @@ class Embedder:
                 inputs_once = distinct([tuple(t.ids) for t in tokenized])
                 items = [tokenized[i] for i in inputs_once.first]
                 job.total = len(items)
+                job.lane = lane_for(by_size(items=len(texts), tokens=sum(t.cost for t in tokenized),
+                                            input_type=input_type))
                 rows = await loaded.scheduler.submit(items, [t.cost for t in items], job=job, deadline=deadline)
         finally:
             self.jobs.finish(job)

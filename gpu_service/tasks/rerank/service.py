@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from gpu_protocol.priority import rerank_by_size
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.limits import check_texts
 from gpu_service.models.catalog import DOCUMENTED_RERANKERS
@@ -16,6 +17,7 @@ from gpu_service.models.registry import ModelRegistry
 from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
 from gpu_service.scheduling.jobs import JobTracker
+from gpu_service.scheduling.lanes import lane_for
 from gpu_service.settings import Settings
 from gpu_service.tasks.rerank.engine import RerankEngine
 
@@ -63,6 +65,7 @@ class Reranker:
                             f"{field}[{too_long}], together with the query, is longer than the {engine.max_length} "
                             f"tokens model {key.label!r} reads; send truncate=true to cut it, or a shorter text"
                         )
+                job.lane = lane_for(rerank_by_size(documents=len(documents)))
                 logits = await loaded.scheduler.submit(prepared, [p.cost for p in prepared], job=job, deadline=deadline)
         finally:
             self.jobs.finish(job)

@@ -15,12 +15,14 @@ import numpy as np
 from prometheus_client import Counter
 
 from gpu_protocol.audio import RATE
+from gpu_protocol.priority import audio_by_size
 from gpu_protocol.transcribe import TranscriptionOptions
 from gpu_service.errors import ModelNotFound, Unprocessable
 from gpu_service.models.registry import LoadedModel
 from gpu_service.runtime.result import Result
 from gpu_service.runtime.state import ServiceState
 from gpu_service.scheduling.jobs import Job, Timing
+from gpu_service.scheduling.lanes import lane_for
 from gpu_service.settings import SpeechLimits
 from gpu_service.tasks.transcribe.decode import Decoders
 from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
@@ -116,7 +118,8 @@ class Speech:
             # Each chunk costs an equal share of the batcher's budget: `batch_chunks` fill a batch.
             cost = max(1, loaded.scheduler.max_batch_tokens // engine.batch_chunks)
             outputs = await loaded.scheduler.submit(prepared.chunks, [cost] * len(prepared.chunks), job=batches,
-                                                    deadline=deadline)
+                                                    deadline=deadline,
+                                                    lane=lane_for(audio_by_size(seconds=prepared.duration)))
         found = segments(prepared, outputs, options.temperature)
         text = " ".join(s.text.strip() for s in found if s.text.strip())
         return Transcript(text=text, language=language, duration=round(prepared.duration, 3), segments=found,

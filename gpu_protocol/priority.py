@@ -1,0 +1,74 @@
+"""Priority classes: an agent's call never waits behind someone's bulk job (docs/sharing.md).
+
+Two classes, `interactive` and `batch`. Unless a caller says otherwise, a request's size decides: a few
+texts of under `INTERACTIVE_MAX_TOKENS` tokens in all (a query, an agent's call) are interactive, anything
+larger is batch. `input_type` on `/v1/embeddings` is honoured (`query` interactive, `document`/`passage`
+batch: what OpenClaw's memory sends), and the `X-GPU-Priority` header sets the class outright, within what
+the caller may use. The bridge forwards the class and the tenant (`X-GPU-Tenant`) to the hosts, so the
+service's queues apply the same order. One rule for both sides: this module.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Priority = Literal["interactive", "batch"]
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+"""Highest first."""
+
+PRIORITY_HEADER = "X-GPU-Priority"
+TENANT_HEADER = "X-GPU-Tenant"
+
+INTERACTIVE_MAX_ITEMS = 8
+"""At most this many texts (or BERTScore pairs) in an interactive request."""
+INTERACTIVE_MAX_TOKENS = 1000
+"""At most this many tokens in all in an interactive request (OpenClaw's memory indexes ~8,000 per call)."""
+INTERACTIVE_MAX_DOCUMENTS = 100
+"""A rerank query over at most this many documents (a page of search results) is interactive."""
+INTERACTIVE_MAX_AUDIO_S = 60.0
+"""An audio file up to a minute (a voice note) is interactive."""
+
+_BATCH_INPUT_TYPES = {"document", "passage"}
+_INTERACTIVE_INPUT_TYPES = {"query"}
+MAX_TENANT_CHARS = 64
+
+
+def parse_priority(value: str | None) -> Priority | None:
+    """The class an `X-GPU-Priority` header asks for; None when absent. Raises ValueError naming what is allowed."""
+    if value is None or not value.strip():
+        return None
+    wanted = value.strip().lower()
+    if wanted not in PRIORITIES:
+        raise ValueError(f"{PRIORITY_HEADER} must be one of {', '.join(PRIORITIES)}, not {value.strip()[:40]!r}")
+    return wanted  # type: ignore[return-value]  # checked against PRIORITIES just above
+
+
+def parse_tenant(value: str | None) -> str:
+    """The tenant an `X-GPU-Tenant` header names ("" when absent): printable, at most `MAX_TENANT_CHARS`."""
+    tenant = (value or "").strip()
+    if len(tenant) > MAX_TENANT_CHARS or not tenant.isprintable():
+        raise ValueError(f"{TENANT_HEADER} must be at most {MAX_TENANT_CHARS} printable characters")
+    return tenant
+
+
+def by_size(*, items: int, tokens: int, input_type: str | None = None) -> Priority:
+    """The class a text request gets when nobody said: `input_type` first, then its size."""
+    kind = (input_type or "").lower()
+    if kind in _BATCH_INPUT_TYPES:
+        return "batch"
+    if kind in _INTERACTIVE_INPUT_TYPES and tokens <= INTERACTIVE_MAX_TOKENS * 4:
+        return "interactive"
+    return "interactive" if items <= INTERACTIVE_MAX_ITEMS and tokens <= INTERACTIVE_MAX_TOKENS else "batch"
+
+
+def rerank_by_size(*, documents: int) -> Priority:
+    return "interactive" if documents <= INTERACTIVE_MAX_DOCUMENTS else "batch"
+
+
+def audio_by_size(*, seconds: float) -> Priority:
+    return "interactive" if seconds <= INTERACTIVE_MAX_AUDIO_S else "batch"
+
+
+def capped(asked: Priority, highest: Priority) -> Priority:
+    """`asked`, lowered to `highest` where the caller may use no more (a batch client's calls are all batch)."""
+    return asked if PRIORITIES.index(asked) >= PRIORITIES.index(highest) else highest

@@ -1,0 +1,125 @@
+"""The scheduler's waiting room: a queue per priority class and, within a class, a queue per tenant.
+
+Items of one class are taken round-robin across tenants, one item at a time, so a caller with many
+connections (or one huge request) does not crowd out another. Before every batch the scheduler asks
+`ClassChooser` which class runs next: interactive work goes first, but while both classes wait, batch
+keeps a guaranteed share of the batches (it is never starved) and an item of it that has waited too long
+goes next (it ages).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from gpu_protocol.priority import PRIORITIES, Priority
+
+T = TypeVar("T")
+
+BATCH_SHARE_EVERY = 4
+"""While both classes wait, at least one batch in this many is the batch class's."""
+BATCH_MAX_WAIT_S = 10.0
+"""A batch item that has waited this long goes next, whatever waits beside it."""
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Where a request's items queue: its class and its tenant ("" when nobody said)."""
+
+    priority: Priority = "interactive"
+    tenant: str = ""
+
+
+@dataclass(frozen=True)
+class AskedLane:
+    """What the caller asked for: a class (None: decided by the request's size) and its tenant."""
+
+    priority: Priority | None = None
+    tenant: str = ""
+
+
+asked_lane: contextvars.ContextVar[AskedLane | None] = contextvars.ContextVar("asked_lane", default=None)
+"""Set by the HTTP layer for the request being served (its headers); read where the request's work queues."""
+
+
+def lane_for(by_size: Priority) -> Lane:
+    """The lane of the request being served: the class its caller asked for, else `by_size`; its tenant."""
+    asked = asked_lane.get() or AskedLane()
+    return Lane(asked.priority or by_size, asked.tenant)
+
+
+class TenantQueue(Generic[T]):
+    """Items in arrival order per tenant; `pop` serves the tenants in turn, one item each."""
+
+    def __init__(self) -> None:
+        self._by_tenant: dict[str, collections.deque[tuple[float, T]]] = {}
+        self._turn: collections.deque[str] = collections.deque()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def push(self, tenant: str, items: Iterable[T]) -> None:
+        queue = self._by_tenant.get(tenant)
+        if queue is None:
+            queue = self._by_tenant[tenant] = collections.deque()
+            self._turn.append(tenant)
+        now = time.monotonic()
+        before = len(queue)
+        queue.extend((now, item) for item in items)
+        self._count += len(queue) - before
+
+    def __iter__(self) -> Iterator[T]:
+        """Every waiting item, tenant by tenant (not in serving order)."""
+        return (item for queue in self._by_tenant.values() for _, item in queue)
+
+    def pop(self) -> T:
+        """The next tenant's oldest item (IndexError when empty)."""
+        tenant = self._turn[0]
+        queue = self._by_tenant[tenant]
+        _, item = queue.popleft()
+        self._count -= 1
+        if queue:
+            self._turn.rotate(-1)
+        else:
+            self._turn.popleft()
+            del self._by_tenant[tenant]
+        return item
+
+    def oldest_wait(self, now: float) -> float:
+        """How long the longest-waiting item has waited (0 when empty)."""
+        return max((now - queue[0][0] for queue in self._by_tenant.values()), default=0.0)
+
+    def tenants(self) -> dict[str, int]:
+        return {tenant: len(queue) for tenant, queue in self._by_tenant.items()}
+
+    def drain(self) -> Iterator[T]:
+        while self._count:
+            yield self.pop()
+
+
+class ClassChooser:
+    """Which class runs the next batch: interactive first, batch's share and age kept."""
+
+    def __init__(self, share_every: int = BATCH_SHARE_EVERY, max_wait_s: float = BATCH_MAX_WAIT_S) -> None:
+        self.share_every = share_every
+        self.max_wait_s = max_wait_s
+        self._since_batch = 0
+
+    def choose(self, waiting: dict[Priority, bool], batch_waited_s: float) -> Priority | None:
+        """`waiting`: whether each class has work; `batch_waited_s`: the batch class's longest wait."""
+        present = [p for p in PRIORITIES if waiting.get(p)]
+        if not present:
+            return None
+        if len(present) == 1:
+            chosen = present[0]
+        elif self._since_batch + 1 >= self.share_every or batch_waited_s >= self.max_wait_s:
+            chosen = "batch"
+        else:
+            chosen = "interactive"
+        self._since_batch = 0 if chosen == "batch" else self._since_batch + 1
+        return chosen

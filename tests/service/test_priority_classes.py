@@ -1,0 +1,64 @@
+"""Priority classes on a real service: a small call is not queued behind a bulk backlog (issue 28 §1).
+
+What is asserted is the order in which requests finish, never how long they took: a one-text call sent
+while three 128-text requests are queued finishes before the last of them (first come, first served would
+finish it after all three), and the same call marked `X-GPU-Priority: batch` waits its turn behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from gpu_protocol.priority import PRIORITY_HEADER, TENANT_HEADER
+from tests.support.services import ServiceProcess
+from tests.support.waiting import wait_until_async
+
+pytestmark = pytest.mark.anyio
+BULK_REQUESTS, BULK_TEXTS = 3, 128
+
+
+def bulk_texts(request: int) -> list[str]:
+    return [f"bulk request {request} document {i}: " + "the pool indexes a long note " * 12 for i in range(BULK_TEXTS)]
+
+
+async def finish_order(url: str, small_headers: dict[str, str]) -> list[str]:
+    """Start the bulk requests, send the one-text call once they are queued, and return who finished when."""
+    finished: list[str] = []
+    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+
+        async def post(name: str, texts: list[str], headers: dict[str, str]) -> None:
+            response = await http.post("/embed", json={"texts": texts}, headers=headers)
+            assert response.status_code == 200, response.text
+            finished.append(name)
+
+        bulk = [asyncio.create_task(post(f"bulk{r}", bulk_texts(r), {})) for r in range(BULK_REQUESTS)]
+
+        async def queued() -> bool:
+            return (await http.get("/status")).json()["queue_depth"] >= BULK_TEXTS * (BULK_REQUESTS - 1)
+
+        await wait_until_async(queued, timeout=120, interval=0.02, message="the bulk requests never queued")
+        await asyncio.gather(post("small", ["what did I note about the pool?"], small_headers), *bulk)
+    return finished
+
+
+async def test_a_small_call_finishes_before_the_bulk_backlog(service: ServiceProcess) -> None:
+    order = await finish_order(service.url, {})
+    assert order.index("small") < BULK_REQUESTS, order  # not last: it went into the next batch
+
+
+async def test_a_small_call_marked_batch_waits_its_turn(service: ServiceProcess) -> None:
+    order = await finish_order(service.url, {PRIORITY_HEADER: "batch"})
+    assert order.index("small") >= 1, order  # behind the bulk request that was queued first
+
+
+async def test_a_bad_priority_or_tenant_header_is_refused_naming_what_is_allowed(service: ServiceProcess) -> None:
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        bad = await http.post("/embed", json={"texts": ["a"]}, headers={PRIORITY_HEADER: "urgent"})
+        assert bad.status_code == 400 and "interactive, batch" in bad.json()["detail"], bad.text
+        long = await http.post("/embed", json={"texts": ["a"]}, headers={TENANT_HEADER: "t" * 100})
+        assert long.status_code == 400 and TENANT_HEADER in long.json()["detail"], long.text
+        fine = await http.post("/embed", json={"texts": ["a"]}, headers={PRIORITY_HEADER: "Batch", TENANT_HEADER: "a"})
+        assert fine.status_code == 200, fine.text

@@ -1,0 +1,172 @@
+"""Priority classes and tenants in the batch scheduler (scheduling/lanes.py), with a fake engine.
+
+The fake engine records every batch it runs and can be held on an event, so each test sets up exactly
+the queue it means (a bulk request being worked off, an interactive call arriving) and reads the order
+the batches ran in: no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from gpu_protocol.priority import by_size, capped, parse_priority, parse_tenant
+from gpu_service.errors import Overloaded
+from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler
+from gpu_service.scheduling.lanes import ClassChooser, Lane, TenantQueue
+from tests.support.waiting import wait_until_async
+
+BULK = Lane("batch", "indexer")
+AGENT = Lane("interactive", "agent")
+
+
+class HeldEngine:
+    """Runs batches on the model thread, each waiting for `gate` while it is closed; records them."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+
+    def run(self, payloads: list[str]) -> list[str]:
+        self.started.set()
+        self.gate.wait(10)
+        self.batches.append(list(payloads))
+        return payloads
+
+
+def scheduler(engine: HeldEngine, **kw: object) -> BatchScheduler[str, str]:
+    options: dict[str, object] = dict(max_batch_tokens=10_000, max_batch_size=4, max_queue=1000, window_s=0.0,
+                                      device_slots=threading.BoundedSemaphore(1))
+    options.update(kw)
+    return BatchScheduler("fake", engine.run, **options)  # type: ignore[arg-type]
+
+
+async def hold_first_batch(engine: HeldEngine, sched: BatchScheduler[str, str], bulk: list[str]) -> asyncio.Task:
+    """Start `bulk` as a batch-class request and hold its first batch on the device."""
+    engine.gate.clear()
+    task = asyncio.create_task(sched.submit(bulk, [1] * len(bulk), lane=BULK))
+    await wait_until_async(engine.started.is_set, timeout=10, message="the bulk request's first batch never started")
+    return task
+
+
+def batch_of(engine: HeldEngine, text: str) -> int:
+    return next(i for i, batch in enumerate(engine.batches) if text in batch)
+
+
+@pytest.mark.anyio
+async def test_an_interactive_call_goes_into_the_next_batch_not_behind_the_backlog() -> None:
+    engine = HeldEngine()
+    sched = scheduler(engine)
+    bulk = [f"doc{i}" for i in range(40)]  # ten batches of four
+    bulk_task = await hold_first_batch(engine, sched, bulk)
+    query = asyncio.create_task(sched.submit(["query"], [1], lane=AGENT))
+    await wait_until_async(lambda: sched.queued_by_class()["interactive"] == 1, timeout=10)
+    engine.gate.set()
+    assert await query == ["query"]
+    assert await bulk_task == bulk
+    assert batch_of(engine, "query") == 1, engine.batches
+    assert sched.queued_by_class() == {"interactive": 0, "batch": 0}
+    await sched.close()
+
+
+@pytest.mark.anyio
+async def test_batch_keeps_its_share_while_interactive_work_waits() -> None:
+    """Interactive work waiting all along: still one batch in four is the bulk request's (never starved)."""
+    engine = HeldEngine()
+    sched = scheduler(engine)
+    bulk_task = await hold_first_batch(engine, sched, [f"doc{i}" for i in range(40)])
+    calls = [asyncio.create_task(sched.submit([f"q{i}"], [1], lane=AGENT)) for i in range(40)]
+    await wait_until_async(lambda: sched.queued_by_class()["interactive"] == 40, timeout=10)
+    engine.gate.set()
+    await asyncio.gather(bulk_task, *calls)
+    kinds = ["batch" if batch[0].startswith("doc") else "interactive" for batch in engine.batches[1:]]
+    first_bulk_again = kinds.index("batch")
+    assert first_bulk_again <= 3, kinds  # at most three interactive batches before bulk runs again
+    assert "batch" in kinds[:8] and kinds[:8].count("batch") >= 2, kinds
+    await sched.close()
+
+
+@pytest.mark.anyio
+async def test_tenants_of_one_class_are_served_in_turn_by_items() -> None:
+    """One tenant's 40 items queued first, another's 4 after: the second is not served last."""
+    engine = HeldEngine()
+    sched = scheduler(engine)
+    blocker = await hold_first_batch(engine, sched, ["hold"])
+    big = asyncio.create_task(sched.submit([f"a{i}" for i in range(40)], [1] * 40, lane=Lane("batch", "a")))
+    small = asyncio.create_task(sched.submit([f"b{i}" for i in range(4)], [1] * 4, lane=Lane("batch", "b")))
+    await wait_until_async(lambda: sched.queued_by_class()["batch"] == 44, timeout=10)
+    engine.gate.set()
+    await asyncio.gather(blocker, big, small)
+    order = [text for batch in engine.batches[1:] for text in batch]
+    assert max(order.index(f"b{i}") for i in range(4)) < 16, order  # within the first round, beside a0..a3
+    await sched.close()
+
+
+@pytest.mark.anyio
+async def test_overload_refuses_batch_work_and_never_interactive_work() -> None:
+    engine = HeldEngine()
+    sched = scheduler(engine, max_queue=10)
+    blocker = await hold_first_batch(engine, sched, ["hold"])
+    queued = asyncio.create_task(sched.submit([f"d{i}" for i in range(10)], [1] * 10, lane=BULK))
+    await wait_until_async(lambda: sched.queued_by_class()["batch"] == 10, timeout=10)
+    with pytest.raises(Overloaded) as refused:
+        await sched.submit(["one more"], [1], lane=BULK)
+    assert "batch items queued" in refused.value.detail and 1 <= refused.value.retry_after_s <= 60
+    interactive = asyncio.create_task(sched.submit(["query"], [1], lane=AGENT))
+    await wait_until_async(lambda: sched.queued_by_class()["interactive"] == 1, timeout=10)
+    engine.gate.set()
+    assert await interactive == ["query"]
+    await asyncio.gather(blocker, queued)
+    await sched.close()
+
+
+@pytest.mark.anyio
+async def test_a_batch_class_batch_is_kept_to_the_target_duration() -> None:
+    """Once the cost per token is measured, batch-class batches hold about BATCH_TARGET_S of work."""
+    engine = HeldEngine()
+    sched = scheduler(engine, max_batch_size=64)
+    sched.stats.s_per_token = BATCH_TARGET_S / 20  # as if measured: 20 tokens fill the target
+    await sched.submit([f"doc{i}" for i in range(30)], [5] * 30, lane=BULK)
+    assert max(len(b) for b in engine.batches) <= 4, [len(b) for b in engine.batches]  # 4 x 5 tokens
+    engine.batches.clear()
+    await sched.submit([f"q{i}" for i in range(30)], [5] * 30, lane=AGENT)
+    assert max(len(b) for b in engine.batches) > 4, "interactive batches are not cut to the batch target"
+    await sched.close()
+
+
+def test_tenant_queue_serves_tenants_in_turn_and_keeps_each_ones_order() -> None:
+    queue: TenantQueue[str] = TenantQueue()
+    queue.push("a", ["a1", "a2", "a3"])
+    queue.push("b", ["b1"])
+    queue.push("a", ["a4"])
+    queue.push("c", ["c1", "c2"])
+    assert [queue.pop() for _ in range(len(queue))] == ["a1", "b1", "c1", "a2", "c2", "a3", "a4"]
+    assert len(queue) == 0 and queue.tenants() == {}
+
+
+def test_class_chooser_ages_batch_work() -> None:
+    chooser = ClassChooser(share_every=100, max_wait_s=5.0)
+    both = {"interactive": True, "batch": True}
+    assert chooser.choose(both, batch_waited_s=1.0) == "interactive"
+    assert chooser.choose(both, batch_waited_s=6.0) == "batch"
+    assert chooser.choose({"batch": True}, batch_waited_s=0.0) == "batch"
+    assert chooser.choose({}, batch_waited_s=0.0) is None
+
+
+def test_the_class_rule() -> None:
+    assert by_size(items=1, tokens=12) == "interactive"
+    assert by_size(items=20, tokens=7_800) == "batch"  # an OpenClaw memory indexing request
+    assert by_size(items=2, tokens=600, input_type="document") == "batch"
+    assert by_size(items=1, tokens=40, input_type="query") == "interactive"
+    assert by_size(items=9, tokens=90) == "batch"
+    assert capped("interactive", "batch") == "batch" and capped("batch", "interactive") == "batch"
+    assert parse_priority(" Batch ") == "batch" and parse_priority(None) is None
+    with pytest.raises(ValueError, match="interactive, batch"):
+        parse_priority("urgent")
+    assert parse_tenant(None) == "" and parse_tenant("team-a") == "team-a"
+    with pytest.raises(ValueError, match="64 printable"):
+        parse_tenant("x" * 65)
