@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gpu_protocol.priority import PRIORITY_HEADER
 from mcp_bridge.http_api.openai import pool_error
 from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
 from tests.support.bridges import bridge_env
@@ -186,11 +187,13 @@ def test_pool_errors_map_to_the_statuses_openai_clients_act_on() -> None:
 
 def test_busy_hosts_answer_429_with_retry_after(service_factory: type[ServiceProcess], tmp_path: Path) -> None:
     """A host whose queue is full answers 429 + Retry-After; when every host still does at the deadline,
-    the bridge tells its client the same (429 + Retry-After), not that it timed out."""
+    the bridge tells its client the same (429 + Retry-After), not that it timed out. The filler is marked
+    interactive, the class of the one-text call (each class has its own queue cap: docs/sharing.md)."""
     svc = service_factory(env={"GPU_MAX_QUEUE": "8", "GPU_MAX_BATCH_SIZE": "4"}).start()
     filler = [f"a long text that keeps the host's queue full, number {i}, " * 8 for i in range(3000)]
     hog = threading.Thread(target=lambda: httpx.post(
-        f"{svc.url}/embed", json={"texts": filler}, headers={"X-Request-Id": "hog"}, timeout=600))
+        f"{svc.url}/embed", json={"texts": filler}, headers={"X-Request-Id": "hog", PRIORITY_HEADER: "interactive"},
+        timeout=600))
     hog.start()
     try:
         wait_until(lambda: httpx.get(f"{svc.url}/status").json()["queue_depth"] > 8, timeout=60, interval=0.1,
