@@ -117,9 +117,10 @@ class PiperEngine:
         return list(self.run(self.prepare(sentences, speed)))
 
     def run(self, batch: list[Utterance]) -> Iterable[np.ndarray]:
-        """One float32 array per utterance, in order: same-speed utterances share model calls."""
+        """One float32 array per utterance, in order: same-speed utterances share model calls, neighbours in
+        length together (less padding when there are more than MAX_BATCH)."""
         audio: list[np.ndarray | None] = [None] * len(batch)
-        by_speed = sorted(range(len(batch)), key=lambda i: batch[i].speed)
+        by_speed = sorted(range(len(batch)), key=lambda i: (batch[i].speed, len(batch[i].ids)))
         for speed, group in itertools.groupby(by_speed, key=lambda i: batch[i].speed):
             indices = list(group)
             size = MAX_BATCH if self.batches else 1
