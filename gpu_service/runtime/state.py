@@ -85,6 +85,7 @@ class ServiceState:
             is_oom=devices.is_out_of_memory,
             after_oom=lambda: devices.release_cached_memory(self.device),
             observer=self.metrics.observe_batch,
+            resolvers={task.kind: task.resolve for task in tasks if task.resolve is not None},
         )
         self.services: dict[str, object] = {task.kind: task.service(self) for task in tasks}
         """Each task's service (what its routes call), by kind."""

@@ -33,6 +33,10 @@ class Hardware:
 EngineBuilder = Callable[["ModelKey", "ResolvedModel", Hardware], "Engine"]
 """Builds a task's engine for one model (blocking, on a loader thread; imports its heavy code there)."""
 
+Resolver = Callable[[str, "Settings"], "ResolvedModel"]
+"""Where a task's model named so is (blocking, no weights loaded): for a task whose models are not
+transformers-style directories (a Piper voice is an `.onnx` file); None: `models.resolve.resolve`."""
+
 DefaultKey = Callable[["ServiceState", str], "ModelKey"]
 """The key of the operator's default model of a task (BERTScore: with its layer)."""
 
@@ -61,6 +65,8 @@ class Task:
     default_key: DefaultKey | None = None
     """None: `registry.key(kind, name)`."""
     body_limits: Callable[[Settings], dict[str, tuple[int, str]]] | None = None
+    resolve: Resolver | None = None
+    """How its models are found (Resolver); None: the service's own resolution."""
     """Paths whose request bodies may exceed GPU_MAX_BODY_BYTES: path -> (largest, the variable that sets it)."""
 
     @property

@@ -5,13 +5,14 @@ HTTP), its engine (the model on the device), and the `Task` that ties them toget
 from __future__ import annotations
 
 from gpu_service.runtime.task import Task
-from gpu_service.tasks import bertscore, embed, rerank, transcribe
+from gpu_service.tasks import bertscore, embed, rerank, speak, transcribe
 
 TASKS: tuple[Task, ...] = (
     embed.TASK,
     bertscore.TASK,
     rerank.TASK,
     transcribe.TASK,
+    speak.TASK,
 )
 """Every task this service serves, in the order /info lists them."""
 

@@ -1,0 +1,162 @@
+"""The Piper engine: a Piper (VITS) voice run with onnxruntime, phonemes from espeak-ng.
+
+`prepare` turns a request's sentences into `Utterance`s (phoneme ids, on a worker thread: it runs
+espeak-ng); `run` takes a batch of utterances from any number of requests and answers one float32 array
+per utterance at the voice's `sample_rate`. `synthesize` is the two in a row.
+
+Batches. The voice's one `scales` input (noise, length, noise width) holds for a whole model call, so
+utterances of different speeds never share one: `run` groups them by speed. Within a group, several
+utterances go through one model call, their ids padded and their `input_lengths` given; the model then
+answers one array as long as the longest. Each one's own length is read from the duration predictor's
+output (onnx_graph.py exposes it: frames per phoneme id; samples = frames x the decoder's hop, measured
+at load), so the batch is cut back exactly. A voice whose graph does not expose durations is run one
+utterance per call (`batches` is False), which is always correct.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime
+
+from gpu_service.models.engine import EngineDetails
+from gpu_service.tasks.speak.onnx_graph import with_extra_output
+from gpu_service.tasks.speak.phonemize import EspeakPhonemizer, Phonemizer
+from gpu_service.tasks.speak.voices import VoiceConfig, VoiceFiles, load_config
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 16
+"""Utterances per model call at most."""
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One sentence, ready for the model."""
+
+    ids: tuple[int, ...]
+    speed: float = 1.0
+    """1.0 is the voice's own pace; 2.0 speaks in half the time."""
+    speaker: int = 0
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The voice's randomness (`.onnx.json` `inference`), overridable (0, 0: the same audio every time)."""
+
+    scale: float
+    width: float
+
+
+def providers() -> list[str]:
+    """onnxruntime's CUDA provider first when this install has it (onnxruntime-gpu), else the CPU."""
+    available = onnxruntime.get_available_providers()
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+class PiperEngine:
+    """A loaded Piper voice (see the module docstring)."""
+
+    padded = True
+
+    def __init__(self, files: VoiceFiles, *, threads: int | None = None, noise: Noise | None = None,
+                 phonemizer: Phonemizer | None = None) -> None:
+        self.name = files.name
+        self.files = files
+        self.config: VoiceConfig = load_config(files)
+        self.sample_rate = self.config.sample_rate
+        self.noise = noise or Noise(self.config.noise_scale, self.config.noise_w)
+        self.phonemizer: Phonemizer = phonemizer or EspeakPhonemizer(self.config.espeak_voice)
+        self.memory_bytes = files.model.stat().st_size
+        self.session, self._durations = self._load(threads)
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        self.device = self.session.get_providers()[0]
+        self.samples_per_frame = self._measure_hop() if self._durations else 0
+        self.batches = self.samples_per_frame > 0
+
+    def _load(self, threads: int | None) -> tuple[onnxruntime.InferenceSession, str | None]:
+        model = self.files.model.read_bytes()
+        patched = with_extra_output(model)
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        if patched is None:
+            log.warning("voice %s: no duration output in its graph; one sentence per model call", self.name)
+        session = onnxruntime.InferenceSession(patched[0] if patched else model, options, providers=providers())
+        return session, patched[1] if patched else None
+
+    def _measure_hop(self) -> int:
+        """Samples per duration frame (256 for Piper voices), from one short utterance (also the warm-up)."""
+        ids = self.config.ids(list("a"))
+        audio, frames = self._call([Utterance(tuple(ids))], 1.0)
+        total = int(frames[0].sum())
+        hop = audio.shape[-1] // total if total else 0
+        if not total or hop * total != audio.shape[-1]:
+            log.warning("voice %s: audio (%d) is no whole number of frames (%d); one sentence per model call",
+                        self.name, audio.shape[-1], total)
+            return 0
+        return hop
+
+    @property
+    def voices(self) -> list[str]:
+        """The voice's speakers by name, or the voice's own name when it has one speaker."""
+        return sorted(self.config.speakers) or [self.name]
+
+    def prepare(self, sentences: Sequence[str], speed: float = 1.0, speaker: int = 0) -> list[Utterance]:
+        """Phoneme ids per sentence (runs espeak-ng: call it on a worker thread)."""
+        return [Utterance(tuple(self.config.ids(p)), speed, speaker) for p in self.phonemizer.phonemes(list(sentences))]
+
+    def synthesize(self, sentences: Sequence[str], speed: float = 1.0) -> list[np.ndarray]:
+        """Each sentence's audio, float32 mono at `sample_rate`."""
+        return list(self.run(self.prepare(sentences, speed)))
+
+    def run(self, batch: list[Utterance]) -> Iterable[np.ndarray]:
+        """One float32 array per utterance, in order: same-speed utterances share model calls, neighbours in
+        length together (less padding when there are more than MAX_BATCH)."""
+        audio: list[np.ndarray | None] = [None] * len(batch)
+        by_speed = sorted(range(len(batch)), key=lambda i: (batch[i].speed, len(batch[i].ids)))
+        for speed, group in itertools.groupby(by_speed, key=lambda i: batch[i].speed):
+            indices = list(group)
+            size = MAX_BATCH if self.batches else 1
+            for start in range(0, len(indices), size):
+                part = indices[start:start + size]
+                for i, samples in zip(part, self._synthesize_call([batch[i] for i in part], speed), strict=True):
+                    audio[i] = samples
+        return [a for a in audio if a is not None]
+
+    def _synthesize_call(self, utterances: list[Utterance], speed: float) -> list[np.ndarray]:
+        output, frames = self._call(utterances, speed)
+        if len(utterances) == 1:
+            return [_clip(output[0])]
+        return [_clip(output[i, :int(f.sum()) * self.samples_per_frame]) for i, f in enumerate(frames)]
+
+    def _call(self, utterances: list[Utterance], speed: float) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One model call: audio [batch, samples] (padded to the longest) and each one's frames per id."""
+        lengths = np.array([len(u.ids) for u in utterances], dtype=np.int64)
+        ids = np.zeros((len(utterances), int(lengths.max())), dtype=np.int64)
+        for row, utterance in enumerate(utterances):
+            ids[row, :len(utterance.ids)] = utterance.ids
+        feeds = {"input": ids, "input_lengths": lengths, "scales": np.array(
+            [self.noise.scale, self.config.length_scale / speed, self.noise.width], dtype=np.float32)}
+        if "sid" in self._inputs:
+            feeds["sid"] = np.array([u.speaker for u in utterances], dtype=np.int64)
+        outputs = self.session.run(["output", *([self._durations] if self._durations else [])], feeds)
+        audio = outputs[0].reshape(len(utterances), -1)
+        frames = [outputs[1][i].reshape(-1)[:lengths[i]] for i in range(len(utterances))] if self._durations else []
+        return audio, frames
+
+    def details(self) -> EngineDetails:
+        return EngineDetails()
+
+    def close(self) -> None:
+        del self.session
+
+
+def _clip(samples: np.ndarray) -> np.ndarray:
+    return np.clip(samples, -1.0, 1.0).astype(np.float32)

@@ -1,0 +1,124 @@
+"""Expose a Piper voice's phoneme durations as a second output of its ONNX graph, without the `onnx` package.
+
+A Piper (VITS) voice answers a batch with one padded array: every sentence's audio is as long as the
+longest. How long each one really is follows from the duration predictor: the graph's `Ceil` node gives
+the frames each phoneme id lasts, and a sentence's audio is its frames times the decoder's hop (256
+samples for Piper). That tensor is inside the graph; marking it as a graph output lets onnxruntime return
+it beside the audio, so a batch can be cut back into sentences exactly.
+
+The model file is a protobuf `ModelProto`. Adding an output is appending one `ValueInfoProto` (just a
+name) to the `GraphProto`'s `output` field, so this module reads the few fields it needs (wire format:
+https://protobuf.dev/programming-guides/encoding/) and re-frames the graph; every other byte is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MODEL_GRAPH = 7
+"""ModelProto.graph (onnx.proto)."""
+GRAPH_NODE, GRAPH_OUTPUT = 1, 12
+"""GraphProto.node, GraphProto.output."""
+NODE_OUTPUT, NODE_OP_TYPE = 2, 4
+"""NodeProto.output, NodeProto.op_type."""
+VALUE_INFO_NAME = 1
+"""ValueInfoProto.name."""
+VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
+
+
+class NotAProtobuf(ValueError):
+    """The bytes are not a protobuf message this module can read."""
+
+
+@dataclass(frozen=True)
+class Field:
+    number: int
+    wire_type: int
+    start: int
+    """Where the field's tag begins."""
+    value_start: int
+    """Where its payload begins (after the length prefix, for length-delimited fields)."""
+    end: int
+
+
+def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise NotAProtobuf("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def fields(data: bytes | memoryview) -> Iterator[Field]:
+    """The top-level fields of one message, in file order."""
+    pos = 0
+    while pos < len(data):
+        start = pos
+        tag, pos = _varint(data, pos)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == VARINT:
+            _, end = _varint(data, pos)
+            value_start = pos
+        elif wire_type == LENGTH_DELIMITED:
+            length, value_start = _varint(data, pos)
+            end = value_start + length
+        elif wire_type in (FIXED64, FIXED32):
+            value_start, end = pos, pos + (8 if wire_type == FIXED64 else 4)
+        else:
+            raise NotAProtobuf(f"wire type {wire_type} (groups are not used by ONNX)")
+        if end > len(data):
+            raise NotAProtobuf("a field runs past the end of its message")
+        pos = end
+        yield Field(number, wire_type, start, value_start, end)
+
+
+def _strings(data: memoryview, number: int) -> list[str]:
+    return [bytes(data[f.value_start:f.end]).decode() for f in fields(data)
+            if f.number == number and f.wire_type == LENGTH_DELIMITED]
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return encode_varint(number << 3 | LENGTH_DELIMITED) + encode_varint(len(payload)) + payload
+
+
+def outputs_of(graph: memoryview, op_type: str) -> list[str]:
+    """The output tensor names of the graph's nodes of `op_type` (e.g. `Ceil`)."""
+    names: list[str] = []
+    for node in (f for f in fields(graph) if f.number == GRAPH_NODE):
+        body = graph[node.value_start:node.end]
+        if op_type in _strings(body, NODE_OP_TYPE):
+            names.extend(_strings(body, NODE_OUTPUT))
+    return names
+
+
+def with_extra_output(model: bytes, op_type: str = "Ceil") -> tuple[bytes, str] | None:
+    """`model` with the output of its only `op_type` node added to the graph's outputs, and that output's
+    name; None when the graph has no such node or several (then which one is meant is unknown)."""
+    view = memoryview(model)
+    graph_field = next((f for f in fields(view) if f.number == MODEL_GRAPH), None)
+    if graph_field is None:
+        return None
+    graph = view[graph_field.value_start:graph_field.end]
+    candidates = outputs_of(graph, op_type)
+    if len(candidates) != 1:
+        return None
+    (name,) = candidates
+    value_info = _length_delimited(VALUE_INFO_NAME, name.encode())
+    new_graph = bytes(graph) + _length_delimited(GRAPH_OUTPUT, value_info)
+    patched = b"".join((view[:graph_field.start], _length_delimited(MODEL_GRAPH, new_graph), view[graph_field.end:]))
+    return patched, name

@@ -1,0 +1,105 @@
+"""One speech request, from text to audio: the voice, the sentences, the batches, the encoding, a job.
+
+`Speak` is the speak task's service, built once by the service's state. A request's sentences
+(`split_sentences`) are phonemized on the model's preprocessing thread (espeak-ng), synthesized on the
+model's scheduler (where the sentences of concurrent requests share model calls: `PiperEngine.run`) and
+encoded on a worker thread, one sentence at a time: `chunks` yields each sentence's encoded piece as it is
+ready, so the first audio goes out after the first sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpu_protocol.speech_synthesis import OPENAI_VOICES, SpeechRequest, split_sentences
+from gpu_service.errors import ModelNotFound, Unprocessable
+from gpu_service.models.registry import LoadedModel, ModelKey
+from gpu_service.runtime.state import ServiceState
+from gpu_service.tasks.speak.encode import AudioEncoder
+from gpu_service.tasks.speak.engine import PiperEngine, Utterance
+
+Disconnected = Callable[[], Awaitable[bool]]
+"""Whether the client has gone (Starlette's `request.is_disconnected`)."""
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A request's voice, checked against its model."""
+
+    key: ModelKey
+    speaker: int
+    voices: tuple[str, ...]
+    """What the model speaks (its own voices, then OpenAI's names, which mean its first)."""
+
+
+def speaker_of(engine: PiperEngine, voice: str) -> int:
+    """The speaker id `voice` names: one of the voice's own, or an OpenAI name (its first speaker);
+    `Unprocessable` naming the voices there are."""
+    own = engine.config.speakers
+    if voice in own:
+        return own[voice]
+    if voice in engine.voices or voice in OPENAI_VOICES:
+        return 0
+    raise Unprocessable(f"voice {voice!r} is not a voice of model {engine.name!r}; voices: "
+                        f"{', '.join([*engine.voices, *OPENAI_VOICES])}")
+
+
+class Speak:
+    """What the speech-synthesis routes call, on top of the service's state."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+
+    def model_name(self, requested: str | None) -> str:
+        if requested is not None:  # tts-1 and the other OpenAI names arrive as None (SpeechRequest)
+            return requested
+        default: str | None = self.state.settings.default_models.get("speak")
+        if default is None:
+            raise ModelNotFound("no speech-synthesis voice is configured on this host: set MODEL_SPEAK "
+                                "(a Piper voice such as en_US-joe-medium, or a voice's .onnx path) or name a `model`")
+        return default
+
+    async def voice(self, body: SpeechRequest) -> Voice:
+        """The request's model (loaded) and speaker; 404/422 before any audio goes out."""
+        key = self.state.registry.key("speak", self.model_name(body.model))
+        async with self.state.registry.use(key) as loaded:
+            engine = loaded.engine_as(PiperEngine)
+            return Voice(key, speaker_of(engine, body.voice), tuple([*engine.voices, *OPENAI_VOICES]))
+
+    async def voices(self, requested: str | None) -> Voice:
+        key = self.state.registry.key("speak", self.model_name(requested))
+        async with self.state.registry.use(key) as loaded:
+            engine = loaded.engine_as(PiperEngine)
+            return Voice(key, 0, tuple([*engine.voices, *OPENAI_VOICES]))
+
+    async def _speak(self, loaded: LoadedModel, sentences: list[str], body: SpeechRequest, speaker: int,
+                     deadline: float) -> list[np.ndarray]:
+        engine = loaded.engine_as(PiperEngine)
+        utterances: list[Utterance] = await loaded.prepare(engine.prepare, sentences, body.speed, speaker)
+        limit = max(1, loaded.scheduler.max_batch_tokens)
+        costs = [min(limit, max(1, len(u.ids))) for u in utterances]
+        job = self.state.jobs.start("speak", loaded.key.label, len(utterances))
+        try:
+            return await loaded.scheduler.submit(utterances, costs, job=job, deadline=deadline)
+        finally:
+            self.state.jobs.finish(job)
+
+    async def chunks(self, body: SpeechRequest, voice: Voice, gone: Disconnected) -> AsyncIterator[bytes]:
+        """The file's encoded pieces, one sentence at a time (the first after the first sentence); stops
+        when the client has gone."""
+        deadline = time.monotonic() + self.state.settings.request_timeout_s
+        async with self.state.registry.use(voice.key) as loaded:
+            encoder = AudioEncoder(body.response_format, loaded.engine_as(PiperEngine).sample_rate)
+            for sentence in split_sentences(body.input):
+                if await gone():
+                    return
+                audio = await self._speak(loaded, [sentence], body, voice.speaker, deadline)
+                if data := await asyncio.to_thread(encoder.encode, audio[0]):
+                    yield data
+            if tail := await asyncio.to_thread(encoder.finish):
+                yield tail
