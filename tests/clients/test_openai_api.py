@@ -358,7 +358,7 @@ def test_the_readme_openai_client_snippet(service: ServiceProcess, tmp_path: Pat
 
     from tests.repo.test_readme import blocks
 
-    (code,) = [b for b in blocks("python") if "from openai import OpenAI" in b]
+    (code,) = [b for b in blocks("python") if "from openai import OpenAI" in b and "embeddings.create" in b]
     with openai_bridge([service.url], tmp_path) as bridge:
         code = code.replace("http://127.0.0.1:8787/v1", bridge.base_url).replace("<the bridge's token>", TOKEN)
         printed = io.StringIO()
