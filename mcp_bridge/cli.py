@@ -75,11 +75,15 @@ def _banner(url: str, token: str | None) -> str:
 
 
 async def _serve(config: BridgeConfig, args: argparse.Namespace) -> None:
+    from mcp_bridge.access.gate import Access
     from mcp_bridge.bridge import Bridge
     from mcp_bridge.mcp.server import build_server
 
+    token = args.auth_token or os.environ.get("GPU_BRIDGE_AUTH_TOKEN") or None
+    # The clients' tokens are read before anything starts: an unset tokenEnv is a config error (exit 2).
+    access = None if args.transport == "stdio" else Access.from_config(config, token, os.environ)
     async with Bridge(config) as bridge:
-        server = build_server(bridge)
+        server = build_server(bridge, access)
         if args.transport == "stdio":
             await server.run_stdio_async()
             return
@@ -87,14 +91,13 @@ async def _serve(config: BridgeConfig, args: argparse.Namespace) -> None:
 
         from mcp_bridge.http_api.app import http_app
 
-        token = args.auth_token or os.environ.get("GPU_BRIDGE_AUTH_TOKEN") or None
         transport = "sse" if args.transport == "sse" else "http"
-        if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        if args.host not in ("127.0.0.1", "localhost", "::1") and access is None:
             log.warning("serving MCP on %s without --auth-token: anyone who can reach it can use your GPUs", args.host)
         from mcp_bridge.http_api.openai import openai_app
 
-        openai = openai_app(bridge.gpu, bridge.config, unavailable=bridge.not_configured)
-        app = http_app(server, transport, args.host, token, openai)
+        openai = openai_app(bridge.gpu, bridge.config, unavailable=bridge.not_configured, access=access)
+        app = http_app(server, transport, args.host, access, openai)
         uv = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            timeout_graceful_shutdown=5))
 

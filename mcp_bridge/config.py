@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gpu_protocol import validation
 from gpu_protocol.limits import DEFAULT_LIMITS
+from mcp_bridge.client_rights import ClientConfig, check_clients
 from mcp_bridge.protocols import HOST_TYPES
 
 PLUGIN_ID = "openclaw-gpu-bridge"
@@ -189,6 +190,11 @@ class BridgeConfig(_Config):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
+    clients: list[ClientConfig] = Field(
+        default_factory=list,
+        description="HTTP bridge: its callers, each with a token, the tools and models it may use and its quotas "
+        "(docs/sharing.md). --auth-token adds one client with every right.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> BridgeConfig:
@@ -196,6 +202,7 @@ class BridgeConfig(_Config):
         dupes = sorted({n for n in labels if labels.count(n) > 1})
         if dupes:
             raise ValueError(f"hosts: names must be unique, repeated: {', '.join(dupes)}")
+        check_clients(self.clients)
         return self
 
     def pool_hosts(self) -> list[HostConfig]:
@@ -324,7 +331,7 @@ def load_config(
 def redactor(config: BridgeConfig) -> Callable[[str], str]:
     """Hides the configured keys (the bridge's own and every host's) in text bound for a client:
     tool errors, OpenAI-API errors, health rows."""
-    secrets = [s for s in [config.apiKey, *(h.apiKey for h in config.hosts)] if s]
+    secrets = [s for s in [config.apiKey, *(h.apiKey for h in config.hosts), *(c.token for c in config.clients)] if s]
 
     def redact(text: str) -> str:
         for secret in secrets:

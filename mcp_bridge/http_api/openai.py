@@ -17,6 +17,7 @@ models of openai/tei hosts) and the pool's error types.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -32,10 +33,12 @@ from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
 from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
+from mcp_bridge.access.gate import Access
 from mcp_bridge.client.audio_decode import AudioUnreadable
 from mcp_bridge.client.results import EmbedResult, RerankOutcome, TranscribeOutcome
 from mcp_bridge.client.views import InfoRow
 from mcp_bridge.config import BridgeConfig, redactor
+from mcp_bridge.http_api.admission import admitted
 from mcp_bridge.http_api.audio import audio_request, render
 from mcp_bridge.http_api.cohere import v2_answer, wire_request
 from mcp_bridge.http_api.errors import ApiError, pool_error
@@ -87,8 +90,8 @@ async def _pooled(request: Request, work: Awaitable[T]) -> T:
 class V1:
     """The `/v1` routes over `gpu` (the bridge's `GpuClient`)."""
 
-    def __init__(self, gpu: Embedder, config: BridgeConfig, unavailable: str | None) -> None:
-        self.gpu, self.config, self.unavailable = gpu, config, unavailable
+    def __init__(self, gpu: Embedder, config: BridgeConfig, unavailable: str | None, access: Access | None) -> None:
+        self.gpu, self.config, self.unavailable, self.access = gpu, config, unavailable, access
         self.redact = redactor(config)  # the same secrets as the MCP tools' errors hide
 
     def answering(self, handler: Handler) -> Handler:
@@ -112,7 +115,9 @@ class V1:
 
     async def embeddings(self, request: Request) -> Response:
         asked, wire = embedding_request(await json_object(request, EMBED_EXAMPLE), self.config.limits)
-        result = await _pooled(request, self.gpu.embed_request(wire))
+        with admitted(request, self.access, "gpu_embed", len(wire.texts), wire.model) as model:
+            wire = wire.model_copy(update={"model": model})
+            result = await _pooled(request, self.gpu.embed_request(wire))
         log.info("POST /v1/embeddings: %d texts%s, model %s, on %s in %.2fs", len(wire.texts),
                  f" ({asked.input_type})" if asked.input_type else "", result.model, ", ".join(result.hosts),
                  result.seconds)
@@ -120,14 +125,17 @@ class V1:
 
     async def rerank(self, request: Request) -> JSONResponse:
         parsed = rerank_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
-        outcome = await _pooled(request, self.gpu.rerank(parsed))
+        with admitted(request, self.access, "gpu_rerank", len(parsed.documents), parsed.model) as model:
+            parsed = parsed.model_copy(update={"model": model})
+            outcome = await _pooled(request, self.gpu.rerank(parsed))
         log.info("POST /v1/rerank: %d documents, model %s, on %s in %.2fs", len(parsed.documents),
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         return JSONResponse(outcome.response.model_dump(mode="json", exclude_none=True))
 
     async def rerank_v2(self, request: Request) -> JSONResponse:
         asked = rerank_v2_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
-        outcome = await _pooled(request, self.gpu.rerank(wire_request(asked)))
+        with admitted(request, self.access, "gpu_rerank", len(asked.documents), asked.model) as model:
+            outcome = await _pooled(request, self.gpu.rerank(wire_request(asked.model_copy(update={"model": model}))))
         log.info("POST %s: %d documents, model %s, on %s in %.2fs", routes.RERANK_V2, len(asked.documents),
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         answer = v2_answer(asked, outcome, request.headers.get(routes.REQUEST_ID_HEADER))
@@ -136,13 +144,15 @@ class V1:
     async def speech(self, request: Request, task: SpeechTask) -> Response:
         wire = await audio_request(request, self.config.audio, task)
 
-        async def transcribed() -> TranscribeOutcome:
+        async def transcribed(audio: AudioRequest) -> TranscribeOutcome:
             try:
-                return await self.gpu.transcribe(wire)
+                return await self.gpu.transcribe(audio)
             except AudioUnreadable as exc:  # the bridge could not split it: the caller's file, not the pool
                 raise ApiError(422, f"file: {exc}", param="file") from None
 
-        outcome = await _pooled(request, transcribed())
+        with admitted(request, self.access, "gpu_transcribe", 1, wire.options.model) as model:
+            options = wire.options.model_copy(update={"model": model})
+            outcome = await _pooled(request, transcribed(dataclasses.replace(wire, options=options)))
         log.info("POST %s: %d bytes, %.1fs of audio in %d part(s), model %s, on %s in %.2fs", request.url.path,
                  len(wire.audio), outcome.transcription.duration, outcome.parts, outcome.transcription.model,
                  ", ".join(outcome.hosts), outcome.seconds)
@@ -155,16 +165,19 @@ class V1:
         return await self.speech(request, "translate")
 
     async def models(self, request: Request) -> JSONResponse:
-        found, problems = await list_models(self.gpu, self.config)
+        with admitted(request, self.access, "gpu_info", 0, None):
+            found, problems = await list_models(self.gpu, self.config)
         body: dict[str, Any] = {"object": "list", "data": found}
         if problems:  # not OpenAI's, and ignored by its clients: why a host is missing from the list
             body["host_errors"] = [{"host": name, "error": self.redact(error)} for name, error in problems]
         return JSONResponse(body)
 
 
-def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = None) -> ASGIApp:
-    """The ASGI app for `/v1/...`. `unavailable`: why nothing can be served (no hosts configured)."""
-    v1 = V1(gpu, config, unavailable)
+def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = None,
+               access: Access | None = None) -> ASGIApp:
+    """The ASGI app for `/v1/...`. `unavailable`: why nothing can be served (no hosts configured); `access`: the
+    clients' scopes and quotas (behind `http_api.identity.ClientIdentity`), None for none."""
+    v1 = V1(gpu, config, unavailable, access)
     return Starlette(routes=[
         Route(f"{PREFIX}/embeddings", v1.answering(v1.embeddings), methods=["POST"]),
         Route(f"{PREFIX}/models", v1.answering(v1.models), methods=["GET"]),

@@ -16,8 +16,10 @@ from __future__ import annotations
 from mcp.server.mcpserver import MCPServer
 
 from mcp_bridge import __version__
+from mcp_bridge.access.gate import Access
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.mcp import bertscore, embed, fleet, rerank, similarity, transcribe
+from mcp_bridge.mcp.access import ClientScopes
 from mcp_bridge.mcp.errors import PlainErrorsMCPServer
 from mcp_bridge.mcp.tools import Tools
 
@@ -31,9 +33,10 @@ TOOL_FAMILIES = (fleet, embed, bertscore, similarity, rerank, transcribe)
 """gpu_health, gpu_info, gpu_status; gpu_embed; gpu_bertscore; gpu_similarity; gpu_rerank; gpu_transcribe."""
 
 
-def build_server(bridge: Bridge) -> MCPServer:
-    """The MCP server for a (started) bridge."""
-    server = PlainErrorsMCPServer("gpu-bridge", title="GPU bridge", version=__version__, instructions=INSTRUCTIONS)
+def build_server(bridge: Bridge, access: Access | None = None) -> MCPServer:
+    """The MCP server for a (started) bridge; `access`: the HTTP bridge's clients (their tools, models, quotas)."""
+    server = PlainErrorsMCPServer("gpu-bridge", title="GPU bridge", version=__version__, instructions=INSTRUCTIONS,
+                                  middleware=[ClientScopes(access)] if access is not None else None)
     tools = Tools(bridge)
     for family in TOOL_FAMILIES:
         family.register(server, tools)
