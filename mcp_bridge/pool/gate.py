@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Protocol
 
 from gpu_protocol.priority import PRIORITIES, Priority
 from mcp_bridge.pool.call_class import CallClass
@@ -27,6 +28,19 @@ Fits = Callable[["Host"], bool]
 """Whether a waiting shard may be sent to a host (its task, its model, not yet out of its call)."""
 UNCLASSED = CallClass("interactive")
 """What a request of no decided class waits as (the pool used directly, not through a call)."""
+
+
+class SlotWatcher(Protocol):
+    """Told when a request starts waiting for a host slot and when it has one (a sharded call's dispatch: a
+    shard waiting at the gate is neither late on its host nor worth a hedged copy, which would wait too)."""
+
+    def waiting(self) -> None: ...
+
+    def admitted(self) -> None: ...
+
+
+slot_watcher: ContextVar[SlotWatcher | None] = ContextVar("slot_watcher", default=None)
+"""Set inside the task that runs one shard (sharding.py); None elsewhere."""
 
 
 class Place:

@@ -101,6 +101,25 @@ class SharingView(BaseModel):
     tenants: dict[str, TenantView]
 
 
+def sharing_in_words(view: SharingView) -> list[str]:
+    """The fair share in lines (gpu_status's summary, `gpu-bridge --check`)."""
+    lines = []
+    for name, c in view.classes.items():
+        mean = f", mean wait {c.mean_wait_s:.2f}s over the last {c.waited}" if c.mean_wait_s is not None else ""
+        lines.append(f"{name}: {c.waiting} shard(s) waiting for a host slot, oldest {c.oldest_wait_s:.2f}s{mean}")
+    for tenant, t in view.tenants.items():
+        lines.append(f"tenant {tenant or '(none)'}: {t.items} items sent, {t.refusals} refused (busy), "
+                     f"{t.waiting_items} items waiting")
+    return lines
+
+
+def queued_in_words(queue_depth: int, by_class: dict[str, int] | None) -> str:
+    """A host's queue, per class where the host says (a host older than the classes does not)."""
+    if not by_class:
+        return str(queue_depth)
+    return f"{queue_depth} ({', '.join(f'{name} {count}' for name, count in by_class.items())})"
+
+
 class PoolView(BaseModel):
     strategy: str
     mode: Literal["normal", "panic"]

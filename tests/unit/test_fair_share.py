@@ -22,6 +22,7 @@ from gpu_protocol.priority import (
     estimate_tokens,
 )
 from mcp_bridge.client.client import GpuClient
+from mcp_bridge.client.dispatch import Copy, Lane, hedge
 from mcp_bridge.config import parse_config
 from mcp_bridge.pool.call_class import CallClass, current_class
 from mcp_bridge.pool.caller import Caller, current_caller
@@ -257,3 +258,14 @@ async def test_the_callers_class_and_tenant_travel_within_what_it_may_use() -> N
         await gpu.embed(["one query"])
     assert all(TENANT_HEADER.lower() not in h for host, h, _ in seen), "no tenant: no header"
     await gpu.pool.close()
+
+
+def test_a_shard_waiting_for_a_slot_is_neither_late_nor_hedged() -> None:
+    """A copy waiting at the pool's gate is on no host: a hedged twin would only wait at the same gate."""
+    held, free = Lane("a", 1, item_seconds=0.01), Lane("b", 1, item_seconds=0.01)
+    waiting = Copy(0, 64, started=0.0, admitted=False)
+    held.running.append(waiting)
+    assert held.finishes(100.0, 0.01)[0] == pytest.approx(100.64), "counted from now, not from when it queued"
+    assert hedge([held, free], 100.0, set()) is None
+    waiting.admitted = True  # on its host for 100 s: clearly late, a copy on the free lane is worth it
+    assert hedge([held, free], 100.0, set()) is not None
