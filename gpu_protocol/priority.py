@@ -10,6 +10,8 @@ service's queues apply the same order. One rule for both sides: this module.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Literal, get_args
 
 Priority = Literal["interactive", "batch"]
@@ -27,6 +29,19 @@ INTERACTIVE_MAX_DOCUMENTS = 100
 """A rerank query over at most this many documents (a page of search results) is interactive."""
 INTERACTIVE_MAX_AUDIO_S = 60.0
 """An audio file up to a minute (a voice note) is interactive."""
+
+BATCH_SHARE_EVERY = 4
+"""While both classes wait, at least one turn in this many goes to batch work (the service's batches, the
+bridge's host slots)."""
+BATCH_MAX_WAIT_S = 10.0
+"""Batch work that has waited this long goes next, whatever waits beside it."""
+
+CHARS_PER_TOKEN = 4
+"""Where no tokenizer is at hand (the bridge), a text counts as one token per this many characters, rounded
+up: about what BERT-style and GPT-style tokenizers give for English prose."""
+AUDIO_BYTES_PER_SECOND = 16_000
+"""Where an audio file's length is unknown (not decoded), it counts as one second per this many bytes: a
+128 kbit/s MP3 or AAC file, the usual voice note."""
 
 _BATCH_INPUT_TYPES = {"document", "passage"}
 _INTERACTIVE_INPUT_TYPES = {"query"}
@@ -61,6 +76,16 @@ def by_size(*, items: int, tokens: int, input_type: str | None = None) -> Priori
     return "interactive" if items <= INTERACTIVE_MAX_ITEMS and tokens <= INTERACTIVE_MAX_TOKENS else "batch"
 
 
+def estimate_tokens(texts: Iterable[str]) -> int:
+    """The tokens `texts` hold by `CHARS_PER_TOKEN` (for `by_size` where no tokenizer is at hand)."""
+    return sum(math.ceil(len(text) / CHARS_PER_TOKEN) for text in texts)
+
+
+def estimate_audio_seconds(size_bytes: int) -> float:
+    """An audio file's length by `AUDIO_BYTES_PER_SECOND`, for `audio_by_size` when it was not decoded."""
+    return size_bytes / AUDIO_BYTES_PER_SECOND
+
+
 def rerank_by_size(*, documents: int) -> Priority:
     return "interactive" if documents <= INTERACTIVE_MAX_DOCUMENTS else "batch"
 
@@ -72,3 +97,27 @@ def audio_by_size(*, seconds: float) -> Priority:
 def capped(asked: Priority, highest: Priority) -> Priority:
     """`asked`, lowered to `highest` where the caller may use no more (a batch client's calls are all batch)."""
     return asked if PRIORITIES.index(asked) >= PRIORITIES.index(highest) else highest
+
+
+class ClassChooser:
+    """Which class gets the next turn (a batch on the device, a free host slot): interactive first, while
+    batch work keeps a guaranteed share (`BATCH_SHARE_EVERY`) and goes next once it has waited `BATCH_MAX_WAIT_S`."""
+
+    def __init__(self, share_every: int = BATCH_SHARE_EVERY, max_wait_s: float = BATCH_MAX_WAIT_S) -> None:
+        self.share_every = share_every
+        self.max_wait_s = max_wait_s
+        self._since_batch = 0
+
+    def choose(self, waiting: dict[Priority, bool], batch_waited_s: float) -> Priority | None:
+        """`waiting`: whether each class has work; `batch_waited_s`: the batch class's longest wait."""
+        present = [p for p in PRIORITIES if waiting.get(p)]
+        if not present:
+            return None
+        if len(present) == 1:
+            chosen = present[0]
+        elif self._since_batch + 1 >= self.share_every or batch_waited_s >= self.max_wait_s:
+            chosen = "batch"
+        else:
+            chosen = "interactive"
+        self._since_batch = 0 if chosen == "batch" else self._since_batch + 1
+        return chosen

@@ -89,6 +89,9 @@ class StatusResponse(AnswerModel):
     models: list[ModelInfo]
     batches: dict[str, int]
     """Batches run so far, per model."""
+    queued_by_class: dict[str, int] | None = Field(
+        default=None, description="`queue_depth` per priority class (interactive, batch); absent from a host "
+        "older than the classes (docs/sharing.md).")
 
 
 class ErrorResponse(BaseModel):

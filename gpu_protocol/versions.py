@@ -38,11 +38,13 @@ RELEASES: dict[int, str] = {1: "0.3.0", 2: "0.4.0"}
 """The first release that spoke each version, for messages (releases.json records their commits)."""
 
 ANSWER_FIELDS_ADDED: dict[int, dict[str, tuple[str, ...]]] = {
-    2: {routes.INFO: ("protocol_version", "capabilities", "capabilities.*.names")},
+    2: {routes.INFO: ("protocol_version", "capabilities", "capabilities.*.names"),
+        routes.STATUS: ("queued_by_class",)},
 }
 """Version -> path -> the answer fields that version added (an older caller never sees them). A field inside
 another is named by its dotted path (`*`: under every key). Only top-level fields are ever dropped: a nested
-one goes with its parent for a caller older than the parent, and callers from version 2 on read tolerantly."""
+one goes with its parent for a caller older than the parent, and callers from version 2 on read tolerantly. /status's `queued_by_class` came after 0.4.0 and is listed under 2
+all the same: every caller from version 2 on reads answers tolerantly, so only a version-1 caller must not see it."""
 
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     routes.EMBED: EmbedRequest,

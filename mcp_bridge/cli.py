@@ -11,11 +11,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from gpu_protocol.status import InfoResponse
+from gpu_protocol.status import InfoResponse, StatusResponse
 from gpu_protocol.versions import RELEASES
 from mcp_bridge import __version__
 from mcp_bridge.config import BridgeConfig, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from mcp_bridge.bridge import Bridge
 
 log = logging.getLogger("mcp_bridge")
 
@@ -184,8 +188,26 @@ async def _check(config: BridgeConfig, source: str) -> int:
         for h in health:
             if h.paths:
                 print(f"\n{h.name} is called at {h.paths}")
+        await _print_sharing(bridge)
         print(f"\n{usable}/{len(health)} host(s) usable" + (f", {len(degraded)} degraded" if degraded else ""))
         return 0 if usable else 1
+
+
+async def _print_sharing(bridge: Bridge) -> None:
+    """Each host's queue per class (from its /status) and the bridge's fair share (docs/sharing.md)."""
+    from mcp_bridge.pool.views import queued_in_words, sharing_in_words
+
+    status = await bridge.gpu.status()
+    print("\nqueues per class (each host's /status; a host older than the classes gives its total only):")
+    for host in status.hosts:
+        service = host.service
+        queued = queued_in_words(service.queue_depth, service.queued_by_class) if isinstance(
+            service, StatusResponse) else "unreachable"
+        print(f"  {host.name}: {queued}")
+    if status.sharing is not None:
+        print("fair share at the bridge (since it started):")
+        for line in sharing_in_words(status.sharing):
+            print(f"  {line}")
 
 
 def main(argv: list[str] | None = None) -> None:

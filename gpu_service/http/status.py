@@ -84,6 +84,7 @@ async def status(request: Request) -> StatusResponse:
         active_jobs=[job.status() for job in state.jobs.active()],
         models=[m.info() for m in state.registry.loaded()],
         batches={m.key.label: m.scheduler.stats.batches for m in state.registry.loaded()},
+        queued_by_class=state.registry.queued_by_class(),
     )
 
 

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gpu_protocol.priority import PRIORITIES
 from gpu_protocol.status import ModelInfo
 from gpu_service.errors import DeadlineExceeded, ModelLoadFailed, ServiceError
 from gpu_service.models.engine import Engine
@@ -129,6 +130,14 @@ class ModelRegistry:
 
     def queue_depth(self) -> int:
         return sum(m.scheduler.queued for m in self._loaded.values())
+
+    def queued_by_class(self) -> dict[str, int]:
+        """Items queued per priority class, over all models (/status)."""
+        totals: dict[str, int] = dict.fromkeys(PRIORITIES, 0)
+        for model in self._loaded.values():
+            for priority, queued in model.scheduler.queued_by_class().items():
+                totals[priority] += queued
+        return totals
 
     def memory_bytes(self) -> int:
         return sum(int(m.engine.memory_bytes) for m in self._loaded.values())

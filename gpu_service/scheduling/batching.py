@@ -32,11 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gpu_protocol.priority import PRIORITIES, Priority
+from gpu_protocol.priority import PRIORITIES, ClassChooser, Priority
 from gpu_service.errors import DeadlineExceeded, Overloaded, Unavailable
 from gpu_service.scheduling.batch_plan import CPU_OVERHEAD_TOKENS, cut_sorted
 from gpu_service.scheduling.jobs import Job
-from gpu_service.scheduling.lanes import ClassChooser, Lane, TenantQueue
+from gpu_service.scheduling.lanes import Lane, TenantQueue
 
 P = TypeVar("P")
 R = TypeVar("R")

@@ -2,9 +2,9 @@
 
 Items of one class are taken round-robin across tenants, one item at a time, so a caller with many
 connections (or one huge request) does not crowd out another. Before every batch the scheduler asks
-`ClassChooser` which class runs next: interactive work goes first, but while both classes wait, batch
-keeps a guaranteed share of the batches (it is never starved) and an item of it that has waited too long
-goes next (it ages).
+`ClassChooser` (gpu_protocol.priority: the bridge shares its host slots by the same rule) which class runs
+next: interactive work goes first, but while both classes wait, batch keeps a guaranteed share of the
+batches (it is never starved) and an item of it that has waited too long goes next (it ages).
 """
 
 from __future__ import annotations
@@ -16,15 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from gpu_protocol.priority import PRIORITIES, Priority
+from gpu_protocol.priority import Priority
 
 T = TypeVar("T")
-
-BATCH_SHARE_EVERY = 4
-"""While both classes wait, at least one batch in this many is the batch class's."""
-BATCH_MAX_WAIT_S = 10.0
-"""A batch item that has waited this long goes next, whatever waits beside it."""
-
 
 @dataclass(frozen=True)
 class Lane:
@@ -100,26 +94,3 @@ class TenantQueue(Generic[T]):
     def drain(self) -> Iterator[T]:
         while self._count:
             yield self.pop()
-
-
-class ClassChooser:
-    """Which class runs the next batch: interactive first, batch's share and age kept."""
-
-    def __init__(self, share_every: int = BATCH_SHARE_EVERY, max_wait_s: float = BATCH_MAX_WAIT_S) -> None:
-        self.share_every = share_every
-        self.max_wait_s = max_wait_s
-        self._since_batch = 0
-
-    def choose(self, waiting: dict[Priority, bool], batch_waited_s: float) -> Priority | None:
-        """`waiting`: whether each class has work; `batch_waited_s`: the batch class's longest wait."""
-        present = [p for p in PRIORITIES if waiting.get(p)]
-        if not present:
-            return None
-        if len(present) == 1:
-            chosen = present[0]
-        elif self._since_batch + 1 >= self.share_every or batch_waited_s >= self.max_wait_s:
-            chosen = "batch"
-        else:
-            chosen = "interactive"
-        self._since_batch = 0 if chosen == "batch" else self._since_batch + 1
-        return chosen

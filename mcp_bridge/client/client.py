@@ -20,6 +20,7 @@ from gpu_protocol.bertscore import (
     ScoreMeans,
 )
 from gpu_protocol.embed import EmbedRequest
+from gpu_protocol.priority import by_size, estimate_tokens, rerank_by_size
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
 from mcp_bridge.client.fleet import Fleet
@@ -36,6 +37,7 @@ from mcp_bridge.client.sharding import Progress, split
 from mcp_bridge.client.transcription import Transcriber
 from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
+from mcp_bridge.pool.call_class import classed
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.routing import Need
@@ -79,7 +81,13 @@ class GpuClient:
     async def embed_request(
         self, request: EmbedRequest, *, host: str | None = None, progress: Progress | None = None
     ) -> EmbedResult:
-        """Embed an already validated request; shards are copies of it, not validated again."""
+        """Embed an already validated request; shards are copies of it, not validated again. Its class
+        (docs/sharing.md) is decided once, for all its shards: `input_type`, else its size."""
+        texts = request.texts
+        with classed(by_size(items=len(texts), tokens=estimate_tokens(texts), input_type=request.input_type)):
+            return await self._embed(request, host, progress)
+
+    async def _embed(self, request: EmbedRequest, host: str | None, progress: Progress | None) -> EmbedResult:
         started = time.perf_counter()
         model = request.model or self.config.models.embed
         deadline = self.deadline()
@@ -106,6 +114,12 @@ class GpuClient:
     ) -> SimilarityResult:
         """Similarities computed on the hosts: pairs and query calls are sharded (each shard
         scores its own texts, the bridge ranks the union), a matrix goes to one host."""
+        texts = [*request.texts, *(request.texts_b or []), *([request.query] if request.query else [])]
+        with classed(by_size(items=len(texts), tokens=estimate_tokens(texts))):
+            return await self._similarity(request, host, progress)
+
+    async def _similarity(self, request: SimilarityRequest, host: str | None,
+                          progress: Progress | None) -> SimilarityResult:
         started = time.perf_counter()
         if request.model is None and self.config.models.embed:
             request = request.model_copy(update={"model": self.config.models.embed})
@@ -148,6 +162,10 @@ class GpuClient:
     ) -> RerankOutcome:
         """Documents sharded across the hosts that rerank; every shard scores all of its documents
         and the bridge merges them, so `top_n` is exactly one host's ranking of everything."""
+        with classed(rerank_by_size(documents=len(request.documents))):
+            return await self._rerank(request, host, progress)
+
+    async def _rerank(self, request: RerankRequest, host: str | None, progress: Progress | None) -> RerankOutcome:
         started = time.perf_counter()
         deadline = self.deadline()
         used: set[str] = set()
@@ -169,6 +187,11 @@ class GpuClient:
     # ------------------------------------------------------------------ BERTScore
 
     async def bertscore(self, request: BertScoreRequest, progress: Progress | None = None) -> ScoreResult:
+        pairs = len(request.candidates)
+        with classed(by_size(items=pairs, tokens=estimate_tokens([*request.candidates, *request.references]))):
+            return await self._bertscore(request, progress)
+
+    async def _bertscore(self, request: BertScoreRequest, progress: Progress | None) -> ScoreResult:
         started = time.perf_counter()
         if request.model_type is None and self.config.models.bertscore and request.lang is None:
             request = request.model_copy(update={"model_type": self.config.models.bertscore})

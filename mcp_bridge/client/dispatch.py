@@ -40,6 +40,9 @@ class Copy:
     shard: int
     size: int
     started: float
+    """When its host began on it: when it was sent, or when it got a host slot after waiting for one."""
+    admitted: bool = True
+    """False while it waits for a host slot at the pool's gate (pool/gate.py): it is on no host yet."""
 
 
 @dataclass
@@ -66,7 +69,8 @@ class Lane:
         Once the first is late, the rest are assumed to run as late again as it already is."""
         if not self.running:
             return []
-        t = max(self.last_done, self.running[0].started)
+        first = self.running[0]
+        t = max(self.last_done, first.started if first.admitted else now)
         out = []
         for copy in self.running:
             t += cost * copy.size
@@ -120,6 +124,8 @@ def hedge(lanes: Sequence[Lane], now: float, hedged: set[int]) -> tuple[Copy, La
             if other is free:
                 continue
             for copy, finish in zip(other.running, other.finishes(now, cost(other, lanes)), strict=True):
+                if not copy.admitted:
+                    continue  # waiting for a slot: a copy of it would wait at the same gate
                 run = mine * copy.size
                 gain = finish - (free.drain(now, mine, copy.size) + run)
                 if copy.shard not in hedged and gain > HEDGE_MARGIN * run and (best is None or gain > best[0]):

@@ -68,4 +68,5 @@ class Fleet:
             result, error = remote.get(row.name, (None, "left the pool while being asked"))
             service = result if result is not None else Unreachable(error=error or "no answer")
             hosts.append(HostStatus(**row.model_dump(), service=service))
-        return FleetStatus(strategy=view.strategy, mode=view.mode, hosts=hosts, panics=view.panics, hedges=view.hedges)
+        return FleetStatus(strategy=view.strategy, mode=view.mode, hosts=hosts, panics=view.panics, hedges=view.hedges,
+                           sharing=view.sharing)

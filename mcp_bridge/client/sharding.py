@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from mcp_bridge.client import dispatch
 from mcp_bridge.client.dispatch import Copy, Lane
+from mcp_bridge.pool.gate import slot_watcher
 
 T = TypeVar("T")
 S = TypeVar("S", bound=Sized)
@@ -109,8 +110,13 @@ class _ShardedCall(Generic[T, S]):
     def _start(self, index: int, lane: Lane, now: float) -> None:
         copy = Copy(index, len(self.shards[index]), now)
         lane.running.append(copy)
-        task = asyncio.ensure_future(self.run_shard(self.shards[index], index, lane.name))
+        task = asyncio.ensure_future(self._watched(copy, self.run_shard(self.shards[index], index, lane.name)))
         self.copies[task] = (lane, copy)
+
+    async def _watched(self, copy: Copy, running: Awaitable[tuple[S, str]]) -> tuple[S, str]:
+        """`running` in its own task, telling `copy` when it waits for a host slot and when it has one."""
+        slot_watcher.set(_CopyWatcher(copy, self.clock))
+        return await running
 
     async def _finished(self, task: asyncio.Task[tuple[S, str]]) -> None:
         if task not in self.copies:
@@ -161,3 +167,18 @@ class _ShardedCall(Generic[T, S]):
         await asyncio.gather(*tasks, return_exceptions=True)
         self.copies.clear()
         self.dropped.clear()
+
+
+class _CopyWatcher:
+    """A copy waiting at the pool's slot gate is on no host yet: started (for its host's rate and its
+    lateness) counts from when it gets a slot."""
+
+    def __init__(self, copy: Copy, clock: Callable[[], float]) -> None:
+        self.copy, self.clock = copy, clock
+
+    def waiting(self) -> None:
+        self.copy.admitted = False
+
+    def admitted(self) -> None:
+        self.copy.admitted = True
+        self.copy.started = self.clock()

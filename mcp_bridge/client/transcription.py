@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+from gpu_protocol.priority import audio_by_size, estimate_audio_seconds
 from gpu_protocol.transcribe import (
     TranscriptionOptions,
     TranscriptionSegment,
@@ -27,6 +28,7 @@ from mcp_bridge.client.results import TranscribeOutcome
 from mcp_bridge.client.shard_runner import ShardRunner
 from mcp_bridge.client.sharding import Progress
 from mcp_bridge.config import BridgeConfig
+from mcp_bridge.pool.call_class import classed
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.probes import read_info
 from mcp_bridge.pool.routing import Need
@@ -50,9 +52,16 @@ class Transcriber:
         started = time.perf_counter()
         await self._describe_unheard()
         parts = await self._parts(request) if host is None else None
-        if not parts:
-            answer, chosen = await self._ask(request, deadline, host)
-            return TranscribeOutcome(answer, [chosen], 1, time.perf_counter() - started)
+        seconds = (sum(p.seconds for p in parts) if parts else request.seconds) or estimate_audio_seconds(
+            len(request.audio))
+        with classed(audio_by_size(seconds=seconds)):
+            if not parts:
+                answer, chosen = await self._ask(request, deadline, host)
+                return TranscribeOutcome(answer, [chosen], 1, time.perf_counter() - started)
+            return await self._sharded(request, parts, deadline, progress, started)
+
+    async def _sharded(self, request: AudioRequest, parts: list[Part], deadline: float, progress: Progress | None,
+                       started: float) -> TranscribeOutcome:
         used: set[str] = set()
 
         async def run_part(

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from gpu_protocol.status import InfoResponse, StatusResponse
-from mcp_bridge.pool.views import HostView, ServedModels
+from mcp_bridge.pool.views import HostView, ServedModels, SharingView
 
 
 class Unreachable(BaseModel):
@@ -29,6 +29,8 @@ class FleetStatus(BaseModel):
     hosts: list[HostStatus]
     panics: int
     hedges: int
+    sharing: SharingView | None = None
+    """The bridge's fair share of host slots: per class waiting and waits, per tenant items and refusals."""
 
 
 class HealthRow(BaseModel):

@@ -40,6 +40,7 @@ from mcp_bridge.client.views import InfoRow
 from mcp_bridge.config import BridgeConfig, redactor
 from mcp_bridge.http_api.admission import admitted
 from mcp_bridge.http_api.audio import audio_request, render
+from mcp_bridge.http_api.caller_headers import caller_from_headers
 from mcp_bridge.http_api.cohere import v2_answer, wire_request
 from mcp_bridge.http_api.errors import ApiError, pool_error
 from mcp_bridge.http_api.requests import (
@@ -51,6 +52,7 @@ from mcp_bridge.http_api.requests import (
     rerank_v2_request,
 )
 from mcp_bridge.http_api.responses import ModelResponse, embeddings_answer
+from mcp_bridge.pool.caller import current_caller
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.protocols.speech import AudioRequest, SpeechTask
 
@@ -101,7 +103,11 @@ class V1:
             try:
                 if self.unavailable:
                     raise ApiError(503, self.unavailable, code="not_configured")
-                return await handler(request)
+                named = current_caller.set(caller_from_headers(request))
+                try:
+                    return await handler(request)
+                finally:
+                    current_caller.reset(named)
             except ApiError as exc:
                 exc.message = self.redact(exc.message)
                 if exc.status >= 500:

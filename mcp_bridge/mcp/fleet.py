@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 from gpu_protocol.status import StatusResponse
 from mcp_bridge.client.views import FleetStatus, HealthRow, HostStatus, InfoRow
 from mcp_bridge.mcp.tools import READ_ONLY, Tools, result
-from mcp_bridge.pool.views import models_in_words
+from mcp_bridge.pool.views import SharingView, models_in_words, queued_in_words, sharing_in_words
 
 Rows = WithJsonSchema({"type": "array", "items": {"type": "object", "additionalProperties": True}})
 """The rows' schema stays open (one object per host): clients show them, they do not validate each field."""
@@ -47,8 +47,12 @@ class StatusOutput(BaseModel):
     hosts: Annotated[list[HostStatus], Rows] = Field(
         description="Per host: state, in_flight, ewma_latency_ms, consecutive_failures, last_error, served, "
         "`models` (per task: default, loaded, allowed, failed), "
-        "and the host's own /status (queue depth, active jobs with progress, loaded models)."
+        "and the host's own /status (queue depth, per class where the host says, active jobs with progress, "
+        "loaded models)."
     )
+    sharing: SharingView | None = Field(
+        default=None, description="The bridge's fair share of host slots: per class (interactive, batch) the shards "
+        "waiting and their waits, per tenant the items sent, refusals and items waiting (docs/sharing.md).")
 
 
 def health_output(rows: list[HealthRow], tools: Tools) -> tuple[str, HealthOutput]:
@@ -87,12 +91,16 @@ def status_output(view: FleetStatus) -> tuple[str, StatusOutput]:
         service = h.service if isinstance(h.service, StatusResponse) else None
         jobs = ", ".join(f"{j.kind} {j.model} {j.done}/{j.total}" for j in service.active_jobs) if service else ""
         lines.append(
-            f"- {h.name}: {h.state}, {h.in_flight} in flight, queue {service.queue_depth if service else 'unreachable'}, "
+            f"- {h.name}: {h.state}, {h.in_flight} in flight, "
+            f"queue {queued_in_words(service.queue_depth, service.queued_by_class) if service else 'unreachable'}, "
             f"served {h.served}, failed {h.failed}"
             + (f", jobs: {jobs}" if jobs else "")
             + (f", last error: {h.last_error}" if h.last_error else "")
         )
-    out = StatusOutput(strategy=view.strategy, mode=view.mode, panics=view.panics, hosts=view.hosts)
+    if view.sharing is not None:
+        lines += ["fair share at the bridge:", *(f"  {line}" for line in sharing_in_words(view.sharing))]
+    out = StatusOutput(strategy=view.strategy, mode=view.mode, panics=view.panics, hosts=view.hosts,
+                       sharing=view.sharing)
     return "\n".join(lines), out
 
 

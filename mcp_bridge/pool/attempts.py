@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mcp_bridge.pool.call_class import CallClass
 from mcp_bridge.pool.errors import Failure, HostRejected, PoolBusy
-from mcp_bridge.pool.hosts import Host
+from mcp_bridge.pool.gate import Place, SlotGate, slot_watcher
+from mcp_bridge.pool.hosts import Clock, Host
 from mcp_bridge.pool.out_for_call import OutForCall
 from mcp_bridge.pool.routing import Need
 from mcp_bridge.protocols import HttpCall, Task
@@ -34,6 +36,47 @@ class Attempts:
     """Each host's request, built once and fitted to its protocol version."""
     refusal: HostRejected | None = None
     """The last host's refusal of the call's model (403): the call's answer once no host is left."""
+    items: int = 1
+    """Its size (texts, documents, pairs): what the fair share of host slots counts (fair_share.py)."""
+    place: Place | None = None
+    """Its place in the pool's waiting room for a host slot, while it has one (gate.py)."""
+    handed: Host | None = None
+    """The host the waiting room handed it (that host's slot is held for its next attempt)."""
+    waited: bool = False
+    """It has waited in the waiting room since it last had a host."""
+
+    async def wait_for_slot(self, gate: SlotGate, call_class: CallClass | None, clock: Clock) -> None:
+        """Wait in the slot gate (a second at most, keeping the place) for a host it hands over (`handed`)."""
+        if self.place is None:
+            self.place = gate.join(call_class, self.items, lambda h: self.fits(h, clock()))
+            if not self.waited and (watcher := slot_watcher.get()) is not None:
+                watcher.waiting()
+            self.waited = True
+        self.handed = await gate.wait(self.place, max(0.01, min(1.0, self.deadline - clock())))
+        if self.handed is not None:
+            self.place = None
+
+    def take_handed(self, gate: SlotGate, now: float) -> Host | None:
+        """The host the gate handed this request, if still of use (else its slot goes to the next waiter)."""
+        host, self.handed = self.handed, None
+        if host is not None and not self.fits(host, now):
+            gate.freed(host)
+            return None
+        return host
+
+    def leave_gate(self, gate: SlotGate) -> None:
+        """Out of the waiting room: it has a host (or its call ended)."""
+        if self.place is not None:
+            gate.leave(self.place)
+            self.place = None
+        if self.waited and (watcher := slot_watcher.get()) is not None:
+            watcher.admitted()
+        self.waited = False
+
+    def fits(self, host: Host, now: float) -> bool:
+        """Whether a freed slot on `host` is of use to this request now (the slot gate asks)."""
+        return (host.name not in self.tried and host.name not in self.out.names and host.usable(now)
+                and any(h is host for h in self.able))
 
     def note_tried(self, host: Host) -> None:
         """`host` is being tried: a plain host once per round; a cluster host stands for many replicas, so the

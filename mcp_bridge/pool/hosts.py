@@ -56,6 +56,8 @@ class HostRecord:
     """Counters and timestamps; everything `gpu_status` shows."""
 
     in_flight: int = 0
+    reserved: int = 0
+    """Slots held for a shard the slot gate handed this host to, until it sends (gate.py)."""
     consecutive_failures: int = 0
     ejections: int = 0
     ejected_until: float = 0.0
@@ -134,7 +136,13 @@ class Host:
         return self.record.healthy and not self.ejected(now) and not self.cooling(now)
 
     def has_capacity(self) -> bool:
-        return self.max_concurrent is None or self.record.in_flight < self.max_concurrent
+        return self.max_concurrent is None or self.record.in_flight + self.record.reserved < self.max_concurrent
+
+    def reserve(self) -> None:
+        self.record.reserved += 1
+
+    def unreserve(self) -> None:
+        self.record.reserved = max(0, self.record.reserved - 1)
 
     def out_until(self) -> float:
         """When the host is usable again as far as ejection and cool-down go (for panic mode)."""

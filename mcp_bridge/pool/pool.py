@@ -27,15 +27,18 @@ from gpu_protocol.routes import REQUEST_ID_HEADER
 from mcp_bridge.config import BridgeConfig, HostConfig
 from mcp_bridge.pool.attempts import Attempts
 from mcp_bridge.pool.balancing import balancer
+from mcp_bridge.pool.call_class import current_class
 from mcp_bridge.pool.classify import MAX_RETRY_AFTER_S, classify_answer, classify_error
 from mcp_bridge.pool.errors import (
     Failure,
     HostFailed,
     HostRejected,
     NoHostAvailable,
+    PoolBusy,
     PoolError,
     PoolTimeout,
 )
+from mcp_bridge.pool.gate import SlotGate
 from mcp_bridge.pool.hedging import send_hedged
 from mcp_bridge.pool.hosts import Clock, Host
 from mcp_bridge.pool.retry_budget import RetryBudget
@@ -79,6 +82,9 @@ class HostPool:
         self._balancer = balancer(self.strategy, self._rng)
         self.budget = RetryBudget(config.retryBudgetPercent / 100, clock)
         self._capacity = asyncio.Condition()
+        """Notified as requests end (a removed host is closed once its last one has)."""
+        self.gate = SlotGate(clock, config.shardSize)
+        """Where requests wait for a host slot, in fair order (fair_share.py)."""
         self.panics = 0
         self.hedges = 0
         self._aborts: set[asyncio.Task[None]] = set()
@@ -139,26 +145,31 @@ class HostPool:
         return await self.request(
             operation.task, lambda h: h.protocol.exchange(operation).request(request),
             lambda h, r: h.protocol.exchange(operation).answer(r, request),
-            deadline=deadline, pin=pin, prefer=prefer, model=operation.model_of(request))
+            deadline=deadline, pin=pin, prefer=prefer, model=operation.model_of(request),
+            items=operation.size_of(request))
 
     async def request(
         self, task: Task, call: CallFor, parse: ParseFor[T], *, deadline: float, pin: str | None = None,
-        model: str | None = None, prefer: str | None = None,
+        model: str | None = None, prefer: str | None = None, items: int = 1,
     ) -> tuple[T, Host]:
         """Send `call(host)` to one host after another (those that serve `model`, routing.py) until
         `parse(host, answer)` accepts an answer, the deadline passes, or a host refuses the request (4xx).
         `prefer`: the first attempt's host if usable with room (a sharded call's dispatch chooses it);
-        the balancer picks the others."""
+        the balancer picks the others. `items`: the request's size, as the fair share of slots counts it."""
         need = Need(task, model)
-        state = Attempts(need, self._candidates(need, pin), deadline, pin, prefer=prefer)
+        state = Attempts(need, self._candidates(need, pin), deadline, pin, prefer=prefer, items=items)
         self.budget.record_request()
         try:
             return await self._until_answered(state, call, parse)
         except (NoHostAvailable, PoolTimeout) as exc:
+            if isinstance(exc, PoolBusy):
+                self.gate.refused(current_class.get())
             why = None if pin else note(self.hosts, need)
             if why:
                 exc.args = (f"{exc}; {why}",)
             raise
+        finally:
+            state.leave_gate(self.gate)
 
     async def _until_answered(self, state: Attempts, call: CallFor, parse: ParseFor[T]) -> tuple[T, Host]:
         while True:
@@ -206,7 +217,10 @@ class HostPool:
         state.out.raise_if_all(state.able, state.task, state.errors)
         out = state.tried | state.out.names
         host = self.host(state.pin) if state.pin else (
-            state.preferred(self.clock()) or self.pick(state.task, exclude=out, model=state.need.model))
+            state.take_handed(self.gate, self.clock()) or state.preferred(self.clock())
+            or self.pick(state.task, exclude=out, model=state.need.model))
+        if host is not None:
+            state.leave_gate(self.gate)
         if host is not None and not state.out.fit(host, call, state.calls, state.errors):
             return None
         if host is None:
@@ -217,6 +231,7 @@ class HostPool:
             raise NoHostAvailable(state.summary(f"{state.task} failed and the retry budget is spent"))
         state.first = False
         state.note_tried(host)
+        self.gate.sent(current_class.get(), state.items)
         if host.cluster and host is state.previous:
             await self._backoff([host], state.deadline)  # the same proxy again: not in a tight loop
         state.previous = host
@@ -226,7 +241,7 @@ class HostPool:
         """No host to pick: every one tried this round (back off, then go round again) or all full."""
         able = {h.name for h in state.able}
         if len((state.tried | state.out.names) & able) < len(able):
-            await self._wait_for_capacity(state.deadline)
+            await state.wait_for_slot(self.gate, current_class.get(), self.clock)
             return
         if not self.budget.try_spend():
             state.raise_if_busy(self.clock())
@@ -300,10 +315,12 @@ class HostPool:
         started = self.clock()
         request_id = uuid.uuid4().hex
         timeout = max(0.05, min(host.timeout, deadline - started))
+        chosen = current_class.get()
+        sharing = host.protocol.sharing_headers(chosen.priority, chosen.tenant) if chosen else {}
         try:
             response = await host.client.request(
                 call.method, call.path, json=call.json, files=call.files, data=call.data, timeout=timeout,
-                headers={REQUEST_ID_HEADER: request_id},
+                headers={REQUEST_ID_HEADER: request_id, **sharing},
             )
         except asyncio.CancelledError:
             # Abandoned (the agent cancelled, a hedge won, a shard failed): tell the host,
@@ -316,6 +333,7 @@ class HostPool:
             raise HostFailed(classify_error(exc, timeout)) from None
         finally:
             host.request_finished()
+            self.gate.freed(host)
             async with self._capacity:
                 self._capacity.notify_all()
         note_answer(host, response)
@@ -358,13 +376,6 @@ class HostPool:
         delay = min(waits) if waits and len(waits) == len(hosts) else self._rng.uniform(0.05, 0.25)
         await self._sleep(max(0.0, min(delay, deadline - now, MAX_RETRY_AFTER_S)))
 
-    async def _wait_for_capacity(self, deadline: float) -> None:
-        async with self._capacity:
-            try:
-                await asyncio.wait_for(self._capacity.wait(), timeout=max(0.01, min(1.0, deadline - self.clock())))
-            except TimeoutError:
-                pass
-
     def snapshot(self) -> PoolView:
         now = self.clock()
         usable = [h for h in self.hosts if h.usable(now)]
@@ -374,6 +385,7 @@ class HostPool:
             hosts=[h.view(now) for h in self.hosts],
             panics=self.panics,
             hedges=self.hedges,
+            sharing=self.gate.view(),
         )
 
     async def close(self) -> None:

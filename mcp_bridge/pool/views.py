@@ -60,6 +60,66 @@ class HostView(BaseModel):
     failed: int
 
 
+class ClassView(BaseModel):
+    """One priority class at the bridge's slot gate (gate.py)."""
+
+    waiting: int
+    """Shards waiting for a host slot now."""
+    oldest_wait_s: float
+    """How long the longest-waiting of them has waited (0 when none waits)."""
+    mean_wait_s: float | None = None
+    """The mean wait of the last 200 shards that had to wait for a slot (None: none had to)."""
+    waited: int = 0
+    """How many shards that mean is over."""
+
+
+class QuotaLeft(BaseModel):
+    """What a client may still use this minute (its `clients` entry's quotas); filled by the clients' front end."""
+
+    requests: int | None = None
+    items: int | None = None
+    in_flight: int | None = None
+
+
+class TenantView(BaseModel):
+    """One tenant (a client's name; "" for calls without one) as the pool saw it."""
+
+    items: int = 0
+    """Items (texts, documents, pairs; a request each for audio) sent to hosts for it, retries included."""
+    refusals: int = 0
+    """Its calls the pool refused because every host was busy (a 429 to the caller)."""
+    waiting_items: int = 0
+    """Items of its shards waiting for a host slot now."""
+    quota_left: QuotaLeft | None = None
+    """Its quotas' remainders, where its client has quotas (none yet)."""
+
+
+class SharingView(BaseModel):
+    """The bridge's fair share of host slots (docs/sharing.md): per class, per tenant."""
+
+    classes: dict[str, ClassView]
+    tenants: dict[str, TenantView]
+
+
+def sharing_in_words(view: SharingView) -> list[str]:
+    """The fair share in lines (gpu_status's summary, `gpu-bridge --check`)."""
+    lines = []
+    for name, c in view.classes.items():
+        mean = f", mean wait {c.mean_wait_s:.2f}s over the last {c.waited}" if c.mean_wait_s is not None else ""
+        lines.append(f"{name}: {c.waiting} shard(s) waiting for a host slot, oldest {c.oldest_wait_s:.2f}s{mean}")
+    for tenant, t in view.tenants.items():
+        lines.append(f"tenant {tenant or '(none)'}: {t.items} items sent, {t.refusals} refused (busy), "
+                     f"{t.waiting_items} items waiting")
+    return lines
+
+
+def queued_in_words(queue_depth: int, by_class: dict[str, int] | None) -> str:
+    """A host's queue, per class where the host says (a host older than the classes does not)."""
+    if not by_class:
+        return str(queue_depth)
+    return f"{queue_depth} ({', '.join(f'{name} {count}' for name, count in by_class.items())})"
+
+
 class PoolView(BaseModel):
     strategy: str
     mode: Literal["normal", "panic"]
@@ -67,3 +127,4 @@ class PoolView(BaseModel):
     hosts: list[HostView]
     panics: int
     hedges: int
+    sharing: SharingView | None = None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
 
+from gpu_protocol.priority import Priority
 from gpu_protocol.routes import API_KEY_HEADER, AUTHORIZATION_HEADER
 from gpu_protocol.status import InfoResponse, StatusResponse
 from mcp_bridge.protocols.calls import HttpCall
@@ -153,6 +154,12 @@ class HostProtocol(ABC):
         if found is None:
             raise Unsupported(f"{self.type} hosts {operation.missing}")
         return found
+
+    def sharing_headers(self, priority: Priority | None, tenant: str) -> dict[str, str]:
+        """The headers that tell the host a request's class and tenant, so its own queues order it as the
+        bridge does (docs/sharing.md). None for a server that is not a gpu-service: an OpenAI-compatible or
+        TEI server has no use for them, and a client's name is not a third party's to see."""
+        return {}
 
     def cancel_call(self, request_id: str) -> HttpCall | None:
         """How to tell the host to drop the work of an abandoned request (sent with this

@@ -49,6 +49,8 @@ class Operation(Generic[Req, Ans]):
     model_of: Callable[[Req], str | None]
     missing: str
     """Why a host type without an exchange for it cannot serve it, after `<type> hosts `."""
+    size_of: Callable[[Req], int] = lambda request: 1
+    """A request's size in items (texts, documents, pairs): what the pool's fair share of host slots counts."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,16 @@ class Exchanges:
         return cast("Exchange[Req, Ans] | None", self._table.get(operation))
 
 
-EMBED = Operation[EmbedRequest, VectorBlock]("embed", "embed", lambda r: r.model, "do not embed")
+EMBED = Operation[EmbedRequest, VectorBlock]("embed", "embed", lambda r: r.model, "do not embed", lambda r: len(r.texts))
 SIMILARITY = Operation[SimilarityRequest, SimilarityResponse](
-    "similarity", "embed", lambda r: r.model, "do not compute similarities")
+    "similarity", "embed", lambda r: r.model, "do not compute similarities", lambda r: len(r.texts))
 RERANK = Operation[RerankRequest, RerankResponse](
-    "rerank", "rerank", lambda r: r.model, "do not rerank unless configured with rerank: true")
+    "rerank", "rerank", lambda r: r.model, "do not rerank unless configured with rerank: true",
+    lambda r: len(r.documents))
 BERTSCORE = Operation[BertScoreRequest, BertScoreResponse](
-    "bertscore", "bertscore", lambda r: r.model_type, "do not compute BERTScore")
+    "bertscore", "bertscore", lambda r: r.model_type, "do not compute BERTScore", lambda r: len(r.candidates))
 BERTSCORE_IDF = Operation[BertScoreIdfRequest, BertScoreIdfResponse](
-    "bertscore idf", "bertscore", lambda r: r.model_type, "do not compute BERTScore")
+    "bertscore idf", "bertscore", lambda r: r.model_type, "do not compute BERTScore", lambda r: len(r.sentences))
 TRANSCRIBE = Operation[AudioRequest, VerboseTranscription](
     "transcribe", "transcribe", lambda r: r.options.model,
     "do not transcribe unless configured with transcribe: true")

@@ -18,6 +18,7 @@ from gpu_protocol.bertscore import (
 )
 from gpu_protocol.codec import check_block
 from gpu_protocol.embed import EmbedRequest, EmbedResponse
+from gpu_protocol.priority import PRIORITY_HEADER, TENANT_HEADER, Priority
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
 from gpu_protocol.status import SERVING_STATUSES, InfoResponse, StatusResponse
@@ -46,6 +47,11 @@ class GpuServiceProtocol(HostProtocol):
 
     def health_call(self) -> HttpCall:
         return HttpCall("GET", routes.HEALTH)
+
+    def sharing_headers(self, priority: Priority | None, tenant: str) -> dict[str, str]:
+        """`X-GPU-Priority` when the call's class is decided, `X-GPU-Tenant` when it has a tenant. A 0.4.0
+        service knows neither and ignores them (tests/bridge/test_compat.py)."""
+        return {**({PRIORITY_HEADER: priority} if priority else {}), **({TENANT_HEADER: tenant} if tenant else {})}
 
     def _serves(self, body: Any) -> bool:
         # It answers 503 while starting or draining; degraded (a default model missing) still serves.

@@ -12,10 +12,10 @@ import threading
 
 import pytest
 
-from gpu_protocol.priority import by_size, capped, parse_priority, parse_tenant
+from gpu_protocol.priority import ClassChooser, by_size, capped, parse_priority, parse_tenant
 from gpu_service.errors import Overloaded
 from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler
-from gpu_service.scheduling.lanes import ClassChooser, Lane, TenantQueue
+from gpu_service.scheduling.lanes import Lane, TenantQueue
 from tests.support.waiting import wait_until_async
 
 BULK = Lane("batch", "indexer")
