@@ -11,6 +11,7 @@ default-by-size rule decides. What each figure means: bench/README.md.
     python -m bench.fairness                          # everything of ours (~12 minutes)
     python -m bench.fairness --quick --only service   # a smoke test (~1.5 minutes on an idle machine)
     python -m bench.fairness --peer infinity --write  # ... against Infinity, and the tables into bench/README.md
+    python -m bench.fairness --quick --only tenants --max-concurrent 1  # the bridge's slot gate shares the hosts
 """
 
 from __future__ import annotations
@@ -18,13 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import os
 import random
-import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -34,7 +30,8 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.common import ROOT, ServerProcess, free_port, gpu_service_process, save, table
+from bench.common import ROOT, ServerProcess, gpu_service_process, save, table
+from bench.fairness_bridge import BridgeProcess, tenant_headers
 from bench.fairness_load import (
     CALL_TIMEOUT_S,
     Phase,
@@ -50,8 +47,6 @@ from bench.fairness_load import (
     short_texts,
     texts_body,
 )
-from gpu_protocol.priority import TENANT_HEADER
-from mcp_bridge.embedded import die_with_parent
 
 T = TypeVar("T")
 
@@ -66,51 +61,8 @@ SHARE_TARGET = 0.40
 """Each of two batch tenants (1 client and 6) gets >= 40% of the texts."""
 TENANTS = (("one-client", 1), ("six-clients", 6))
 TENANT_SHARD_SIZE = 64
-BRIDGE_TIMEOUT_S = 120.0
-"""The bridge's deadline per call, above its default 45 s, so that a long wait is measured, not refused."""
 README = ROOT / "bench" / "README.md"
 START_MARKER, END_MARKER = "<!-- fairness:start -->", "<!-- fairness:end -->"
-
-
-class BridgeProcess(ServerProcess):
-    """`gpu-bridge --transport http` over `hosts`, behind a bearer token; ready once `/v1/models` answers it."""
-
-    def __init__(self, hosts: list[str], shard_size: int = 256) -> None:
-        port = free_port()
-        config = {"hosts": [{"url": url, "name": f"h{i}"} for i, url in enumerate(hosts)],
-                  "shardSize": shard_size, "timeout": BRIDGE_TIMEOUT_S}
-        self.token = secrets.token_hex(16)
-        command = [sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port", str(port),
-                   "--log-level", "warning"]
-        super().__init__("gpu-bridge", command, port, ready_path="/v1/models",
-                         env={"GPU_BRIDGE_CONFIG": json.dumps(config), "GPU_BRIDGE_AUTH_TOKEN": self.token})
-        self.env.pop("GPU_BRIDGE_URLS", None)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def start(self, timeout: float = 120.0) -> BridgeProcess:
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL, cwd=ROOT, preexec_fn=die_with_parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if httpx.get(self.url + self.ready_path, headers=self.headers, timeout=2.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.name} on {self.url} not ready:\n{self.logs()[-3000:]}")
-
-
-def tenant_headers(bridge: BridgeProcess, tenant: str) -> dict[str, str]:
-    """How a tenant's client calls the bridge. Today: the bridge's one token and `X-GPU-Tenant`, which the
-    service's queues read (and the bridge forwards to the hosts once it does). With the bridge's per-client
-    tokens (issue 28 §2) this becomes that client's own token, from which the bridge takes the tenant."""
-    return {**bridge.headers, TENANT_HEADER: tenant}
 
 
 # --------------------------------------------------------------------------- cases
@@ -309,6 +261,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bulk-clients", type=int, default=4, help="bulk clients beside the interactive one (4)")
     parser.add_argument("--only", choices=SCENARIOS, help="one scenario (default: all)")
     parser.add_argument("--peer", choices=["infinity"], help="the service load against Infinity too")
+    parser.add_argument("--bridge-hosts", type=int, default=1,
+                        help="services behind the bridge scenario's bridge (1; the tenants scenario always has 2)")
+    parser.add_argument("--max-concurrent", type=int,
+                        help="each host's maxConcurrent at the bridges: shards beyond it wait at the bridge's slot "
+                        "gate, which shares them by class and tenant (default: no limit, the services' queues do)")
     parser.add_argument("--ours-env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for our services, e.g. GPU_CPU_THREADS=2 (repeatable)")
     parser.add_argument("--write", action="store_true", help="write the tables into bench/README.md")
@@ -319,7 +276,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.duration = (6.0 if args.quick else 30.0) if args.duration is None else args.duration
     if args.duration <= 0 or args.bulk_clients < 1:
         parser.error("--duration must be > 0 and --bulk-clients >= 1")
-    if args.write and (args.quick or args.only or args.ours_env):
+    if args.bridge_hosts < 1 or (args.max_concurrent is not None and args.max_concurrent < 1):
+        parser.error("--bridge-hosts and --max-concurrent must be >= 1")
+    if args.write and (args.quick or args.only or args.ours_env or args.bridge_hosts != 1 or args.max_concurrent):
         parser.error("--write is for the full run: every scenario, our defaults, not --quick")
     args.idle = max(2.0, args.duration / 3)
     args.tenant_duration = 2 * args.duration
@@ -352,7 +311,7 @@ def with_bridge(hosts: int, shard_size: int, args: argparse.Namespace, work: Cal
     try:
         for _ in range(hosts):
             services.append(gpu_service_process(args.ours_env).start())
-        bridge = BridgeProcess([s.url for s in services], shard_size).start()
+        bridge = BridgeProcess([s.url for s in services], shard_size, args.max_concurrent).start()
         try:
             return work(bridge)
         finally:
@@ -376,8 +335,8 @@ def main(argv: list[str] | None = None) -> None:
         print("service", flush=True)
         results += run_service(args)
     if "bridge" in scenarios:
-        print("bridge (one service)", flush=True)
-        results += with_bridge(1, 256, args, lambda b: asyncio.run(measure_bridge(b, args)))
+        print(f"bridge ({args.bridge_hosts} service(s))", flush=True)
+        results += with_bridge(args.bridge_hosts, 256, args, lambda b: asyncio.run(measure_bridge(b, args)))
     if "tenants" in scenarios:
         print(f"tenants (bridge over two services, shards of {TENANT_SHARD_SIZE})", flush=True)
         tenants = with_bridge(2, TENANT_SHARD_SIZE, args, lambda b: asyncio.run(measure_tenants(b, args)))

@@ -36,6 +36,15 @@ def _in_flight(host: Host) -> int:
     return host.record.in_flight
 
 
+def lane_slots(host: Host) -> int:
+    """How many of one call's shards may be out on `host` at once: 2 on a host without a limit; on a host
+    with `maxConcurrent`, its slots and one more, which waits at the pool's slot gate. The slots are shared
+    with every other call there (the gate hands them out in fair order, pool/fair_share.py), and a call that
+    always has a shard waiting is never passed over for a slot just because its next shard was not queued
+    yet when its last one finished."""
+    return host.max_concurrent + 1 if host.max_concurrent else 2
+
+
 def fresh_rate(host: Host, kind: str, now: float) -> float | None:
     """`host`'s seconds per item for `kind`, if it was measured within `RATE_MAX_AGE_S`."""
     rate = host.record.item_seconds.get(kind)
@@ -68,8 +77,7 @@ class ShardRunner:
         usable = best([h for h in candidates(hosts, need) if h.usable(now)], need)
         if shards <= 1 or pin is not None or self.dispatch == "pool" or not usable:
             return [Lane(None, max(1, sum(h.max_concurrent or 2 for h in hosts)))]
-        return [Lane(h.name, h.max_concurrent or 2, fresh_rate(h, kind, now), busy=partial(_in_flight, h))
-                for h in usable]
+        return [Lane(h.name, lane_slots(h), fresh_rate(h, kind, now), busy=partial(_in_flight, h)) for h in usable]
 
     def _keep(self, kind: str, name: str, item_seconds: float) -> None:
         for host in self.pool.hosts:

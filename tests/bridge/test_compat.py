@@ -34,6 +34,7 @@ from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.embedded import free_port
 from mcp_bridge.mcp.server import build_server
+from mcp_bridge.pool.caller import Caller, current_caller
 from mcp_bridge.protocols.gpu_service import GpuServiceProtocol
 from tests.support.compat import FIRST_RELEASE, PREVIOUS_RELEASE, OldRelease, OldService, old_release
 from tests.support.fake_host import FakeHost
@@ -166,6 +167,27 @@ async def test_todays_bridge_with_an_old_service(release: OldRelease, services: 
             assert described.capabilities is None, "0.3.0 states neither"
         else:
             assert described.capabilities is not None and described.capabilities["embed"].serves("all-MiniLM-L6-v2")
+        nothing_ejected(running)
+
+
+@pytest.mark.anyio
+async def test_an_old_service_ignores_the_class_and_tenant_it_is_told(
+    release: OldRelease, services: dict[str, ServiceProcess]
+) -> None:
+    """Today's bridge sends `X-GPU-Priority` and `X-GPU-Tenant` to every gpu-service host; one of the previous
+    release knows neither and serves all the same (a sharded batch call, and an interactive one)."""
+    old = services["old"]
+    async with bridge([{"name": "old", "url": old.url}], shardSize=2) as (running, _):
+        named = current_caller.set(Caller(tenant="team-a", asked="batch"))
+        try:
+            sharded = await running.gpu.embed(TEXTS)
+        finally:
+            current_caller.reset(named)
+        assert sharded.count == len(TEXTS) and set(sharded.hosts) == {"old"}
+        interactive = await running.gpu.embed(TEXTS[:1])
+        np.testing.assert_allclose(np.asarray(interactive.block.rows()), direct_vectors(old.url)[:1], atol=1e-5)
+        sharing = running.pool.snapshot().sharing
+        assert sharing is not None and sharing.tenants["team-a"].items == len(TEXTS)
         nothing_ejected(running)
 
 

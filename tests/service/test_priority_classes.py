@@ -40,6 +40,8 @@ async def finish_order(url: str, small_headers: dict[str, str]) -> list[str]:
             return (await http.get("/status")).json()["queue_depth"] >= BULK_TEXTS * (BULK_REQUESTS - 1)
 
         await wait_until_async(queued, timeout=120, interval=0.02, message="the bulk requests never queued")
+        by_class = (await http.get("/status")).json()["queued_by_class"]  # /status says which class waits
+        assert by_class["batch"] >= BULK_TEXTS * (BULK_REQUESTS - 1) and by_class["interactive"] == 0, by_class
         await asyncio.gather(post("small", ["what did I note about the pool?"], small_headers), *bulk)
     return finished
 
