@@ -159,7 +159,8 @@ class Speaker:
         """`request`'s audio, to be read from the stream (nothing is sent before it is read);
         FormatUnavailable when this bridge cannot make its format."""
         speech_plan = plan(request)
-        await describe_unheard(self.pool.hosts, "speak", self.config.healthCheckTimeoutSeconds)
+        usable = [h for h in self.pool.hosts if h.usable(self.pool.clock())]
+        await describe_unheard(usable, "speak", self.config.healthCheckTimeoutSeconds)
         able = candidates(self.pool.hosts, Need("speak", request.model))
         window = min(WINDOW_MAX, max(2, sum(h.max_concurrent or 2 for h in able)))
         return SpeechStream(self.pool, request, speech_plan, self.config.timeout, window)

@@ -90,10 +90,9 @@ def _ok(response: httpx.Response) -> httpx.Response:
 
 
 async def describe_unheard(hosts: list[Host], task: Task, timeout: float) -> None:
-    """Read /info now on the versioned hosts that may serve `task` but have not described themselves yet (a
-    bridge just started): routing sends a task only some releases have (routing.LISTED_ONLY) only to a host
-    whose /info lists it. A host that does not answer stays undescribed (and out of such a call)."""
-    unheard = [h for h in hosts if h.protocol.versioned and h.described.capabilities is None
-               and h.can_serve(task)]
+    """Read /info now on those of `hosts` that may serve `task` but have not been heard from yet (a bridge
+    just started): routing sends a task only some releases have (routing.LISTED_ONLY) only to a host whose
+    /info lists it. A host that does not answer stays undescribed (and out of such a call)."""
+    unheard = [h for h in hosts if h.protocol.versioned and h.described.version is None and h.can_serve(task)]
     if unheard:
         await asyncio.gather(*(read_info(h, timeout) for h in unheard), return_exceptions=True)
