@@ -149,3 +149,22 @@ def test_one_file_of_many_parts() -> None:
     for fmt in ("mp3", "opus", "aac", "flac"):
         assert abs(decoded_seconds(encode_whole(parts, fmt)) - 1.5) < 0.1, fmt
     assert encode_whole(parts, "pcm") == b"".join(parts)
+
+
+@pytest.mark.anyio
+async def test_an_openai_host_with_speak_true_is_sent_openais_fields_only() -> None:
+    sent: list[tuple[str, dict[str, object]]] = []
+
+    def kokoro(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.path, json.loads(request.content)))
+        return httpx.Response(200, content=b"\0\1" * 2400, headers={"content-type": "audio/pcm"})
+
+    pool = make_pool({"kokoro": kokoro, "infinity": refused}, host_kokoro={"type": "openai", "speak": True},
+                     host_infinity={"type": "openai"})
+    stream = await Speaker(pool.config, pool).stream(SpeechRequest(input="Hello there.", voice="af_bella",
+                                                                   model="tts-1", response_format="wav"))
+    audio = [piece async for piece in stream.chunks()]
+    assert sent == [("/v1/audio/speech", {"model": "tts-1", "input": "Hello there.", "voice": "af_bella",
+                                          "response_format": "pcm", "speed": 1.0})]
+    assert b"".join(audio)[:4] == b"RIFF" and stream.hosts == ["kokoro"] and stream.duration_s == 0.1
+    await pool.close()
