@@ -1,6 +1,7 @@
 """The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`), Cohere's
 rerank API (`POST /v1/rerank`, and v2's `POST /v2/rerank`, http_api/cohere.py) and OpenAI's speech to
-text (`POST /v1/audio/transcriptions` and `/translations`, read and rendered in http_api/audio.py).
+text (`POST /v1/audio/transcriptions` and `/translations`, read and rendered in http_api/audio.py) and
+text to speech (`POST /v1/audio/speech`, streamed as the pool speaks it: http_api/speech.py).
 
 In HTTP mode the bridge serves these next to `/mcp`, behind the same bearer token, so any
 OpenAI client (OpenClaw's `openai-compatible` memory provider, LangChain, LlamaIndex, the
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,9 +30,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from gpu_protocol import routes
-from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
+from gpu_protocol.speech_synthesis import SPEECH
 from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
 from mcp_bridge.access.gate import Access
 from mcp_bridge.client.audio_decode import AudioUnreadable
@@ -42,7 +43,7 @@ from mcp_bridge.http_api.admission import admitted
 from mcp_bridge.http_api.audio import audio_request, render
 from mcp_bridge.http_api.caller_headers import caller_from_headers
 from mcp_bridge.http_api.cohere import v2_answer, wire_request
-from mcp_bridge.http_api.errors import ApiError, pool_error
+from mcp_bridge.http_api.errors import ApiError, pooled
 from mcp_bridge.http_api.requests import (
     EMBED_EXAMPLE,
     RERANK_EXAMPLE,
@@ -52,12 +53,11 @@ from mcp_bridge.http_api.requests import (
     rerank_v2_request,
 )
 from mcp_bridge.http_api.responses import ModelResponse, embeddings_answer
+from mcp_bridge.http_api.speech import Speaks, speech_answer
 from mcp_bridge.pool.caller import current_caller
-from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.protocols.speech import AudioRequest, SpeechTask
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 PREFIX = "/v1"
 PREFIXES = (PREFIX, "/v2")
@@ -65,7 +65,7 @@ PREFIXES = (PREFIX, "/v2")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class Embedder(Protocol):
+class Embedder(Speaks, Protocol):
     """The part of the bridge this API uses (`GpuClient`)."""
 
     async def embed_request(self, request: EmbedRequest) -> EmbedResult: ...
@@ -75,18 +75,6 @@ class Embedder(Protocol):
     async def info(self) -> list[InfoRow]: ...
 
     async def transcribe(self, request: AudioRequest) -> TranscribeOutcome: ...
-
-
-async def _pooled(request: Request, work: Awaitable[T]) -> T:
-    """`work`, cancelled if the client leaves (the pool then tells the hosts to drop the shards, POST
-    /cancel, so an aborted embedding stops on the GPUs, not only here); a pool failure as the status an
-    OpenAI client acts on."""
-    try:
-        return await cancel_on_disconnect(request.receive, work)
-    except WorkCancelled:
-        raise ApiError(499, "the client closed the request; its work on the hosts was cancelled") from None
-    except (PoolError, ValueError) as exc:
-        raise pool_error(exc) from None
 
 
 class V1:
@@ -123,7 +111,7 @@ class V1:
         asked, wire = embedding_request(await json_object(request, EMBED_EXAMPLE), self.config.limits)
         with admitted(request, self.access, "gpu_embed", len(wire.texts), wire.model) as model:
             wire = wire.model_copy(update={"model": model})
-            result = await _pooled(request, self.gpu.embed_request(wire))
+            result = await pooled(request, self.gpu.embed_request(wire))
         log.info("POST /v1/embeddings: %d texts%s, model %s, on %s in %.2fs", len(wire.texts),
                  f" ({asked.input_type})" if asked.input_type else "", result.model, ", ".join(result.hosts),
                  result.seconds)
@@ -133,7 +121,7 @@ class V1:
         parsed = rerank_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
         with admitted(request, self.access, "gpu_rerank", len(parsed.documents), parsed.model) as model:
             parsed = parsed.model_copy(update={"model": model})
-            outcome = await _pooled(request, self.gpu.rerank(parsed))
+            outcome = await pooled(request, self.gpu.rerank(parsed))
         log.info("POST /v1/rerank: %d documents, model %s, on %s in %.2fs", len(parsed.documents),
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         return JSONResponse(outcome.response.model_dump(mode="json", exclude_none=True))
@@ -141,7 +129,7 @@ class V1:
     async def rerank_v2(self, request: Request) -> JSONResponse:
         asked = rerank_v2_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
         with admitted(request, self.access, "gpu_rerank", len(asked.documents), asked.model) as model:
-            outcome = await _pooled(request, self.gpu.rerank(wire_request(asked.model_copy(update={"model": model}))))
+            outcome = await pooled(request, self.gpu.rerank(wire_request(asked.model_copy(update={"model": model}))))
         log.info("POST %s: %d documents, model %s, on %s in %.2fs", routes.RERANK_V2, len(asked.documents),
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         answer = v2_answer(asked, outcome, request.headers.get(routes.REQUEST_ID_HEADER))
@@ -158,11 +146,15 @@ class V1:
 
         with admitted(request, self.access, "gpu_transcribe", 1, wire.options.model) as model:
             options = wire.options.model_copy(update={"model": model})
-            outcome = await _pooled(request, transcribed(dataclasses.replace(wire, options=options)))
+            outcome = await pooled(request, transcribed(dataclasses.replace(wire, options=options)))
         log.info("POST %s: %d bytes, %.1fs of audio in %d part(s), model %s, on %s in %.2fs", request.url.path,
                  len(wire.audio), outcome.transcription.duration, outcome.parts, outcome.transcription.model,
                  ", ".join(outcome.hosts), outcome.seconds)
         return render(outcome.transcription, wire.options)
+
+    async def speak(self, request: Request) -> Response:
+        return await speech_answer(
+            request, self.gpu, lambda asked: admitted(request, self.access, "gpu_speak", 1, asked.model))
 
     async def transcriptions(self, request: Request) -> Response:
         return await self.speech(request, "transcribe")
@@ -191,6 +183,7 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
         Route(routes.RERANK_V2, v1.answering(v1.rerank_v2), methods=["POST"]),
         Route(TRANSCRIPTIONS, v1.answering(v1.transcriptions), methods=["POST"]),
         Route(TRANSLATIONS, v1.answering(v1.translations), methods=["POST"]),
+        Route(SPEECH, v1.answering(v1.speak), methods=["POST"]),
     ])
 
 

@@ -1,4 +1,6 @@
-"""The audio files gpu_transcribe may read: only under the configured `audio.allowedDirs`.
+"""The audio files the tools touch: gpu_transcribe reads only under the configured `audio.allowedDirs`, and
+gpu_speak writes only into `audio.outputDir` (`write_audio_file`: a new file of its own name, never one that
+is there, never through a link).
 
 A `path` argument lets any MCP client ask the bridge to read a file, so the bridge reads only
 regular files under directories its user named. The path is resolved first (symlinks and `..`),
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import os
 import stat
+import time
+import uuid
 from pathlib import Path
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -83,3 +87,23 @@ def read_audio_file(path: str, allowed_dirs: list[str], max_bytes: int) -> bytes
     if not data:
         raise ToolError(f"path: {path!r} is empty")
     return data
+
+
+def write_audio_file(directory: str, data: bytes, extension: str) -> str:
+    """`data` as a new file `speech-<time>-<random>.<extension>` in `directory` (made if missing); its path."""
+    folder = Path(os.path.realpath(Path(directory).expanduser()))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"speech-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.{extension}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise ToolError(f"audio.outputDir {directory!r}: cannot write there ({exc.strerror or exc}); fix the "
+                        "directory or its permissions in the bridge's configuration") from None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return str(path)

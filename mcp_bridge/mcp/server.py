@@ -1,4 +1,4 @@
-"""The MCP server: eight tools an agent can call, over the bridge's host pool.
+"""The MCP server: nine tools an agent can call, over the bridge's host pool.
 
 Each tool has a title, a description that says when to use it and what it costs,
 typed and bounded parameters (the service's limits, so bad calls fail here), an
@@ -18,7 +18,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_bridge import __version__
 from mcp_bridge.access.gate import Access
 from mcp_bridge.bridge import Bridge
-from mcp_bridge.mcp import bertscore, embed, fleet, rerank, similarity, transcribe
+from mcp_bridge.mcp import bertscore, embed, fleet, rerank, similarity, speak, transcribe
 from mcp_bridge.mcp.access import ClientScopes
 from mcp_bridge.mcp.errors import PlainErrorsMCPServer
 from mcp_bridge.mcp.tools import Tools
@@ -26,11 +26,13 @@ from mcp_bridge.mcp.tools import Tools
 INSTRUCTIONS = (
     "Borrow GPU compute from a pool of GPU hosts. Use gpu_similarity to compare or rank texts "
     "(cheap for your context), gpu_rerank to order retrieved candidates with a cross-encoder, gpu_bertscore to score "
-    "generated text against references, gpu_transcribe for speech to text, "
+    "generated text against references, gpu_transcribe for speech to text, gpu_speak for text to speech (voice "
+    "replies, voice notes), "
     "gpu_embed only when you need raw vectors. gpu_health/gpu_status diagnose problems."
 )
-TOOL_FAMILIES = (fleet, embed, bertscore, similarity, rerank, transcribe)
-"""gpu_health, gpu_info, gpu_status; gpu_embed; gpu_bertscore; gpu_similarity; gpu_rerank; gpu_transcribe."""
+TOOL_FAMILIES = (fleet, embed, bertscore, similarity, rerank, transcribe, speak)
+"""gpu_health, gpu_info, gpu_status; gpu_embed; gpu_bertscore; gpu_similarity; gpu_rerank; gpu_transcribe;
+gpu_speak."""
 
 
 def build_server(bridge: Bridge, access: Access | None = None) -> MCPServer:

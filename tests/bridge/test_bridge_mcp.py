@@ -25,7 +25,7 @@ from tests.support.services import ServiceProcess
 from tests.support.waiting import unchanged_for, wait_until_async
 
 TOOLS = {"gpu_health", "gpu_info", "gpu_status", "gpu_embed", "gpu_bertscore", "gpu_similarity",
-         "gpu_rerank", "gpu_transcribe"}
+         "gpu_rerank", "gpu_transcribe", "gpu_speak"}
 KEY = "s3cret-test-key-123"
 
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from gpu_protocol.priority import PRIORITY_HEADER
-from mcp_bridge.http_api.openai import pool_error
+from mcp_bridge.http_api.errors import pool_error
 from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
 from tests.support.bridges import bridge_env
 from tests.support.service_probes import batches_run
