@@ -344,8 +344,9 @@ def load_config(
 
 def redactor(config: BridgeConfig) -> Callable[[str], str]:
     """Hides the configured keys (the bridge's own and every host's) in text bound for a client:
-    tool errors, OpenAI-API errors, health rows."""
-    secrets = [s for s in [config.apiKey, *(h.apiKey for h in config.hosts), *(c.token for c in config.clients)] if s]
+    tool errors, OpenAI-API errors, health rows. Client tokens named by `tokenEnv` are read from the environment."""
+    tokens = [c.token or os.environ.get(c.tokenEnv or "", "").strip() for c in config.clients]
+    secrets = [s for s in [config.apiKey, *(h.apiKey for h in config.hosts), *tokens] if s]
 
     def redact(text: str) -> str:
         for secret in secrets:

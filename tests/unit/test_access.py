@@ -13,7 +13,7 @@ from mcp_bridge.access.items import tool_items
 from mcp_bridge.access.quota import OverQuota, Quota, TooLarge
 from mcp_bridge.access.scopes import OutOfScope, allowed_tools, model_for
 from mcp_bridge.client_rights import ClientConfig
-from mcp_bridge.config import ConfigError, parse_config
+from mcp_bridge.config import ConfigError, parse_config, redactor
 
 SECRET = "tok-0123456789-secret"
 
@@ -167,3 +167,11 @@ def test_one_client_over_quota_never_refuses_another_and_usage_is_counted() -> N
     assert rows["bulk"].priority == "batch" and rows["bulk"].items_left == 0 and rows["bulk"].requests_left is None
     assert (rows["agent"].requests, rows["agent"].items, rows["agent"].refused_quota) == (10, 80, 0)
     assert rows["agent"].requests_left == 590 and rows["agent"].in_flight == 0
+
+
+def test_errors_hide_client_tokens_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMORY_TOKEN", "env-secret-123")
+    config = parse_config({"clients": [{"name": "memory", "tokenEnv": "MEMORY_TOKEN"},
+                                       {"name": "eval", "token": "inline-secret-456"}]}, "t")
+    redact = redactor(config)
+    assert redact("bad token env-secret-123 or inline-secret-456") == "bad token *** or ***"
