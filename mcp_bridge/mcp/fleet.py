@@ -11,9 +11,17 @@ from mcp.types import CallToolResult
 from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
 from gpu_protocol.status import StatusResponse
+from mcp_bridge.access.usage import TenantSnapshot
 from mcp_bridge.client.views import FleetStatus, HealthRow, HostStatus, InfoRow
 from mcp_bridge.mcp.tools import READ_ONLY, Tools, result
-from mcp_bridge.pool.views import SharingView, models_in_words, queued_in_words, sharing_in_words
+from mcp_bridge.pool.views import (
+    QuotaLeft,
+    SharingView,
+    TenantView,
+    models_in_words,
+    queued_in_words,
+    sharing_in_words,
+)
 
 Rows = WithJsonSchema({"type": "array", "items": {"type": "object", "additionalProperties": True}})
 """The rows' schema stays open (one object per host): clients show them, they do not validate each field."""
@@ -85,6 +93,17 @@ def info_summary(rows: list[InfoRow]) -> str:
     return "\n".join(lines)
 
 
+def with_clients(sharing: SharingView | None, clients: Sequence[TenantSnapshot]) -> SharingView:
+    """The pool's fair share with each client's quota left and refusals added to its tenant's row."""
+    sharing = sharing or SharingView(classes={}, tenants={})
+    tenants = dict(sharing.tenants)
+    for row in clients:
+        tenants[row.tenant] = tenants.get(row.tenant, TenantView()).model_copy(update={"quota_left": QuotaLeft(
+            requests=row.requests_left, items=row.items_left, in_flight=row.in_flight,
+            refused_scope=row.refused_scope, refused_quota=row.refused_quota)})
+    return sharing.model_copy(update={"tenants": tenants})
+
+
 def status_output(view: FleetStatus) -> tuple[str, StatusOutput]:
     lines = [f"strategy {view.strategy}, mode {view.mode}"]
     for h in view.hosts:
@@ -133,5 +152,8 @@ def register(server: MCPServer, tools: Tools) -> None:
         annotations=READ_ONLY,
     )
     async def gpu_status() -> Annotated[CallToolResult, StatusOutput]:
-        summary, out = status_output(await tools.guarded(tools.gpu.status()))
+        view = await tools.guarded(tools.gpu.status())
+        if tools.access is not None:
+            view = view.model_copy(update={"sharing": with_clients(view.sharing, tools.access.snapshot())})
+        summary, out = status_output(view)
         return result(tools.redact(summary), out)

@@ -39,7 +39,7 @@ def build_server(bridge: Bridge, access: Access | None = None) -> MCPServer:
     """The MCP server for a (started) bridge; `access`: the HTTP bridge's clients (their tools, models, quotas)."""
     server = PlainErrorsMCPServer("gpu-bridge", title="GPU bridge", version=__version__, instructions=INSTRUCTIONS,
                                   middleware=[ClientScopes(access)] if access is not None else None)
-    tools = Tools(bridge)
+    tools = Tools(bridge, access)
     for family in TOOL_FAMILIES:
         family.register(server, tools)
     return server

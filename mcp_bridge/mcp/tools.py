@@ -13,6 +13,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from mcp_bridge.access.gate import Access
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import redactor
@@ -54,8 +55,10 @@ def progress_reporter(ctx: Context) -> Callable[[int, int], Awaitable[None]]:
 class Tools:
     """One server's view of its bridge for the tools: the limits, the redactor, and the guard."""
 
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: Bridge, access: Access | None = None) -> None:
         self.bridge = bridge
+        self.access = access
+        """The HTTP bridge's clients (their usage shows in gpu_status); None without tokens or on stdio."""
         self.limits = bridge.config.limits
         self.limits_audio = bridge.config.audio
         self.redact = redactor(bridge.config)

@@ -74,11 +74,16 @@ class ClassView(BaseModel):
 
 
 class QuotaLeft(BaseModel):
-    """What a client may still use this minute (its `clients` entry's quotas); filled by the clients' front end."""
+    """A `clients` entry's use of its rights (mcp_bridge/access): what it may still use this minute (None: no
+    such limit), calls running now, and its refusals."""
 
     requests: int | None = None
     items: int | None = None
     in_flight: int | None = None
+    refused_scope: int = 0
+    """403s and tool errors for a tool, route or model outside its scope."""
+    refused_quota: int = 0
+    """429s (and too-large calls) and tool errors for being over its quotas."""
 
 
 class TenantView(BaseModel):
@@ -91,7 +96,7 @@ class TenantView(BaseModel):
     waiting_items: int = 0
     """Items of its shards waiting for a host slot now."""
     quota_left: QuotaLeft | None = None
-    """Its quotas' remainders, where its client has quotas (none yet)."""
+    """Its client's quotas' remainders and refusals (an HTTP bridge with tokens; None otherwise)."""
 
 
 class SharingView(BaseModel):
@@ -108,9 +113,17 @@ def sharing_in_words(view: SharingView) -> list[str]:
         mean = f", mean wait {c.mean_wait_s:.2f}s over the last {c.waited}" if c.mean_wait_s is not None else ""
         lines.append(f"{name}: {c.waiting} shard(s) waiting for a host slot, oldest {c.oldest_wait_s:.2f}s{mean}")
     for tenant, t in view.tenants.items():
+        quota = t.quota_left
+        left = "" if quota is None else (
+            f"; {quota.in_flight} running, left this minute: {_left(quota.requests)} requests, "
+            f"{_left(quota.items)} items; refused {quota.refused_scope} out of scope, {quota.refused_quota} over quota")
         lines.append(f"tenant {tenant or '(none)'}: {t.items} items sent, {t.refusals} refused (busy), "
-                     f"{t.waiting_items} items waiting")
+                     f"{t.waiting_items} items waiting{left}")
     return lines
+
+
+def _left(count: int | None) -> str:
+    return "unlimited" if count is None else str(count)
 
 
 def queued_in_words(queue_depth: int, by_class: dict[str, int] | None) -> str:

@@ -37,7 +37,7 @@ CLIENTS = [
     {"name": "embedder", "token": EMBEDDER, "tools": ["gpu_embed"], "models": {"embed": ["m-a"]}},
 ]
 V1_ROUTES = [("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("POST", "/v1/rerank"), ("POST", "/v2/rerank"),
-             ("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations")]
+             ("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations"), ("POST", "/v1/audio/speech")]
 
 
 async def healthy(request: Request) -> Response:
@@ -190,9 +190,14 @@ async def test_over_mcp_a_client_sees_only_its_tools_and_a_tool_error_outside_it
         assert wrong_model.is_error and "it may use: m-a" in wrong_model.content[0].text
         served = await embedder.call_tool("gpu_embed", {"texts": ["a"]})
         assert not served.is_error and served.structured_content["model"] == "m-a", "its first model"
-        assert not (await embedder.call_tool("gpu_status", {})).is_error
+        status = await embedder.call_tool("gpu_status", {})
+        assert not status.is_error
+        own = status.structured_content["sharing"]["tenants"]["embedder"]["quota_left"]
+        assert own["refused_scope"] >= 2 and own["refused_quota"] == 0, own
+        assert "tenant embedder:" in status.content[0].text
     async with mcp_client(bridge, AGENT) as agent:
-        assert len((await agent.list_tools()).tools) == len(listed) + 4, "every tool for a client with every right"
+        everything = {t.name for t in (await agent.list_tools()).tools}
+        assert everything > listed and {"gpu_rerank", "gpu_speak", "gpu_transcribe"} <= everything
 
 
 @pytest.mark.anyio
