@@ -43,8 +43,9 @@ def voice() -> VoiceFiles:
 
 @pytest.fixture(scope="module")
 def engine(voice: VoiceFiles) -> PiperEngine:
-    """The bundled voice without randomness: the same ids give the same audio, batched or not."""
-    return PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes())
+    """The bundled voice without randomness: the same ids give the same audio, batched or not; batched as
+    on a GPU (`batch_calls=True`), so its batches are tested on this CPU."""
+    return PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes(), batch_calls=True)
 
 
 def test_the_bundled_voice_loads_from_the_package(engine: PiperEngine) -> None:
@@ -107,10 +108,32 @@ def test_speed_two_takes_about_half_the_time_and_speeds_never_share_a_call(engin
 def test_a_voice_without_durations_is_run_one_sentence_per_call(voice: VoiceFiles,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_module, "with_extra_output", lambda model: None)
-    plain = PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes())
+    plain = PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes(), batch_calls=True)
     assert not plain.batches
     hello, fox = plain.synthesize(["Hello, world.", "The quick brown fox jumps over the lazy dog."])
     assert len(fox) > 1.8 * len(hello) and _loud(hello) > 0.02
+
+
+def test_on_a_cpu_each_sentence_is_its_own_call_one_per_worker_in_input_order(voice: VoiceFiles,
+                                                                            engine: PiperEngine) -> None:
+    single = PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes())
+    assert not single.batch_calls and not single.batches and not single.padded and single.workers == 2
+    assert single.session.get_session_options().intra_op_num_threads == 1  # a thread per call, calls side by side
+    sizes: list[int] = []
+    call = single._call
+
+    def counted(batch: list[Utterance], speed: float) -> tuple[np.ndarray, list[np.ndarray]]:
+        sizes.append(len(batch))
+        return call(batch, speed)
+
+    single._call = counted  # type: ignore[method-assign]
+    hello, fox = single.prepare(["Hello, world.", "The quick brown fox jumps over the lazy dog."])
+    audio = list(single.run([hello, fox, Utterance(hello.ids, speed=2.0)]))
+    assert sizes == [1, 1, 1]
+    alone = list(engine.run([hello])) + list(engine.run([fox]))  # the batching engine, one at a time
+    assert [len(a) for a in audio[:2]] == [len(a) for a in alone] and len(audio[2]) < len(audio[0])
+    assert all(np.abs(a - b).max() < 1e-3 for a, b in zip(audio, alone, strict=False))
+    single.close()
 
 
 def _voice_copy(voice: VoiceFiles, folder: Path, stem: str = "my-voice") -> Path:
