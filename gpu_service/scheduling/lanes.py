@@ -110,16 +110,25 @@ class ClassChooser:
         self.max_wait_s = max_wait_s
         self._since_batch = 0
 
-    def choose(self, waiting: dict[Priority, bool], batch_waited_s: float) -> Priority | None:
-        """`waiting`: whether each class has work; `batch_waited_s`: the batch class's longest wait."""
+    def pick(self, waiting: dict[Priority, bool], batch_waited_s: float) -> Priority | None:
+        """The class whose turn it is, without taking the turn (`ran` does, once a batch of it runs).
+        `waiting`: whether each class has work; `batch_waited_s`: the batch class's longest wait."""
         present = [p for p in PRIORITIES if waiting.get(p)]
         if not present:
             return None
         if len(present) == 1:
-            chosen = present[0]
-        elif self._since_batch + 1 >= self.share_every or batch_waited_s >= self.max_wait_s:
-            chosen = "batch"
-        else:
-            chosen = "interactive"
-        self._since_batch = 0 if chosen == "batch" else self._since_batch + 1
+            return present[0]
+        if self._since_batch + 1 >= self.share_every or batch_waited_s >= self.max_wait_s:
+            return "batch"
+        return "interactive"
+
+    def ran(self, priority: Priority) -> None:
+        """A batch of `priority` runs: count it towards the batch class's share."""
+        self._since_batch = 0 if priority == "batch" else self._since_batch + 1
+
+    def choose(self, waiting: dict[Priority, bool], batch_waited_s: float) -> Priority | None:
+        """`pick`, its turn taken at once (for a caller whose pick always runs)."""
+        chosen = self.pick(waiting, batch_waited_s)
+        if chosen is not None:
+            self.ran(chosen)
         return chosen

@@ -14,7 +14,7 @@ import pytest
 
 from gpu_protocol.priority import by_size, capped, parse_priority, parse_tenant
 from gpu_service.errors import Overloaded
-from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler
+from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler, _Item
 from gpu_service.scheduling.lanes import ClassChooser, Lane, TenantQueue
 from tests.support.waiting import wait_until_async
 
@@ -155,6 +155,35 @@ def test_class_chooser_ages_batch_work() -> None:
     assert chooser.choose(both, batch_waited_s=6.0) == "batch"
     assert chooser.choose({"batch": True}, batch_waited_s=0.0) == "batch"
     assert chooser.choose({}, batch_waited_s=0.0) is None
+
+
+@pytest.mark.anyio
+async def test_a_pick_whose_items_were_all_cancelled_does_not_use_up_the_batch_class_turn() -> None:
+    """The batch class's turn comes (one batch in four), but its only item was cancelled: nothing of it
+    runs, so its turn is still due, and the next batch item goes into the very next batch."""
+    sched = scheduler(HeldEngine(), max_batch_size=1)
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[str]] = []
+
+    def queue(lane: Lane, text: str, cancelled: bool = False) -> None:
+        future: asyncio.Future[str] = loop.create_future()
+        futures.append(future)
+        if cancelled:
+            future.cancel()
+        sched._waiting[lane.priority].push(lane.tenant, [_Item(text, 1, future, None)])
+        sched._queued_by[lane.priority] += 1
+
+    for i in range(10):
+        queue(AGENT, f"q{i}")
+    queue(BULK, "gone", cancelled=True)
+    taken = [sched._take_batch()[0].payload for _ in range(4)]
+    assert taken == ["q0", "q1", "q2", "q3"]  # the fourth pick was the batch class's, all cancelled: q3 ran
+    queue(BULK, "doc")
+    assert sched._take_batch()[0].payload == "doc"
+    assert sched.queued_by_class() == {"interactive": 6, "batch": 0}
+    for future in futures:
+        future.cancel()  # nobody waits for them
+    await sched.close()
 
 
 def test_the_class_rule() -> None:
