@@ -27,6 +27,8 @@ INTERACTIVE_MAX_DOCUMENTS = 100
 """A rerank query over at most this many documents (a page of search results) is interactive."""
 INTERACTIVE_MAX_AUDIO_S = 60.0
 """An audio file up to a minute (a voice note) is interactive."""
+INTERACTIVE_MAX_SPEAK_CHARS = 1000
+"""Text to speech of up to this many characters (about a minute of speech: a reply) is interactive."""
 
 _BATCH_INPUT_TYPES = {"document", "passage"}
 _INTERACTIVE_INPUT_TYPES = {"query"}
@@ -67,6 +69,11 @@ def rerank_by_size(*, documents: int) -> Priority:
 
 def audio_by_size(*, seconds: float) -> Priority:
     return "interactive" if seconds <= INTERACTIVE_MAX_AUDIO_S else "batch"
+
+
+def speak_by_size(*, characters: int) -> Priority:
+    """A short reply is interactive; a long text (a chapter, an article) is batch."""
+    return "interactive" if characters <= INTERACTIVE_MAX_SPEAK_CHARS else "batch"
 
 
 def capped(asked: Priority, highest: Priority) -> Priority:

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from gpu_protocol.priority import by_size, capped, parse_priority, parse_tenant
+from gpu_protocol.priority import by_size, capped, parse_priority, parse_tenant, speak_by_size
 from gpu_service.errors import Overloaded
 from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler, _Item
 from gpu_service.scheduling.lanes import ClassChooser, Lane, TenantQueue
@@ -192,6 +192,7 @@ def test_the_class_rule() -> None:
     assert by_size(items=2, tokens=600, input_type="document") == "batch"
     assert by_size(items=1, tokens=40, input_type="query") == "interactive"
     assert by_size(items=9, tokens=90) == "batch"
+    assert speak_by_size(characters=200) == "interactive" and speak_by_size(characters=4_000) == "batch"
     assert capped("interactive", "batch") == "batch" and capped("batch", "interactive") == "batch"
     assert parse_priority(" Batch ") == "batch" and parse_priority(None) is None
     with pytest.raises(ValueError, match="interactive, batch"):
