@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 
 from gpu_service.errors import ModelNotFound, Unavailable, Unprocessable
+from gpu_service.models.resolve import ModelPolicy
+from gpu_service.settings import Settings
+from gpu_service.tasks import TASKS
 from gpu_service.tasks.speak import engine as engine_module
 from gpu_service.tasks.speak.engine import Noise, PiperEngine, Utterance
 from gpu_service.tasks.speak.phonemize import EspeakPhonemizer
+from gpu_service.tasks.speak.service import speaker_of
 from gpu_service.tasks.speak.voices import (
     BUNDLED_VOICE,
     VoiceFiles,
@@ -134,6 +138,41 @@ def test_on_a_cpu_each_sentence_is_its_own_call_one_per_worker_in_input_order(vo
     assert [len(a) for a in audio[:2]] == [len(a) for a in alone] and len(audio[2]) < len(audio[0])
     assert all(np.abs(a - b).max() < 1e-3 for a, b in zip(audio, alone, strict=False))
     single.close()
+
+
+def test_an_operators_voice_with_several_speakers_in_the_model_dirs(voice: VoiceFiles, tmp_path: Path) -> None:
+    """A voice of the operator's (`GPU_MODEL_DIRS`, named by its file's name): allowed, found, its speakers
+    listed and spoken by name (their ids go to the graph's `sid` input, which a multi-speaker voice has)."""
+    models = tmp_path / "voices"
+    models.mkdir()
+    (models / "duo.onnx").symlink_to(voice.model)
+    raw = json.loads(voice.config.read_text())
+    (models / "duo.onnx.json").write_text(json.dumps({**raw, "num_speakers": 2, "speaker_id_map": {"amy": 0, "bob": 1}}))
+    settings = Settings(model_dirs=[str(models)])
+    ModelPolicy(settings).check("duo")
+    speak = next(task for task in TASKS if task.kind == "speak")
+    assert speak.resolve is not None and speak.resolve("duo", settings).origin == "directory"
+    duo = PiperEngine(resolve_voice("duo", [str(models)]), threads=1, noise=Noise(0.0, 0.0),
+                      phonemizer=WrittenPhonemes())
+    assert duo.voices == ["amy", "bob"]
+    assert (speaker_of(duo, "bob"), speaker_of(duo, "amy"), speaker_of(duo, "alloy")) == (1, 0, 0)
+    with pytest.raises(Unprocessable, match="voices: amy, bob, alloy"):
+        speaker_of(duo, "duo")
+    feeds: list[dict[str, np.ndarray]] = []
+    session = duo.session
+
+    class WithSpeakers:
+        """The same graph, as if it took `sid` (this voice's graph has one speaker)."""
+
+        def run(self, outputs: list[str], given: dict[str, np.ndarray]) -> list[np.ndarray]:
+            feeds.append(given)
+            return session.run(outputs, {k: v for k, v in given.items() if k != "sid"})
+
+    duo.session, duo._inputs = WithSpeakers(), {*duo._inputs, "sid"}  # type: ignore[assignment]
+    (hello,) = duo.prepare(["Hello, world."], speaker=speaker_of(duo, "bob"))
+    (audio,) = duo.run([hello])
+    assert feeds[0]["sid"].tolist() == [1] and _loud(audio) > 0.02
+    duo.close()
 
 
 def _voice_copy(voice: VoiceFiles, folder: Path, stem: str = "my-voice") -> Path:
