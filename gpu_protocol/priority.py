@@ -29,6 +29,8 @@ INTERACTIVE_MAX_DOCUMENTS = 100
 """A rerank query over at most this many documents (a page of search results) is interactive."""
 INTERACTIVE_MAX_AUDIO_S = 60.0
 """An audio file up to a minute (a voice note) is interactive."""
+INTERACTIVE_MAX_SPEAK_CHARS = 1000
+"""Text to speech of up to this many characters (about a minute of speech: a reply) is interactive."""
 
 BATCH_SHARE_EVERY = 4
 """While both classes wait, at least one turn in this many goes to batch work (the service's batches, the
@@ -94,6 +96,11 @@ def audio_by_size(*, seconds: float) -> Priority:
     return "interactive" if seconds <= INTERACTIVE_MAX_AUDIO_S else "batch"
 
 
+def speak_by_size(*, characters: int) -> Priority:
+    """A short reply is interactive; a long text (a chapter, an article) is batch."""
+    return "interactive" if characters <= INTERACTIVE_MAX_SPEAK_CHARS else "batch"
+
+
 def capped(asked: Priority, highest: Priority) -> Priority:
     """`asked`, lowered to `highest` where the caller may use no more (a batch client's calls are all batch)."""
     return asked if PRIORITIES.index(asked) >= PRIORITIES.index(highest) else highest
@@ -108,16 +115,25 @@ class ClassChooser:
         self.max_wait_s = max_wait_s
         self._since_batch = 0
 
-    def choose(self, waiting: dict[Priority, bool], batch_waited_s: float) -> Priority | None:
-        """`waiting`: whether each class has work; `batch_waited_s`: the batch class's longest wait."""
+    def pick(self, waiting: dict[Priority, bool], batch_waited_s: float) -> Priority | None:
+        """The class whose turn it is, without taking the turn (`ran` does, once a batch of it runs).
+        `waiting`: whether each class has work; `batch_waited_s`: the batch class's longest wait."""
         present = [p for p in PRIORITIES if waiting.get(p)]
         if not present:
             return None
         if len(present) == 1:
-            chosen = present[0]
-        elif self._since_batch + 1 >= self.share_every or batch_waited_s >= self.max_wait_s:
-            chosen = "batch"
-        else:
-            chosen = "interactive"
-        self._since_batch = 0 if chosen == "batch" else self._since_batch + 1
+            return present[0]
+        if self._since_batch + 1 >= self.share_every or batch_waited_s >= self.max_wait_s:
+            return "batch"
+        return "interactive"
+
+    def ran(self, priority: Priority) -> None:
+        """A turn of `priority` was taken: count it towards the batch class's share."""
+        self._since_batch = 0 if priority == "batch" else self._since_batch + 1
+
+    def choose(self, waiting: dict[Priority, bool], batch_waited_s: float) -> Priority | None:
+        """`pick`, its turn taken at once (for a caller whose pick always runs)."""
+        chosen = self.pick(waiting, batch_waited_s)
+        if chosen is not None:
+            self.ran(chosen)
         return chosen

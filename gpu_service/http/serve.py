@@ -1,9 +1,11 @@
 """What every route shares: the service's state, the error responses they document, and `serve`, the one
-path every compute route answers through: ready, then cancellable, then observed, then its timing headers."""
+path every compute route answers through: ready, then cancellable, then observed, then its timing headers.
+`serve_stream` is the same path for an answer sent in pieces (speech synthesis)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -99,4 +101,54 @@ async def serve(request: Request, work: Callable[[ServiceState], Awaitable[Resul
     observe(request, result.timing, endpoint)
     response = answer(result)
     response.headers.update(timing_headers(result.timing))
+    return response
+
+
+@dataclass
+class Stream:
+    """An answer sent in pieces: the pieces (the work runs as they are read), and where its time went so far."""
+
+    pieces: AsyncGenerator[bytes, None]
+    timing: Callable[[], Timing]
+
+
+async def serve_stream(request: Request, start: Callable[[ServiceState], Awaitable[Stream]],
+                       answer: Callable[[AsyncIterator[bytes]], Response], *, endpoint: str | None = None) -> Response:
+    """Serve one streamed request as `serve` serves a whole one: `start` runs in the lane the caller asked for
+    (it decides the request's class), the first piece is made before the response starts (so a failure before
+    any byte is an error answer, and the timing headers give the queue and inference time up to it), the rest
+    stops at the next piece when the client leaves or `POST /cancel/{X-Request-Id}` names it, and the
+    whole stream's timing is recorded under `endpoint` when it ends."""
+    state = ready_service(request)
+    asked = asked_lane.set(asked_for(request))
+    try:
+        stream = await start(state)
+    finally:
+        asked_lane.reset(asked)
+    try:
+        first = await cancellable(request, anext(stream.pieces, b""))  # cancellable by id or a disconnect
+    except BaseException:
+        await stream.pieces.aclose()
+        raise
+    registry, request_id = state.cancellable, request.headers.get(routes.REQUEST_ID_HEADER)
+    cancellation = Cancellation()  # from here on, `POST /cancel/{id}` ends the stream at its next piece
+    if request_id:
+        registry[request_id] = cancellation
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for piece in stream.pieces:
+                if cancellation.requested:
+                    return
+                yield piece
+        finally:
+            if request_id:
+                registry.pop(request_id, None)
+            await stream.pieces.aclose()
+            observe(request, stream.timing(), endpoint)
+
+    response = answer(rest())
+    response.headers.update(timing_headers(stream.timing()))
     return response

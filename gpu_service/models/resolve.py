@@ -127,7 +127,8 @@ class ModelPolicy:
             )
         if self.allow_any or canonical_name(name).lower() in self._allowed_lower:
             return
-        if any((d / name).is_dir() or (d / name.split("/")[-1]).is_dir() for d in self._dirs):
+        if any((d / name).is_dir() or (d / name.split("/")[-1]).is_dir() or (d / f"{name}.onnx").is_file()
+               for d in self._dirs):  # a folder, or a voice's `<name>.onnx` (tasks/speak/voices.py)
             return
         raise ModelNotAllowed(
             f"model {name!r} is not in {self.source}; allowed: {', '.join(self.allowed)}. "

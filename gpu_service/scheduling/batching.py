@@ -220,10 +220,11 @@ class BatchScheduler(Generic[P, R]):
 
     def _take_batch(self) -> list[_Item[P]]:
         """The next batch to run: the chosen class's round's next one, after forming a new round if it is
-        over. Items cancelled or timed out while they waited are dropped here, never run."""
+        over. Items cancelled or timed out while they waited are dropped here, never run; a class whose
+        pick found only such items has not had its turn (the chooser counts batches that run)."""
         while True:
             waiting = {p: bool(self._waiting[p] or self._rounds[p]) for p in PRIORITIES}
-            priority = self._chooser.choose(waiting, self._waiting["batch"].oldest_wait(time.monotonic()))
+            priority = self._chooser.pick(waiting, self._waiting["batch"].oldest_wait(time.monotonic()))
             if priority is None:
                 return []
             rounds = self._rounds[priority]
@@ -235,6 +236,7 @@ class BatchScheduler(Generic[P, R]):
             self._queued_by[priority] -= len(batch)
             live = [item for item in batch if not item.future.done()]
             if live:
+                self._chooser.ran(priority)
                 return live
 
     def _form_round(self, priority: Priority) -> None:

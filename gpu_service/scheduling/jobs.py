@@ -66,6 +66,11 @@ class JobTracker:
         self._active[job.id] = job
         return job
 
+    def track(self, job: Job) -> Job:
+        """Show a job made elsewhere (a stream's, made before its first piece is asked for)."""
+        self._active[job.id] = job
+        return job
+
     def finish(self, job: Job) -> None:
         self._active.pop(job.id, None)
 

@@ -80,3 +80,28 @@ def test_speech_bench_smoke_ours_and_in_process_on_two_voice_notes() -> None:
     assert [r.side for r in results] == ["ours (gpu-service)", "in-process WhisperModel.transcribe"]
     assert all(len(r.rates) == 1 and r.rates[0] > 0 and r.wer < 0.3 for r in results)
     assert speech.rows(results)[1][3].startswith("**")  # ours / in-process ratio
+
+
+@pytest.mark.slow
+def test_speak_bench_smoke_ours_and_piper_on_two_sentences() -> None:
+    """bench/speak.py's parts with tiny parameters: our service (a real process) speaks two sentences at once,
+    streams a short text (first audio before the whole) and hears its own speech back; piper's server takes
+    the same load when its venv is already there (the smoke never installs it). Speed is not checked."""
+    from bench import speak
+    from bench.speak_sides import ours, piper, piper_python, stream
+
+    texts = speak.SENTENCES[:2]
+    sides = [ours({})]
+    try:
+        if piper_python(install=False) is not None:
+            sides.append(piper())
+        loads = speak.concurrent_load(sides, texts, runs=1)
+        streamed = stream(sides[0].server.url, " ".join(speak.SENTENCES[:3]))
+        wer = speak.round_trip_wer(sides[0].server.url, texts, loads[0].outcomes[0].wavs)
+    finally:
+        for side in sides:
+            side.stop()
+    assert all(load.best > 0 and load.outcomes[0].audio_s > 1.0 for load in loads)
+    assert 0 < streamed.first_audio_s < streamed.whole_s and streamed.audio_s > 2.0
+    assert wer <= 0.3
+    assert len(speak.load_rows(loads)) == len(sides)

@@ -12,9 +12,9 @@ import threading
 
 import pytest
 
-from gpu_protocol.priority import ClassChooser, by_size, capped, parse_priority, parse_tenant
+from gpu_protocol.priority import ClassChooser, by_size, capped, parse_priority, parse_tenant, speak_by_size
 from gpu_service.errors import Overloaded
-from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler
+from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler, _Item
 from gpu_service.scheduling.lanes import Lane, TenantQueue
 from tests.support.waiting import wait_until_async
 
@@ -157,12 +157,42 @@ def test_class_chooser_ages_batch_work() -> None:
     assert chooser.choose({}, batch_waited_s=0.0) is None
 
 
+@pytest.mark.anyio
+async def test_a_pick_whose_items_were_all_cancelled_does_not_use_up_the_batch_class_turn() -> None:
+    """The batch class's turn comes (one batch in four), but its only item was cancelled: nothing of it
+    runs, so its turn is still due, and the next batch item goes into the very next batch."""
+    sched = scheduler(HeldEngine(), max_batch_size=1)
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[str]] = []
+
+    def queue(lane: Lane, text: str, cancelled: bool = False) -> None:
+        future: asyncio.Future[str] = loop.create_future()
+        futures.append(future)
+        if cancelled:
+            future.cancel()
+        sched._waiting[lane.priority].push(lane.tenant, [_Item(text, 1, future, None)])
+        sched._queued_by[lane.priority] += 1
+
+    for i in range(10):
+        queue(AGENT, f"q{i}")
+    queue(BULK, "gone", cancelled=True)
+    taken = [sched._take_batch()[0].payload for _ in range(4)]
+    assert taken == ["q0", "q1", "q2", "q3"]  # the fourth pick was the batch class's, all cancelled: q3 ran
+    queue(BULK, "doc")
+    assert sched._take_batch()[0].payload == "doc"
+    assert sched.queued_by_class() == {"interactive": 6, "batch": 0}
+    for future in futures:
+        future.cancel()  # nobody waits for them
+    await sched.close()
+
+
 def test_the_class_rule() -> None:
     assert by_size(items=1, tokens=12) == "interactive"
     assert by_size(items=20, tokens=7_800) == "batch"  # an OpenClaw memory indexing request
     assert by_size(items=2, tokens=600, input_type="document") == "batch"
     assert by_size(items=1, tokens=40, input_type="query") == "interactive"
     assert by_size(items=9, tokens=90) == "batch"
+    assert speak_by_size(characters=200) == "interactive" and speak_by_size(characters=4_000) == "batch"
     assert capped("interactive", "batch") == "batch" and capped("batch", "interactive") == "batch"
     assert parse_priority(" Batch ") == "batch" and parse_priority(None) is None
     with pytest.raises(ValueError, match="interactive, batch"):

@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 
 from gpu_service.errors import ModelNotFound, Unavailable, Unprocessable
+from gpu_service.models.resolve import ModelPolicy
+from gpu_service.settings import Settings
+from gpu_service.tasks import TASKS
 from gpu_service.tasks.speak import engine as engine_module
 from gpu_service.tasks.speak.engine import Noise, PiperEngine, Utterance
 from gpu_service.tasks.speak.phonemize import EspeakPhonemizer
+from gpu_service.tasks.speak.service import speaker_of
 from gpu_service.tasks.speak.voices import (
     BUNDLED_VOICE,
     VoiceFiles,
@@ -43,8 +47,9 @@ def voice() -> VoiceFiles:
 
 @pytest.fixture(scope="module")
 def engine(voice: VoiceFiles) -> PiperEngine:
-    """The bundled voice without randomness: the same ids give the same audio, batched or not."""
-    return PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes())
+    """The bundled voice without randomness: the same ids give the same audio, batched or not; batched as
+    on a GPU (`batch_calls=True`), so its batches are tested on this CPU."""
+    return PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes(), batch_calls=True)
 
 
 def test_the_bundled_voice_loads_from_the_package(engine: PiperEngine) -> None:
@@ -107,10 +112,67 @@ def test_speed_two_takes_about_half_the_time_and_speeds_never_share_a_call(engin
 def test_a_voice_without_durations_is_run_one_sentence_per_call(voice: VoiceFiles,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_module, "with_extra_output", lambda model: None)
-    plain = PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes())
+    plain = PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes(), batch_calls=True)
     assert not plain.batches
     hello, fox = plain.synthesize(["Hello, world.", "The quick brown fox jumps over the lazy dog."])
     assert len(fox) > 1.8 * len(hello) and _loud(hello) > 0.02
+
+
+def test_on_a_cpu_each_sentence_is_its_own_call_one_per_worker_in_input_order(voice: VoiceFiles,
+                                                                            engine: PiperEngine) -> None:
+    single = PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes())
+    assert not single.batch_calls and not single.batches and not single.padded and single.workers == 2
+    assert single.session.get_session_options().intra_op_num_threads == 1  # a thread per call, calls side by side
+    sizes: list[int] = []
+    call = single._call
+
+    def counted(batch: list[Utterance], speed: float) -> tuple[np.ndarray, list[np.ndarray]]:
+        sizes.append(len(batch))
+        return call(batch, speed)
+
+    single._call = counted  # type: ignore[method-assign]
+    hello, fox = single.prepare(["Hello, world.", "The quick brown fox jumps over the lazy dog."])
+    audio = list(single.run([hello, fox, Utterance(hello.ids, speed=2.0)]))
+    assert sizes == [1, 1, 1]
+    alone = list(engine.run([hello])) + list(engine.run([fox]))  # the batching engine, one at a time
+    assert [len(a) for a in audio[:2]] == [len(a) for a in alone] and len(audio[2]) < len(audio[0])
+    assert all(np.abs(a - b).max() < 1e-3 for a, b in zip(audio, alone, strict=False))
+    single.close()
+
+
+def test_an_operators_voice_with_several_speakers_in_the_model_dirs(voice: VoiceFiles, tmp_path: Path) -> None:
+    """A voice of the operator's (`GPU_MODEL_DIRS`, named by its file's name): allowed, found, its speakers
+    listed and spoken by name (their ids go to the graph's `sid` input, which a multi-speaker voice has)."""
+    models = tmp_path / "voices"
+    models.mkdir()
+    (models / "duo.onnx").symlink_to(voice.model)
+    raw = json.loads(voice.config.read_text())
+    (models / "duo.onnx.json").write_text(json.dumps({**raw, "num_speakers": 2, "speaker_id_map": {"amy": 0, "bob": 1}}))
+    settings = Settings(model_dirs=[str(models)])
+    ModelPolicy(settings).check("duo")
+    speak = next(task for task in TASKS if task.kind == "speak")
+    assert speak.resolve is not None and speak.resolve("duo", settings).origin == "directory"
+    duo = PiperEngine(resolve_voice("duo", [str(models)]), threads=1, noise=Noise(0.0, 0.0),
+                      phonemizer=WrittenPhonemes())
+    assert duo.voices == ["amy", "bob"]
+    assert (speaker_of(duo, "bob"), speaker_of(duo, "amy"), speaker_of(duo, "alloy")) == (1, 0, 0)
+    with pytest.raises(Unprocessable, match="voices: amy, bob, alloy"):
+        speaker_of(duo, "duo")
+    feeds: list[dict[str, np.ndarray]] = []
+    session = duo.session
+
+    class WithSpeakers:
+        """The same graph, as if it took `sid` (this voice's graph has one speaker)."""
+
+        def run(self, outputs: list[str], given: dict[str, np.ndarray]) -> list[np.ndarray]:
+            feeds.append(given)
+            return session.run(outputs, {k: v for k, v in given.items() if k != "sid"})
+
+    duo.session, duo._inputs = WithSpeakers(), {*duo._inputs, "sid"}  # type: ignore[assignment]
+    (hello,) = duo.prepare(["Hello, world."], speaker=speaker_of(duo, "bob"))
+    (audio,) = duo.run([hello])
+    assert feeds[0]["sid"].tolist() == [1] and _loud(audio) > 0.02
+    duo.close()
 
 
 def _voice_copy(voice: VoiceFiles, folder: Path, stem: str = "my-voice") -> Path:

@@ -7,9 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpu_protocol.capabilities import CAPABILITY_TASKS
+from gpu_protocol.speech_synthesis import SpeechRequest
+from gpu_service.models.registry import ModelKey
 from gpu_service.models.resolve import ModelPolicy
+from gpu_service.scheduling.lanes import AskedLane, Lane, asked_lane
 from gpu_service.settings import Settings
 from gpu_service.tasks import TASKS, model_variables
+from gpu_service.tasks.speak.service import Voice, speech_job
 from gpu_service.tasks.speak.voices import BUNDLED_VOICE
 
 
@@ -31,3 +35,20 @@ def test_the_resolver_finds_a_voice_file_in_the_model_dirs(tmp_path: Path) -> No
     assert speak.resolve is not None
     resolved = speak.resolve("my-voice", Settings(model_dirs=[str(tmp_path)]))
     assert resolved.source == str(tmp_path / "my-voice.onnx") and resolved.origin == "directory"
+
+
+
+def test_a_short_reply_is_interactive_a_long_text_batch_unless_the_caller_asked() -> None:
+    """The class of a speech request, decided where it starts (serve_stream sets the caller's lane there)."""
+    voice = Voice(ModelKey("speak", BUNDLED_VOICE), 0, ())
+
+    def lane_of(text: str, asked: AskedLane | None = None) -> Lane:
+        token = asked_lane.set(asked)
+        try:
+            return speech_job(SpeechRequest(input=text, voice="alloy"), voice, 1).lane
+        finally:
+            asked_lane.reset(token)
+
+    assert lane_of("Dinner is at seven.") == Lane("interactive", "")
+    assert lane_of("A long chapter. " * 100) == Lane("batch", "")
+    assert lane_of("Dinner is at seven.", AskedLane("batch", "audiobooks")) == Lane("batch", "audiobooks")

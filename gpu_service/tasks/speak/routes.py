@@ -2,7 +2,9 @@
 
 A request is checked (`SpeechRequest`, strictly) and its voice found before any audio goes out, so a bad
 request is a 4xx naming what is allowed. `stream_format: "audio"` answers a chunked body whose first bytes
-follow the first sentence; `"sse"` answers `speech.audio.delta` events, then `speech.audio.done`. Both stop at the next sentence when the client leaves.
+follow the first sentence; `"sse"` answers `speech.audio.delta` events, then `speech.audio.done`. Both go through `serve_stream`: the
+caller's class (`X-GPU-Priority`, else by length), timing headers up to the first audio, and an end at
+the next sentence when the client leaves or `POST /cancel/{X-Request-Id}` names it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from gpu_protocol.speech_synthesis import (
 )
 from gpu_protocol.validation import validation_message
 from gpu_service.errors import BadRequest, Unprocessable
-from gpu_service.http.serve import ERRORS, ready_service
+from gpu_service.http.serve import ERRORS, ready_service, serve_stream
 from gpu_service.tasks.speak.service import Speak
 
 router = APIRouter()
@@ -54,10 +56,14 @@ async def speech(request: Request) -> Response:
     speak = ready_service(request).service_of("speak", Speak)
     body = await _body(request)
     voice = await speak.voice(body)  # 4xx here, before the first byte
-    pieces = speak.chunks(body, voice, request.is_disconnected)
-    if body.stream_format == "sse":
-        return StreamingResponse(_events(pieces, len(body.input)), media_type=SSE_CONTENT_TYPE)
-    return StreamingResponse(pieces, media_type=CONTENT_TYPES[body.response_format], headers={"x-model": voice.key.label})
+
+    def answer(pieces: AsyncIterator[bytes]) -> Response:
+        if body.stream_format == "sse":
+            return StreamingResponse(_events(pieces, len(body.input)), media_type=SSE_CONTENT_TYPE)
+        return StreamingResponse(pieces, media_type=CONTENT_TYPES[body.response_format],
+                                 headers={"x-model": voice.key.label})
+
+    return await serve_stream(request, lambda state: speak.stream(body, voice, request.is_disconnected), answer)
 
 
 @router.get(VOICES, responses=ERRORS)  # type: ignore[arg-type]

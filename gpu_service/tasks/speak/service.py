@@ -4,24 +4,33 @@
 (`split_sentences`) are phonemized on the model's preprocessing thread (espeak-ng), synthesized on the
 model's scheduler (where the sentences of concurrent requests share model calls: `PiperEngine.run`) and
 encoded on a worker thread, one sentence at a time: `chunks` yields each sentence's encoded piece as it is
-ready, so the first audio goes out after the first sentence.
+ready, so the first audio goes out after the first sentence. The next sentences are already on their way
+meanwhile (`LOOKAHEAD`, at least one per engine worker), so a long text keeps every core busy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from gpu_protocol.priority import speak_by_size
 from gpu_protocol.speech_synthesis import OPENAI_VOICES, SpeechRequest, split_sentences
 from gpu_service.errors import ModelNotFound, Unprocessable
+from gpu_service.http.serve import Stream
 from gpu_service.models.registry import LoadedModel, ModelKey
 from gpu_service.runtime.state import ServiceState
+from gpu_service.scheduling.jobs import Job
+from gpu_service.scheduling.lanes import lane_for
 from gpu_service.tasks.speak.encode import AudioEncoder
 from gpu_service.tasks.speak.engine import PiperEngine, Utterance
+
+LOOKAHEAD = 2
+"""Sentences of one request in flight at least (more when the engine runs more calls at once)."""
 
 Disconnected = Callable[[], Awaitable[bool]]
 """Whether the client has gone (Starlette's `request.is_disconnected`)."""
@@ -47,6 +56,11 @@ def speaker_of(engine: PiperEngine, voice: str) -> int:
         return 0
     raise Unprocessable(f"voice {voice!r} is not a voice of model {engine.name!r}; voices: "
                         f"{', '.join([*engine.voices, *OPENAI_VOICES])}")
+
+
+def speech_job(body: SpeechRequest, voice: Voice, sentences: int) -> Job:
+    """A speech request's job, in the lane its caller asked for, else by its length (a reply is interactive)."""
+    return Job("speak", voice.key.label, sentences, lane=lane_for(speak_by_size(characters=len(body.input))))
 
 
 class Speak:
@@ -77,29 +91,48 @@ class Speak:
             engine = loaded.engine_as(PiperEngine)
             return Voice(key, 0, tuple([*engine.voices, *OPENAI_VOICES]))
 
-    async def _speak(self, loaded: LoadedModel, sentences: list[str], body: SpeechRequest, speaker: int,
-                     deadline: float) -> list[np.ndarray]:
+    async def _speak(self, loaded: LoadedModel, sentence: str, body: SpeechRequest, speaker: int, job: Job,
+                     deadline: float) -> np.ndarray:
         engine = loaded.engine_as(PiperEngine)
-        utterances: list[Utterance] = await loaded.prepare(engine.prepare, sentences, body.speed, speaker)
+        utterances: list[Utterance] = await loaded.prepare(engine.prepare, [sentence], body.speed, speaker)
         limit = max(1, loaded.scheduler.max_batch_tokens)
         costs = [min(limit, max(1, len(u.ids))) for u in utterances]
-        job = self.state.jobs.start("speak", loaded.key.label, len(utterances))
-        try:
-            return await loaded.scheduler.submit(utterances, costs, job=job, deadline=deadline)
-        finally:
-            self.state.jobs.finish(job)
+        (audio,) = await loaded.scheduler.submit(utterances, costs, job=job, deadline=deadline)
+        return audio
 
-    async def chunks(self, body: SpeechRequest, voice: Voice, gone: Disconnected) -> AsyncIterator[bytes]:
-        """The file's encoded pieces, one sentence at a time (the first after the first sentence); stops
-        when the client has gone."""
+    async def stream(self, body: SpeechRequest, voice: Voice, gone: Disconnected) -> Stream:
+        """The request as a stream of encoded pieces (`chunks`), one job in `/status`, its class decided here
+        (by its length, unless the caller asked: call it where the caller's lane is set)."""
+        sentences = split_sentences(body.input)
+        job = speech_job(body, voice, len(sentences))
+        return Stream(self.chunks(body, voice, sentences, job, gone), job.timing)
+
+    async def chunks(self, body: SpeechRequest, voice: Voice, sentences: list[str], job: Job,
+                     gone: Disconnected) -> AsyncGenerator[bytes, None]:
+        """The file's encoded pieces, one sentence at a time (the first after the first sentence), the next
+        ones on their way meanwhile; stops when the client has gone."""
         deadline = time.monotonic() + self.state.settings.request_timeout_s
-        async with self.state.registry.use(voice.key) as loaded:
-            encoder = AudioEncoder(body.response_format, loaded.engine_as(PiperEngine).sample_rate)
-            for sentence in split_sentences(body.input):
-                if await gone():
-                    return
-                audio = await self._speak(loaded, [sentence], body, voice.speaker, deadline)
-                if data := await asyncio.to_thread(encoder.encode, audio[0]):
-                    yield data
-            if tail := await asyncio.to_thread(encoder.finish):
-                yield tail
+        self.state.jobs.track(job)
+        ahead: collections.deque[asyncio.Task[np.ndarray]] = collections.deque()
+        try:
+            async with self.state.registry.use(voice.key) as loaded:
+                engine = loaded.engine_as(PiperEngine)
+                encoder = AudioEncoder(body.response_format, engine.sample_rate)
+                waiting = collections.deque(sentences)
+                while waiting or ahead:
+                    while waiting and len(ahead) < max(LOOKAHEAD, engine.workers):
+                        task = asyncio.create_task(
+                            self._speak(loaded, waiting.popleft(), body, voice.speaker, job, deadline))
+                        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read, even if dropped
+                        ahead.append(task)
+                    if await gone():
+                        return
+                    audio = await ahead.popleft()
+                    if data := await asyncio.to_thread(encoder.encode, audio):
+                        yield data
+                if tail := await asyncio.to_thread(encoder.finish):
+                    yield tail
+        finally:
+            for task in ahead:  # the client left or the stream failed: unstarted sentences are dropped
+                task.cancel()
+            self.state.jobs.finish(job)
