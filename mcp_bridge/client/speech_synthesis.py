@@ -19,9 +19,11 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
+from gpu_protocol.priority import speak_by_size
 from gpu_protocol.speech_synthesis import PCM_RATE, SpeechRequest, split_sentences
 from mcp_bridge.client.audio_encode import RAW_FORMATS, PcmEncoder, can_encode, encode_whole
 from mcp_bridge.config import BridgeConfig
+from mcp_bridge.pool.call_class import CallClass, current_class, decide
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.probes import describe_unheard
 from mcp_bridge.pool.routing import Need, candidates
@@ -93,6 +95,8 @@ class SpeechStream:
     part_timeout: float
     """Each part's deadline, from when it is sent (the bridge's `timeout`): a long input takes longer."""
     window: int
+    call_class: CallClass | None = None
+    """The call's class and tenant (a short reply interactive, a chapter batch), held by every part."""
     hosts: list[str] = field(default_factory=list)
     """The host that spoke each part, in part order (so far)."""
     model: str | None = None
@@ -109,6 +113,7 @@ class SpeechStream:
         slots = asyncio.Semaphore(self.window)
 
         async def speak(text: str) -> tuple[SpokenAudio, str]:
+            current_class.set(self.call_class)  # this part's own task: its context only
             sub = self.request.model_copy(update={"input": text, "response_format": self.plan.host_format,
                                                   "stream_format": "audio"})
             async with slots:
@@ -163,4 +168,5 @@ class Speaker:
         await describe_unheard(usable, "speak", self.config.healthCheckTimeoutSeconds)
         able = candidates(self.pool.hosts, Need("speak", request.model))
         window = min(WINDOW_MAX, max(2, sum(h.max_concurrent or 2 for h in able)))
-        return SpeechStream(self.pool, request, speech_plan, self.config.timeout, window)
+        call_class = decide(speak_by_size(characters=len(request.input)))
+        return SpeechStream(self.pool, request, speech_plan, self.config.timeout, window, call_class)

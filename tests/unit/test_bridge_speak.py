@@ -21,6 +21,7 @@ from gpu_protocol.speech_synthesis import PCM_RATE, STREAMING_SIZE, SpeechReques
 from mcp_bridge.client import speech_synthesis as synthesis
 from mcp_bridge.client.audio_encode import RAW_FORMATS, PcmEncoder, encode_whole
 from mcp_bridge.client.speech_synthesis import PART_CHARS, FormatUnavailable, Speaker, plan, split_parts
+from mcp_bridge.pool.caller import Caller, current_caller
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.routing import Need, tier
 from tests.unit.test_pool import Handler, make_pool, ok
@@ -167,4 +168,31 @@ async def test_an_openai_host_with_speak_true_is_sent_openais_fields_only() -> N
     assert sent == [("/v1/audio/speech", {"model": "tts-1", "input": "Hello there.", "voice": "af_bella",
                                           "response_format": "pcm", "speed": 1.0})]
     assert b"".join(audio)[:4] == b"RIFF" and stream.hosts == ["kokoro"] and stream.duration_s == 0.1
+    await pool.close()
+
+
+@pytest.mark.anyio
+async def test_every_part_carries_the_calls_class_and_tenant_to_its_host() -> None:
+    """A short reply is interactive, a chapter batch (gpu_protocol.priority.speak_by_size), decided once per
+    call for the caller: every part's request tells its host, so the host queues it in that class."""
+    seen: list[tuple[str | None, str | None]] = []
+    handle = speaking()
+
+    async def recording(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers.get("x-gpu-priority"), request.headers.get("x-gpu-tenant")))
+        return await handle(request)
+
+    pool = make_pool({"a": recording})
+    speaks(pool, "a")
+    chapter = " ".join([SENTENCE] * 30)  # over 2,000 characters
+    token = current_caller.set(Caller(tenant="reader"))
+    try:
+        for text in (SENTENCE, chapter):
+            stream = await Speaker(pool.config, pool).stream(SpeechRequest(input=text, voice="alloy",
+                                                                           response_format="pcm"))
+            assert [p async for p in stream.chunks()]
+    finally:
+        current_caller.reset(token)
+    assert seen[0] == ("interactive", "reader")
+    assert len(seen) > 2 and set(seen[1:]) == {("batch", "reader")}, seen
     await pool.close()
