@@ -85,9 +85,13 @@ class PiperEngine:
         self.phonemizer: Phonemizer = phonemizer or EspeakPhonemizer(self.config.espeak_voice)
         self.memory_bytes = files.model.stat().st_size
         self.batch_calls = CUDA in providers() if batch_calls is None else batch_calls
+        self.session, self._durations = self._load(threads if self.batch_calls else 1)
+        if batch_calls is None and self.batch_calls and self.session.get_providers()[0] != CUDA:
+            log.warning("voice %s: onnxruntime has CUDA but the session runs on the CPU; one call per core", self.name)
+            self.batch_calls = False
+            self.session, self._durations = self._load(1)
         self.workers = 1 if self.batch_calls else max(1, threads or len(os.sched_getaffinity(0)))
         """Model calls at once, each on one thread (1 when calls are batched)."""
-        self.session, self._durations = self._load(threads if self.batch_calls else 1)
         self._inputs = {i.name for i in self.session.get_inputs()}
         self.device = self.session.get_providers()[0]
         self.samples_per_frame = self._measure_hop() if self._durations and self.batch_calls else 0
