@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -80,7 +81,8 @@ def make_app(token: str, record_path: str) -> Starlette:
     return Starlette(routes=[Route("/v1/audio/transcriptions", transcriptions, methods=["POST"])])
 
 
-def main() -> None:
+def run(make: Callable[[str, str], Starlette], what: str) -> None:
+    """Serve the app `make(token, record_path)` makes, with `gpu-bridge --transport http`'s command line."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--transport", default="http")
     parser.add_argument("--host", default="127.0.0.1")
@@ -94,7 +96,7 @@ def main() -> None:
     sock.bind((args.host, args.port))
     sock.listen(64)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(make_app(args.auth_token, os.environ["STANDIN_RECORD"]),
+    server = uvicorn.Server(uvicorn.Config(make(args.auth_token, os.environ["STANDIN_RECORD"]),
                                            log_level="warning", timeout_graceful_shutdown=2))
     if args.exit_with_stdin:
         def watch() -> None:
@@ -103,9 +105,9 @@ def main() -> None:
             server.should_exit = True
 
         threading.Thread(target=watch, daemon=True).start()
-    print(f"gpu-bridge stand-in is ready at http://{args.host}:{port}/mcp (transcriptions only)", flush=True)
+    print(f"gpu-bridge stand-in is ready at http://{args.host}:{port}/mcp ({what} only)", flush=True)
     server.run(sockets=[sock])
 
 
 if __name__ == "__main__":
-    main()
+    run(make_app, "transcriptions")
