@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import struct
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -52,6 +53,27 @@ CONTENT_TYPES: dict[str, str] = {
     "pcm": "audio/pcm",  # raw s16le mono at PCM_RATE, no header
 }
 SSE_CONTENT_TYPE = "text/event-stream"
+
+CONTAINERS: dict[str, tuple[str, str]] = {
+    "mp3": ("mp3", "libmp3lame"), "opus": ("ogg", "libopus"), "aac": ("adts", "aac"), "flac": ("flac", "flac"),
+}
+"""response_format -> (the container, the codec) that make it: what PyAV (FFmpeg) calls them."""
+OPUS_RATE = 48_000
+OPUS_PAGE_MS = 60
+"""Ogg/Opus pages of at most this long, so a sentence's audio leaves before the next is ready."""
+STREAMING_SIZE = 0xFFFFFFFF
+"""A streamed WAV's RIFF and data sizes: the length is not known yet."""
+
+
+def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
+    """The RIFF/WAVE header of 16-bit mono PCM with `data_bytes` of samples (None: a stream of unknown length:
+    the RIFF and data sizes are then `STREAMING_SIZE`, the convention ffmpeg and browsers read as "until the
+    end of the stream"). A WAV made of several sentences, or of several hosts' parts, has one header."""
+    data = STREAMING_SIZE if data_bytes is None else data_bytes
+    riff = STREAMING_SIZE if data_bytes is None else 36 + data_bytes
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+            + b"data" + struct.pack("<I", data))
 
 
 class SpeechRequest(StrictModel):

@@ -70,6 +70,12 @@ class HostConfig(_Config):
         description="An openai host that also serves OpenAI's /v1/audio/transcriptions (speaches, vLLM's Whisper "
         "endpoint): use it for gpu_transcribe. gpu-service hosts always transcribe; tei hosts never do.",
     )
+    speak: bool = Field(
+        default=False,
+        description="An openai host that also serves OpenAI's /v1/audio/speech (speaches, Kokoro-FastAPI): use it "
+        "for gpu_speak and the bridge's /v1/audio/speech. gpu-service hosts speak when their /info lists `speak`; "
+        "tei hosts never do.",
+    )
     weight: float = Field(default=1.0, gt=0, le=1000, description="Relative capacity for balancing.")
     maxConcurrent: int | None = Field(default=None, ge=1, le=10_000, description="Requests in flight at most.")
     timeout: float | None = Field(default=None, gt=0, le=3600, description="Per-request timeout in seconds.")
@@ -98,6 +104,9 @@ class HostConfig(_Config):
         if self.transcribe and self.type == "tei":
             raise ValueError("transcribe: true is for openai hosts (an OpenAI-compatible speech server); "
                              "text-embeddings-inference does not transcribe")
+        if self.speak and self.type == "tei":
+            raise ValueError("speak: true is for openai hosts (an OpenAI-compatible speech server such as speaches "
+                             "or Kokoro-FastAPI); text-embeddings-inference does not speak")
         return self
 
     @field_validator("url")
@@ -161,6 +170,11 @@ class AudioConfig(_Config):
         default=180.0, ge=0, le=86_400,
         description="Recordings longer than this are cut at silences and the parts transcribed on several hosts "
         "at once (needs the bridge's `speech` extra, PyAV); shorter ones go to one host whole. 0: never split.",
+    )
+    outputDir: str | None = Field(
+        default=None, min_length=1,
+        description="A directory gpu_speak writes its audio files to (and returns their paths: what an agent "
+        "attaches to a message). Not set: gpu_speak writes no file and returns the audio in its result only.",
     )
 
 

@@ -22,6 +22,7 @@ from gpu_protocol.bertscore import (
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
+from gpu_protocol.speech_synthesis import SpeechRequest
 from mcp_bridge.client.fleet import Fleet
 from mcp_bridge.client.reranking import merge
 from mcp_bridge.client.results import (
@@ -33,6 +34,7 @@ from mcp_bridge.client.results import (
 )
 from mcp_bridge.client.shard_runner import Dispatch, ShardRunner
 from mcp_bridge.client.sharding import Progress, split
+from mcp_bridge.client.speech_synthesis import Speaker, SpeechStream
 from mcp_bridge.client.transcription import Transcriber
 from mcp_bridge.client.views import FleetStatus, HealthRow, InfoRow
 from mcp_bridge.config import BridgeConfig
@@ -51,6 +53,7 @@ class GpuClient:
         self.fleet = Fleet(pool)
         self.shards = ShardRunner(pool, config.shardSize, dispatch)
         self.transcriber = Transcriber(config, pool, self.shards)
+        self.speaker = Speaker(config, pool)
 
     def deadline(self) -> float:
         return self.pool.clock() + self.config.timeout
@@ -228,6 +231,13 @@ class GpuClient:
         """`request`'s audio as text with timed segments; a long recording is cut at silences and its
         parts transcribed on several hosts at once (`mcp_bridge.client.transcription`)."""
         return await self.transcriber.transcribe(request, deadline=self.deadline(), host=host, progress=progress)
+
+    # ------------------------------------------------------------------ speech synthesis
+
+    async def speech(self, request: SpeechRequest) -> SpeechStream:
+        """`request`'s audio, read from the stream as its parts are spoken on the pool, in order
+        (`mcp_bridge.client.speech_synthesis`); FormatUnavailable when the bridge cannot make its format."""
+        return await self.speaker.stream(request)
 
     # ------------------------------------------------------------------ fleet views
 

@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Send
 
+from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
 from gpu_protocol.routes import retry_after_headers
 from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
+
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -52,3 +59,15 @@ def pool_error(exc: PoolError | ValueError) -> ApiError:
     if isinstance(exc, NoHostAvailable):
         return ApiError(503, str(exc), code="no_host_available")
     return ApiError(502, str(exc), code="bad_gateway")
+
+
+async def pooled(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled if the client leaves (the pool then tells the hosts to drop the shards, POST
+    /cancel, so an aborted embedding stops on the GPUs, not only here); a pool failure as the status an
+    OpenAI client acts on."""
+    try:
+        return await cancel_on_disconnect(request.receive, work)
+    except WorkCancelled:
+        raise ApiError(499, "the client closed the request; its work on the hosts was cancelled") from None
+    except (PoolError, ValueError) as exc:
+        raise pool_error(exc) from None

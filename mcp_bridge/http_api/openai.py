@@ -1,6 +1,7 @@
 """The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`), Cohere's
 rerank API (`POST /v1/rerank`, and v2's `POST /v2/rerank`, http_api/cohere.py) and OpenAI's speech to
-text (`POST /v1/audio/transcriptions` and `/translations`, read and rendered in http_api/audio.py).
+text (`POST /v1/audio/transcriptions` and `/translations`, read and rendered in http_api/audio.py) and
+text to speech (`POST /v1/audio/speech`, streamed as the pool speaks it: http_api/speech.py).
 
 In HTTP mode the bridge serves these next to `/mcp`, behind the same bearer token, so any
 OpenAI client (OpenClaw's `openai-compatible` memory provider, LangChain, LlamaIndex, the
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,9 +29,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from gpu_protocol import routes
-from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
+from gpu_protocol.speech_synthesis import SPEECH
 from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
 from mcp_bridge.client.audio_decode import AudioUnreadable
 from mcp_bridge.client.results import EmbedResult, RerankOutcome, TranscribeOutcome
@@ -38,7 +39,7 @@ from mcp_bridge.client.views import InfoRow
 from mcp_bridge.config import BridgeConfig, redactor
 from mcp_bridge.http_api.audio import audio_request, render
 from mcp_bridge.http_api.cohere import v2_answer, wire_request
-from mcp_bridge.http_api.errors import ApiError, pool_error
+from mcp_bridge.http_api.errors import ApiError, pooled
 from mcp_bridge.http_api.requests import (
     EMBED_EXAMPLE,
     RERANK_EXAMPLE,
@@ -48,11 +49,10 @@ from mcp_bridge.http_api.requests import (
     rerank_v2_request,
 )
 from mcp_bridge.http_api.responses import ModelResponse, embeddings_answer
-from mcp_bridge.pool.errors import PoolError
+from mcp_bridge.http_api.speech import Speaks, speech_answer
 from mcp_bridge.protocols.speech import AudioRequest, SpeechTask
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 PREFIX = "/v1"
 PREFIXES = (PREFIX, "/v2")
@@ -60,7 +60,7 @@ PREFIXES = (PREFIX, "/v2")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class Embedder(Protocol):
+class Embedder(Speaks, Protocol):
     """The part of the bridge this API uses (`GpuClient`)."""
 
     async def embed_request(self, request: EmbedRequest) -> EmbedResult: ...
@@ -70,18 +70,6 @@ class Embedder(Protocol):
     async def info(self) -> list[InfoRow]: ...
 
     async def transcribe(self, request: AudioRequest) -> TranscribeOutcome: ...
-
-
-async def _pooled(request: Request, work: Awaitable[T]) -> T:
-    """`work`, cancelled if the client leaves (the pool then tells the hosts to drop the shards, POST
-    /cancel, so an aborted embedding stops on the GPUs, not only here); a pool failure as the status an
-    OpenAI client acts on."""
-    try:
-        return await cancel_on_disconnect(request.receive, work)
-    except WorkCancelled:
-        raise ApiError(499, "the client closed the request; its work on the hosts was cancelled") from None
-    except (PoolError, ValueError) as exc:
-        raise pool_error(exc) from None
 
 
 class V1:
@@ -112,7 +100,7 @@ class V1:
 
     async def embeddings(self, request: Request) -> Response:
         asked, wire = embedding_request(await json_object(request, EMBED_EXAMPLE), self.config.limits)
-        result = await _pooled(request, self.gpu.embed_request(wire))
+        result = await pooled(request, self.gpu.embed_request(wire))
         log.info("POST /v1/embeddings: %d texts%s, model %s, on %s in %.2fs", len(wire.texts),
                  f" ({asked.input_type})" if asked.input_type else "", result.model, ", ".join(result.hosts),
                  result.seconds)
@@ -120,14 +108,14 @@ class V1:
 
     async def rerank(self, request: Request) -> JSONResponse:
         parsed = rerank_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
-        outcome = await _pooled(request, self.gpu.rerank(parsed))
+        outcome = await pooled(request, self.gpu.rerank(parsed))
         log.info("POST /v1/rerank: %d documents, model %s, on %s in %.2fs", len(parsed.documents),
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         return JSONResponse(outcome.response.model_dump(mode="json", exclude_none=True))
 
     async def rerank_v2(self, request: Request) -> JSONResponse:
         asked = rerank_v2_request(await json_object(request, RERANK_EXAMPLE), self.config.limits)
-        outcome = await _pooled(request, self.gpu.rerank(wire_request(asked)))
+        outcome = await pooled(request, self.gpu.rerank(wire_request(asked)))
         log.info("POST %s: %d documents, model %s, on %s in %.2fs", routes.RERANK_V2, len(asked.documents),
                  outcome.response.model, ", ".join(outcome.hosts), outcome.seconds)
         answer = v2_answer(asked, outcome, request.headers.get(routes.REQUEST_ID_HEADER))
@@ -142,11 +130,14 @@ class V1:
             except AudioUnreadable as exc:  # the bridge could not split it: the caller's file, not the pool
                 raise ApiError(422, f"file: {exc}", param="file") from None
 
-        outcome = await _pooled(request, transcribed())
+        outcome = await pooled(request, transcribed())
         log.info("POST %s: %d bytes, %.1fs of audio in %d part(s), model %s, on %s in %.2fs", request.url.path,
                  len(wire.audio), outcome.transcription.duration, outcome.parts, outcome.transcription.model,
                  ", ".join(outcome.hosts), outcome.seconds)
         return render(outcome.transcription, wire.options)
+
+    async def speak(self, request: Request) -> Response:
+        return await speech_answer(request, self.gpu)
 
     async def transcriptions(self, request: Request) -> Response:
         return await self.speech(request, "transcribe")
@@ -172,6 +163,7 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
         Route(routes.RERANK_V2, v1.answering(v1.rerank_v2), methods=["POST"]),
         Route(TRANSCRIPTIONS, v1.answering(v1.transcriptions), methods=["POST"]),
         Route(TRANSLATIONS, v1.answering(v1.translations), methods=["POST"]),
+        Route(SPEECH, v1.answering(v1.speak), methods=["POST"]),
     ])
 
 

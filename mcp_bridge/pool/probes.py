@@ -17,7 +17,7 @@ from gpu_protocol.status import InfoResponse, StatusResponse
 from mcp_bridge.pool.errors import PoolError
 from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.versioning import learn_from_info, note_answer
-from mcp_bridge.protocols import HealthVerdict, HttpCall
+from mcp_bridge.protocols import HealthVerdict, HttpCall, Task
 from mcp_bridge.protocols.answers import BadResponse, describe_transport_error, error_detail
 
 PROBE_TIMEOUT_S = 3.0
@@ -87,3 +87,13 @@ def _ok(response: httpx.Response) -> httpx.Response:
     if response.status_code != 200:
         raise PoolError(f"HTTP {response.status_code}: {error_detail(response)}")
     return response
+
+
+async def describe_unheard(hosts: list[Host], task: Task, timeout: float) -> None:
+    """Read /info now on the versioned hosts that may serve `task` but have not described themselves yet (a
+    bridge just started): routing sends a task only some releases have (routing.LISTED_ONLY) only to a host
+    whose /info lists it. A host that does not answer stays undescribed (and out of such a call)."""
+    unheard = [h for h in hosts if h.protocol.versioned and h.described.capabilities is None
+               and h.can_serve(task)]
+    if unheard:
+        await asyncio.gather(*(read_info(h, timeout) for h in unheard), return_exceptions=True)

@@ -10,6 +10,9 @@ Each host that serves the task falls in one tier for it:
 - `unknown`: for a call that names a model, a host that has not described itself yet (no /info read:
   just started, or a 0.3.0 service), or an openai/tei host without a configured `model` (the name is
   passed through; the server decides). A call that names none is `warm` on such hosts (their default);
+- a task some releases of the service lack (`LISTED_ONLY`: speech synthesis, which 0.4.0 has not) goes
+  only to a gpu-service host whose /info lists it: one not described yet, or that does not list it, is
+  not a candidate for it;
 - none: the host cannot serve it (not in its allowlist, a different configured `model`, or a default
   that failed to load there: degraded for that model and task only), or it refused the model with a 403
   since its /info was last read (a host not described yet learns the bridge so, one call at a time). It
@@ -37,6 +40,10 @@ if TYPE_CHECKING:
 Tier = Literal["warm", "allowed", "unknown"]
 TIERS: tuple[Tier, ...] = ("warm", "allowed", "unknown")
 """Best first."""
+
+LISTED_ONLY: frozenset[Task] = frozenset({"speak"})
+"""Tasks a gpu-service host serves only when its /info lists them (added without a protocol version of their
+own: a 0.4.0 host speaks protocol 2 too, and has no speech synthesis)."""
 
 CONFIGURE_HINT = (
     "to serve it on more hosts, allow it there (the service's ALLOWED_MODELS, or its folder in GPU_MODEL_DIRS) "
@@ -68,6 +75,8 @@ def tier(host: Host, need: Need) -> Tier | None:
         return _fixed_tier(host.config.model, need.model)
     models = task_models(host, need.task)
     if models is None:
+        if need.task in LISTED_ONLY:
+            return None
         return "unknown" if need.model else "warm"  # its default, as every host's
     name = need.model or models.default
     if name is None or models.lacks(name):
@@ -134,6 +143,8 @@ def _models_in_words(host: Host, task: Task) -> str:
         configured = host.config.model
         return f"{host.name}: {configured} (configured)" if configured else f"{host.name}: any name (no `model` set)"
     models = task_models(host, task)
+    if models is None and host.described.capabilities is not None:
+        return f"{host.name}: its /info lists no {task} (a release without it)"
     if models is None:
         return f"{host.name}: not described yet (no /info read)"
     allowed = "any" if models.allowed == "*" else ", ".join(models.allowed) or "none"
@@ -154,7 +165,9 @@ def no_type_serves(hosts: list[Host], task: Task) -> str:
     serve = "; ".join(f"{'/'.join(kinds)} hosts serve {words}" for words, kinds in by_words.items())
     hints = {"rerank": "; an openai or tei host that also serves a reranker needs rerank: true",
              "transcribe": "; add a gpu-service host (it transcribes with MODEL_TRANSCRIBE set), or set "
-             "transcribe: true on an openai host that serves /v1/audio/transcriptions (speaches, vLLM)"}
+             "transcribe: true on an openai host that serves /v1/audio/transcriptions (speaches, vLLM)",
+             "speak": "; add a gpu-service host that speaks (MODEL_SPEAK set, a release after 0.4.0), or set "
+             "speak: true on an openai host that serves /v1/audio/speech (speaches, Kokoro-FastAPI)"}
     return f"no configured host can serve {task} ({serve}{hints.get(task, '')})"
 
 

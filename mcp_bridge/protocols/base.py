@@ -76,10 +76,11 @@ class HostProtocol(ABC):
         return self.config.model or named or fallback
 
     def can_serve(self, task: Task) -> bool:
-        """`tasks`, plus reranking on a host configured with `rerank: true` (a server that also has a reranker)
-        and speech to text on one configured with `transcribe: true` (an OpenAI-compatible speech server)."""
+        """`tasks`, plus reranking on a host configured with `rerank: true` (a server that also has a reranker),
+        speech to text on one configured with `transcribe: true` and speech synthesis on one configured with
+        `speak: true` (OpenAI-compatible speech servers)."""
         return (task in self.tasks or (task == "rerank" and self.config.rerank)
-                or (task == "transcribe" and self.config.transcribe))
+                or (task == "transcribe" and self.config.transcribe) or (task == "speak" and self.config.speak))
 
     def auth_headers(self, key: str | None) -> dict[str, str]:
         """The headers that carry `key` (none without a key)."""

@@ -1,7 +1,7 @@
 """One typed exchange per task: what the pool sends a host for a task's request, and what it reads back.
 
 An `Operation[Req, Ans]` names a kind of work the tools ask of the pool (embed, similarity, rerank,
-BERTScore, its idf counts, speech to text): the routing task it needs (similarity needs `embed`) and the
+BERTScore, its idf counts, speech to text, speech synthesis): the routing task it needs (similarity needs `embed`) and the
 model its request names. Each host type registers, per operation it serves, an `Exchange[Req, Ans]`: how
 to build the HTTP request (`request`) and how to read and check the host's answer (`answer`, raising
 `BadResponse` when it does not fit). The pool asks a host's protocol for the exchange of the call's
@@ -28,12 +28,14 @@ from gpu_protocol.bertscore import (
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
+from gpu_protocol.speech_synthesis import SpeechRequest
 from gpu_protocol.transcribe import VerboseTranscription
 from mcp_bridge.protocols.calls import HttpCall
 from mcp_bridge.protocols.speech import AudioRequest
+from mcp_bridge.protocols.speech_synthesis import SpokenAudio
 from mcp_bridge.protocols.vectors import VectorBlock
 
-Task = Literal["embed", "bertscore", "rerank", "transcribe"]
+Task = Literal["embed", "bertscore", "rerank", "transcribe", "speak"]
 """What a tool call needs a host to do (similarity needs `embed`; translation needs `transcribe`)."""
 
 Req = TypeVar("Req")
@@ -87,3 +89,5 @@ BERTSCORE_IDF = Operation[BertScoreIdfRequest, BertScoreIdfResponse](
 TRANSCRIBE = Operation[AudioRequest, VerboseTranscription](
     "transcribe", "transcribe", lambda r: r.options.model,
     "do not transcribe unless configured with transcribe: true")
+SPEAK = Operation[SpeechRequest, SpokenAudio](
+    "speak", "speak", lambda r: r.model, "do not speak unless configured with speak: true")

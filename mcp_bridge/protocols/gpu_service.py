@@ -20,6 +20,7 @@ from gpu_protocol.codec import check_block
 from gpu_protocol.embed import EmbedRequest, EmbedResponse
 from gpu_protocol.rerank import RerankRequest, RerankResponse
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse
+from gpu_protocol.speech_synthesis import SPEECH, SpeechRequest
 from gpu_protocol.status import SERVING_STATUSES, InfoResponse, StatusResponse
 from gpu_protocol.transcribe import TranscriptionJSONRequest, VerboseTranscription
 from mcp_bridge.protocols.answers import BadResponse, check_rerank, host_answer, read_model
@@ -30,16 +31,19 @@ from mcp_bridge.protocols.exchange import (
     EMBED,
     RERANK,
     SIMILARITY,
+    SPEAK,
     TRANSCRIBE,
     Exchanges,
 )
 from mcp_bridge.protocols.speech import AudioRequest, check_transcription
+from mcp_bridge.protocols.speech_synthesis import check_speech, service_body
 from mcp_bridge.protocols.vectors import VectorBlock
 
 
 class GpuServiceProtocol(HostProtocol):
     type = "gpu-service"
-    tasks: ClassVar[frozenset[Task]] = frozenset({"embed", "bertscore", "rerank", "transcribe"})
+    tasks: ClassVar[frozenset[Task]] = frozenset({"embed", "bertscore", "rerank", "transcribe", "speak"})
+    """Speech synthesis only where its /info lists `speak` (routing.py: 0.4.0 hosts cannot speak)."""
     serves = "every tool"
     default_auth = "x-api-key"
     versioned = True
@@ -58,7 +62,8 @@ class GpuServiceProtocol(HostProtocol):
                 .add(BERTSCORE, self.bertscore_call, self.parse_bertscore)
                 .add(BERTSCORE_IDF, self.bertscore_idf_call, self.parse_bertscore_idf)
                 .add(RERANK, self.rerank_call, self.parse_rerank)
-                .add(TRANSCRIBE, self.transcribe_call, self.parse_transcription))
+                .add(TRANSCRIBE, self.transcribe_call, self.parse_transcription)
+                .add(SPEAK, self.speak_call, check_speech))
 
     # ------------------------------------------------------------------ embeddings
 
@@ -130,6 +135,11 @@ class GpuServiceProtocol(HostProtocol):
 
     def parse_transcription(self, response: httpx.Response, request: AudioRequest) -> VerboseTranscription:
         return check_transcription(read_model(response, VerboseTranscription), request)
+
+    # ------------------------------------------------------------------ speech synthesis
+
+    def speak_call(self, request: SpeechRequest) -> HttpCall:
+        return HttpCall("POST", SPEECH, service_body(request))
 
     # ------------------------------------------------------------------ control and views
 

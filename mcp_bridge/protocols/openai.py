@@ -1,7 +1,8 @@
 """OpenAI-compatible hosts (`openai`): `POST <base>/embeddings` (Infinity, vLLM, LiteLLM, and our own service speak
 it), liveness from `GET <base>/models`; similarity is computed in the bridge. Configured `rerank: true`, also
 Cohere's `POST <base>/rerank` (Infinity, vLLM, Jina serve it); configured `transcribe: true`, also OpenAI's
-multipart `POST <base>/audio/transcriptions` and `/translations` (speaches, vLLM's Whisper endpoint).
+multipart `POST <base>/audio/transcriptions` and `/translations` (speaches, vLLM's Whisper endpoint); configured
+`speak: true`, also OpenAI's `POST <base>/audio/speech` (speaches, Kokoro-FastAPI).
 
 `<base>` is the host's URL as an OpenAI client takes it: a URL that ends in `/v1` (`http://vllm:8000/v1`) is
 used as it is. A URL without (`http://vllm:8000`) gets `/v1` added, unless the server answers 404 there and
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field
 from gpu_protocol import routes
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest, RerankResponse, RerankResult, RerankUsage
+from gpu_protocol.speech_synthesis import SPEECH, SpeechRequest
 from gpu_protocol.transcribe import (
     TRANSCRIPTIONS,
     TranscriptionSegment,
@@ -33,6 +35,7 @@ from mcp_bridge.protocols.answers import check_rerank, read_model
 from mcp_bridge.protocols.base import HttpCall
 from mcp_bridge.protocols.embeddings_only import EmbeddingsOnly
 from mcp_bridge.protocols.speech import AudioRequest, check_transcription
+from mcp_bridge.protocols.speech_synthesis import check_speech, openai_body
 from mcp_bridge.protocols.vectors import VectorBlock
 
 if TYPE_CHECKING:
@@ -119,6 +122,7 @@ class OpenAIProtocol(EmbeddingsOnly):
         base = self.url_path + self.prefix
         called = [f"POST {base}{EMBEDDINGS}"] + ([f"POST {base}{RERANK}"] if self.config.rerank else [])
         called += [f"POST {base}{TRANSCRIPTIONS.removeprefix(PREFIX)}"] if self.config.transcribe else []
+        called += [f"POST {base}{SPEECH.removeprefix(PREFIX)}"] if self.config.speak else []
         if self.prefix_in_url:
             found = "the URL ends in /v1"
         elif self.answered is not None:
@@ -130,7 +134,8 @@ class OpenAIProtocol(EmbeddingsOnly):
     def exchanges(self) -> operations.Exchanges:
         return (super().exchanges()
                 .add(operations.RERANK, self.rerank_call, self.parse_rerank)
-                .add(operations.TRANSCRIBE, self.transcribe_call, self.parse_transcription))
+                .add(operations.TRANSCRIBE, self.transcribe_call, self.parse_transcription)
+                .add(operations.SPEAK, self.speak_call, check_speech))
 
     def embed_call(self, request: EmbedRequest) -> HttpCall:
         body = {"input": list(request.texts), "model": self.model_name(request.model), "encoding_format": "float"}
@@ -176,3 +181,7 @@ class OpenAIProtocol(EmbeddingsOnly):
             model=self.config.model or request.options.model, segments=answer.segments, words=answer.words,
         )
         return check_transcription(verbose, request)
+
+    def speak_call(self, request: SpeechRequest) -> HttpCall:
+        body = openai_body(request, self.model_name(request.model, "tts-1"))
+        return HttpCall("POST", self.prefix + SPEECH.removeprefix(PREFIX), body)

@@ -11,14 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from gpu_service.tasks.speak.encode import (
-    OPUS_RATE,
-    STREAMING_SIZE,
-    AudioEncoder,
-    encode_audio,
-    stream_audio,
-    wav_header,
-)
+from gpu_protocol.speech_synthesis import OPUS_RATE, STREAMING_SIZE, wav_header
+from gpu_service.tasks.speak.encode import AudioEncoder, encode_audio, stream_audio
 
 RATE = 22_050
 

@@ -14,7 +14,6 @@ file: one container header, one RIFF header, whatever the number of sentences.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -22,25 +21,15 @@ import av
 import numpy as np
 from av.audio.stream import AudioStream
 
-from gpu_protocol.speech_synthesis import CONTENT_TYPES, PCM_RATE, RESPONSE_FORMATS
-
-OPUS_RATE = 48_000
-OPUS_PAGE_MS = 60
-CONTAINERS: dict[str, tuple[str, str]] = {
-    "mp3": ("mp3", "libmp3lame"), "opus": ("ogg", "libopus"), "aac": ("adts", "aac"), "flac": ("flac", "flac"),
-}
-"""response_format -> (PyAV container format, codec)."""
-STREAMING_SIZE = 0xFFFFFFFF
-"""A streamed WAV's RIFF and data sizes: the length is not known yet."""
-
-
-def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
-    """The RIFF/WAVE header of 16-bit mono PCM with `data_bytes` of samples (None: a stream of unknown length)."""
-    data = STREAMING_SIZE if data_bytes is None else data_bytes
-    riff = STREAMING_SIZE if data_bytes is None else 36 + data_bytes
-    return (b"RIFF" + struct.pack("<I", riff) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-            + b"data" + struct.pack("<I", data))
+from gpu_protocol.speech_synthesis import (
+    CONTAINERS,
+    CONTENT_TYPES,
+    OPUS_PAGE_MS,
+    OPUS_RATE,
+    PCM_RATE,
+    RESPONSE_FORMATS,
+    wav_header,
+)
 
 
 def pcm16(audio: np.ndarray) -> bytes:
