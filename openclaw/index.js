@@ -10,12 +10,15 @@
 // - A media-understanding provider, also `gpu-bridge`, for speech to text (voice notes,
 //   `openclaw infer audio transcribe --model gpu-bridge/default`), over the same bridge's
 //   `/v1/audio/transcriptions`.
+// - A speech provider, `gpu-bridge` too, for text to speech (voice replies, `openclaw infer tts convert`),
+//   over the bridge's `/v1/audio/speech` (speech.js).
 //
 // Memory's document indexing goes to the pool as batch and its queries as interactive, so a re-index never
 // holds a search up; a 429 of the pool's becomes an error with `retryAfterMs`, which the indexer waits out.
 // The bridge process the providers share, and their HTTP calls to it: bridge.js.
 
 import { PROVIDER_ID, bridgeFor, stopAll } from "./bridge.js";
+import { speechProvider } from "./speech.js";
 
 // The audio model OpenClaw hands the provider when none is named: the pool's default transcription model.
 const POOL_DEFAULT_MODEL = "default";
@@ -170,6 +173,7 @@ export default {
     if (typeof api.registerMediaUnderstandingProvider === "function") {
       api.registerMediaUnderstandingProvider(transcriptionProvider(api));
     }
+    if (typeof api.registerSpeechProvider === "function") api.registerSpeechProvider(speechProvider(api));
     api.lifecycle?.onDispose?.(stopAll);
     api.on?.("gateway_stop", stopAll);
   },

@@ -1,9 +1,9 @@
-"""A stand-in for the bridge's `POST /v1/audio/transcriptions`, for plumbing tests of the OpenClaw
-plugin: it speaks `gpu-bridge --transport http`'s command line (the plugin's `bridgeCommand`: a free
+"""A stand-in for the bridge's `POST /v1/audio/transcriptions` and `POST /v1/audio/speech`, for plumbing
+tests of the OpenClaw plugin: it speaks `gpu-bridge --transport http`'s command line (the plugin's `bridgeCommand`: a free
 port, the token from GPU_BRIDGE_AUTH_TOKEN, the "is ready at" line, `--exit-with-stdin`) or runs
 standalone (`--port N --auth-token T`, for OpenClaw's own `openai` provider). It transcribes nothing:
 it appends what it received to the JSON-lines file in STANDIN_RECORD and answers a fixed sentence
-naming the file.
+naming the file; nor does it speak: its "audio" names the format it was asked for.
 
     python -m tests.support.transcription_standin --transport http --host 127.0.0.1 --port 0 --exit-with-stdin
 """
@@ -32,6 +32,15 @@ MISSING_MODEL = "no-such-model"
 """A model name the stand-in answers 404 for, in OpenAI's error shape."""
 SLOW_MODEL = "slow-model"
 """A model name the stand-in answers only after a minute, or records the client's going away."""
+
+
+BUSY_INPUT = "the pool is busy"
+"""A text the stand-in's `/v1/audio/speech` refuses with 429 and Retry-After: 7."""
+
+
+def speech_for(response_format: str) -> bytes:
+    """What the stand-in's `/v1/audio/speech` answers: not audio, but it names the format asked."""
+    return f"stand-in {response_format} audio".encode()
 
 
 def transcript_for(file_name: str, size: int) -> str:
@@ -78,7 +87,25 @@ def make_app(token: str, record_path: str) -> Starlette:
             return PlainTextResponse(text)
         return JSONResponse({"text": text})
 
-    return Starlette(routes=[Route("/v1/audio/transcriptions", transcriptions, methods=["POST"])])
+    async def speech(request: Request) -> Response:
+        body = await request.json()
+        record = {"path": request.url.path, "bearer_ok": request.headers.get("authorization") == f"Bearer {token}",
+                  "body": body}
+        with open(record_path, "a") as out:
+            out.write(json.dumps(record) + "\n")
+        if not record["bearer_ok"]:
+            return error(401, "missing or wrong bearer token")
+        if body.get("input") == BUSY_INPUT:
+            return JSONResponse({"error": {"message": "every host is busy; retry later", "type": "rate_limit_error",
+                                           "param": None, "code": "hosts_busy"}}, status_code=429,
+                                headers={"Retry-After": "7"})
+        return Response(speech_for(body.get("response_format", "mp3")), media_type="application/octet-stream")
+
+    async def voices(request: Request) -> Response:
+        return JSONResponse({"model": "standin-voice", "voices": ["standin-voice"]})
+
+    return Starlette(routes=[Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+                             Route("/v1/audio/speech", speech, methods=["POST"]), Route("/v1/audio/voices", voices)])
 
 
 def run(make: Callable[[str, str], Starlette], what: str) -> None:
@@ -110,4 +137,4 @@ def run(make: Callable[[str, str], Starlette], what: str) -> None:
 
 
 if __name__ == "__main__":
-    run(make_app, "transcriptions")
+    run(make_app, "audio")

@@ -140,9 +140,10 @@ def test_manifest_follows_openclaw_native_format() -> None:
     assert MANIFEST["id"] == PLUGIN_ID
     server = MANIFEST["mcpServers"]["gpu-bridge"]
     assert server["transport"] == "stdio" and server["command"]
-    # the memory embedding and speech-to-text providers registered by openclaw/index.js (OpenClaw refuses
-    # an undeclared one)
-    assert MANIFEST["contracts"] == {"embeddingProviders": ["gpu-bridge"], "mediaUnderstandingProviders": ["gpu-bridge"]}
+    # the memory embedding, speech-to-text and text-to-speech providers registered by openclaw/index.js (OpenClaw
+    # refuses an undeclared one)
+    assert MANIFEST["contracts"] == {"embeddingProviders": ["gpu-bridge"], "mediaUnderstandingProviders": ["gpu-bridge"],
+                                     "speechProviders": ["gpu-bridge"]}
     assert 'export const PROVIDER_ID = "gpu-bridge";' in (ROOT / "openclaw" / "bridge.js").read_text()
     sensitive = {k for k, v in MANIFEST["uiHints"].items() if v.get("sensitive")}
     assert sensitive == {"apiKey", "hosts.*.apiKey"}
