@@ -158,7 +158,7 @@ def memory_pool(openclaw: OpenClaw) -> Iterator[MemoryPool]:
         (workspace / "memory").mkdir(parents=True)
         for name, text in NOTES.items():
             (workspace / "memory" / name).write_text(text)
-        native = snippet("json5", 'provider: "gpu-bridge"')["memory"]
+        native = snippet("json5", 'search: { provider: "gpu-bridge" }')["memory"]
         zero_code = snippet("json5", 'provider: "openai-compatible"')["memory"]["search"]
         zero_code["remote"]["apiKey"] = zero_code["remote"]["apiKey"].replace("<the bridge's token>", ZERO_CODE_TOKEN)
         no_cache = {"cache": {"enabled": False}}  # the test's own: every embedding really goes to the pool
@@ -265,7 +265,7 @@ def busy_index(openclaw: OpenClaw) -> BusyIndex:
     config = json.loads(openclaw.config_path.read_text())
     config["plugins"]["entries"][PLUGIN_ID]["config"] = {"bridgeCommand": str(shim)}
     openclaw.config_path.write_text(json.dumps(config))
-    native = snippet("json5", 'provider: "gpu-bridge"')["memory"]
+    native = snippet("json5", 'search: { provider: "gpu-bridge" }')["memory"]
     openclaw.update_config(memory={**native, "search": {**native["search"], "cache": {"enabled": False}}},
                            agents={"defaults": {"workspace": str(workspace)}, "entries": {"main": {"default": True}}})
     output = openclaw("memory", "index", "--force", "--verbose").stdout
