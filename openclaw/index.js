@@ -1,7 +1,7 @@
 // The OpenClaw entry point of the GPU bridge plugin. Dependency-free Node (OpenClaw installs the
 // plugin without running npm install).
 //
-// The plugin gives OpenClaw two things:
+// The plugin gives OpenClaw these things:
 // - MCP tools (gpu_embed, gpu_similarity, ...): the Python MCP server that openclaw.plugin.json
 //   declares under `mcpServers`; OpenClaw starts that one itself.
 // - An embedding provider, `gpu-bridge`, for memory search (`memory.search.provider: "gpu-bridge"`),
@@ -10,187 +10,21 @@
 // - A media-understanding provider, also `gpu-bridge`, for speech to text (voice notes,
 //   `openclaw infer audio transcribe --model gpu-bridge/default`), over the same bridge's
 //   `/v1/audio/transcriptions`.
+// - A speech provider, `gpu-bridge` too, for text to speech (voice replies, `openclaw infer tts convert`),
+//   over the bridge's `/v1/audio/speech` (speech.js).
 //
-// Nothing to start by hand: on first use a provider starts `gpu-bridge --transport http` on a free
-// loopback port, with a random token and the plugin's config in its environment (never in argv,
-// which `ps` shows), and waits for its "ready" line. One bridge serves both providers and all their
-// instances in this OpenClaw process. It is stopped when the last provider closes, when the plugin is disposed
-// (end of a CLI command, Gateway shutdown) and on `gateway_stop`; and because it runs with
-// `--exit-with-stdin`, it also exits when this process dies without stopping it (its stdin pipe
-// closes with us, however we end).
+// Memory's document indexing goes to the pool as batch and its queries as interactive, so a re-index never
+// holds a search up; a 429 of the pool's becomes an error with `retryAfterMs`, which the indexer waits out.
+// The bridge process the providers share, and their HTTP calls to it: bridge.js.
 
-import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { PROVIDER_ID, bridgeFor, stopAll } from "./bridge.js";
+import { speechProvider } from "./speech.js";
 
-const PROVIDER_ID = "gpu-bridge";
-const DEFAULT_COMMAND = "gpu-bridge";
 // The audio model OpenClaw hands the provider when none is named: the pool's default transcription model.
 const POOL_DEFAULT_MODEL = "default";
-// With no hosts configured the bridge first starts a local GPU service, which loads a model.
-const READY_TIMEOUT_MS = 180_000;
-const STOP_GRACE_MS = 5_000;
-const READY_LINE = /is ready at (http:\/\/\S+?)\/mcp\s/;
-
-/** One `gpu-bridge --transport http` child process. */
-class BridgeProcess {
-  constructor(command, config, logger) {
-    this.command = command;
-    this.config = config;
-    this.logger = logger;
-    this.users = 0;
-    this.child = null;
-    this.ready = null; // Promise<{ baseUrl, token }> while starting or running
-    this.stderrTail = [];
-  }
-
-  /** Base URL and token of a running bridge, started if needed. */
-  start() {
-    if (!this.ready) {
-      this.ready = this.#spawn();
-      this.ready.catch(() => { this.ready = null; });
-    }
-    return this.ready;
-  }
-
-  #spawn() {
-    const token = randomBytes(24).toString("hex");
-    const args = ["--transport", "http", "--host", "127.0.0.1", "--port", "0", "--exit-with-stdin"];
-    const env = { ...process.env, GPU_BRIDGE_CONFIG: JSON.stringify(this.config), GPU_BRIDGE_AUTH_TOKEN: token };
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const fail = (message) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.#kill();
-        reject(new Error(message));
-      };
-      // Keeps this process alive while the bridge starts (everything else about the child is unref'd).
-      const timer = setTimeout(
-        () => fail(`gpu-bridge did not report ready within ${READY_TIMEOUT_MS / 1000}s${this.#tail()}`),
-        READY_TIMEOUT_MS,
-      );
-      const child = spawn(this.command, args, { env, stdio: ["pipe", "pipe", "pipe"] });
-      this.child = child;
-      const onExit = () => child.kill("SIGTERM");
-      process.once("exit", onExit);
-      child.on("error", (err) => fail(err.code === "ENOENT"
-        ? `cannot start the GPU bridge: \`${this.command}\` was not found. Install it (pip install openclaw-gpu-bridge) ` +
-          "or set bridgeCommand in plugins.entries.openclaw-gpu-bridge.config to its full path"
-        : `cannot start the GPU bridge (\`${this.command}\`): ${err.message}`));
-      child.on("exit", (code, signal) => {
-        process.removeListener("exit", onExit);
-        if (this.child === child) {
-          this.child = null;
-          this.ready = null;
-        }
-        if (settled) {
-          if (!child.stopped) this.logger.warn(`gpu-bridge exited (${signal ?? `code ${code}`}); it restarts on next use`);
-          return;
-        }
-        fail(`gpu-bridge exited (${signal ?? `code ${code}`}) before it was ready${this.#tail()}`);
-      });
-      let stdout = "";
-      child.stdout.setEncoding("utf8");
-      child.stdout.on("data", (chunk) => {
-        if (settled) return; // later output (none expected) is drained and dropped
-        stdout += chunk;
-        const match = READY_LINE.exec(stdout);
-        if (!match) return;
-        settled = true;
-        clearTimeout(timer);
-        stdout = "";
-        resolve({ baseUrl: match[1], token });
-      });
-      child.stderr.setEncoding("utf8");
-      child.stderr.on("data", (chunk) => this.#stderr(chunk));
-      for (const handle of [child, child.stdin, child.stdout, child.stderr]) handle.unref?.();
-    });
-  }
-
-  #stderr(chunk) {
-    for (const line of chunk.split("\n")) {
-      if (!line.trim()) continue;
-      this.stderrTail = [...this.stderrTail.slice(-9), line];
-      if (/ (WARNING|ERROR|CRITICAL) /.test(line) || line.startsWith("gpu-bridge:")) this.logger.warn(`gpu-bridge: ${line}`);
-      else this.logger.debug?.(`gpu-bridge: ${line}`);
-    }
-  }
-
-  #tail() {
-    return this.stderrTail.length ? `: ${this.stderrTail.slice(-3).join(" | ")}` : "";
-  }
-
-  #kill() {
-    const child = this.child;
-    if (!child) return Promise.resolve();
-    this.child = null;
-    this.ready = null;
-    child.stopped = true;
-    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-    child.ref(); // wait for its exit event even when nothing else keeps this process alive
-    return new Promise((done) => {
-      // Closing stdin is the clean stop (--exit-with-stdin); signals only if the bridge hangs.
-      const term = setTimeout(() => child.kill("SIGTERM"), STOP_GRACE_MS);
-      const force = setTimeout(() => child.kill("SIGKILL"), 2 * STOP_GRACE_MS);
-      child.once("exit", () => {
-        clearTimeout(term);
-        clearTimeout(force);
-        done();
-      });
-      child.stdin.end();
-    });
-  }
-
-  stop() {
-    return this.#kill();
-  }
-
-  /** A request to the bridge's OpenAI-compatible API: a JSON `body` or a multipart `form`; the answer's JSON. */
-  async request(path, { method = "GET", body, form, signal } = {}) {
-    const { baseUrl, token } = await this.start();
-    const headers = { authorization: `Bearer ${token}`, accept: "application/json" };
-    if (body !== undefined) headers["content-type"] = "application/json";
-    let response;
-    try {
-      response = await fetch(`${baseUrl}${path}`, {
-        method,
-        headers, // a form sets its own multipart content-type (with its boundary)
-        body: form ?? (body === undefined ? undefined : JSON.stringify(body)),
-        signal,
-      });
-    } catch (err) {
-      if (err?.name === "AbortError" || err?.name === "TimeoutError") throw err;
-      throw new Error(`gpu-bridge: cannot reach the bridge at ${baseUrl}: ${err?.cause?.message ?? err?.message ?? err}`);
-    }
-    const text = await response.text();
-    let data;
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = undefined;
-    }
-    if (!response.ok) {
-      const message = data?.error?.message ?? text.slice(0, 300);
-      throw new Error(`gpu-bridge: HTTP ${response.status}: ${message}`);
-    }
-    return data;
-  }
-}
-
-const bridges = new Map();
-
-function bridgeFor(pluginConfig, logger) {
-  const config = pluginConfig ?? {};
-  const command = config.bridgeCommand || DEFAULT_COMMAND;
-  const key = JSON.stringify([command, config]);
-  if (!bridges.has(key)) bridges.set(key, new BridgeProcess(command, config, logger));
-  return bridges.get(key);
-}
-
-async function stopAll() {
-  await Promise.all([...bridges.values()].map((bridge) => bridge.stop()));
-}
+// The class of a memory call on the pool (gpu_protocol/priority.py), by what OpenClaw embeds: a search's query
+// is interactive (someone waits for it), indexing documents is batch (it must not hold the query up).
+const PRIORITY_OF = { query: "interactive", document: "batch" };
 
 function textOf(input) {
   if (typeof input === "string") return input;
@@ -248,7 +82,8 @@ function embeddingAdapter(api) {
           ...(options.dimensions ? { dimensions: options.dimensions } : {}),
           ...(inputType ? { input_type: inputType } : {}),
         };
-        const answer = await bridge.request("/v1/embeddings", { method: "POST", body, signal: callOptions.signal });
+        const priority = PRIORITY_OF[callOptions.inputType];
+        const answer = await bridge.request("/v1/embeddings", { method: "POST", body, signal: callOptions.signal, priority });
         const rows = [...(answer?.data ?? [])].sort((a, b) => a.index - b.index);
         if (rows.length !== inputs.length) {
           throw new Error(`gpu-bridge: ${rows.length} vectors for ${inputs.length} inputs`);
@@ -338,6 +173,7 @@ export default {
     if (typeof api.registerMediaUnderstandingProvider === "function") {
       api.registerMediaUnderstandingProvider(transcriptionProvider(api));
     }
+    if (typeof api.registerSpeechProvider === "function") api.registerSpeechProvider(speechProvider(api));
     api.lifecycle?.onDispose?.(stopAll);
     api.on?.("gateway_stop", stopAll);
   },

@@ -158,7 +158,7 @@ def memory_pool(openclaw: OpenClaw) -> Iterator[MemoryPool]:
         (workspace / "memory").mkdir(parents=True)
         for name, text in NOTES.items():
             (workspace / "memory" / name).write_text(text)
-        native = snippet("json5", 'provider: "gpu-bridge"')["memory"]
+        native = snippet("json5", 'search: { provider: "gpu-bridge" }')["memory"]
         zero_code = snippet("json5", 'provider: "openai-compatible"')["memory"]["search"]
         zero_code["remote"]["apiKey"] = zero_code["remote"]["apiKey"].replace("<the bridge's token>", ZERO_CODE_TOKEN)
         no_cache = {"cache": {"enabled": False}}  # the test's own: every embedding really goes to the pool
@@ -231,6 +231,67 @@ def test_memory_search_survives_a_dead_gpu_host(openclaw: OpenClaw, memory_pool:
     for log in (openclaw.bridge_log.read_text()[plugin_log_start:],
                 memory_pool.standalone_log.read_text()[standalone_start:]):
         assert [hosts for *_, hosts in calls(log)] == ["gpu-b"], log
+
+
+# --------------------------------------------------------------------------- a busy pool, and the memory classes
+
+RETRY_AFTER_S = 1
+"""What the stand-in's 429 asks: well under the 5 s OpenClaw's indexer waits for a 429 that names no wait."""
+REFUSED = 2
+
+
+@dataclass
+class BusyIndex:
+    output: str
+    calls: list[dict[str, Any]]
+    """What reached the stand-in bridge: during `memory index`, then during one `memory search`."""
+    searched: int
+
+
+@pytest.fixture(scope="module")
+def busy_index(openclaw: OpenClaw) -> BusyIndex:
+    """`memory index` through the plugin whose bridge (a stand-in) answers the first REFUSED document calls
+    429 with Retry-After, then one `memory search`."""
+    record = openclaw.tmp / "busy-standin.jsonl"
+    shim = openclaw.tmp / "bin" / "busy-standin"
+    shim.write_text(f'#!/bin/sh\nexport PYTHONPATH="{ROOT}" STANDIN_RECORD="{record}" STANDIN_REFUSE={REFUSED} '
+                    f'STANDIN_RETRY_AFTER={RETRY_AFTER_S}\n'
+                    f'exec "{sys.executable}" -m tests.support.embedding_standin "$@" 2>>"{openclaw.tmp}/busy.log"\n')
+    shim.chmod(0o755)
+    workspace = openclaw.tmp / "busy-workspace"
+    (workspace / "memory").mkdir(parents=True)
+    for name, text in NOTES.items():
+        (workspace / "memory" / name).write_text(text)
+    config = json.loads(openclaw.config_path.read_text())
+    config["plugins"]["entries"][PLUGIN_ID]["config"] = {"bridgeCommand": str(shim)}
+    openclaw.config_path.write_text(json.dumps(config))
+    native = snippet("json5", 'search: { provider: "gpu-bridge" }')["memory"]
+    openclaw.update_config(memory={**native, "search": {**native["search"], "cache": {"enabled": False}}},
+                           agents={"defaults": {"workspace": str(workspace)}, "entries": {"main": {"default": True}}})
+    output = openclaw("memory", "index", "--force", "--verbose").stdout
+    indexed = len(record.read_text().splitlines())
+    search(openclaw, "main", "espresso machine descaling")
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    return BusyIndex(output, calls, len(calls) - indexed)
+
+
+def test_a_busy_pool_makes_the_indexer_wait_as_long_as_it_asks(busy_index: BusyIndex) -> None:
+    """The plugin's error for a 429 carries `status` and `retryAfterMs`: OpenClaw's indexer waits that long
+    and tries again (a 429 without them it would retry too, but after its own 5 s guess), and completes."""
+    assert "Memory index updated (main): 3 files indexed." in busy_index.output, busy_index.output[-2000:]
+    documents = [c for c in busy_index.calls if c["input_type"] == "document"]
+    refused = [c for c in documents if c["refused"]]
+    assert len(refused) == REFUSED, documents
+    for first in refused:  # its retry: the next call with the same texts
+        retry = next(c for c in documents if c["digest"] == first["digest"] and c["at"] > first["at"])
+        assert RETRY_AFTER_S <= retry["at"] - first["at"] < RETRY_AFTER_S + 2.5, (first, retry)
+    assert sum(c["texts"] for c in documents if not c["refused"]) >= len(NOTES)
+
+
+def test_indexing_is_sent_as_batch_and_a_search_as_interactive(busy_index: BusyIndex) -> None:
+    indexing, searching = busy_index.calls[:-busy_index.searched], busy_index.calls[-busy_index.searched:]
+    assert indexing and {(c["input_type"], c["priority"]) for c in indexing} == {("document", "batch")}
+    assert searching and {(c["input_type"], c["priority"]) for c in searching} == {("query", "interactive")}
 
 
 # --------------------------------------------------------------------------- the provider on its own

@@ -5,13 +5,13 @@ on an OGG/Opus voice note that espeak-ng spoke, both ways the README gives:
   (`--model gpu-bridge/default`, or a `tools.media.models` entry naming the model);
 - the zero-code way: OpenClaw's own `openai` provider with `baseUrl` at a bridge's `/v1`.
 
-Two sets of tests. The plumbing tests put a stand-in (tests/support/transcription_standin.py) where the
-bridge's `POST /v1/audio/transcriptions` would be: as the plugin's `bridgeCommand`, and standalone
-for the `openai` provider. They check what OpenClaw and the plugin send (multipart fields, the
-file's bytes, the token, model, language, prompt) and what they make of the answers and errors.
-The real-chain tests run espeak-ng's note through two real GPU services and the real bridge, then
-again with one host killed; they run when REAL_CHAIN is true. Everything runs in one loopback-only
-network namespace, as in test_openclaw.py.
+These are the plumbing tests: a stand-in (tests/support/transcription_standin.py) is where the bridge's
+`POST /v1/audio/transcriptions` and `POST /v1/audio/speech` would be: as the plugin's `bridgeCommand`,
+and standalone for the `openai` provider. They check what OpenClaw and the plugin send (multipart fields,
+the file's bytes, the token, model, language, prompt; the speech format for an audio file, a voice note
+and telephony) and what they make of the answers and errors. The real chain (two GPU services, real
+bridges, one host killed) is test_openclaw_voice.py. Everything runs in one loopback-only network
+namespace, as in test_openclaw.py.
 """
 
 from __future__ import annotations
@@ -31,17 +31,16 @@ import pytest
 from mcp_bridge.config import PLUGIN_ID
 from mcp_bridge.embedded import free_port
 from tests.support import ROOT
-from tests.support.openclaw_support import NamespacedService, OpenClaw, install, installed_openclaw
-from tests.support.speech_support import SPEECH_ENV
-from tests.support.transcription_standin import MISSING_MODEL, SLOW_MODEL, transcript_for
+from tests.support.openclaw_support import OpenClaw, install, installed_openclaw
+from tests.support.transcription_standin import (
+    BUSY_INPUT,
+    MISSING_MODEL,
+    SLOW_MODEL,
+    speech_for,
+    transcript_for,
+)
 
 pytestmark = pytest.mark.slow  # every test here starts processes (OpenClaw, espeak-ng, ffmpeg, a bridge)
-
-REAL_CHAIN = True
-"""True once the service serves Whisper (MODEL_TRANSCRIBE) and the bridge `POST /v1/audio/transcriptions`:
-then the real-chain tests run (the plumbing tests run either way)."""
-REAL_MODEL = "tiny.en"
-"""What the zero-code way names as `model`: the hosts' transcription model as the bridge calls it."""
 
 SENTENCE = "Please buy fresh milk and bread on the way home, and call the dentist tomorrow morning."
 SPOKEN_WORDS = ("milk", "bread", "home", "dentist", "tomorrow")
@@ -55,8 +54,7 @@ class VoiceNote:
     size: int
 
 
-@pytest.fixture(scope="module")
-def voice_note(tmp_path_factory: pytest.TempPathFactory) -> VoiceNote:
+def make_voice_note(tmp_path_factory: pytest.TempPathFactory) -> VoiceNote:
     """The sentence spoken by espeak-ng, encoded as OGG/Opus (the voice-note format of WhatsApp and Telegram)."""
     if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
         pytest.skip("espeak-ng and ffmpeg make the voice note (apt-get install espeak-ng ffmpeg)")
@@ -68,6 +66,11 @@ def voice_note(tmp_path_factory: pytest.TempPathFactory) -> VoiceNote:
     data = ogg.read_bytes()
     assert data[:4] == b"OggS" and b"OpusHead" in data[:64]
     return VoiceNote(ogg, hashlib.sha256(data).hexdigest(), len(data))
+
+
+@pytest.fixture(scope="module")
+def voice_note(tmp_path_factory: pytest.TempPathFactory) -> VoiceNote:
+    return make_voice_note(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +143,7 @@ def test_the_plugin_declares_a_speech_to_text_provider(openclaw: OpenClaw) -> No
     assert "media-understanding: gpu-bridge" in inspected, inspected
 
 
-@pytest.mark.soak  # the real chain below runs this way end to end in `make test`
+@pytest.mark.soak  # the real chain (test_openclaw_voice.py) runs this way end to end in `make test`
 def test_plumbing_plugin_way_sends_the_note_to_its_bridge(openclaw: OpenClaw, standin: StandIn,
                                                           voice_note: VoiceNote) -> None:
     """`--model gpu-bridge/<anything>` reaches the plugin's provider without any API key; OpenClaw
@@ -268,7 +271,7 @@ def standalone_standin(openclaw: OpenClaw, standin: StandIn) -> Iterator[str]:
         process.wait(timeout=15)
 
 
-@pytest.mark.soak  # the real chain below runs this way end to end in `make test`
+@pytest.mark.soak  # the real chain (test_openclaw_voice.py) runs this way end to end in `make test`
 def test_plumbing_zero_code_way_sends_the_note_with_the_key(openclaw: OpenClaw, standin: StandIn,
                                                             standalone_standin: str, voice_note: VoiceNote) -> None:
     openclaw.update_config(**zero_code_config(standalone_standin, "whisper-1", private_network=False))
@@ -286,72 +289,79 @@ def test_plumbing_zero_code_way_sends_the_note_with_the_key(openclaw: OpenClaw, 
     assert got["file"]["sha256"] == voice_note.sha256
 
 
-# --------------------------------------------------------------------------- the real chain
+# --------------------------------------------------------------------------- speech synthesis, with the stand-in
 
-@dataclass
-class RealPool:
-    hosts: list[NamespacedService]
-    bridge_url: str
-    bridge_log: Path
-
-
-@pytest.fixture(scope="module")
-def real_pool(openclaw: OpenClaw) -> Iterator[RealPool]:
-    """Two GPU services with the default Whisper model, and a standalone HTTP bridge over both (the
-    zero-code way's); the plugin's own bridge gets the same two hosts."""
-    if not REAL_CHAIN:
-        pytest.skip("REAL_CHAIN is off: the service's and the bridge's transcription endpoints are not in yet")
-    hosts = [NamespacedService(openclaw.namespace, openclaw.tmp) for _ in range(2)]
-    for host in hosts:
-        host.env.update(SPEECH_ENV)  # Whisper tiny.en as the hosts' default transcription model
-    standalone: subprocess.Popen[str] | None = None
-    try:
-        for host in hosts:
-            host.start(wait=False)
-        for host in hosts:
-            host.wait_ready()
-        pool = {"hosts": [{"name": f"gpu-{letter}", "url": h.url} for letter, h in zip("ab", hosts, strict=True)]}
-        pool_file = openclaw.tmp / "audio-pool.json"
-        pool_file.write_text(json.dumps(pool))
-        set_plugin_config(openclaw, pool)
-        port = free_port()
-        log = openclaw.tmp / "audio-standalone-bridge.log"
-        with open(log, "w") as err:
-            standalone = subprocess.Popen(
-                [*openclaw.namespace.prefix, sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port",
-                 str(port), "--auth-token", TOKEN, "--config", str(pool_file)],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
-        assert standalone.stdout is not None
-        while "is ready at" not in (ready := standalone.stdout.readline()):
-            assert ready, f"the bridge did not start:\n{log.read_text()}"
-        yield RealPool(hosts, f"http://127.0.0.1:{port}/v1", log)
-    finally:
-        if standalone is not None:
-            standalone.terminate()
-            standalone.wait(timeout=15)
-        for host in hosts:
-            host.stop()
+def speak(openclaw: OpenClaw, output: Path) -> dict[str, Any]:
+    """`openclaw infer tts convert --json`: the envelope (provider, outputs[0].path/format/voiceCompatible)."""
+    out = openclaw("infer", "tts", "convert", "--text", "Your build is complete.", "--output", str(output), "--json")
+    return json.loads(out.stdout[out.stdout.index("{"):])  # type: ignore[no-any-return]
 
 
-def assert_heard(answer: dict[str, Any], provider: str) -> None:
-    text = answer["outputs"][0]["text"].lower()
-    assert answer["provider"] == provider
-    assert all(word in text for word in SPOKEN_WORDS), text
+def test_plumbing_the_plugins_speech_provider_is_listed_and_speaks_through_its_bridge(
+    openclaw: OpenClaw, standin: StandIn
+) -> None:
+    """`tts.provider: "gpu-bridge"`: an audio file is MP3, with the settings of `tts.providers.gpu-bridge`,
+    sent to the plugin's bridge without any API key. (A voice note needs a channel to be configured: the
+    driver below asks for one directly.)"""
+    set_plugin_config(openclaw, {"bridgeCommand": str(standin.shim)})
+    openclaw.update_config(tools={}, models={}, tts={"provider": "gpu-bridge", "providers": {
+        "gpu-bridge": {"speakerVoice": "nova", "speed": 1.25}}})
+    listed = json.loads(openclaw("infer", "tts", "providers", "--json").stdout)
+    assert "gpu-bridge" in json.dumps(listed), listed
+    before = len(standin.requests())
+    target = openclaw.tmp / "spoken.mp3"
+    answer = speak(openclaw, target)
+    assert answer["provider"] == "gpu-bridge" and answer["outputs"][0]["format"] == "mp3", answer
+    assert target.read_bytes() == speech_for("mp3")
+    got = last_request(standin, before)
+    assert got["path"] == "/v1/audio/speech" and got["bearer_ok"] is True
+    assert got["body"] == {"input": "Your build is complete.", "voice": "nova", "response_format": "mp3", "speed": 1.25}
 
 
-def both_ways(openclaw: OpenClaw, pool: RealPool, note: VoiceNote) -> None:
-    openclaw.update_config(tools={}, models={})  # no media models: `--model gpu-bridge/...` picks the plugin
-    assert_heard(transcribe(openclaw, note, "gpu-bridge/default"), "gpu-bridge")
-    openclaw.update_config(**zero_code_config(pool.bridge_url, REAL_MODEL))
-    assert_heard(transcribe(openclaw, note, f"openai/{REAL_MODEL}"), "openai")
+SPEECH_DRIVER = """
+// The plugin's speech provider as OpenClaw's channels, its telephony path and its retry logic see it: a voice
+// note is Opus, a call 24 kHz PCM, and a refusal of the pool's an error with status and retryAfterMs.
+const [entry, shim, busy] = process.argv.slice(2);
+const { default: plugin } = await import(entry);
+let provider;
+const disposers = [];
+plugin.register({
+  registrationMode: "full", pluginConfig: { bridgeCommand: shim }, logger: { info() {}, warn() {}, error() {}, debug() {} },
+  registerSpeechProvider: (p) => { provider = p; },
+  lifecycle: { onDispose: (f) => disposers.push(f) }, on: () => {},
+});
+const request = { cfg: {}, providerConfig: provider.resolveConfig({ rawConfig: { provider: "gpu-bridge" } }), timeoutMs: 30000 };
+const note = await provider.synthesize({ ...request, text: "Your table is ready.", target: "voice-note" });
+const call = await provider.synthesizeTelephony({ ...request, text: "Your table is ready." });
+let refused;
+try {
+  await provider.synthesize({ ...request, text: busy, target: "audio-file" });
+} catch (err) {
+  refused = { message: err.message, status: err.status, retryAfterMs: err.retryAfterMs, code: err.code };
+}
+const voices = await provider.listVoices({});
+for (const dispose of disposers) await dispose();
+console.log(JSON.stringify({ configured: provider.isConfigured({ providerConfig: {}, timeoutMs: 1 }),
+  note: { ...note, audioBuffer: note.audioBuffer.toString() },
+  call: { audio: call.audioBuffer.toString(), outputFormat: call.outputFormat, sampleRate: call.sampleRate },
+  refused, voices: voices.map((v) => v.id) }));
+"""
 
 
-def test_voice_note_transcribed_on_the_gpu_pool_both_ways(openclaw: OpenClaw, real_pool: RealPool,
-                                                          voice_note: VoiceNote) -> None:
-    both_ways(openclaw, real_pool, voice_note)
-
-
-def test_voice_note_transcribed_with_a_dead_gpu_host(openclaw: OpenClaw, real_pool: RealPool,
-                                                     voice_note: VoiceNote) -> None:
-    real_pool.hosts[0].kill()  # gpu-a, kill -9
-    both_ways(openclaw, real_pool, voice_note)
+def test_plumbing_a_voice_note_is_opus_a_call_24_khz_pcm_and_a_busy_pool_says_how_long_to_wait(standin: StandIn,
+                                                                                   tmp_path: Path) -> None:
+    driver = tmp_path / "speech-driver.mjs"
+    driver.write_text(SPEECH_DRIVER)
+    before = len(standin.requests())
+    out = subprocess.run([str(install() / "node"), str(driver), str(ROOT / "openclaw" / "index.js"), str(standin.shim),
+                          BUSY_INPUT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["configured"] is True
+    assert result["note"] == {"audioBuffer": speech_for("opus").decode(), "outputFormat": "opus",
+                              "fileExtension": ".opus", "voiceCompatible": True}
+    assert result["call"] == {"audio": speech_for("pcm").decode(), "outputFormat": "pcm", "sampleRate": 24000}
+    assert [r["body"]["response_format"] for r in standin.requests()[before:]] == ["opus", "pcm", "mp3"]
+    assert result["refused"] == {"message": "gpu-bridge: HTTP 429: every host is busy; retry later", "status": 429,
+                                 "retryAfterMs": 7000, "code": "hosts_busy"}
+    assert {"alloy", "nova", "standin-voice"} <= set(result["voices"])

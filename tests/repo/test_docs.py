@@ -225,6 +225,10 @@ def snippet_problems(block: Block) -> list[str]:
         search = data["memory"]["search"]
         ok = search["provider"] == "gpu-bridge" or search["remote"]["baseUrl"].endswith(":8787/v1")
         return [] if ok else [f"{where}: the memory provider is neither the plugin's nor a bridge"]
+    if "tts" in data:  # OpenClaw's text to speech: the plugin's provider, or an HTTP bridge's /v1
+        tts = data["tts"]
+        ok = tts["provider"] == "gpu-bridge" or tts["providers"][tts["provider"]]["baseUrl"].endswith(":8787/v1")
+        return [] if ok else [f"{where}: the speech provider is neither the plugin's nor a bridge"]
     if "tools" in data:  # OpenClaw's media models: the plugin's provider, or an HTTP bridge's /v1
         media = data["tools"]["media"]["models"]
         ok = all(m["provider"] == "gpu-bridge" or m["baseUrl"].endswith(":8787/v1") for m in media)

@@ -177,6 +177,7 @@ def string_literals(*folders: str) -> set[str]:
 def known_variables() -> frozenset[str]:
     """Every variable a name in the docs may be: one the code, the tests or the benchmarks name, a Makefile
     variable, or someone else's (Hugging Face's, the loader's, Ray's)."""
-    plugin = set(re.findall(r"\b([A-Z][A-Z0-9_]+)\b", (ROOT / "openclaw" / "index.js").read_text()))
+    plugin = {name for js in (ROOT / "openclaw").glob("*.js")
+              for name in re.findall(r"\b([A-Z][A-Z0-9_]+)\b", js.read_text())}
     return frozenset(string_literals("gpu_service", "mcp_bridge", "gpu_protocol", "tests", "bench")
                      | set(make_targets_and_variables()[1]) | plugin | EXTERNAL_VARIABLES)

@@ -1,9 +1,9 @@
-"""A stand-in for the bridge's `POST /v1/audio/transcriptions`, for plumbing tests of the OpenClaw
-plugin: it speaks `gpu-bridge --transport http`'s command line (the plugin's `bridgeCommand`: a free
+"""A stand-in for the bridge's `POST /v1/audio/transcriptions` and `POST /v1/audio/speech`, for plumbing
+tests of the OpenClaw plugin: it speaks `gpu-bridge --transport http`'s command line (the plugin's `bridgeCommand`: a free
 port, the token from GPU_BRIDGE_AUTH_TOKEN, the "is ready at" line, `--exit-with-stdin`) or runs
 standalone (`--port N --auth-token T`, for OpenClaw's own `openai` provider). It transcribes nothing:
 it appends what it received to the JSON-lines file in STANDIN_RECORD and answers a fixed sentence
-naming the file.
+naming the file; nor does it speak: its "audio" names the format it was asked for.
 
     python -m tests.support.transcription_standin --transport http --host 127.0.0.1 --port 0 --exit-with-stdin
 """
@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -31,6 +32,15 @@ MISSING_MODEL = "no-such-model"
 """A model name the stand-in answers 404 for, in OpenAI's error shape."""
 SLOW_MODEL = "slow-model"
 """A model name the stand-in answers only after a minute, or records the client's going away."""
+
+
+BUSY_INPUT = "the pool is busy"
+"""A text the stand-in's `/v1/audio/speech` refuses with 429 and Retry-After: 7."""
+
+
+def speech_for(response_format: str) -> bytes:
+    """What the stand-in's `/v1/audio/speech` answers: not audio, but it names the format asked."""
+    return f"stand-in {response_format} audio".encode()
 
 
 def transcript_for(file_name: str, size: int) -> str:
@@ -77,10 +87,29 @@ def make_app(token: str, record_path: str) -> Starlette:
             return PlainTextResponse(text)
         return JSONResponse({"text": text})
 
-    return Starlette(routes=[Route("/v1/audio/transcriptions", transcriptions, methods=["POST"])])
+    async def speech(request: Request) -> Response:
+        body = await request.json()
+        record = {"path": request.url.path, "bearer_ok": request.headers.get("authorization") == f"Bearer {token}",
+                  "body": body}
+        with open(record_path, "a") as out:
+            out.write(json.dumps(record) + "\n")
+        if not record["bearer_ok"]:
+            return error(401, "missing or wrong bearer token")
+        if body.get("input") == BUSY_INPUT:
+            return JSONResponse({"error": {"message": "every host is busy; retry later", "type": "rate_limit_error",
+                                           "param": None, "code": "hosts_busy"}}, status_code=429,
+                                headers={"Retry-After": "7"})
+        return Response(speech_for(body.get("response_format", "mp3")), media_type="application/octet-stream")
+
+    async def voices(request: Request) -> Response:
+        return JSONResponse({"model": "standin-voice", "voices": ["standin-voice"]})
+
+    return Starlette(routes=[Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+                             Route("/v1/audio/speech", speech, methods=["POST"]), Route("/v1/audio/voices", voices)])
 
 
-def main() -> None:
+def run(make: Callable[[str, str], Starlette], what: str) -> None:
+    """Serve the app `make(token, record_path)` makes, with `gpu-bridge --transport http`'s command line."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--transport", default="http")
     parser.add_argument("--host", default="127.0.0.1")
@@ -94,7 +123,7 @@ def main() -> None:
     sock.bind((args.host, args.port))
     sock.listen(64)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(make_app(args.auth_token, os.environ["STANDIN_RECORD"]),
+    server = uvicorn.Server(uvicorn.Config(make(args.auth_token, os.environ["STANDIN_RECORD"]),
                                            log_level="warning", timeout_graceful_shutdown=2))
     if args.exit_with_stdin:
         def watch() -> None:
@@ -103,9 +132,9 @@ def main() -> None:
             server.should_exit = True
 
         threading.Thread(target=watch, daemon=True).start()
-    print(f"gpu-bridge stand-in is ready at http://{args.host}:{port}/mcp (transcriptions only)", flush=True)
+    print(f"gpu-bridge stand-in is ready at http://{args.host}:{port}/mcp ({what} only)", flush=True)
     server.run(sockets=[sock])
 
 
 if __name__ == "__main__":
-    main()
+    run(make_app, "audio")

@@ -140,10 +140,11 @@ def test_manifest_follows_openclaw_native_format() -> None:
     assert MANIFEST["id"] == PLUGIN_ID
     server = MANIFEST["mcpServers"]["gpu-bridge"]
     assert server["transport"] == "stdio" and server["command"]
-    # the memory embedding and speech-to-text providers registered by openclaw/index.js (OpenClaw refuses
-    # an undeclared one)
-    assert MANIFEST["contracts"] == {"embeddingProviders": ["gpu-bridge"], "mediaUnderstandingProviders": ["gpu-bridge"]}
-    assert 'const PROVIDER_ID = "gpu-bridge";' in (ROOT / "openclaw" / "index.js").read_text()
+    # the memory embedding, speech-to-text and text-to-speech providers registered by openclaw/index.js (OpenClaw
+    # refuses an undeclared one)
+    assert MANIFEST["contracts"] == {"embeddingProviders": ["gpu-bridge"], "mediaUnderstandingProviders": ["gpu-bridge"],
+                                     "speechProviders": ["gpu-bridge"]}
+    assert 'export const PROVIDER_ID = "gpu-bridge";' in (ROOT / "openclaw" / "bridge.js").read_text()
     sensitive = {k for k, v in MANIFEST["uiHints"].items() if v.get("sensitive")}
     assert sensitive == {"apiKey", "hosts.*.apiKey"}
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
@@ -162,6 +163,8 @@ def test_plugin_package_matches_the_manifest_and_the_python_package() -> None:
     for entry in package["openclaw"]["extensions"]:
         assert (ROOT / entry).is_file() and entry.lstrip("./") in package["files"]
     assert "openclaw.plugin.json" in package["files"]
+    # the entry's own modules (import "./bridge.js") travel with it
+    assert {f"openclaw/{js.name}" for js in (ROOT / "openclaw").glob("*.js")} <= set(package["files"])
 
 
 def test_the_service_distribution_has_the_same_version_and_they_pin_each_other() -> None:
