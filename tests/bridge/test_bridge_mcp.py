@@ -102,6 +102,10 @@ async def test_every_tool_against_a_real_service(service: ServiceProcess) -> Non
     status = results["gpu_status"].structured_content
     assert status["strategy"] == "least-busy" and status["hosts"][0]["state"] == "healthy"
     assert "queue_depth" in status["hosts"][0]["service"]
+    assert status["hosts"][0]["service"]["queued_by_class"] == {"interactive": 0, "batch": 0}
+    assert set(status["sharing"]["classes"]) == {"interactive", "batch"}, status["sharing"]
+    assert status["sharing"]["classes"]["batch"]["waiting"] == 0
+    assert "fair share at the bridge" in text(results["gpu_status"])
     emb = results["gpu_embed"].structured_content
     assert emb["count"] == 3 and emb["dimensions"] == 384 and emb["hosts"] == ["box"]
     assert len(text(results["gpu_embed"])) < 400, "vectors go to structured content, not the text"

@@ -54,6 +54,9 @@ def test_check_prints_a_table_and_exits_zero(service: ServiceProcess, keyed_serv
     assert "FAIL" in table["badkey"] and "401" in table["badkey"]
     assert "FAIL" in table["gone"]
     assert "1/3 host(s) usable" in out.stdout
+    queues = out.stdout.split("queues per class")[1].splitlines()
+    assert any(line.split(":")[0].strip() == "good" and "interactive 0, batch 0" in line for line in queues), queues
+    assert "fair share at the bridge" in out.stdout and "batch: 0 shard(s) waiting" in out.stdout
     assert "definitely-wrong" not in out.stdout + out.stderr
 
 

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from gpu_protocol.priority import PRIORITY_HEADER, TENANT_HEADER
+from gpu_protocol.routes import PROTOCOL_HEADER
+from gpu_protocol.versions import PROTOCOL_VERSION
 from tests.support.services import ServiceProcess
 from tests.support.waiting import wait_until_async
 
@@ -40,7 +42,9 @@ async def finish_order(url: str, small_headers: dict[str, str]) -> list[str]:
             return (await http.get("/status")).json()["queue_depth"] >= BULK_TEXTS * (BULK_REQUESTS - 1)
 
         await wait_until_async(queued, timeout=120, interval=0.02, message="the bulk requests never queued")
-        by_class = (await http.get("/status")).json()["queued_by_class"]  # /status says which class waits
+        # /status says which class waits (to a caller of protocol 2 or later: a 0.3.0 bridge reads strictly)
+        status = await http.get("/status", headers={PROTOCOL_HEADER: str(PROTOCOL_VERSION)})
+        by_class = status.json()["queued_by_class"]
         assert by_class["batch"] >= BULK_TEXTS * (BULK_REQUESTS - 1) and by_class["interactive"] == 0, by_class
         await asyncio.gather(post("small", ["what did I note about the pool?"], small_headers), *bulk)
     return finished
