@@ -33,10 +33,11 @@ run: $(VENV)/.installed $(if $(MODEL_SPEAK),speech-tools)
 ## Two pytest-xdist workers, one test file at a time each (much of the suite waits on subprocesses and npm);
 ## PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
 TREE_STATE = { git status --porcelain; git diff; } 2>/dev/null | cksum
 test: $(VENV)/.installed speech-tools
 	@before="$$($(TREE_STATE))"; \
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); status=$$?; \
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS); status=$$?; \
 	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
 		echo "make test: the test run changed files in the work tree (tests must not):"; git status --short; exit 1; \
 	fi; exit $$status

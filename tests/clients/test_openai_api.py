@@ -214,9 +214,10 @@ def test_busy_hosts_answer_429_with_retry_after(service_factory: type[ServicePro
 
 @pytest.mark.anyio
 async def test_120_concurrent_calls_with_one_of_two_hosts_killed_lose_none(
-    service_factory: type[ServiceProcess], tmp_path: Path
+    service_factory: type[ServiceProcess], service: ServiceProcess, tmp_path: Path
 ) -> None:
-    a, b = service_factory().start(), service_factory().start()
+    # `a` is killed, so it is the test's own; `b`, the survivor, only answers: the shared service.
+    a, b = service_factory().start(), service
     with openai_bridge([a.url, b.url], tmp_path) as bridge:
         # max_retries=0: every call that succeeds was saved by the bridge's failover, not by a client retry.
         c = openai.AsyncOpenAI(base_url=bridge.base_url, api_key=TOKEN, max_retries=0, timeout=120)

@@ -70,23 +70,20 @@ def test_embed_shapes_and_meaning(service: ServiceProcess) -> None:
     assert float(r.headers["x-queue-time"]) >= 0 and float(r.headers["x-inference-time"]) > 0
 
 
-def test_embeddings_equal_sentence_transformers(service: ServiceProcess, bundled_model_path: str) -> None:
-    from sentence_transformers import SentenceTransformer
-
+def test_embeddings_equal_sentence_transformers(service: ServiceProcess, reference_embedder) -> None:  # type: ignore[no-untyped-def]
     texts = ["short", "a somewhat longer sentence about GPUs and agents", "Ünïcödé text, with punctuation!"]
     ours = httpx.post(f"{service.url}/embed", json={"texts": texts}).json()["embeddings"]
-    ref = SentenceTransformer(bundled_model_path, device="cpu").encode(texts, normalize_embeddings=True)
+    ref = reference_embedder.encode(texts, normalize_embeddings=True)
     assert torch.allclose(torch.tensor(ours), torch.from_numpy(ref), atol=1e-5)
 
 
-def test_similarity_equals_sentence_transformers_cosine(service: ServiceProcess, bundled_model_path: str) -> None:
-    from sentence_transformers import SentenceTransformer, util
+def test_similarity_equals_sentence_transformers_cosine(service: ServiceProcess, reference_embedder) -> None:  # type: ignore[no-untyped-def]
+    from sentence_transformers import util
 
     docs = ["A man is eating food.", "The stock market fell sharply today.", "A man is eating a piece of bread.",
             "Shares dropped at the open.", "A man is eating food."]
     query = "Someone has a meal."
-    ref_model = SentenceTransformer(bundled_model_path, device="cpu")
-    ref = util.cos_sim(ref_model.encode([query]), ref_model.encode(docs))[0]
+    ref = util.cos_sim(reference_embedder.encode([query]), reference_embedder.encode(docs))[0]
 
     q = httpx.post(f"{service.url}/similarity", json={"mode": "query", "texts": docs, "query": query, "top_k": 3})
     assert q.status_code == 200, q.text
@@ -99,11 +96,11 @@ def test_similarity_equals_sentence_transformers_cosine(service: ServiceProcess,
     assert float(q.headers["x-inference-time"]) > 0
 
     pairs = httpx.post(f"{service.url}/similarity", json={"mode": "pairs", "texts": docs[:2], "texts_b": docs[2:4]}).json()
-    ref_pairs = util.pairwise_cos_sim(ref_model.encode(docs[:2]), ref_model.encode(docs[2:4]))
+    ref_pairs = util.pairwise_cos_sim(reference_embedder.encode(docs[:2]), reference_embedder.encode(docs[2:4]))
     assert torch.allclose(torch.tensor(pairs["scores"]), ref_pairs, atol=1e-5) and "matches" not in pairs
 
     matrix = httpx.post(f"{service.url}/similarity", json={"mode": "matrix", "texts": docs}).json()["matrix"]
-    assert torch.allclose(torch.tensor(matrix), util.cos_sim(ref_model.encode(docs), ref_model.encode(docs)), atol=1e-5)
+    assert torch.allclose(torch.tensor(matrix), util.cos_sim(reference_embedder.encode(docs), reference_embedder.encode(docs)), atol=1e-5)
     assert all(-1 <= x <= 1 for row in matrix for x in row) and matrix[0][4] == pytest.approx(1.0, abs=1e-6)
 
 

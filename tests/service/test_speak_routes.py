@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 
 import av
 import httpx
@@ -18,7 +17,7 @@ from openai import OpenAI, UnprocessableEntityError
 
 from gpu_protocol.speech_synthesis import OPENAI_VOICES, PCM_RATE, SPEECH, VOICES
 from tests.support.services import ServiceProcess
-from tests.support.speech_support import SPEECH_ENV, wer
+from tests.support.speech_support import wer
 
 pytestmark = pytest.mark.slow  # espeak-ng and a service process
 
@@ -28,15 +27,9 @@ SPOKEN = ("The library opens at nine in the morning. Please bring your own bottl
 
 
 @pytest.fixture(scope="module")
-def service() -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(env={**SPEECH_ENV, "MODEL_SPEAK": VOICE}).start()
-    yield svc
-    svc.stop()
-
-
-@pytest.fixture(scope="module")
-def client(service: ServiceProcess) -> OpenAI:
-    return OpenAI(base_url=f"{service.url}/v1", api_key="unused", max_retries=0, timeout=120)
+def client(speech_service: ServiceProcess) -> OpenAI:
+    """The official client on the shared speech service (tests/conftest.py: MODEL_SPEAK is VOICE there)."""
+    return OpenAI(base_url=f"{speech_service.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def decoded(data: bytes) -> tuple[str, int, float]:
@@ -73,9 +66,9 @@ def test_streamed_audio_comes_sentence_by_sentence(client: OpenAI) -> None:
     assert len(b"".join(pieces)) / 2 / PCM_RATE > 5.0
 
 
-def test_sse_is_deltas_then_done(service: ServiceProcess) -> None:
+def test_sse_is_deltas_then_done(speech_service: ServiceProcess) -> None:
     body = {"model": "tts-1", "input": SPOKEN, "voice": "alloy", "response_format": "pcm", "stream_format": "sse"}
-    response = httpx.post(f"{service.url}{SPEECH}", json=body, timeout=120)
+    response = httpx.post(f"{speech_service.url}{SPEECH}", json=body, timeout=120)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = [json.loads(line[len("data: "):]) for line in response.text.splitlines() if line.startswith("data: ")]
     assert [e["type"] for e in events[:-1]] == ["speech.audio.delta"] * (len(events) - 1) and len(events) >= 4
@@ -94,10 +87,10 @@ def test_sse_is_deltas_then_done(service: ServiceProcess) -> None:
     ({"stream_format": "video"}, "sse"),
     ({"colour": "red"}, "colour"),
 ])
-def test_bad_input_is_a_4xx_naming_what_is_allowed(service: ServiceProcess, change: dict[str, object],
+def test_bad_input_is_a_4xx_naming_what_is_allowed(speech_service: ServiceProcess, change: dict[str, object],
                                                      named: str) -> None:
     body = {"model": "tts-1", "input": "Hello.", "voice": "alloy", **change}
-    response = httpx.post(f"{service.url}{SPEECH}", json=body, timeout=60)
+    response = httpx.post(f"{speech_service.url}{SPEECH}", json=body, timeout=60)
     assert 400 <= response.status_code < 500, response.text
     assert named in response.json()["detail"]
 
@@ -108,10 +101,10 @@ def test_the_openai_client_sees_a_bad_voice_as_unprocessable(client: OpenAI) -> 
     assert "alloy" in raised.value.response.json()["detail"]
 
 
-def test_voices_and_info(service: ServiceProcess) -> None:
-    voices = httpx.get(f"{service.url}{VOICES}", timeout=60).json()
+def test_voices_and_info(speech_service: ServiceProcess) -> None:
+    voices = httpx.get(f"{speech_service.url}{VOICES}", timeout=60).json()
     assert voices["model"] == VOICE and voices["voices"] == [VOICE, *OPENAI_VOICES]
-    info = httpx.get(f"{service.url}/info", headers={"X-GPU-Protocol": "2"}, timeout=30).json()
+    info = httpx.get(f"{speech_service.url}/info", headers={"X-GPU-Protocol": "2"}, timeout=30).json()
     assert info["capabilities"]["speak"]["default"] == VOICE
     assert any(m["kind"] == "speak" and m["name"] == VOICE for m in info["models"])
 

@@ -7,7 +7,6 @@ import base64
 import threading
 import time
 import wave
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from tests.support.speech_support import (
     FOX,
     MEETING,
     SENTENCES,
-    SPEECH_ENV,
     WEATHER,
     encode,
     silence,
@@ -32,13 +30,6 @@ from tests.support.speech_support import (
 )
 
 pytestmark = pytest.mark.slow  # espeak-ng, ffmpeg and service processes
-
-
-@pytest.fixture(scope="module")
-def speech_service() -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(env=SPEECH_ENV).start()
-    yield svc
-    svc.stop()
 
 
 @pytest.fixture(scope="module")
