@@ -79,8 +79,9 @@ async def test_round_robin_spreads_and_least_busy_picks_the_idle_host(trio: list
 
     # h0 works on a pinned job; SIGSTOP then holds it there for as long as the quick calls take, however
     # loaded the machine is (a job sized to outlast them passed the call's deadline on a shared CPU).
-    # No health check runs meanwhile (interval 60 s), so only least-busy can keep the calls off h0.
-    config = pool_config(pair, loadBalancing="least-busy", healthCheckIntervalSeconds=60)
+    # No health check runs meanwhile (interval 60 s), so only least-busy can keep the calls off h0. The
+    # deadline is long enough for the job to outlast the stop however slow the quick calls are on a busy CPU.
+    config = pool_config(pair, loadBalancing="least-busy", healthCheckIntervalSeconds=60, timeout=240)
     sent_to_h0 = requests_received(pair[0].url, "/embed")
     async with Bridge(parse_config(config, "t")) as bridge:
         async with Client(build_server(bridge)) as c:
@@ -98,7 +99,8 @@ async def test_round_robin_spreads_and_least_busy_picks_the_idle_host(trio: list
                 assert bridge.pool.host("h0").record.in_flight > 0, "h0 was busy for every pick"
             finally:
                 pair[0].signal(signal.SIGCONT)
-            assert not (await busy).is_error
+            done = await busy
+            assert not done.is_error, done.content[0].text
     assert picks == ["h1"] * 5, "while h0 works on a big job, least-busy sends everything to idle h1"
     # Not even a copy that a hedge then beat: h0 received the big job and nothing else.
     assert requests_received(pair[0].url, "/embed") == sent_to_h0 + 1

@@ -109,30 +109,30 @@ def test_voices_and_info(speech_service: ServiceProcess) -> None:
     assert any(m["kind"] == "speak" and m["name"] == VOICE for m in info["models"])
 
 
-def test_a_speech_stream_is_served_like_every_route(service: ServiceProcess) -> None:
+def test_a_speech_stream_is_served_like_every_route(speech_service: ServiceProcess) -> None:
     """Timing headers (up to the first audio), the caller's class checked, its time in /metrics."""
     body = {"model": "tts-1", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}
-    response = httpx.post(f"{service.url}{SPEECH}", json=body, headers={"X-GPU-Priority": "batch"}, timeout=60)
+    response = httpx.post(f"{speech_service.url}{SPEECH}", json=body, headers={"X-GPU-Priority": "batch"}, timeout=60)
     assert response.status_code == 200 and response.content.startswith(b"RIFF")
     assert float(response.headers["x-queue-time"]) >= 0 and float(response.headers["x-inference-time"]) > 0
-    bad = httpx.post(f"{service.url}{SPEECH}", json=body, headers={"X-GPU-Priority": "urgent"}, timeout=60)
+    bad = httpx.post(f"{speech_service.url}{SPEECH}", json=body, headers={"X-GPU-Priority": "urgent"}, timeout=60)
     assert bad.status_code == 400 and "interactive, batch" in bad.json()["detail"]
-    metrics = httpx.get(f"{service.url}/metrics", timeout=30).text
+    metrics = httpx.get(f"{speech_service.url}/metrics", timeout=30).text
     assert f'gpu_service_inference_seconds_count{{endpoint="{SPEECH}"}}' in metrics
 
 
-def test_a_stream_named_by_its_request_id_is_cancelled_mid_way(service: ServiceProcess) -> None:
+def test_a_stream_named_by_its_request_id_is_cancelled_mid_way(speech_service: ServiceProcess) -> None:
     body = {"model": "tts-1", "input": " ".join([SPOKEN] * 4), "voice": "alloy", "response_format": "pcm"}
     pieces = []
-    with httpx.stream("POST", f"{service.url}{SPEECH}", json=body, headers={"X-Request-Id": "speak-cancel-1"},
+    with httpx.stream("POST", f"{speech_service.url}{SPEECH}", json=body, headers={"X-Request-Id": "speak-cancel-1"},
                       timeout=120) as response:
         for piece in response.iter_bytes():
             if piece and not pieces:
-                cancelled = httpx.post(f"{service.url}/cancel/speak-cancel-1", timeout=30).json()
+                cancelled = httpx.post(f"{speech_service.url}/cancel/speak-cancel-1", timeout=30).json()
                 assert cancelled == {"cancelled": True}
             pieces.append(piece)
     assert len(b"".join(pieces)) / 2 / PCM_RATE < 12.0  # twelve sentences are about 30 s; it stopped after a few
-    assert httpx.post(f"{service.url}/cancel/speak-cancel-1", timeout=30).json() == {"cancelled": False}
+    assert httpx.post(f"{speech_service.url}/cancel/speak-cancel-1", timeout=30).json() == {"cancelled": False}
 
 
 def test_round_trip_through_our_own_transcription(client: OpenAI) -> None:
