@@ -12,16 +12,24 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _LiveGauges(Collector):
-    """Values read at scrape time: queue depth and loaded models."""
+    """Values read at scrape time: queue depth (in all and per priority class) and loaded models."""
 
-    def __init__(self, queue_depth: Callable[[], int], models: Callable[[], Iterable[tuple[str, str, float]]]):
+    def __init__(self, queue_depth: Callable[[], int], models: Callable[[], Iterable[tuple[str, str, float]]],
+                 queued_by_class: Callable[[], dict[str, int]] | None = None):
         self._queue_depth = queue_depth
         self._models = models
+        self._queued_by_class = queued_by_class
 
     def collect(self) -> Iterable[Metric]:
         queue = GaugeMetricFamily("gpu_service_queue_depth", "Items accepted and waiting for a batch")
         queue.add_metric([], self._queue_depth())
         yield queue
+        if self._queued_by_class is not None:
+            by_class = GaugeMetricFamily("gpu_service_queue_depth_by_class",
+                                         "Items waiting for a batch, per priority class", labels=["class"])
+            for priority, items in self._queued_by_class().items():
+                by_class.add_metric([priority], items)
+            yield by_class
         loaded = GaugeMetricFamily(
             "gpu_service_model_loaded_bytes", "Loaded models and their parameter memory", labels=["model", "kind"]
         )
@@ -51,8 +59,9 @@ class Metrics:
             "gpu_service_inference_seconds", "Time in batches per request", ["endpoint"], registry=self.registry
         )
 
-    def watch(self, queue_depth: Callable[[], int], models: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
-        self.registry.register(_LiveGauges(queue_depth, models))
+    def watch(self, queue_depth: Callable[[], int], models: Callable[[], Iterable[tuple[str, str, float]]],
+              queued_by_class: Callable[[], dict[str, int]] | None = None) -> None:
+        self.registry.register(_LiveGauges(queue_depth, models, queued_by_class))
 
     def observe_batch(self, model: str, items: int, tokens: int, seconds: float) -> None:
         self.batch_size.labels(model).observe(items)

@@ -94,6 +94,7 @@ class ServiceState:
         self.metrics.watch(
             self.registry.queue_depth,
             lambda: [(m.key.label, m.key.kind, float(m.engine.memory_bytes)) for m in self.registry.loaded()],
+            self.registry.queued_by_class,
         )
 
     def service_of(self, kind: str, service: type[S]) -> S:

@@ -8,6 +8,7 @@ finish it after all three), and the same call marked `X-GPU-Priority: batch` wai
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -46,6 +47,10 @@ async def finish_order(url: str, small_headers: dict[str, str]) -> list[str]:
         status = await http.get("/status", headers={PROTOCOL_HEADER: str(PROTOCOL_VERSION)})
         by_class = status.json()["queued_by_class"]
         assert by_class["batch"] >= BULK_TEXTS * (BULK_REQUESTS - 1) and by_class["interactive"] == 0, by_class
+        metrics = (await http.get("/metrics")).text  # ... and so does /metrics
+        assert 'gpu_service_queue_depth_by_class{class="interactive"} 0.0' in metrics
+        waiting = re.search(r'gpu_service_queue_depth_by_class\{class="batch"\} (\d+)', metrics)
+        assert waiting and int(waiting.group(1)) > 0, metrics
         await asyncio.gather(post("small", ["what did I note about the pool?"], small_headers), *bulk)
     return finished
 

@@ -94,7 +94,9 @@ class Speak:
     async def _speak(self, loaded: LoadedModel, sentence: str, body: SpeechRequest, speaker: int, job: Job,
                      deadline: float) -> np.ndarray:
         engine = loaded.engine_as(PiperEngine)
-        utterances: list[Utterance] = await loaded.prepare(engine.prepare, [sentence], body.speed, speaker)
+        # espeak-ng runs as its own process per call: concurrent requests' sentences are phonemized side by side
+        # (on the model's one preprocessing thread they reached the scheduler one by one, a core left idle)
+        utterances: list[Utterance] = await asyncio.to_thread(engine.prepare, [sentence], body.speed, speaker)
         limit = max(1, loaded.scheduler.max_batch_tokens)
         costs = [min(limit, max(1, len(u.ids))) for u in utterances]
         (audio,) = await loaded.scheduler.submit(utterances, costs, job=job, deadline=deadline)
