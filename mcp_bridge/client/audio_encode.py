@@ -9,19 +9,12 @@ when one is asked for. Callers run `encode` and `finish` on a worker thread, nev
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from gpu_protocol.speech_synthesis import (
-    CONTAINERS,
-    OPUS_PAGE_MS,
-    OPUS_RATE,
-    PCM_RATE,
-    RESPONSE_FORMATS,
-    wav_header,
-)
+import numpy as np
 
-if TYPE_CHECKING:
-    import av
+from gpu_protocol.audio_container import ContainerEncoder
+from gpu_protocol.speech_synthesis import PCM_RATE, RESPONSE_FORMATS, wav_header
 
 RAW_FORMATS = ("pcm", "wav")
 """What the bridge makes without PyAV."""
@@ -54,56 +47,17 @@ class _Raw:
         return self._header_once()
 
 
-class _Sink:
-    """A write-only file for PyAV's muxer (not seekable: nothing is rewritten later), drained per part."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self.buffer += data
-        return len(data)
-
-    def drain(self) -> bytes:
-        data, self.buffer = bytes(self.buffer), bytearray()
-        return data
-
-
 class _Container:
-    """mp3, opus, aac, flac: PyAV's encoder and muxer writing into a sink."""
+    """mp3, opus, aac, flac: the shared PyAV encoder (gpu_protocol.audio_container), fed s16 pcm."""
 
     def __init__(self, response_format: str) -> None:
-        import av
-        from av.audio.stream import AudioStream
-
-        self.av = av
-        container, codec = CONTAINERS[response_format]
-        self.sink = _Sink()
-        options = {"page_duration": str(OPUS_PAGE_MS * 1000)} if container == "ogg" else {}
-        self.output = av.open(self.sink, "w", format=container, options=options)
-        stream = self.output.add_stream(codec, rate=OPUS_RATE if response_format == "opus" else PCM_RATE,
-                                        layout="mono")
-        assert isinstance(stream, AudioStream)
-        self.stream = stream
-
-    def _frame(self, pcm: bytes) -> av.AudioFrame:
-        import numpy as np
-
-        frame = self.av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype="<i2")[None, :], format="s16", layout="mono")
-        frame.sample_rate = PCM_RATE
-        return frame
+        self.encoder = ContainerEncoder(response_format, PCM_RATE)
 
     def encode(self, pcm: bytes) -> bytes:
-        if pcm:
-            for packet in self.stream.encode(self._frame(pcm)):
-                self.output.mux(packet)
-        return self.sink.drain()
+        return self.encoder.encode(np.frombuffer(pcm, dtype="<i2"), "s16")
 
     def finish(self) -> bytes:
-        for packet in self.stream.encode(None):
-            self.output.mux(packet)
-        self.output.close()
-        return self.sink.drain()
+        return self.encoder.finish()
 
 
 class PcmEncoder:

@@ -19,17 +19,9 @@ from typing import Protocol
 
 import av
 import numpy as np
-from av.audio.stream import AudioStream
 
-from gpu_protocol.speech_synthesis import (
-    CONTAINERS,
-    CONTENT_TYPES,
-    OPUS_PAGE_MS,
-    OPUS_RATE,
-    PCM_RATE,
-    RESPONSE_FORMATS,
-    wav_header,
-)
+from gpu_protocol.audio_container import ContainerEncoder
+from gpu_protocol.speech_synthesis import CONTENT_TYPES, PCM_RATE, RESPONSE_FORMATS, wav_header
 
 
 def pcm16(audio: np.ndarray) -> bytes:
@@ -44,50 +36,22 @@ def _frame(audio: np.ndarray, sample_rate: int) -> av.AudioFrame:
     return frame
 
 
-class _Sink:
-    """A write-only file for PyAV's muxer (not seekable, so nothing is rewritten later); drained per chunk."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self.buffer += data
-        return len(data)
-
-    def drain(self) -> bytes:
-        data, self.buffer = bytes(self.buffer), bytearray()
-        return data
-
-
 class _Format(Protocol):
     def encode(self, audio: np.ndarray) -> bytes: ...
     def finish(self) -> bytes: ...
 
 
 class _Container:
-    """mp3, opus, aac, flac: a PyAV muxer writing into a sink."""
+    """mp3, opus, aac, flac: the shared PyAV encoder (gpu_protocol.audio_container), fed float samples."""
 
     def __init__(self, response_format: str, sample_rate: int) -> None:
-        container, codec = CONTAINERS[response_format]
-        self.sample_rate, self.sink = sample_rate, _Sink()
-        options = {"page_duration": str(OPUS_PAGE_MS * 1000)} if container == "ogg" else {}
-        self.output = av.open(self.sink, "w", format=container, options=options)
-        rate = OPUS_RATE if response_format == "opus" else sample_rate
-        stream = self.output.add_stream(codec, rate=rate, layout="mono")
-        assert isinstance(stream, AudioStream)
-        self.stream = stream
+        self.encoder = ContainerEncoder(response_format, sample_rate)
 
     def encode(self, audio: np.ndarray) -> bytes:
-        if len(audio):
-            for packet in self.stream.encode(_frame(audio, self.sample_rate)):
-                self.output.mux(packet)
-        return self.sink.drain()
+        return self.encoder.encode(np.asarray(audio, dtype=np.float32), "flt")
 
     def finish(self) -> bytes:
-        for packet in self.stream.encode(None):
-            self.output.mux(packet)
-        self.output.close()
-        return self.sink.drain()
+        return self.encoder.finish()
 
 
 class _Wav:
