@@ -32,6 +32,11 @@ class Engine(Protocol):
     padded: bool
     """Whether a batch is padded to its longest item (what it costs: count x longest tokens), or runs
     on real tokens only (see unpadded.py). The batcher cuts batches accordingly (batch_plan.py)."""
+    concurrency: int
+    """Batches run at once. 1 (every engine on a device): one batch at a time, holding one of the device's
+    slots (GPU_MAX_CONCURRENT). More: the engine runs one item per model call on one CPU core each (a CPU
+    voice); its scheduler then runs that many single-item batches at once, bounded by this number rather
+    than the device's slots, and chooses the class whenever a core is free."""
 
     def run(self, batch: list[Any]) -> Iterable[Any]:
         """One result per item of `batch`, in order (on the model's worker thread)."""

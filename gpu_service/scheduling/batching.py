@@ -12,7 +12,9 @@ batch-class batch is kept to about `BATCH_TARGET_S` of device time (from the mea
 so that wait stays short on a slow device too. Within a class, a round runs to its end before newer
 items are looked at, so no item waits longer than one round behind later arrivals of its class.
 When the queue is thin the loop waits a short window so concurrent requests share a
-batch. Batches run on the model's single worker thread, and each item gets its own
+batch. Batches run on the model's worker thread, one at a time (`concurrency` 1: a device runs one
+batch at a time), or for an engine that runs one item per CPU core (a CPU voice), up to `concurrency`
+batches of one item at once, the class chosen afresh whenever a worker is free. Each item gets its own
 result, back at its input position.
 
 Shape after Infinity's `batch_handler` and TEI's queue: admission control at the
@@ -96,6 +98,7 @@ class BatchScheduler(Generic[P, R]):
         is_oom: Callable[[BaseException], bool] = lambda exc: False,
         after_oom: Callable[[], None] = lambda: None,
         observer: BatchObserver | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
@@ -110,13 +113,17 @@ class BatchScheduler(Generic[P, R]):
         self._is_oom = is_oom
         self._after_oom = after_oom
         self._observer = observer
+        self.concurrency = max(1, concurrency)
+        """Batches running at once, each on its own worker thread."""
+        self._free = asyncio.Semaphore(self.concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._waiting: dict[Priority, TenantQueue[_Item[P]]] = {p: TenantQueue() for p in PRIORITIES}
         self._rounds: dict[Priority, collections.deque[list[_Item[P]]]] = {p: collections.deque() for p in PRIORITIES}
         """Per class, batches formed from its oldest items, sorted by length, not yet started."""
         self._queued_by: dict[Priority, int] = dict.fromkeys(PRIORITIES, 0)
         self._chooser = ClassChooser()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"model-{name}")
         self._worker: asyncio.Task[None] | None = None
         self.stats = BatchStats()
         self.running = 0
@@ -145,6 +152,10 @@ class BatchScheduler(Generic[P, R]):
             except asyncio.CancelledError:
                 pass
             self._worker = None
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
         for priority in PRIORITIES:
             waiting = [*self._waiting[priority].drain(), *(i for batch in self._rounds[priority] for i in batch)]
             self._rounds[priority].clear()
@@ -240,10 +251,12 @@ class BatchScheduler(Generic[P, R]):
                 return live
 
     def _form_round(self, priority: Priority) -> None:
-        """Take the class's oldest waiting items, tenants in turn, sort them by length, cut them into batches."""
+        """Take the class's oldest waiting items, tenants in turn, sort them by length, cut them into batches.
+        With several workers, a round holds that many times the items and runs the longest first, so the
+        workers finish together (no core idles while the round's longest item runs last)."""
         waiting = self._waiting[priority]
         items: list[_Item[P]] = []
-        while waiting and len(items) < ROUND_BATCHES * self.max_batch_size:
+        while waiting and len(items) < ROUND_BATCHES * self.max_batch_size * self.concurrency:
             item = waiting.pop()
             if item.future.done():  # cancelled or timed out before it started
                 self._queued_by[priority] -= 1
@@ -252,10 +265,11 @@ class BatchScheduler(Generic[P, R]):
         items.sort(key=lambda item: item.cost)  # stable: equal lengths keep their arrival order
         sizes = cut_sorted([item.cost for item in items], max_size=self.max_batch_size,
                            max_tokens=self._token_budget(priority), overhead=self.overhead_tokens, padded=self.padded)
-        start = 0
+        batches, start = [], 0
         for size in sizes:
-            self._rounds[priority].append(items[start:start + size])
+            batches.append(items[start:start + size])
             start += size
+        self._rounds[priority].extend(reversed(batches) if self.concurrency > 1 else batches)
 
     def _token_budget(self, priority: Priority) -> int:
         """A batch's padded tokens at most: for the batch class, also about `BATCH_TARGET_S` of device time."""
@@ -274,7 +288,6 @@ class BatchScheduler(Generic[P, R]):
         return False
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._has_work():
                 self._wakeup.clear()
@@ -282,39 +295,52 @@ class BatchScheduler(Generic[P, R]):
                 # Collection window: a lone request waits a moment for company.
                 if self.window_s > 0 and not self._budget_full():
                     await asyncio.sleep(self.window_s)
+            await self._free.acquire()  # a worker is free: only now is the next batch (and its class) chosen
             batch = self._take_batch()
             if not batch:
+                self._free.release()
                 continue
-            started = time.perf_counter()
-            jobs = {id(i.job): i.job for i in batch if i.job is not None}
-            for job in jobs.values():
-                if job.first_batch_at is None:
-                    job.first_batch_at = time.monotonic()
-            self.running = len(batch)
-            try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run_guarded, [i.payload for i in batch]
-                )
-            except BaseException as exc:  # noqa: BLE001 - every item must learn what happened
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            finally:
-                self.running = 0
-            elapsed = time.perf_counter() - started
-            self._record(batch, elapsed)
-            for job in jobs.values():
-                job.compute_s += elapsed
-            for item, result in zip(batch, results, strict=True):
+            task = asyncio.get_running_loop().create_task(self._run(batch), name=f"batch-{self.name}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._free.release()
+
+    async def _run(self, batch: list[_Item[P]]) -> None:
+        """Run one batch on a worker thread and give each item its result (or what went wrong)."""
+        started = time.perf_counter()
+        jobs = {id(i.job): i.job for i in batch if i.job is not None}
+        for job in jobs.values():
+            if job.first_batch_at is None:
+                job.first_batch_at = time.monotonic()
+        self.running += len(batch)
+        alongside = len(self._in_flight)  # batches running now, this one included
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_guarded, [i.payload for i in batch]
+            )
+        except BaseException as exc:  # noqa: BLE001 - every item must learn what happened
+            for item in batch:
                 if not item.future.done():
-                    item.future.set_result(result)
-                if item.job is not None:
-                    item.job.done += 1
-            for job in jobs.values():
-                self._log_progress(job)
+                    item.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        finally:
+            self.running -= len(batch)
+        elapsed = time.perf_counter() - started
+        self._record(batch, elapsed, max(1, alongside))
+        for job in jobs.values():
+            job.compute_s += elapsed
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+            if item.job is not None:
+                item.job.done += 1
+        for job in jobs.values():
+            self._log_progress(job)
 
     def _log_progress(self, job: Job) -> None:
         """Long jobs log their progress (at most once a second), as key=value fields; never texts."""
@@ -324,10 +350,11 @@ class BatchScheduler(Generic[P, R]):
             log.info("progress job=%s kind=%s model=%s done=%d total=%d elapsed_s=%.1f",
                      job.id, job.kind, job.model, job.done, job.total, now - job.started)
 
-    def _record(self, batch: list[_Item[P]], elapsed: float) -> None:
+    def _record(self, batch: list[_Item[P]], elapsed: float, alongside: int = 1) -> None:
+        """`alongside`: batches that ran at once (the rate is the model's, not one worker's)."""
         padded = max(i.cost for i in batch) * len(batch)
         self.stats.batches += 1
-        rate = len(batch) / max(elapsed, 1e-6)
+        rate = alongside * len(batch) / max(elapsed, 1e-6)
         self.stats.items_per_s = rate if self.stats.items_per_s == 0 else 0.8 * self.stats.items_per_s + 0.2 * rate
         per_token = elapsed / max(padded, 1)
         self.stats.s_per_token = (per_token if self.stats.s_per_token == 0

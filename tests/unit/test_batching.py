@@ -191,6 +191,7 @@ class FakeEngine:
         self.name = name
         self.memory_bytes = size
         self.padded = True
+        self.concurrency = 1
         self.closed = False
 
     def run(self, batch: list[str]) -> list[str]:

@@ -186,6 +186,57 @@ async def test_a_pick_whose_items_were_all_cancelled_does_not_use_up_the_batch_c
     await sched.close()
 
 
+class CoresEngine:
+    """A CPU engine running one item per call on each of its cores: calls wait on `gate`; records the most
+    calls at once and the order they started in."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.started: list[str] = []
+
+    def run(self, payloads: list[str]) -> list[str]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.started.extend(payloads)
+        self.gate.wait(10)
+        with self.lock:
+            self.running -= 1
+        return payloads
+
+
+@pytest.mark.anyio
+async def test_an_engine_of_two_cores_runs_two_single_item_batches_at_once_and_no_more() -> None:
+    engine = CoresEngine()
+    sched = scheduler(engine, max_batch_size=1, concurrency=2, device_slots=threading.BoundedSemaphore(2))  # type: ignore[arg-type]
+    texts = [f"s{i}" for i in range(6)]
+    task = asyncio.create_task(sched.submit(texts, [1] * len(texts), lane=BULK))
+    await wait_until_async(lambda: engine.running == 2, timeout=10, message="the second core never got work")
+    await asyncio.sleep(0.05)  # a third call would start now if the scheduler let it
+    assert engine.running == 2 and sched.running == 2
+    engine.gate.set()
+    assert await task == texts
+    assert engine.most == 2
+    await sched.close()
+
+
+@pytest.mark.anyio
+async def test_with_every_core_busy_an_interactive_sentence_takes_the_next_free_core() -> None:
+    engine = CoresEngine()
+    sched = scheduler(engine, max_batch_size=1, concurrency=2, device_slots=threading.BoundedSemaphore(2))  # type: ignore[arg-type]
+    chapter = [f"s{i}" for i in range(8)]
+    bulk = asyncio.create_task(sched.submit(chapter, [1] * len(chapter), lane=BULK))
+    await wait_until_async(lambda: engine.running == 2, timeout=10)
+    reply = asyncio.create_task(sched.submit(["reply"], [1], lane=AGENT))
+    await wait_until_async(lambda: sched.queued_by_class()["interactive"] == 1, timeout=10)
+    engine.gate.set()
+    assert await reply == ["reply"] and await bulk == chapter
+    assert engine.started.index("reply") == 2, engine.started  # right after the two that held the cores
+    await sched.close()
+
+
 def test_the_class_rule() -> None:
     assert by_size(items=1, tokens=12) == "interactive"
     assert by_size(items=20, tokens=7_800) == "batch"  # an OpenClaw memory indexing request

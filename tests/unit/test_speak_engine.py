@@ -121,7 +121,7 @@ def test_a_voice_without_durations_is_run_one_sentence_per_call(voice: VoiceFile
 def test_on_a_cpu_each_sentence_is_its_own_call_one_per_worker_in_input_order(voice: VoiceFiles,
                                                                             engine: PiperEngine) -> None:
     single = PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes())
-    assert not single.batch_calls and not single.batches and not single.padded and single.workers == 2
+    assert not single.batch_calls and not single.batches and not single.padded and single.concurrency == 2
     assert single.session.get_session_options().intra_op_num_threads == 1  # a thread per call, calls side by side
     sizes: list[int] = []
     call = single._call

@@ -31,6 +31,7 @@ class ToyEngine:
     """Counts the characters of each text."""
 
     padded = False
+    concurrency = 1
     memory_bytes = 0
 
     def __init__(self, name: str) -> None:

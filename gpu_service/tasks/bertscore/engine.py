@@ -70,6 +70,9 @@ class EncodedSentence:
 
 
 class BertScoreEngine:
+    concurrency = 1
+    """One batch at a time (see Engine)."""
+
     def __init__(self, resolved: ResolvedModel, num_layers: int, device: torch.device, cache_tokens: int = 65_536):
         from bert_score.utils import get_model, get_tokenizer
 

@@ -35,6 +35,9 @@ class TokenizedText:
 
 
 class EmbeddingEngine:
+    concurrency = 1
+    """One batch at a time (see Engine)."""
+
     def __init__(self, resolved: ResolvedModel, device: torch.device, fp16: bool) -> None:
         from sentence_transformers import SentenceTransformer
 

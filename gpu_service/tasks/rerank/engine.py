@@ -54,6 +54,9 @@ def not_a_reranker(name: str, architectures: list[str], num_labels: int) -> str 
 
 
 class RerankEngine:
+    concurrency = 1
+    """One batch at a time (see Engine)."""
+
     def __init__(self, resolved: ResolvedModel, device: torch.device, fp16: bool) -> None:
         from sentence_transformers import CrossEncoder
         from transformers import AutoConfig

@@ -17,8 +17,9 @@ the time of the same sentences one by one) and even sentences of one length ran 
 what pays there is one model call per core, each on one thread (Piper's convolutions scale poorly over
 intra-op threads: about 8 s of audio per CPU second on one thread against 5-6 on two, measured on 2
 vCPUs). So by default an engine batches on CUDA only (`batch_calls`); on a CPU its session runs one
-intra-op thread and `run` hands each utterance to one of `workers` threads (one per allowed core, or
-`threads`), the longest first, so the workers finish together.
+intra-op thread, `run` makes one model call per utterance, and the engine's `concurrency` (one per allowed
+core, or `threads`) tells the model's scheduler to run that many single-utterance batches at once, each on
+its own thread: every core stays busy while sentences wait, and the class order holds per sentence.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import itertools
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,15 +90,14 @@ class PiperEngine:
             log.warning("voice %s: onnxruntime has CUDA but the session runs on the CPU; one call per core", self.name)
             self.batch_calls = False
             self.session, self._durations = self._load(1)
-        self.workers = 1 if self.batch_calls else max(1, threads or len(os.sched_getaffinity(0)))
-        """Model calls at once, each on one thread (1 when calls are batched)."""
+        self.concurrency = 1 if self.batch_calls else max(1, threads or len(os.sched_getaffinity(0)))
+        """Model calls at once, each on one thread (1 when calls are batched; see Engine)."""
         self._inputs = {i.name for i in self.session.get_inputs()}
         self.device = self.session.get_providers()[0]
         self.samples_per_frame = self._measure_hop() if self._durations and self.batch_calls else 0
         self.batches = self.samples_per_frame > 0
         self.padded = self.batches
         """The scheduler's cost model: a padded batch costs count x longest; single calls their own ids."""
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"piper-{self.name}")
 
     def _load(self, threads: int | None) -> tuple[onnxruntime.InferenceSession, str | None]:
         model = self.files.model.read_bytes()
@@ -130,7 +129,11 @@ class PiperEngine:
 
     def prepare(self, sentences: Sequence[str], speed: float = 1.0, speaker: int = 0) -> list[Utterance]:
         """Phoneme ids per sentence (runs espeak-ng: call it on a worker thread)."""
-        return [Utterance(tuple(self.config.ids(p)), speed, speaker) for p in self.phonemizer.phonemes(list(sentences))]
+        return [self.utterance(p, speed, speaker) for p in self.phonemizer.phonemes(list(sentences))]
+
+    def utterance(self, phonemes: list[str], speed: float = 1.0, speaker: int = 0) -> Utterance:
+        """A sentence's phonemes (`phonemizer`'s answer) ready for the model."""
+        return Utterance(tuple(self.config.ids(phonemes)), speed, speaker)
 
     def synthesize(self, sentences: Sequence[str], speed: float = 1.0) -> list[np.ndarray]:
         """Each sentence's audio, float32 mono at `sample_rate`."""
@@ -139,8 +142,8 @@ class PiperEngine:
     def run(self, batch: list[Utterance]) -> Iterable[np.ndarray]:
         """One float32 array per utterance, in order: same-speed utterances share model calls, neighbours in
         length together (less padding when there are more than MAX_BATCH)."""
-        if not self.batches:
-            return self._run_each(batch)
+        if not self.batches:  # one call per utterance (the scheduler runs `concurrency` of these at once)
+            return [self._synthesize_call([u], u.speed)[0] for u in batch]
         audio: list[np.ndarray | None] = [None] * len(batch)
         by_speed = sorted(range(len(batch)), key=lambda i: (batch[i].speed, len(batch[i].ids)))
         for speed, group in itertools.groupby(by_speed, key=lambda i: batch[i].speed):
@@ -151,15 +154,6 @@ class PiperEngine:
                 for i, samples in zip(part, self._synthesize_call([batch[i] for i in part], speed), strict=True):
                     audio[i] = samples
         return [a for a in audio if a is not None]
-
-    def _run_each(self, batch: list[Utterance]) -> list[np.ndarray]:
-        """One model call per utterance, `workers` at a time, the longest first."""
-        order = sorted(range(len(batch)), key=lambda i: -len(batch[i].ids))
-        audio: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(batch)
-        done = self._pool.map(lambda i: self._synthesize_call([batch[i]], batch[i].speed)[0], order)
-        for i, samples in zip(order, done, strict=True):
-            audio[i] = samples
-        return audio
 
     def _synthesize_call(self, utterances: list[Utterance], speed: float) -> list[np.ndarray]:
         output, frames = self._call(utterances, speed)
@@ -186,7 +180,6 @@ class PiperEngine:
         return EngineDetails()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
         del self.session
 
 

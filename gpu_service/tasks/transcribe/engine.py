@@ -59,6 +59,7 @@ class Prepared:
 
 class SpeechEngine:
     padded = False
+    concurrency = 1
 
     def __init__(self, resolved: ResolvedModel, device: Any, cpu_threads: int | None = None) -> None:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
