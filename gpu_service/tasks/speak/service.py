@@ -1,7 +1,8 @@
 """One speech request, from text to audio: the voice, the sentences, the batches, the encoding, a job.
 
 `Speak` is the speak task's service, built once by the service's state. A request's sentences
-(`split_sentences`) are phonemized on the model's preprocessing thread (espeak-ng), synthesized on the
+(`split_sentences`) are phonemized by espeak-ng, together with the sentences of other requests that arrive
+meanwhile (`phoneme_batches.py`), synthesized on the
 model's scheduler (where the sentences of concurrent requests share model calls: `PiperEngine.run`) and
 encoded on a worker thread, one sentence at a time: `chunks` yields each sentence's encoded piece as it is
 ready, so the first audio goes out after the first sentence. The next sentences are already on their way
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -27,7 +29,8 @@ from gpu_service.runtime.state import ServiceState
 from gpu_service.scheduling.jobs import Job
 from gpu_service.scheduling.lanes import lane_for
 from gpu_service.tasks.speak.encode import AudioEncoder
-from gpu_service.tasks.speak.engine import PiperEngine, Utterance
+from gpu_service.tasks.speak.engine import PiperEngine
+from gpu_service.tasks.speak.phoneme_batches import PhonemeBatches
 
 LOOKAHEAD = 2
 """Sentences of one request in flight at least (more when the engine runs more calls at once)."""
@@ -68,6 +71,13 @@ class Speak:
 
     def __init__(self, state: ServiceState) -> None:
         self.state = state
+        self._phonemes: weakref.WeakKeyDictionary[PiperEngine, PhonemeBatches] = weakref.WeakKeyDictionary()
+        """Each loaded voice's espeak-ng calls (a reloaded voice gets new ones)."""
+
+    def _phonemes_of(self, engine: PiperEngine) -> PhonemeBatches:
+        if engine not in self._phonemes:
+            self._phonemes[engine] = PhonemeBatches(engine.phonemizer.phonemes, calls=engine.concurrency)
+        return self._phonemes[engine]
 
     def model_name(self, requested: str | None) -> str:
         if requested is not None:  # tts-1 and the other OpenAI names arrive as None (SpeechRequest)
@@ -94,12 +104,9 @@ class Speak:
     async def _speak(self, loaded: LoadedModel, sentence: str, body: SpeechRequest, speaker: int, job: Job,
                      deadline: float) -> np.ndarray:
         engine = loaded.engine_as(PiperEngine)
-        # espeak-ng runs as its own process per call: concurrent requests' sentences are phonemized side by side
-        # (on the model's one preprocessing thread they reached the scheduler one by one, a core left idle)
-        utterances: list[Utterance] = await asyncio.to_thread(engine.prepare, [sentence], body.speed, speaker)
-        limit = max(1, loaded.scheduler.max_batch_tokens)
-        costs = [min(limit, max(1, len(u.ids))) for u in utterances]
-        (audio,) = await loaded.scheduler.submit(utterances, costs, job=job, deadline=deadline)
+        utterance = engine.utterance(await self._phonemes_of(engine).phonemes(sentence), body.speed, speaker)
+        cost = min(max(1, loaded.scheduler.max_batch_tokens), max(1, len(utterance.ids)))
+        (audio,) = await loaded.scheduler.submit([utterance], [cost], job=job, deadline=deadline)
         return audio
 
     async def stream(self, body: SpeechRequest, voice: Voice, gone: Disconnected) -> Stream:
@@ -122,7 +129,7 @@ class Speak:
                 encoder = AudioEncoder(body.response_format, engine.sample_rate)
                 waiting = collections.deque(sentences)
                 while waiting or ahead:
-                    while waiting and len(ahead) < max(LOOKAHEAD, engine.workers):
+                    while waiting and len(ahead) < max(LOOKAHEAD, engine.concurrency):
                         task = asyncio.create_task(
                             self._speak(loaded, waiting.popleft(), body, voice.speaker, job, deadline))
                         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read, even if dropped
