@@ -98,10 +98,13 @@ async def _serve(config: BridgeConfig, args: argparse.Namespace) -> None:
         transport = "sse" if args.transport == "sse" else "http"
         if args.host not in ("127.0.0.1", "localhost", "::1") and access is None:
             log.warning("serving MCP on %s without --auth-token: anyone who can reach it can use your GPUs", args.host)
+        from mcp_bridge.http_api.metrics import metrics_app
         from mcp_bridge.http_api.openai import openai_app
 
         openai = openai_app(bridge.gpu, bridge.config, unavailable=bridge.not_configured, access=access)
-        app = http_app(server, transport, args.host, access, openai)
+        metrics = metrics_app(lambda: bridge.pool.snapshot() if bridge.pool else None,
+                              lambda: access.snapshot() if access else [])
+        app = http_app(server, transport, args.host, access, openai, metrics)
         uv = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            timeout_graceful_shutdown=5))
 

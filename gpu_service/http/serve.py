@@ -84,6 +84,8 @@ def observe(request: Request, timing: Timing, endpoint: str | None = None) -> No
     metrics = service(request).metrics
     endpoint = endpoint or request.url.path
     metrics.queue_seconds.labels(endpoint).observe(timing.queue_s)
+    if timing.priority is not None:
+        metrics.queue_seconds_by_class.labels(timing.priority).observe(timing.queue_s)
     metrics.inference_seconds.labels(endpoint).observe(timing.inference_s)
 
 

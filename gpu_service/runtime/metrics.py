@@ -55,6 +55,10 @@ class Metrics:
         self.queue_seconds = Histogram(
             "gpu_service_queue_seconds", "Time from acceptance to the first batch", ["endpoint"], registry=self.registry
         )
+        self.queue_seconds_by_class = Histogram(
+            "gpu_service_queue_seconds_by_class", "Time from acceptance to the first batch, per priority class",
+            ["class"], registry=self.registry,
+        )
         self.inference_seconds = Histogram(
             "gpu_service_inference_seconds", "Time in batches per request", ["endpoint"], registry=self.registry
         )

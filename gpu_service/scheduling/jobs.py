@@ -11,6 +11,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from gpu_protocol.priority import Priority
 from gpu_protocol.status import JobStatus
 from gpu_service.scheduling.lanes import Lane
 
@@ -23,6 +24,8 @@ class Timing:
 
     queue_s: float = 0.0
     inference_s: float = 0.0
+    priority: Priority | None = None
+    """The class it queued in (None: no queue, e.g. a cached answer)."""
 
 
 @dataclass
@@ -44,7 +47,7 @@ class Job:
     def timing(self) -> Timing:
         """Queue time (until its first batch started) and time in batches so far."""
         queued = (self.first_batch_at - self.started) if self.first_batch_at is not None else 0.0
-        return Timing(queue_s=queued, inference_s=self.compute_s)
+        return Timing(queue_s=queued, inference_s=self.compute_s, priority=self.lane.priority)
 
     def status(self) -> JobStatus:
         return JobStatus(

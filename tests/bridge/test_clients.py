@@ -154,6 +154,43 @@ def test_over_quota_is_429_with_retry_after_then_served_while_another_client_is_
     assert len(indexer.embeddings.create(input=["one more", "and another"], model="m-a").data) == 2
 
 
+def scrape(base: str, token: str) -> dict[str, float]:
+    """The bridge's /metrics as {'name{labels}': value}."""
+    answer = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain"), answer.text
+    samples = {}
+    for line in answer.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_show_each_host_tenant_and_client_and_what_its_quota_leaves(bridge: str) -> None:
+    assert httpx.get(f"{bridge}/metrics").status_code == 401
+    assert httpx.get(f"{bridge}/metrics", headers={"Authorization": "Bearer not-a-client-token"}).status_code == 401
+    before = scrape(bridge, EMBEDDER)  # open to every known client, as gpu_status is
+    v1(bridge, AGENT).embeddings.create(input=["a", "b", "c"], model="m-a")
+    refused = httpx.post(f"{bridge}/v1/rerank", headers={"Authorization": f"Bearer {EMBEDDER}"},
+                         json={"query": "q", "documents": ["d"]})
+    assert refused.status_code == 403
+    after = scrape(bridge, EMBEDDER)
+
+    def grew(key: str) -> float:
+        return after[key] - before.get(key, 0.0)
+
+    assert grew('gpu_bridge_client_requests_total{client="agent"}') == 1
+    assert grew('gpu_bridge_client_items_total{client="agent"}') == 3
+    assert grew('gpu_bridge_tenant_items_total{tenant="agent"}') == 3, "the pool sent its 3 texts as the agent's"
+    assert grew('gpu_bridge_client_refused_total{client="embedder",reason="scope"}') == 1
+    assert grew('gpu_bridge_host_served_total{host="fake"}') >= 1
+    assert after['gpu_bridge_host_state{host="fake",state="healthy"}'] == 1
+    assert 0 <= after['gpu_bridge_client_requests_left{client="agent"}'] <= 600, "requestsPerMinute: 600 (refilling)"
+    assert 'gpu_bridge_client_items_left{client="indexer"}' in after, "the indexer has an itemsPerMinute"
+    assert 'gpu_bridge_client_items_left{client="agent"}' not in after, "the agent has none"
+    assert after['gpu_bridge_class_waiting{class="interactive"}'] == 0
+
+
 def test_the_auth_token_alone_works_as_before(fake_host: FakeHost, tmp_path: Path) -> None:
     with http_bridge(tmp_path, {"hosts": [{"url": fake_host.url}]}, "--auth-token", AUTH) as base:
         answer = v1(base, AUTH).embeddings.with_raw_response.create(input=["a"], model="m-a")

@@ -58,6 +58,10 @@ async def finish_order(url: str, small_headers: dict[str, str]) -> list[str]:
 async def test_a_small_call_finishes_before_the_bulk_backlog(service: ServiceProcess) -> None:
     order = await finish_order(service.url, {})
     assert order.index("small") < BULK_REQUESTS, order  # not last: it went into the next batch
+    metrics = httpx.get(f"{service.url}/metrics").text  # each class's wait, apart
+    for priority in ("interactive", "batch"):
+        counted = re.search(rf'gpu_service_queue_seconds_by_class_count\{{class="{priority}"\}} (\S+)', metrics)
+        assert counted and float(counted.group(1)) >= 1, (priority, metrics)
 
 
 async def test_a_small_call_marked_batch_waits_its_turn(service: ServiceProcess) -> None:
