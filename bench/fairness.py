@@ -306,11 +306,15 @@ def run_service(args: argparse.Namespace) -> list[CaseResult]:
 
 
 def with_bridge(hosts: int, shard_size: int, args: argparse.Namespace, work: Callable[[BridgeProcess], T]) -> T:
-    """`work` on a bridge over `hosts` services of ours; every process stopped after."""
+    """`work` on a bridge over `hosts` services of ours; every process stopped after. The services share this
+    machine's cores as hosts of their own would not: each gets its part (`GPU_CPU_THREADS`, unless `--ours-env`
+    sets it), since two torch processes with a thread per core each thrash 2 cores (measured: 83 texts/s for two
+    services of 2 threads, 126 for two of 1; a bridge's deep queues on them fell to 13-37 texts/s)."""
     services: list[ServerProcess] = []
+    env = {"GPU_CPU_THREADS": str(max(1, len(os.sched_getaffinity(0)) // hosts)), **args.ours_env}
     try:
         for _ in range(hosts):
-            services.append(gpu_service_process(args.ours_env).start())
+            services.append(gpu_service_process(env).start())
         bridge = BridgeProcess([s.url for s in services], shard_size, args.max_concurrent).start()
         try:
             return work(bridge)
