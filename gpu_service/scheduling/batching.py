@@ -45,9 +45,6 @@ R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
-LONG_JOB_ITEMS = 512
-"""Jobs with at least this many items log their progress."""
-
 ROUND_BATCHES = 4
 """A round sorts at most this many full batches' worth of the oldest waiting items."""
 
@@ -65,6 +62,9 @@ class _Item(Generic[P]):
     cost: int
     future: asyncio.Future[Any]
     job: Job | None
+    tenant: str = ""
+    queued_at: float = 0.0
+    """Its tenant and when it was queued: set when a round takes it, so a round given back puts it back as it was."""
 
 
 @dataclass
@@ -120,6 +120,8 @@ class BatchScheduler(Generic[P, R]):
         self._waiting: dict[Priority, TenantQueue[_Item[P]]] = {p: TenantQueue() for p in PRIORITIES}
         self._rounds: dict[Priority, collections.deque[list[_Item[P]]]] = {p: collections.deque() for p in PRIORITIES}
         """Per class, batches formed from its oldest items, sorted by length, not yet started."""
+        self._round_tenants: dict[Priority, set[str]] = {p: set() for p in PRIORITIES}
+        """Per class, the tenants its current round serves."""
         self._queued_by: dict[Priority, int] = dict.fromkeys(PRIORITIES, 0)
         self._chooser = ClassChooser()
         self._wakeup = asyncio.Event()
@@ -239,6 +241,8 @@ class BatchScheduler(Generic[P, R]):
             if priority is None:
                 return []
             rounds = self._rounds[priority]
+            if rounds and not self._round_tenants[priority].issuperset(self._waiting[priority].tenants()):
+                self._give_back_round(priority)  # a tenant arrived that the round does not serve: it joins now
             if not rounds:
                 self._form_round(priority)
                 if not rounds:
@@ -257,11 +261,13 @@ class BatchScheduler(Generic[P, R]):
         waiting = self._waiting[priority]
         items: list[_Item[P]] = []
         while waiting and len(items) < ROUND_BATCHES * self.max_batch_size * self.concurrency:
-            item = waiting.pop()
+            tenant, queued_at, item = waiting.pop_timed()
+            item.tenant, item.queued_at = tenant, queued_at
             if item.future.done():  # cancelled or timed out before it started
                 self._queued_by[priority] -= 1
                 continue
             items.append(item)
+        self._round_tenants[priority] = {item.tenant for item in items}
         items.sort(key=lambda item: item.cost)  # stable: equal lengths keep their arrival order
         sizes = cut_sorted([item.cost for item in items], max_size=self.max_batch_size,
                            max_tokens=self._token_budget(priority), overhead=self.overhead_tokens, padded=self.padded)
@@ -270,6 +276,16 @@ class BatchScheduler(Generic[P, R]):
             batches.append(items[start:start + size])
             start += size
         self._rounds[priority].extend(reversed(batches) if self.concurrency > 1 else batches)
+
+    def _give_back_round(self, priority: Priority) -> None:
+        """The class's round's unstarted items, back at the head of their tenants' queues (ages kept), so the
+        next round serves a tenant that arrived meanwhile in turn with the others rather than after them."""
+        by_tenant: dict[str, list[tuple[float, _Item[P]]]] = {}
+        for item in sorted((i for batch in self._rounds[priority] for i in batch), key=lambda i: i.queued_at):
+            by_tenant.setdefault(item.tenant, []).append((item.queued_at, item))
+        self._rounds[priority].clear()
+        for tenant, items in by_tenant.items():
+            self._waiting[priority].put_back(tenant, items)
 
     def _token_budget(self, priority: Priority) -> int:
         """A batch's padded tokens at most: for the batch class, also about `BATCH_TARGET_S` of device time."""
@@ -340,15 +356,7 @@ class BatchScheduler(Generic[P, R]):
             if item.job is not None:
                 item.job.done += 1
         for job in jobs.values():
-            self._log_progress(job)
-
-    def _log_progress(self, job: Job) -> None:
-        """Long jobs log their progress (at most once a second), as key=value fields; never texts."""
-        now = time.monotonic()
-        if job.total >= LONG_JOB_ITEMS and (now - job.last_logged >= 1.0 or job.done >= job.total):
-            job.last_logged = now
-            log.info("progress job=%s kind=%s model=%s done=%d total=%d elapsed_s=%.1f",
-                     job.id, job.kind, job.model, job.done, job.total, now - job.started)
+            job.log_progress()
 
     def _record(self, batch: list[_Item[P]], elapsed: float, alongside: int = 1) -> None:
         """`alongside`: batches that ran at once (the rate is the model's, not one worker's)."""

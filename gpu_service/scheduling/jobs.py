@@ -8,6 +8,7 @@ progress moves in batch-sized steps, not 0 → 1.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +17,10 @@ from gpu_protocol.status import JobStatus
 from gpu_service.scheduling.lanes import Lane
 
 _ids = itertools.count(1)
+log = logging.getLogger("gpu_service.scheduling.batching")  # where progress lines have always come from
+
+LONG_JOB_ITEMS = 512
+"""Jobs with at least this many items log their progress."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,14 @@ class Job:
         """Queue time (until its first batch started) and time in batches so far."""
         queued = (self.first_batch_at - self.started) if self.first_batch_at is not None else 0.0
         return Timing(queue_s=queued, inference_s=self.compute_s, priority=self.lane.priority)
+
+    def log_progress(self) -> None:
+        """A long job logs its progress (at most once a second), as key=value fields; never texts."""
+        now = time.monotonic()
+        if self.total >= LONG_JOB_ITEMS and (now - self.last_logged >= 1.0 or self.done >= self.total):
+            self.last_logged = now
+            log.info("progress job=%s kind=%s model=%s done=%d total=%d elapsed_s=%.1f",
+                     self.id, self.kind, self.model, self.done, self.total, now - self.started)
 
     def status(self) -> JobStatus:
         return JobStatus(

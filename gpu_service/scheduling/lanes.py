@@ -67,22 +67,35 @@ class TenantQueue(Generic[T]):
         queue.extend((now, item) for item in items)
         self._count += len(queue) - before
 
+    def put_back(self, tenant: str, items: list[tuple[float, T]]) -> None:
+        """Items taken but not run (with the time each was queued), back at the head of their tenant's queue."""
+        queue = self._by_tenant.get(tenant)
+        if queue is None:
+            queue = self._by_tenant[tenant] = collections.deque()
+            self._turn.append(tenant)
+        queue.extendleft(reversed(items))
+        self._count += len(items)
+
     def __iter__(self) -> Iterator[T]:
         """Every waiting item, tenant by tenant (not in serving order)."""
         return (item for queue in self._by_tenant.values() for _, item in queue)
 
     def pop(self) -> T:
         """The next tenant's oldest item (IndexError when empty)."""
+        return self.pop_timed()[2]
+
+    def pop_timed(self) -> tuple[str, float, T]:
+        """The next tenant's oldest item, with its tenant and the time it was queued."""
         tenant = self._turn[0]
         queue = self._by_tenant[tenant]
-        _, item = queue.popleft()
+        queued_at, item = queue.popleft()
         self._count -= 1
         if queue:
             self._turn.rotate(-1)
         else:
             self._turn.popleft()
             del self._by_tenant[tenant]
-        return item
+        return tenant, queued_at, item
 
     def oldest_wait(self, now: float) -> float:
         """How long the longest-waiting item has waited (0 when empty)."""

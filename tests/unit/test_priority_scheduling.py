@@ -107,6 +107,24 @@ async def test_tenants_of_one_class_are_served_in_turn_by_items() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_tenant_that_arrives_mid_round_is_served_in_the_next_batch_not_after_the_round() -> None:
+    """A round of tenant a's items is being worked off (16 items: four batches of four); tenant b's items
+    arrive after its first batch started: the round is formed again with b in turn, b's oldest item runs in
+    the very next batch, and a's items keep their place (none lost, none run twice)."""
+    engine = HeldEngine()
+    sched = scheduler(engine)
+    first = await hold_first_batch(engine, sched, [f"a{i}" for i in range(16)])
+    late = asyncio.create_task(sched.submit([f"b{i}" for i in range(4)], [1] * 4, lane=Lane("batch", "b")))
+    await wait_until_async(lambda: sched.queued_by_class()["batch"] == 16, timeout=10)  # 12 of a's + 4 of b's
+    engine.gate.set()
+    await asyncio.gather(first, late)
+    assert any(text.startswith("b") for text in engine.batches[1]), engine.batches
+    ran = sorted(text for batch in engine.batches for text in batch)
+    assert ran == sorted([f"a{i}" for i in range(16)] + [f"b{i}" for i in range(4)])
+    await sched.close()
+
+
+@pytest.mark.anyio
 async def test_overload_refuses_batch_work_and_never_interactive_work() -> None:
     engine = HeldEngine()
     sched = scheduler(engine, max_queue=10)
