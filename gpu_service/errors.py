@@ -11,9 +11,11 @@ class ServiceError(Exception):
     status_code = 500
     retry_after_s: float | None = None
 
-    def __init__(self, detail: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(self, detail: str, *, retry_after_s: float | None = None, param: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.param = param
+        """The request field at fault, where one is (OpenAI's error `param`)."""
         if retry_after_s is not None:
             self.retry_after_s = retry_after_s
 
