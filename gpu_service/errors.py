@@ -6,6 +6,10 @@ and, where a client should come back later, a `Retry-After` header.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+from gpu_protocol.validation import error_location, validation_message
+
 
 class ServiceError(Exception):
     status_code = 500
@@ -64,3 +68,11 @@ class Unavailable(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     status_code = 504
+
+
+def invalid_request(exc: ValidationError) -> Unprocessable:
+    """A body that does not fit its schema: 422 naming every bad field, `param` the first one's top-level field."""
+    errors = exc.errors()
+    loc = errors[0]["loc"] if errors else ()
+    return Unprocessable("invalid request: " + validation_message(errors),
+                         param=error_location(loc[:1]) if loc else None)
