@@ -10,15 +10,20 @@ from typing import Literal
 from gpu_protocol.capabilities import TaskModels
 from gpu_service.models.resolve import ModelPolicy
 from gpu_service.runtime.state import ServiceState
+from gpu_service.runtime.task import Task
 from gpu_service.settings import Settings
 
 
-def _directory_models(settings: Settings) -> dict[str, str]:
-    """The models in GPU_MODEL_DIRS: folder name (a request may name them so, or by path) -> path."""
+def _directory_models(settings: Settings, tasks: Iterable[Task] = ()) -> dict[str, str]:
+    """The models in GPU_MODEL_DIRS: folder name (a request may name them so, or by path) -> path, and those
+    a task finds there in its own way (`Task.directory_models`: a Piper voice's `<name>.onnx`)."""
     found: dict[str, str] = {}
     for directory in settings.model_dirs:
         root = Path(directory)
         if root.is_dir():
+            for task in tasks:
+                if task.directory_models is not None:
+                    found.update(task.directory_models(root))
             found.update((d.name, str(d)) for d in sorted(root.iterdir()) if (d / "config.json").is_file())
     return found
 
@@ -49,7 +54,7 @@ def capabilities(state: ServiceState, settings: Settings) -> dict[str, TaskModel
     refused when it loads)."""
     policy = state.registry.policy
     described = policy.describe()
-    directories = _directory_models(settings)
+    directories = _directory_models(settings, state.tasks.values())
     allowed: list[str] | Literal["*"] = "*" if described == "*" else sorted({*described, *directories})
     loaded: dict[str, list[str]] = {}
     for model in state.registry.loaded():

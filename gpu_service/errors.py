@@ -6,14 +6,20 @@ and, where a client should come back later, a `Retry-After` header.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+from gpu_protocol.validation import error_location, validation_message
+
 
 class ServiceError(Exception):
     status_code = 500
     retry_after_s: float | None = None
 
-    def __init__(self, detail: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(self, detail: str, *, retry_after_s: float | None = None, param: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.param = param
+        """The request field at fault, where one is (OpenAI's error `param`)."""
         if retry_after_s is not None:
             self.retry_after_s = retry_after_s
 
@@ -62,3 +68,11 @@ class Unavailable(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     status_code = 504
+
+
+def invalid_request(exc: ValidationError) -> Unprocessable:
+    """A body that does not fit its schema: 422 naming every bad field, `param` the first one's top-level field."""
+    errors = exc.errors()
+    loc = errors[0]["loc"] if errors else ()
+    return Unprocessable("invalid request: " + validation_message(errors),
+                         param=error_location(loc[:1]) if loc else None)

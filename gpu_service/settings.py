@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gpu_protocol.limits import DEFAULT_LIMITS, Limits
+from gpu_protocol.speech_synthesis import OPENAI_VOICES
 from gpu_protocol.transcribe import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_AUDIO_SECONDS
 from gpu_service.scheduling.batch_plan import ACCELERATOR_OVERHEAD_TOKENS, CPU_OVERHEAD_TOKENS
 
@@ -105,6 +106,22 @@ class Environment:
             return None
         return [part.strip() for part in raw.split(",") if part.strip()]
 
+    def voice_map(self, name: str) -> dict[str, str]:
+        """`alloy=<target>,nova=<target>`: OpenAI voice name -> what it speaks with (GPU_SPEAK_VOICES); a
+        `ValueError` naming the entry that is not `<OpenAI voice>=<target>`. Empty when unset."""
+        table: dict[str, str] = {}
+        for entry in self.names(name) or []:
+            voice, equals, target = (part.strip() for part in entry.partition("="))
+            if not equals or not voice or not target:
+                raise ValueError(f"{name} entry {entry!r} is not <OpenAI voice>=<speaker or voice model>")
+            if voice not in OPENAI_VOICES:
+                raise ValueError(f"{name} entry {entry!r}: {voice!r} is not one of OpenAI's voices "
+                                 f"({', '.join(OPENAI_VOICES)})")
+            if voice in table:
+                raise ValueError(f"{name} maps {voice!r} twice")
+            table[voice] = target
+        return table
+
 
 @dataclass(frozen=True)
 class SpeechLimits:
@@ -182,6 +199,9 @@ class Settings:
     True: on for both; never on the CPU, where it is slow (see device.use_half_precision)."""
     limits: Limits = DEFAULT_LIMITS
     speech: SpeechLimits = SpeechLimits()
+    speak_voices: dict[str, str] = field(default_factory=dict)
+    """GPU_SPEAK_VOICES: OpenAI voice name -> a speaker of the voice spoken, or another voice model (unmapped
+    names speak with the voice's first speaker; tasks/speak/service.py)."""
 
     @property
     def model_embed(self) -> str:
@@ -244,4 +264,5 @@ class Settings:
             cpu_threads=env.optional_integer("GPU_CPU_THREADS", minimum=0) or None,
             limits=limits,
             speech=SpeechLimits.read(env),
+            speak_voices=env.voice_map("GPU_SPEAK_VOICES"),
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class Task:
     body_limits: Callable[[Settings], dict[str, tuple[int, str]]] | None = None
     resolve: Resolver | None = None
     """How its models are found (Resolver); None: the service's own resolution."""
+    directory_models: Callable[[Path], dict[str, str]] | None = None
+    """The models of its own kind a folder of GPU_MODEL_DIRS holds, name -> path (a Piper voice is a
+    `<name>.onnx` file), listed in /info beside the transformers folders; None: those only."""
     """Paths whose request bodies may exceed GPU_MAX_BODY_BYTES: path -> (largest, the variable that sets it)."""
 
     @property

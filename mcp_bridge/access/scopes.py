@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 from gpu_protocol import routes
-from gpu_protocol.speech_synthesis import SPEECH
+from gpu_protocol.speech_synthesis import SPEECH, VOICES
 from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
 from mcp_bridge.access.identity import Client
 from mcp_bridge.client_rights import DIAGNOSTIC_TOOLS, TOOL_NAMES
@@ -21,6 +21,7 @@ ROUTE_TOOLS = {
     TRANSCRIPTIONS: "gpu_transcribe",
     TRANSLATIONS: "gpu_transcribe",
     SPEECH: "gpu_speak",
+    VOICES: "gpu_speak",
     "/v1/models": "gpu_info",
 }
 """The tool each `/v1` route counts as, for scopes and quotas."""

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Send
 
 from gpu_protocol.cancel import WorkCancelled, cancel_on_disconnect
+from gpu_protocol.openai_errors import openai_error
 from gpu_protocol.routes import retry_after_headers
 from mcp_bridge.pool.errors import HostRejected, NoHostAvailable, PoolBusy, PoolError, PoolTimeout
 
@@ -20,10 +21,6 @@ T = TypeVar("T")
 class ApiError(Exception):
     """An answer in OpenAI's error shape."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-             404: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
-             429: "rate_limit_error"}
-
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
                  retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -31,8 +28,7 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.TYPES.get(self.status, "server_error"),
-                          "param": self.param, "code": self.code}}
+        body = openai_error(self.status, self.message, param=self.param, code=self.code)
         return JSONResponse(body, status_code=self.status, headers=retry_after_headers(self.retry_after))
 
 

@@ -1,7 +1,8 @@
 """The pool behind OpenAI's embeddings API (`POST /v1/embeddings`, `GET /v1/models`), Cohere's
 rerank API (`POST /v1/rerank`, and v2's `POST /v2/rerank`, http_api/cohere.py) and OpenAI's speech to
 text (`POST /v1/audio/transcriptions` and `/translations`, read and rendered in http_api/audio.py) and
-text to speech (`POST /v1/audio/speech`, streamed as the pool speaks it: http_api/speech.py).
+text to speech (`POST /v1/audio/speech`, streamed as the pool speaks it, and `GET /v1/audio/voices`:
+http_api/speech.py).
 
 In HTTP mode the bridge serves these next to `/mcp`, behind the same bearer token, so any
 OpenAI client (OpenClaw's `openai-compatible` memory provider, LangChain, LlamaIndex, the
@@ -32,7 +33,7 @@ from starlette.types import ASGIApp
 from gpu_protocol import routes
 from gpu_protocol.embed import EmbedRequest
 from gpu_protocol.rerank import RerankRequest
-from gpu_protocol.speech_synthesis import SPEECH
+from gpu_protocol.speech_synthesis import SPEECH, VOICES
 from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
 from mcp_bridge.access.gate import Access
 from mcp_bridge.client.audio_decode import AudioUnreadable
@@ -53,7 +54,7 @@ from mcp_bridge.http_api.requests import (
     rerank_v2_request,
 )
 from mcp_bridge.http_api.responses import ModelResponse, embeddings_answer
-from mcp_bridge.http_api.speech import Speaks, speech_answer
+from mcp_bridge.http_api.speech import Speaks, speech_answer, voices_answer
 from mcp_bridge.pool.caller import current_caller
 from mcp_bridge.protocols.speech import AudioRequest, SpeechTask
 
@@ -156,6 +157,10 @@ class V1:
         return await speech_answer(
             request, self.gpu, lambda asked: admitted(request, self.access, "gpu_speak", 1, asked.model))
 
+    async def voices(self, request: Request) -> JSONResponse:
+        with admitted(request, self.access, "gpu_speak", 0, None):
+            return JSONResponse(voices_answer(await self.gpu.info(), self.config.pool_hosts()))
+
     async def transcriptions(self, request: Request) -> Response:
         return await self.speech(request, "transcribe")
 
@@ -184,6 +189,7 @@ def openai_app(gpu: Embedder, config: BridgeConfig, unavailable: str | None = No
         Route(TRANSCRIPTIONS, v1.answering(v1.transcriptions), methods=["POST"]),
         Route(TRANSLATIONS, v1.answering(v1.translations), methods=["POST"]),
         Route(SPEECH, v1.answering(v1.speak), methods=["POST"]),
+        Route(VOICES, v1.answering(v1.voices), methods=["GET"]),
     ])
 
 

@@ -1,6 +1,7 @@
 """OpenAI's `POST /v1/audio/speech` on the bridge: the request checked by the wire's own `SpeechRequest` (the
 service's rule, so a bad request gets the same 4xx naming what is allowed, in OpenAI's error shape), then its
-audio streamed as the pool speaks it, part by part in order (mcp_bridge/client/speech_synthesis.py).
+audio streamed as the pool speaks it, part by part in order (mcp_bridge/client/speech_synthesis.py); and
+`GET /v1/audio/voices`, the voices the pool speaks (`voices_answer`).
 
 The answer's status waits for the first part: a request no host can speak fails with the status an OpenAI
 client acts on (503, 504, 429), never with a 200 and no audio. After that the audio goes out as each part is
@@ -22,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gpu_protocol.speech_synthesis import (
     CONTENT_TYPES,
+    OPENAI_VOICES,
     SPEECH,
     SSE_CONTENT_TYPE,
     SpeechRequest,
@@ -29,6 +31,8 @@ from gpu_protocol.speech_synthesis import (
     sse_done,
 )
 from mcp_bridge.client.speech_synthesis import FormatUnavailable, SpeechStream
+from mcp_bridge.client.views import InfoRow
+from mcp_bridge.config import HostConfig
 from mcp_bridge.http_api.errors import ApiError, pooled
 from mcp_bridge.http_api.requests import json_object, validated
 
@@ -99,3 +103,25 @@ async def _held(pieces: AsyncIterator[bytes], held: ExitStack) -> AsyncIterator[
             yield piece
     finally:
         held.close()
+
+
+def voices_answer(rows: list[InfoRow], hosts: list[HostConfig]) -> dict[str, object]:
+    """`GET /v1/audio/voices` on the bridge: `voices`, what a request's `voice` may name (each speaking
+    gpu-service host's default voice, by its own name, then OpenAI's names, which every host speaks), and
+    `models`, each voice model the pool speaks with the hosts that have it (a host's default and loaded voices
+    from its /info; an `openai` host with `speak: true`, its configured `model` or `tts-1`)."""
+    voices: list[str] = []
+    models: dict[str, list[str]] = {}
+    for row in rows:
+        speak = (row.info.capabilities or {}).get("speak") if row.info else None
+        if speak is None:
+            continue
+        if speak.default:
+            voices.append(speak.default)
+        for name in dict.fromkeys(n for n in (speak.default, *speak.loaded) if n):
+            models.setdefault(name, []).append(row.name)
+    for host in hosts:
+        if host.speak:
+            models.setdefault(host.model or "tts-1", []).append(host.label)
+    return {"voices": list(dict.fromkeys([*voices, *OPENAI_VOICES])),
+            "models": [{"model": name, "hosts": names} for name, names in models.items()]}

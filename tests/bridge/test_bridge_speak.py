@@ -20,7 +20,7 @@ import av
 import httpx
 import pytest
 
-from gpu_protocol.speech_synthesis import PCM_RATE, SPEECH
+from gpu_protocol.speech_synthesis import OPENAI_VOICES, PCM_RATE, SPEECH
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.config import parse_config
 from mcp_bridge.http_api.openai import openai_app
@@ -152,6 +152,18 @@ def test_a_bad_voice_and_a_missing_token(client: Any, bridge: OpenAIBridge) -> N
     anonymous = openai.OpenAI(base_url=bridge.base_url, api_key="wrong", max_retries=0, timeout=60)
     with pytest.raises(openai.AuthenticationError):
         anonymous.audio.speech.create(model="tts-1", voice="alloy", input="Hello.")
+
+
+def test_the_voices_of_the_pool_behind_the_token(bridge: OpenAIBridge) -> None:
+    """The shape the plugin's listVoices reads (openclaw/speech.js: `voices`, names), the hosts' default voice
+    first, then OpenAI's names; each voice model with the hosts that speak it; 401 without the token."""
+    response = httpx.get(f"{bridge.base_url}/audio/voices", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert response.status_code == 200, response.text
+    listing = response.json()
+    assert listing["voices"] == [VOICE_ENV["MODEL_SPEAK"], *OPENAI_VOICES]
+    assert listing["models"] == [{"model": VOICE_ENV["MODEL_SPEAK"], "hosts": ["a", "b"]}]
+    refused = httpx.get(f"{bridge.base_url}/audio/voices", timeout=60)
+    assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
 
 
 @pytest.mark.anyio

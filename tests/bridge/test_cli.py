@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -78,12 +79,24 @@ def test_service_refuses_invalid_settings() -> None:
     assert out.returncode == 2 and "GPU_MAX_QUEUE" in out.stderr
 
 
+def make_run_command(port: int) -> tuple[dict[str, str], list[str]]:
+    """What `make run PORT=<port>` runs (`make -n`: nothing is run): its variables, and `gpu-bridge`'s arguments."""
+    printed = subprocess.run(["make", "-n", "run", f"PORT={port}"], cwd=ROOT, capture_output=True, text=True,
+                             check=True, timeout=60).stdout
+    words = shlex.split(next(line for line in printed.splitlines() if "gpu-bridge --transport" in line))
+    program = next(i for i, word in enumerate(words) if word.endswith("gpu-bridge"))
+    return dict(word.split("=", 1) for word in words[:program]), words[program + 1:]
+
+
 def test_embedded_service_starts_and_stops_with_the_bridge(tmp_path: Path) -> None:
-    """No hosts configured: `gpu-bridge --transport http` runs a local service; Ctrl-C stops both."""
+    """No hosts configured: `gpu-bridge --transport http` runs a local service; Ctrl-C stops both. Run as
+    `make run` runs it (its variables: MODEL_SPEAK reaches the embedded service, which speaks)."""
     port = free_port()
-    env = {**os.environ, "HOME": str(tmp_path)}
+    variables, arguments = make_run_command(port)
+    assert variables.get("MODEL_SPEAK") and arguments[-2:] == ["--port", str(port)]
+    env = {**os.environ, "HOME": str(tmp_path), **variables}
     env.pop("GPU_BRIDGE_URLS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "mcp_bridge", *arguments],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -98,6 +111,9 @@ def test_embedded_service_starts_and_stops_with_the_bridge(tmp_path: Path) -> No
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert children, "the embedded gpu-service runs as a child"
         assert httpx.post(f"http://127.0.0.1:{port}/mcp", json={}).status_code != 404
+        spoken = httpx.post(f"http://127.0.0.1:{port}/v1/audio/speech", timeout=120, json={
+            "model": "tts-1", "input": "Hello there.", "voice": "alloy", "response_format": "wav"})
+        assert spoken.status_code == 200 and spoken.content.startswith(b"RIFF"), spoken.text[:300]
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         assert "bridge stopped" in (proc.stderr.read() if proc.stderr else ""), "clean shutdown ran"

@@ -77,28 +77,40 @@ def test_sse_is_deltas_then_done(speech_service: ServiceProcess) -> None:
     assert len(audio) / 2 / PCM_RATE > 5.0
 
 
-@pytest.mark.parametrize(("change", "named"), [
-    ({"input": ""}, "input"),
-    ({"input": "   "}, "blank"),
-    ({"input": "a" * 4097}, "4096"),
-    ({"voice": "nobody"}, "alloy"),
-    ({"response_format": "ogg"}, "mp3"),
-    ({"speed": 5}, "4"),
-    ({"stream_format": "video"}, "sse"),
-    ({"colour": "red"}, "colour"),
+@pytest.mark.parametrize(("change", "named", "param"), [
+    ({"input": ""}, "input", "input"),
+    ({"input": "   "}, "blank", "input"),
+    ({"input": "a" * 4097}, "4096", "input"),
+    ({"voice": "nobody"}, "alloy", "voice"),
+    ({"response_format": "ogg"}, "mp3", "response_format"),
+    ({"speed": 5}, "4", "speed"),
+    ({"stream_format": "video"}, "sse", "stream_format"),
+    ({"colour": "red"}, "colour", "colour"),
 ])
 def test_bad_input_is_a_4xx_naming_what_is_allowed(speech_service: ServiceProcess, change: dict[str, object],
-                                                     named: str) -> None:
+                                                     named: str, param: str) -> None:
+    """In OpenAI's error shape (`error.message`, `type`, `param`), `detail` beside it for bridges that read it."""
     body = {"model": "tts-1", "input": "Hello.", "voice": "alloy", **change}
     response = httpx.post(f"{speech_service.url}{SPEECH}", json=body, timeout=60)
     assert 400 <= response.status_code < 500, response.text
-    assert named in response.json()["detail"]
+    answer = response.json()
+    assert named in answer["detail"] and answer["error"]["message"] == answer["detail"]
+    assert answer["error"]["param"] == param and answer["error"]["type"] == "invalid_request_error"
+
+
+def test_a_bad_transcription_reads_in_openais_shape_too(speech_service: ServiceProcess) -> None:
+    response = httpx.post(f"{speech_service.url}/v1/audio/transcriptions", files={"model": (None, "tiny.en")},
+                          timeout=60)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == "file" and error["type"] == "invalid_request_error" and "file" in error["message"]
 
 
 def test_the_openai_client_sees_a_bad_voice_as_unprocessable(client: OpenAI) -> None:
     with pytest.raises(UnprocessableEntityError) as raised:
         client.audio.speech.create(model="tts-1", voice="nobody", input="Hello.")
     assert "alloy" in raised.value.response.json()["detail"]
+    assert raised.value.param == "voice" and "alloy" in raised.value.message
 
 
 def test_voices_and_info(speech_service: ServiceProcess) -> None:

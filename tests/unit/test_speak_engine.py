@@ -230,3 +230,30 @@ def test_a_config_that_is_no_piper_config_is_refused(voice: VoiceFiles, tmp_path
 def test_a_host_without_espeak_ng_is_told_how_to_get_it() -> None:
     with pytest.raises(Unavailable, match="apt-get install espeak-ng"):
         EspeakPhonemizer("en-us", program="espeak-ng-that-is-not-installed")
+
+
+def test_cuda_goes_first_when_onnxruntime_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mock: no GPU exists on this machine, so onnxruntime's list of providers is patched (the CUDA row of
+    bench/gpu.md is the check on a real one)."""
+    monkeypatch.setattr(engine_module.onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert engine_module.providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(engine_module.onnxruntime, "get_available_providers",
+                        lambda: ["AzureExecutionProvider", "CPUExecutionProvider"])
+    assert engine_module.providers() == ["CPUExecutionProvider"]
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_a_voice_that_ends_up_on_the_cpu_despite_cuda_warns_and_runs_one_call_per_core(
+        voice: VoiceFiles, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A mock, as above: onnxruntime says it has CUDA, the session still lands on the CPU (this machine has no
+    GPU, as when CUDA's libraries are missing): the engine says so and runs as a CPU engine (no batches, one
+    single-thread call per core), not as a batching one."""
+    monkeypatch.setattr(engine_module.onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with caplog.at_level("WARNING", logger=engine_module.__name__):
+        fallen = PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes())
+    assert "onnxruntime has CUDA but the session runs on the CPU" in caplog.text
+    assert fallen.device == "CPUExecutionProvider" and not fallen.batch_calls and not fallen.batches
+    assert fallen.concurrency == 2 and fallen.session.get_session_options().intra_op_num_threads == 1
+    fallen.close()

@@ -52,3 +52,26 @@ def test_a_short_reply_is_interactive_a_long_text_batch_unless_the_caller_asked(
     assert lane_of("Dinner is at seven.") == Lane("interactive", "")
     assert lane_of("A long chapter. " * 100) == Lane("batch", "")
     assert lane_of("Dinner is at seven.", AskedLane("batch", "audiobooks")) == Lane("batch", "audiobooks")
+
+
+def test_info_lists_the_voices_in_the_model_dirs(tmp_path: Path) -> None:
+    """A voice file (`<name>.onnx` + `.onnx.json`) and a folder holding one voice in GPU_MODEL_DIRS are in
+    `/info`'s `allowed` (what the bridge routes a request's `model` by), the path as another name; a lone
+    `.onnx` without its config, or a folder of two voices, is not a voice."""
+    from gpu_service.capabilities import capabilities
+    from gpu_service.runtime.state import ServiceState
+
+    for name in ("file-voice", "lonely"):
+        (tmp_path / f"{name}.onnx").write_bytes(b"onnx")
+    (tmp_path / "file-voice.onnx.json").write_text("{}")
+    for folder, voices in (("folder-voice", ["v"]), ("two-voices", ["a", "b"])):
+        (tmp_path / folder).mkdir()
+        for voice in voices:
+            (tmp_path / folder / f"{voice}.onnx").write_bytes(b"onnx")
+            (tmp_path / folder / f"{voice}.onnx.json").write_text("{}")
+    settings = Settings(model_dirs=[str(tmp_path)], warm_defaults=False)
+    speak = capabilities(ServiceState(settings, TASKS), settings)["speak"]
+    assert isinstance(speak.allowed, list)
+    assert {"file-voice", "folder-voice"} <= set(speak.allowed)
+    assert not {"lonely", "two-voices"} & set(speak.allowed)
+    assert speak.names["file-voice"] == [str(tmp_path / "file-voice.onnx")]

@@ -15,7 +15,7 @@ from gpu_service.runtime.task import Hardware, Task
 from gpu_service.settings import Settings
 from gpu_service.tasks.speak import routes
 from gpu_service.tasks.speak.service import Speak
-from gpu_service.tasks.speak.voices import CONFIG_SUFFIX, VoiceFiles, resolve_voice
+from gpu_service.tasks.speak.voices import CONFIG_SUFFIX, VoiceFiles, resolve_voice, voices_in
 
 
 def _resolve(name: str, settings: Settings) -> ResolvedModel:
@@ -33,4 +33,4 @@ def _engine(key: ModelKey, resolved: Any, hardware: Hardware) -> Engine:
 
 
 TASK = Task(kind="speak", default_variable="MODEL_SPEAK", engine=_engine, service=Speak,
-            routers=(routes.router,), resolve=_resolve)
+            routers=(routes.router,), resolve=_resolve, directory_models=voices_in)

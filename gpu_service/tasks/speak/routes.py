@@ -25,8 +25,7 @@ from gpu_protocol.speech_synthesis import (
     sse_delta,
     sse_done,
 )
-from gpu_protocol.validation import validation_message
-from gpu_service.errors import BadRequest, Unprocessable
+from gpu_service.errors import BadRequest, invalid_request
 from gpu_service.http.serve import ERRORS, ready_service, serve_stream
 from gpu_service.tasks.speak.service import Speak
 
@@ -41,7 +40,7 @@ async def _body(request: Request) -> SpeechRequest:
     try:
         return SpeechRequest.model_validate(raw)
     except ValidationError as exc:
-        raise Unprocessable("invalid request: " + validation_message(exc.errors())) from None
+        raise invalid_request(exc) from None
 
 
 async def _events(pieces: AsyncIterator[bytes], input_chars: int) -> AsyncIterator[bytes]:

@@ -15,7 +15,7 @@ import asyncio
 import collections
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,16 +49,28 @@ class Voice:
     """What the model speaks (its own voices, then OpenAI's names, which mean its first)."""
 
 
-def speaker_of(engine: PiperEngine, voice: str) -> int:
-    """The speaker id `voice` names: one of the voice's own, or an OpenAI name (its first speaker);
-    `Unprocessable` naming the voices there are."""
+def speaker_of(engine: PiperEngine, voice: str, mapped: Mapping[str, str] | None = None) -> int:
+    """The speaker id `voice` names: one of the voice's own, an OpenAI name the operator mapped to one of its
+    speakers (`mapped`, GPU_SPEAK_VOICES), or another OpenAI name (its first speaker); `Unprocessable` naming
+    the voices there are."""
     own = engine.config.speakers
     if voice in own:
         return own[voice]
+    if (target := (mapped or {}).get(voice)) in own:
+        return own[target]
     if voice in engine.voices or voice in OPENAI_VOICES:
         return 0
     raise Unprocessable(f"voice {voice!r} is not a voice of model {engine.name!r}; voices: "
-                        f"{', '.join([*engine.voices, *OPENAI_VOICES])}")
+                        f"{', '.join([*engine.voices, *OPENAI_VOICES])}", param="voice")
+
+
+def mapped_model(engine: PiperEngine, voice: str, mapped: Mapping[str, str]) -> str | None:
+    """The other voice model the operator mapped the OpenAI name `voice` to (GPU_SPEAK_VOICES), when its
+    target is neither a speaker of `engine` nor `engine` itself; None otherwise."""
+    target = mapped.get(voice)
+    if target is None or target in engine.config.speakers or target in (engine.name, *engine.voices):
+        return None
+    return target
 
 
 def speech_job(body: SpeechRequest, voice: Voice, sentences: int) -> Job:
@@ -89,11 +101,20 @@ class Speak:
         return default
 
     async def voice(self, body: SpeechRequest) -> Voice:
-        """The request's model (loaded) and speaker; 404/422 before any audio goes out."""
+        """The request's model (loaded) and speaker; 404/422 before any audio goes out. An OpenAI voice name
+        the operator mapped to another voice model (GPU_SPEAK_VOICES) speaks with that model when the request
+        names none (`tts-1`); a request that names its model speaks with that one."""
+        mapped = self.state.settings.speak_voices
         key = self.state.registry.key("speak", self.model_name(body.model))
         async with self.state.registry.use(key) as loaded:
             engine = loaded.engine_as(PiperEngine)
-            return Voice(key, speaker_of(engine, body.voice), tuple([*engine.voices, *OPENAI_VOICES]))
+            other = mapped_model(engine, body.voice, mapped) if body.model is None else None
+            if other is None:
+                return Voice(key, speaker_of(engine, body.voice, mapped), tuple([*engine.voices, *OPENAI_VOICES]))
+        key = self.state.registry.key("speak", other)
+        async with self.state.registry.use(key) as loaded:
+            engine = loaded.engine_as(PiperEngine)
+            return Voice(key, 0, tuple([*engine.voices, *OPENAI_VOICES]))
 
     async def voices(self, requested: str | None) -> Voice:
         key = self.state.registry.key("speak", self.model_name(requested))

@@ -134,3 +134,17 @@ def load_config(files: VoiceFiles) -> VoiceConfig:
     if missing:
         raise Unprocessable(f"{files.config.name}'s phoneme_id_map lacks {', '.join(missing)}")
     return config
+
+
+def voices_in(directory: Path) -> dict[str, str]:
+    """The voices a folder of GPU_MODEL_DIRS holds, as a request names them (`resolve_voice`) -> path: each
+    `<name>.onnx` with its `.onnx.json` beside it, and each sub-folder holding exactly one such voice."""
+    found: dict[str, str] = {}
+    for entry in sorted(directory.iterdir()):
+        if entry.is_dir():
+            models = [p for p in entry.glob("*.onnx") if p.is_file()]
+            if len(models) == 1 and models[0].with_name(models[0].name + CONFIG_SUFFIX).is_file():
+                found[entry.name] = str(entry)
+        elif entry.suffix == ".onnx" and entry.with_name(entry.name + CONFIG_SUFFIX).is_file():
+            found[entry.stem] = str(entry)
+    return found

@@ -25,8 +25,7 @@ from gpu_protocol.transcribe import (
     TranscriptionOptions,
     VerboseTranscription,
 )
-from gpu_protocol.validation import validation_message
-from gpu_service.errors import BadRequest, ServiceError, TooLarge, Unprocessable
+from gpu_service.errors import BadRequest, ServiceError, TooLarge, Unprocessable, invalid_request
 from gpu_service.http.serve import ERRORS, ready_service, serve
 from gpu_service.settings import Settings, SpeechLimits
 from gpu_service.tasks.transcribe.formats import render
@@ -49,7 +48,7 @@ def _validated(model: type[BaseModel], raw: Any) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise Unprocessable("invalid request: " + validation_message(exc.errors())) from None
+        raise invalid_request(exc) from None
 
 
 def _too_large(size: int, limits: SpeechLimits) -> TooLarge:
@@ -77,10 +76,10 @@ async def _from_form(request: Request, limits: SpeechLimits) -> tuple[bytes, str
     form = await request.form(max_files=1, max_fields=32)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
-        raise Unprocessable("file: required; send the audio as the multipart field `file`")
+        raise Unprocessable("file: required; send the audio as the multipart field `file`", param="file")
     unknown = unknown_form_fields(form)
     if unknown:
-        raise Unprocessable(unknown_fields_message(unknown))
+        raise Unprocessable(unknown_fields_message(unknown), param=unknown[0])
     data = await upload.read(limits.max_audio_bytes + 1)
     if len(data) > limits.max_audio_bytes:
         raise _too_large(len(data), limits)
