@@ -134,6 +134,8 @@ def test_a_speech_stream_is_served_like_every_route(speech_service: ServiceProce
 
 
 def test_a_stream_named_by_its_request_id_is_cancelled_mid_way(speech_service: ServiceProcess) -> None:
+    """The first audio arrives while the request is still being synthesized (the cancel finds it running: a
+    service that made the whole file first would answer `cancelled: false`), and the cancel stops it there."""
     body = {"model": "tts-1", "input": " ".join([SPOKEN] * 4), "voice": "alloy", "response_format": "pcm"}
     pieces = []
     with httpx.stream("POST", f"{speech_service.url}{SPEECH}", json=body, headers={"X-Request-Id": "speak-cancel-1"},
