@@ -24,6 +24,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gpu_protocol.priority import PRIORITY_HEADER, TENANT_HEADER
+from mcp_bridge.access.scopes import ROUTE_TOOLS, TOOL_TASKS
+from mcp_bridge.client_rights import DIAGNOSTIC_TOOLS, WORK_TOOLS
+from mcp_bridge.mcp.access import MODEL_ARGUMENTS
 from tests.support.bridges import bridge_env
 from tests.support.fake_host import FakeHost
 
@@ -31,10 +35,14 @@ openai = pytest.importorskip("openai")
 
 READY = re.compile(r"is ready at (http://\S+?)/mcp\s")
 AGENT, INDEXER, EMBEDDER, AUTH = "agent-token-0123", "indexer-token-0123", "embedder-token-0123", "auth-token-0123"
+WATCHER, PINNED = "watcher-token-0123", "pinned-token-0123"
+PINNED_MODELS = {"embed": ["m-a"], "rerank": ["r-a"], "bertscore": ["b-a"], "transcribe": ["w-a"], "speak": ["v-a"]}
 CLIENTS = [
     {"name": "agent", "token": AGENT, "requestsPerMinute": 600},
     {"name": "indexer", "token": INDEXER, "priority": "batch", "itemsPerMinute": 60},
     {"name": "embedder", "token": EMBEDDER, "tools": ["gpu_embed"], "models": {"embed": ["m-a"]}},
+    {"name": "watcher", "token": WATCHER, "tools": []},  # the diagnostics only
+    {"name": "pinned", "token": PINNED, "models": PINNED_MODELS},  # every tool, one model per task
 ]
 V1_ROUTES = [("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("POST", "/v1/rerank"), ("POST", "/v2/rerank"),
              ("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations"), ("POST", "/v1/audio/speech")]
@@ -44,8 +52,13 @@ async def healthy(request: Request) -> Response:
     return JSONResponse({"status": "ok", "device": "cpu"})
 
 
+HOST_SAW: list[dict[str, str]] = []
+"""The headers of every /embed call the module's fake host answered (for the class and tenant it was told)."""
+
+
 async def embed(request: Request) -> Response:
     body = await request.json()
+    HOST_SAW.append({k.lower(): v for k, v in request.headers.items()})
     n = len(body["texts"])
     return JSONResponse({"model": body.get("model") or "m-a", "dimensions": 3, "count": n, "truncated": 0,
                          "embeddings": [[1.0, 0.0, 0.0]] * n})
@@ -126,6 +139,78 @@ def test_a_route_or_model_outside_the_scope_is_403_naming_what_is_allowed(bridge
         assert f"may not use {path} (tool gpu_rerank); it may use: gpu_health, gpu_info, gpu_status, gpu_embed" in \
             refused.json()["error"]["message"]
     assert embedder.models.list().data is not None, "/v1/models is open to every known client"
+
+
+WORK_ROUTES = sorted(path for path, tool in ROUTE_TOOLS.items() if tool not in DIAGNOSTIC_TOOLS)
+AUDIO_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations")
+TOOL_CALLS: dict[str, dict[str, Any]] = {
+    "gpu_embed": {"texts": ["a"]},
+    "gpu_similarity": {"texts": ["a"], "texts_b": ["b"]},
+    "gpu_rerank": {"query": "q", "documents": ["d"]},
+    "gpu_bertscore": {"candidates": ["a"], "references": ["b"]},
+    "gpu_transcribe": {"audio_base64": "UklGRgAAAAA=", "filename": "note.wav"},
+    "gpu_speak": {"text": "hello"},
+}
+"""A well-formed call of every tool a client's `tools` may grant."""
+
+
+def route_call(base: str, token: str, path: str, model: str | None = None) -> httpx.Response:
+    """A well-formed call of the `/v1` route `path`, naming `model` when given."""
+    headers, named = {"Authorization": f"Bearer {token}"}, ({"model": model} if model else {})
+    if path in AUDIO_ROUTES:
+        return httpx.post(f"{base}{path}", headers=headers, data=named,
+                          files={"file": ("note.wav", b"RIFF" + bytes(64), "audio/wav")})
+    body = {"/v1/embeddings": {"input": ["a"]}, "/v1/audio/speech": {"input": "hello", "voice": "alloy"}}.get(
+        path, {"query": "q", "documents": ["d"]})
+    return httpx.post(f"{base}{path}", headers=headers, json={**body, **named})
+
+
+@pytest.mark.parametrize("path", WORK_ROUTES)
+def test_every_v1_route_outside_the_tools_is_403_naming_what_is_allowed(bridge: str, path: str) -> None:
+    refused = route_call(bridge, WATCHER, path)
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "permission_error" and error["code"] == "out_of_scope", error
+    assert f"may not use {path} (tool {ROUTE_TOOLS[path]}); it may use: gpu_health, gpu_info, gpu_status" == \
+        error["message"].split("'watcher' ", 1)[1], error
+
+
+@pytest.mark.parametrize("path", WORK_ROUTES)
+def test_every_v1_route_refuses_a_model_outside_the_clients_list(bridge: str, path: str) -> None:
+    task = TOOL_TASKS[ROUTE_TOOLS[path]]
+    refused = route_call(bridge, PINNED, path, model="not-on-its-list")
+    assert refused.status_code == 403, refused.text
+    assert f"may not use the {task} model 'not-on-its-list'; it may use: {PINNED_MODELS[task][0]}" in \
+        refused.json()["error"]["message"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("tool", WORK_TOOLS)
+async def test_every_mcp_tool_outside_the_scope_is_unlisted_and_a_tool_error(bridge: str, tool: str) -> None:
+    async with mcp_client(bridge, WATCHER) as watcher:
+        assert {t.name for t in (await watcher.list_tools()).tools} == set(DIAGNOSTIC_TOOLS)
+        refused = await watcher.call_tool(tool, TOOL_CALLS[tool])
+        assert refused.is_error, refused
+        assert f"may not use tool {tool}; it may use: gpu_health, gpu_info, gpu_status" in refused.content[0].text
+    task, model_argument = TOOL_TASKS[tool], MODEL_ARGUMENTS.get(tool, ("model",))[0]
+    async with mcp_client(bridge, PINNED) as pinned:
+        wrong = await pinned.call_tool(tool, {**TOOL_CALLS[tool], model_argument: "not-on-its-list"})
+        assert wrong.is_error, wrong
+        assert f"may not use the {task} model 'not-on-its-list'; it may use: {PINNED_MODELS[task][0]}" in \
+            wrong.content[0].text
+
+
+def test_input_type_on_v1_embeddings_reaches_the_host_as_the_class(bridge: str) -> None:
+    """Two short texts: interactive by size, unless `input_type` says they are documents (OpenClaw's indexing)."""
+    for input_type, expected in (("document", "batch"), ("query", "interactive"), ("passage", "batch"),
+                                 (None, "interactive")):
+        HOST_SAW.clear()
+        body = {"input": ["a note to index", "and another"], "model": "m-a"}
+        answer = httpx.post(f"{bridge}/v1/embeddings", headers={"Authorization": f"Bearer {AGENT}"},
+                            json=body | ({"input_type": input_type} if input_type else {}))
+        assert answer.status_code == 200, answer.text
+        told = [(h.get(PRIORITY_HEADER.lower()), h.get(TENANT_HEADER.lower())) for h in HOST_SAW]
+        assert told == [(expected, "agent")], (input_type, told)
 
 
 def test_a_bad_priority_header_is_400(bridge: str) -> None:

@@ -12,10 +12,21 @@ import threading
 
 import pytest
 
-from gpu_protocol.priority import ClassChooser, by_size, capped, parse_priority, parse_tenant, speak_by_size
+from gpu_protocol.priority import (
+    ClassChooser,
+    audio_by_size,
+    by_size,
+    capped,
+    estimate_audio_seconds,
+    estimate_tokens,
+    parse_priority,
+    parse_tenant,
+    rerank_by_size,
+    speak_by_size,
+)
 from gpu_service.errors import Overloaded
 from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler, _Item
-from gpu_service.scheduling.lanes import Lane, TenantQueue
+from gpu_service.scheduling.lanes import Lane, TenantQueue, lane_for
 from tests.support.waiting import wait_until_async
 
 BULK = Lane("batch", "indexer")
@@ -156,6 +167,26 @@ async def test_a_batch_class_batch_is_kept_to_the_target_duration() -> None:
     await sched.close()
 
 
+@pytest.mark.anyio
+async def test_a_voice_note_goes_into_the_next_batch_while_a_long_recording_is_transcribed() -> None:
+    """Transcription's classes in the scheduler, lanes and chunk costs as its service makes them (each 30 s
+    chunk an equal share of a batch). In-process: on a real service, Whisper would have to work through
+    minutes of audio before the order showed, too slow for the suite."""
+    engine = HeldEngine()
+    sched = scheduler(engine, max_batch_size=8, max_batch_tokens=800)
+    cost = sched.max_batch_tokens // 8
+    chunks = [f"recording chunk {i}" for i in range(40)]  # twenty minutes: five batches of eight
+    engine.gate.clear()
+    recording = asyncio.create_task(sched.submit(chunks, [cost] * 40, lane=lane_for(audio_by_size(seconds=1_200))))
+    await wait_until_async(engine.started.is_set, timeout=10, message="the recording's first batch never started")
+    note = asyncio.create_task(sched.submit(["voice note"], [cost], lane=lane_for(audio_by_size(seconds=45))))
+    await wait_until_async(lambda: sched.queued_by_class()["interactive"] == 1, timeout=10)
+    engine.gate.set()
+    assert await note == ["voice note"] and await recording == chunks
+    assert batch_of(engine, "voice note") == 1, engine.batches
+    await sched.close()
+
+
 def test_tenant_queue_serves_tenants_in_turn_and_keeps_each_ones_order() -> None:
     queue: TenantQueue[str] = TenantQueue()
     queue.push("a", ["a1", "a2", "a3"])
@@ -262,6 +293,7 @@ def test_the_class_rule() -> None:
     assert by_size(items=1, tokens=40, input_type="query") == "interactive"
     assert by_size(items=9, tokens=90) == "batch"
     assert speak_by_size(characters=200) == "interactive" and speak_by_size(characters=4_000) == "batch"
+    assert speak_by_size(characters=1_000) == "interactive" and speak_by_size(characters=1_001) == "batch"
     assert capped("interactive", "batch") == "batch" and capped("batch", "interactive") == "batch"
     assert parse_priority(" Batch ") == "batch" and parse_priority(None) is None
     with pytest.raises(ValueError, match="interactive, batch"):
@@ -269,3 +301,18 @@ def test_the_class_rule() -> None:
     assert parse_tenant(None) == "" and parse_tenant("team-a") == "team-a"
     with pytest.raises(ValueError, match="64 printable"):
         parse_tenant("x" * 65)
+    # At each boundary, the last size that is interactive and one more. Embeddings and BERTScore (its pairs
+    # are the items, both sides' tokens the tokens) share `by_size`; rerank counts documents, speech seconds.
+    assert by_size(items=8, tokens=1_000) == "interactive"
+    assert by_size(items=9, tokens=9) == "batch" and by_size(items=1, tokens=1_001) == "batch"
+    assert by_size(items=20, tokens=4_000, input_type="query") == "interactive"  # a query may be long
+    assert by_size(items=1, tokens=4_001, input_type="Query") == "batch"
+    assert by_size(items=1, tokens=3, input_type="passage") == "batch"
+    assert by_size(items=1, tokens=3, input_type="something else") == "interactive"
+    assert estimate_tokens(["abcd", "abcde"]) == 3  # the bridge's count: four characters a token, rounded up
+    assert rerank_by_size(documents=1) == "interactive" and rerank_by_size(documents=100) == "interactive"
+    assert rerank_by_size(documents=101) == "batch"
+    assert audio_by_size(seconds=60.0) == "interactive" and audio_by_size(seconds=60.5) == "batch"
+    assert audio_by_size(seconds=3_600) == "batch"
+    assert audio_by_size(seconds=estimate_audio_seconds(960_000)) == "interactive"  # a minute at 128 kbit/s
+    assert audio_by_size(seconds=estimate_audio_seconds(960_001)) == "batch"
