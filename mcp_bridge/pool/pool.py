@@ -316,7 +316,7 @@ class HostPool:
         request_id = uuid.uuid4().hex
         timeout = max(0.05, min(host.timeout, deadline - started))
         chosen = current_class.get()
-        sharing = host.protocol.sharing_headers(chosen.priority, chosen.tenant) if chosen else {}
+        sharing = host.protocol.sharing_headers(chosen.told_priority, chosen.tenant) if chosen else {}
         try:
             response = await host.client.request(
                 call.method, call.path, json=call.json, files=call.files, data=call.data, timeout=timeout,
