@@ -49,6 +49,12 @@ def decide(by_size: Priority, *, sized: bool = True) -> CallClass:
                      told=sized or caller.asked is not None or caller.highest != PRIORITIES[0])
 
 
+def call_priority() -> Priority | None:
+    """The current call's class at the bridge (None: no call decided one), for the hosts it may use now."""
+    chosen = current_class.get()
+    return chosen.priority if chosen else None
+
+
 @contextmanager
 def classed(by_size: Priority, *, sized: bool = True) -> Iterator[CallClass]:
     """Decide the current call's class (`decide`) and hold it for everything the call does."""
