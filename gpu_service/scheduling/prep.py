@@ -77,9 +77,9 @@ class PrepQueue:
         try:
             result = work.fn(*work.args)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-            work.loop.call_soon_threadsafe(_settle, work.future, None, exc)
+            _on_loop(work, _settle, work.future, None, exc)
         else:
-            work.loop.call_soon_threadsafe(_settle, work.future, result, None)
+            _on_loop(work, _settle, work.future, result, None)
 
     def close(self) -> None:
         """Stop the thread (after the piece in progress); whatever still waits is cancelled."""
@@ -87,8 +87,15 @@ class PrepQueue:
             self._thread.shutdown(wait=False, cancel_futures=True)
             left = [work for queue in self._waiting.values() for work in queue.drain()]
         for work in left:
-            if not work.loop.is_closed():
-                work.loop.call_soon_threadsafe(work.future.cancel)
+            _on_loop(work, work.future.cancel)
+
+
+def _on_loop(work: _Work, fn: Callable[..., Any], *args: Any) -> None:
+    """Run `fn` on the loop of the caller that waits for `work` (nothing to do once that loop is closed)."""
+    try:
+        work.loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop closed: its caller is gone
+        pass
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
