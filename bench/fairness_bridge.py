@@ -55,8 +55,8 @@ class BridgeProcess(ServerProcess):
 
 
 def tenant_headers(bridge: BridgeProcess, tenant: str) -> dict[str, str]:
-    """How a tenant's client calls the bridge. Today: the bridge's one token and `X-GPU-Tenant`, which a bridge
-    without `clients` takes as the caller's tenant (docs/sharing.md): its slot gate shares by it and it travels
-    to the hosts' queues. With the bridge's per-client tokens (issue 28 §2) this becomes that client's own
-    token, from which the bridge takes the tenant."""
+    """How a tenant's client calls the bridge: the bridge's one token and `X-GPU-Tenant`, which a bridge without
+    `clients` takes as the caller's tenant (docs/sharing.md): its slot gate shares by it and it travels to the
+    hosts' queues. A bridge with `clients` (per-client tokens) takes the tenant from the client's own token
+    instead; this bench starts its bridge without them, so one token serves every tenant."""
     return {**bridge.headers, TENANT_HEADER: tenant}

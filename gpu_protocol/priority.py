@@ -42,8 +42,9 @@ CHARS_PER_TOKEN = 4
 """Where no tokenizer is at hand (the bridge), a text counts as one token per this many characters, rounded
 up: about what BERT-style and GPT-style tokenizers give for English prose."""
 AUDIO_BYTES_PER_SECOND = 16_000
-"""Where an audio file's length is unknown (not decoded), it counts as one second per this many bytes: a
-128 kbit/s MP3 or AAC file, the usual voice note."""
+"""Where an audio file's length is unknown (not decoded, not a WAV file), the bridge counts it as one second per
+this many bytes (a 128 kbit/s MP3 or AAC file, the usual voice note) for its own slot gate; it does not tell the
+host a class so guessed (the host decides from the decoded length)."""
 
 _BATCH_INPUT_TYPES = {"document", "passage"}
 _INTERACTIVE_INPUT_TYPES = {"query"}

@@ -197,8 +197,9 @@ async def _check(config: BridgeConfig, source: str) -> int:
 
 
 async def _print_sharing(bridge: Bridge) -> None:
-    """Each host's queue per class (from its /status) and the bridge's fair share (docs/sharing.md)."""
-    from mcp_bridge.pool.views import queued_in_words, sharing_in_words
+    """Each host's queue per class (from its /status), and where a running bridge's fair share is: this check
+    is a fresh process that has served nothing, so its own counters would always be empty (docs/sharing.md)."""
+    from mcp_bridge.pool.views import queued_in_words
 
     status = await bridge.gpu.status()
     print("\nqueues per class (each host's /status; a host older than the classes gives its total only):")
@@ -207,10 +208,9 @@ async def _print_sharing(bridge: Bridge) -> None:
         queued = queued_in_words(service.queue_depth, service.queued_by_class) if isinstance(
             service, StatusResponse) else "unreachable"
         print(f"  {host.name}: {queued}")
-    if status.sharing is not None:
-        print("fair share at the bridge (since it started):")
-        for line in sharing_in_words(status.sharing):
-            print(f"  {line}")
+    print("fair share at a running bridge (shards waiting per class, items and refusals per tenant, quota left): "
+          "its gpu_status tool, and on an HTTP bridge GET /metrics with its token (docs/sharing.md); "
+          "this check serves no calls, so it has none of its own")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,8 @@
   clear 504 instead of hanging them (the load itself goes on and is kept if it works).
 - A memory budget with least-recently-used eviction of idle models; the configured
   defaults are never evicted, and no model is evicted while a request uses it.
-- Each loaded model owns a preprocessing thread (its tokenizer lives there) and a
-  batch scheduler with its own model thread.
+- Each loaded model owns a preprocessing thread (its tokenizer lives there), taking its work in
+  class order (scheduling/prep.py), and a batch scheduler with its own model thread.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +28,8 @@ from gpu_service.models.engine import Engine
 from gpu_service.models.resolve import ModelPolicy, ResolvedModel, resolve
 from gpu_service.models.whisper_catalog import check_kind
 from gpu_service.scheduling.batching import BatchObserver, BatchScheduler
+from gpu_service.scheduling.lanes import Lane
+from gpu_service.scheduling.prep import PrepQueue
 from gpu_service.settings import BatchLimits, Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class LoadedModel:
     key: ModelKey
     engine: Engine
     scheduler: BatchScheduler[Any, Any]
-    prep: ThreadPoolExecutor
+    prep: PrepQueue
     default: bool
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -70,9 +71,10 @@ class LoadedModel:
             raise TypeError(f"model {self.key.label!r} has a {type(self.engine).__name__}, not a {kind.__name__}")
         return self.engine
 
-    async def prepare(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn` on this model's preprocessing thread (the only thread that touches its tokenizer)."""
-        return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
+    async def prepare(self, fn: Callable[..., T], *args: Any, lane: Lane) -> T:
+        """Run `fn` on this model's preprocessing thread (the only thread that touches its tokenizer), in
+        `lane`'s turn: interactive preparation never waits behind batch preparation that has not started."""
+        return await self.prep.run(lane, fn, *args)
 
     def info(self) -> ModelInfo:
         details = self.engine.details()
@@ -90,7 +92,7 @@ class LoadedModel:
 
     async def close(self) -> None:
         await self.scheduler.close()
-        self.prep.shutdown(wait=False, cancel_futures=True)
+        self.prep.close()
         self.engine.close()
 
 
@@ -222,7 +224,7 @@ class ModelRegistry:
             key=key,
             engine=engine,
             scheduler=scheduler,
-            prep=ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prep-{key.label}"),
+            prep=PrepQueue(key.label),
             default=key in self.defaults,
         )
         self._loaded[key] = model

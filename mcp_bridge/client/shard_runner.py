@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 
 from mcp_bridge.client.dispatch import Lane
 from mcp_bridge.client.sharding import Progress, RunShard, run_sharded
+from mcp_bridge.pool.call_class import call_priority
 from mcp_bridge.pool.hosts import Host, Rate
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.routing import Need, best, candidates
@@ -74,7 +75,7 @@ class ShardRunner:
         pinned call, when nothing is usable (the pool panics) or with dispatch "pool"."""
         hosts = [h for h in self.pool.hosts if h.can_serve(need.task)]
         now = self.pool.clock()
-        usable = best([h for h in candidates(hosts, need) if h.usable(now)], need)
+        usable = best([h for h in candidates(hosts, need) if h.usable(now, call_priority())], need)
         if shards <= 1 or pin is not None or self.dispatch == "pool" or not usable:
             return [Lane(None, max(1, sum(h.max_concurrent or 2 for h in hosts)))]
         return [Lane(h.name, lane_slots(h), fresh_rate(h, kind, now), busy=partial(_in_flight, h)) for h in usable]

@@ -23,6 +23,7 @@ from gpu_protocol.transcribe import (
     VerboseTranscription,
 )
 from mcp_bridge.client.audio_decode import RATE, can_decode, decode
+from mcp_bridge.client.audio_length import wav_seconds
 from mcp_bridge.client.audio_split import Part, part_count, split_audio
 from mcp_bridge.client.results import TranscribeOutcome
 from mcp_bridge.client.shard_runner import ShardRunner
@@ -52,9 +53,11 @@ class Transcriber:
         started = time.perf_counter()
         await self._describe_unheard()
         parts = await self._parts(request) if host is None else None
-        seconds = (sum(p.seconds for p in parts) if parts else request.seconds) or estimate_audio_seconds(
-            len(request.audio))
-        with classed(audio_by_size(seconds=seconds)):
+        known = (sum(p.seconds for p in parts) if parts else request.seconds) or wav_seconds(request.audio)
+        # Unknown (a compressed file not decoded): its bytes only guess, for the bridge's own slots; the host
+        # decides its class from the decoded length unless the caller chose one.
+        seconds = known if known is not None else estimate_audio_seconds(len(request.audio))
+        with classed(audio_by_size(seconds=seconds), sized=known is not None):
             if not parts:
                 answer, chosen = await self._ask(request, deadline, host)
                 return TranscribeOutcome(answer, [chosen], 1, time.perf_counter() - started)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcp_bridge.pool.call_class import CallClass
+from gpu_protocol.priority import Priority
+from mcp_bridge.pool.call_class import CallClass, call_priority
 from mcp_bridge.pool.errors import Failure, HostRejected, PoolBusy
 from mcp_bridge.pool.gate import Place, SlotGate, slot_watcher
 from mcp_bridge.pool.hosts import Clock, Host
@@ -44,6 +45,10 @@ class Attempts:
     """The host the waiting room handed it (that host's slot is held for its next attempt)."""
     waited: bool = False
     """It has waited in the waiting room since it last had a host."""
+    priority: Priority | None = field(default_factory=call_priority)
+    """Its call's class (the current one when it starts): a host cooling down for batch calls only is still of
+    use to an interactive one. Kept here, as the slot gate asks `fits` in the context of whichever request
+    freed the slot."""
 
     async def wait_for_slot(self, gate: SlotGate, call_class: CallClass | None, clock: Clock) -> None:
         """Wait in the slot gate (a second at most, keeping the place) for a host it hands over (`handed`)."""
@@ -75,7 +80,7 @@ class Attempts:
 
     def fits(self, host: Host, now: float) -> bool:
         """Whether a freed slot on `host` is of use to this request now (the slot gate asks)."""
-        return (host.name not in self.tried and host.name not in self.out.names and host.usable(now)
+        return (host.name not in self.tried and host.name not in self.out.names and host.usable(now, self.priority)
                 and any(h is host for h in self.able))
 
     def note_tried(self, host: Host) -> None:
@@ -90,7 +95,7 @@ class Attempts:
         if name is None or name in self.tried or name in self.out.names:
             return None
         host = next((h for h in self.able if h.name == name), None)
-        return host if host is not None and host.usable(now) and host.has_capacity() else None
+        return host if host is not None and host.usable(now, self.priority) and host.has_capacity() else None
 
     @property
     def task(self) -> Task:
@@ -104,7 +109,7 @@ class Attempts:
         """Out of time or retries, and every host only said it was busy: that is overload (PoolBusy), not failure."""
         if not (self.busy_only and self.errors):
             return
-        waits = [h.cooling_left(now) for h in self.able if h.cooling(now)]
+        waits = [h.cooling_left(now, self.priority) for h in self.able if h.cooling(now, self.priority)]
         retry_after = max(1.0, min(waits)) if waits else 1.0
         raise PoolBusy(self.summary("every host is busy"), retry_after)
 

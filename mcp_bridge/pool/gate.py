@@ -4,8 +4,8 @@ When a request ends on a host (`freed`), the slot is handed to the waiter that c
 host can serve, and held for it (`Host.reserve`) until it sends: a request arriving meanwhile finds the host
 full and queues behind the waiters rather than taking the slot first. A waiter wakes on its own every
 second at most (hosts come back, new ones are found, the deadline nears) and keeps its place while it waits
-again. The counters (waits per class, items and refusals per tenant) are what `gpu_status` and
-`gpu-bridge --check` show (views.py); the bridge has no `/metrics`.
+again. The counters (waits per class, items and refusals per tenant) are what `gpu_status` shows (views.py)
+and the HTTP bridge's `GET /metrics` exports (mcp_bridge/http_api/metrics.py).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ machine is easy to follow:
        └──── passing health probe ◀─────────┘
     healthy ──M failed probes──▶ unhealthy ──K passing probes──▶ healthy
     429/503 + Retry-After ──▶ cooling down until then (not a failure)
+    429 to a batch call   ──▶ cooling down for batch calls only (its batch queue is full; interactive has its own)
 
 A host whose /health says `degraded` (a default model failed to load there) stays
 usable: it serves the models it has. A call that needs the missing model is not sent
@@ -27,10 +28,13 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from gpu_protocol.priority import Priority
 from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.status import StatusResponse
 from gpu_protocol.versions import PROTOCOL_VERSION
 from mcp_bridge.config import BridgeConfig, HostConfig
+from mcp_bridge.pool.call_class import CallClass
+from mcp_bridge.pool.errors import Failure
 from mcp_bridge.pool.routing import served_models
 from mcp_bridge.pool.versioning import HostDescription
 from mcp_bridge.pool.views import HostState, HostView
@@ -62,6 +66,8 @@ class HostRecord:
     ejections: int = 0
     ejected_until: float = 0.0
     cooldown_until: float = 0.0
+    batch_cooldown_until: float = 0.0
+    """Until when batch calls leave it alone: it refused one (429) because its batch queue was full."""
     healthy: bool = True
     probe_failures: int = 0
     probe_successes: int = 0
@@ -128,12 +134,18 @@ class Host:
     def ejected(self, now: float) -> bool:
         return now < self.record.ejected_until
 
-    def cooling(self, now: float) -> bool:
-        return now < self.record.cooldown_until
+    def cooling(self, now: float, priority: Priority | None = None) -> bool:
+        """Cooling down for calls of `priority` (None: the host as a whole, for probes and its state)."""
+        return now < self._cool_until(priority)
 
-    def usable(self, now: float) -> bool:
-        """Healthy, not ejected, not cooling down. (Capacity is checked separately.)"""
-        return self.record.healthy and not self.ejected(now) and not self.cooling(now)
+    def _cool_until(self, priority: Priority | None) -> float:
+        if priority == "batch":
+            return max(self.record.cooldown_until, self.record.batch_cooldown_until)
+        return self.record.cooldown_until
+
+    def usable(self, now: float, priority: Priority | None = None) -> bool:
+        """Healthy, not ejected, not cooling down for calls of `priority`. (Capacity is checked separately.)"""
+        return self.record.healthy and not self.ejected(now) and not self.cooling(now, priority)
 
     def has_capacity(self) -> bool:
         return self.max_concurrent is None or self.record.in_flight + self.record.reserved < self.max_concurrent
@@ -144,12 +156,12 @@ class Host:
     def unreserve(self) -> None:
         self.record.reserved = max(0, self.record.reserved - 1)
 
-    def out_until(self) -> float:
-        """When the host is usable again as far as ejection and cool-down go (for panic mode)."""
-        return max(self.record.ejected_until, self.record.cooldown_until)
+    def out_until(self, priority: Priority | None = None) -> float:
+        """When the host is usable again for calls of `priority` as far as ejection and cool-down go (panic mode)."""
+        return max(self.record.ejected_until, self._cool_until(priority))
 
-    def cooling_left(self, now: float) -> float:
-        return max(0.0, self.record.cooldown_until - now)
+    def cooling_left(self, now: float, priority: Priority | None = None) -> float:
+        return max(0.0, self._cool_until(priority) - now)
 
     def state(self, now: float) -> HostState:
         if self.ejected(now):
@@ -214,10 +226,17 @@ class Host:
         """A 4xx: the caller's problem, not held against the host, but shown as its last error."""
         self.record.last_error = error
 
-    def cool_down(self, seconds: float, error: str) -> None:
-        """Busy (429/503 with Retry-After): leave it alone that long; not a failure."""
-        self.record.cooldown_until = max(self.record.cooldown_until, self._clock() + seconds)
-        self.record.last_error = error
+    def cool_down(self, busy: Failure, call_class: CallClass | None = None) -> None:
+        """Busy (429/503, with a Retry-After or 1 s): leave it alone that long; not a failure. A 429 to a call
+        this host was told is batch (X-GPU-Priority) says its batch queue is full: batch calls leave it alone,
+        interactive ones, which have a queue and a cap of their own there, still go."""
+        until = self._clock() + (busy.retry_after or 1.0)
+        told = call_class.told_priority if call_class else None
+        if busy.status == 429 and told == "batch" and self.protocol.sharing_headers(told, ""):
+            self.record.batch_cooldown_until = max(self.record.batch_cooldown_until, until)
+        else:
+            self.record.cooldown_until = max(self.record.cooldown_until, until)
+        self.record.last_error = busy.message
 
     def probe_passed(self) -> None:
         rec = self.record
@@ -252,6 +271,7 @@ class Host:
             origin=self.origin,
             state=self.state(now),
             ejected_for_s=round(rec.ejected_until - now, 1) if self.ejected(now) else None,
+            batch_cooling_s=round(rec.batch_cooldown_until - now, 1) if now < rec.batch_cooldown_until else None,
             in_flight=rec.in_flight,
             weight=self.weight,
             ewma_latency_ms=round(rec.ewma_latency_s * 1000, 1) if rec.ewma_latency_s is not None else None,

@@ -27,7 +27,7 @@ from gpu_protocol.routes import REQUEST_ID_HEADER
 from mcp_bridge.config import BridgeConfig, HostConfig
 from mcp_bridge.pool.attempts import Attempts
 from mcp_bridge.pool.balancing import balancer
-from mcp_bridge.pool.call_class import current_class
+from mcp_bridge.pool.call_class import call_priority, current_class
 from mcp_bridge.pool.classify import MAX_RETRY_AFTER_S, classify_answer, classify_error
 from mcp_bridge.pool.errors import (
     Failure,
@@ -103,13 +103,13 @@ class HostPool:
         now = self.clock()
         need = Need(task, model)
         able = [h for h in candidates(self.hosts, need) if h.name not in exclude and h.has_capacity()]
-        usable = [h for h in able if h.usable(now)]
+        priority = call_priority()
+        usable = [h for h in able if h.usable(now, priority)]
         if not usable:
             if not able:
                 return None
-            # Panic: everything is out; trying beats failing without trying.
-            self.panics += 1
-            return min(able, key=lambda h: h.out_until())
+            self.panics += 1  # panic: everything is out; trying beats failing without trying
+            return min(able, key=lambda h: h.out_until(priority))
         return self._balancer.choose(best(usable, need))
 
     def _able(self, task: Task) -> list[Host]:
@@ -289,7 +289,7 @@ class HostPool:
         second = self.pick(state.task, exclude=state.tried | state.out.names, model=state.need.model)
         if second is None and primary.cluster:
             second = primary  # even while ejected: it is the one being tried (panic mode) and may hold live replicas
-        if second is None or not (second is primary or second.usable(self.clock())):
+        if second is None or not (second is primary or second.usable(self.clock(), call_priority())):
             return None
         if not state.out.fit(second, call, state.calls, state.errors):
             return None
@@ -316,7 +316,7 @@ class HostPool:
         request_id = uuid.uuid4().hex
         timeout = max(0.05, min(host.timeout, deadline - started))
         chosen = current_class.get()
-        sharing = host.protocol.sharing_headers(chosen.priority, chosen.tenant) if chosen else {}
+        sharing = host.protocol.sharing_headers(chosen.told_priority, chosen.tenant) if chosen else {}
         try:
             response = await host.client.request(
                 call.method, call.path, json=call.json, files=call.files, data=call.data, timeout=timeout,
@@ -367,12 +367,12 @@ class HostPool:
         elif failure.kind == "model":
             host.rejected(failure.message)
         else:
-            host.cool_down(failure.retry_after or 1.0, failure.message)
+            host.cool_down(failure, current_class.get())
         log.info("host %s: %s", host.name, failure.message)
 
     async def _backoff(self, hosts: list[Host], deadline: float) -> None:
         now = self.clock()
-        waits = [h.cooling_left(now) for h in hosts if h.cooling(now)]
+        waits = [h.cooling_left(now, call_priority()) for h in hosts if h.cooling(now, call_priority())]
         delay = min(waits) if waits and len(waits) == len(hosts) else self._rng.uniform(0.05, 0.25)
         await self._sleep(max(0.0, min(delay, deadline - now, MAX_RETRY_AFTER_S)))
 

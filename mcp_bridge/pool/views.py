@@ -47,6 +47,9 @@ class HostView(BaseModel):
     """For a host found by DNS discovery: the name of the config entry it came from."""
     state: HostState
     ejected_for_s: float | None
+    batch_cooling_s: float | None = None
+    """Seconds batch calls still leave it alone (it refused one with a 429: its batch queue is full; interactive
+    calls still go); None when they do not."""
     in_flight: int
     weight: float
     ewma_latency_ms: float | None

@@ -16,14 +16,14 @@ from gpu_protocol.bertscore import (
     BertScoreResponse,
     ScoreMeans,
 )
-from gpu_protocol.priority import by_size
+from gpu_protocol.priority import by_size, estimate_tokens
 from gpu_service.errors import Unavailable, Unprocessable
 from gpu_service.limits import check_texts
 from gpu_service.models.registry import LoadedModel, ModelKey, ModelRegistry
 from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
 from gpu_service.scheduling.jobs import Job, JobTracker, Timing
-from gpu_service.scheduling.lanes import lane_for
+from gpu_service.scheduling.lanes import Lane, lane_for
 from gpu_service.settings import Settings
 from gpu_service.tasks.bertscore.engine import (
     BertScoreEngine,
@@ -84,7 +84,8 @@ class BertScorer:
         key, _, _ = self._bertscore_model(req)
         async with self.registry.use(key) as loaded:
             started = time.monotonic()
-            counts = await loaded.prepare(loaded.engine_as(BertScoreEngine).document_counts, req.sentences)
+            lane = lane_for(by_size(items=len(req.sentences), tokens=estimate_tokens(req.sentences)))
+            counts = await loaded.prepare(loaded.engine_as(BertScoreEngine).document_counts, req.sentences, lane=lane)
         return Result(BertScoreIdfResponse(model=key.name, documents=counts.documents, counts=counts.counts),
                       model=key.name, timing=Timing(inference_s=time.monotonic() - started))
 
@@ -104,9 +105,11 @@ class BertScorer:
             async with self.registry.use(key) as loaded:
                 engine = loaded.engine_as(BertScoreEngine)
                 unique = list(dict.fromkeys([*req.candidates, *req.references]))
-                encoded = dict(zip(unique, await loaded.prepare(engine.prepare, unique), strict=True))
+                # Its class while it is tokenized: by its characters, as the bridge counts them.
+                job.lane = lane_for(by_size(items=len(req.candidates), tokens=estimate_tokens(unique)))
+                encoded = dict(zip(unique, await loaded.prepare(engine.prepare, unique, lane=job.lane), strict=True))
                 job.lane = lane_for(by_size(items=len(req.candidates), tokens=sum(e.cost for e in encoded.values())))
-                weights = await _idf_weights(loaded, engine, req)
+                weights = await _idf_weights(loaded, engine, req, job.lane)
                 embeddings = await _embeddings(loaded, engine, encoded, job, deadline)
                 # Each sentence was embedded once; each distinct pair is matched once and its scores
                 # fanned out, so equal pairs score bit-identically wherever they sit in the request.
@@ -140,12 +143,13 @@ class BertScorer:
         return Result(response, model=key.name, timing=job.timing(), truncated=response.truncated)
 
 
-async def _idf_weights(loaded: LoadedModel, engine: BertScoreEngine, req: BertScoreRequest) -> dict[int, float]:
+async def _idf_weights(loaded: LoadedModel, engine: BertScoreEngine, req: BertScoreRequest,
+                       lane: Lane) -> dict[int, float]:
     """The token weights a BERTScore request asks for: idf from its counts or sentences, or uniform."""
     if req.idf_counts is not None:
         return engine.idf_weights(req.idf_counts)
     if req.idf:
-        counted = await loaded.prepare(engine.document_counts, req.idf_sentences or req.references)
+        counted = await loaded.prepare(engine.document_counts, req.idf_sentences or req.references, lane=lane)
         return engine.idf_weights(counted)
     return engine.uniform_weights()
 

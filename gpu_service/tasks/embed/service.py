@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpu_protocol.priority import by_size
+from gpu_protocol.priority import by_size, estimate_tokens
 from gpu_protocol.similarity import SimilarityRequest, SimilarityResponse, top_matches
 from gpu_service.errors import Unprocessable
 from gpu_service.limits import check_texts
@@ -79,7 +79,9 @@ class Embedder:
                 if prompt_name is None and prompt is None and input_type in engine.prompts:
                     prompt_name = input_type  # the model's own prompt for this kind of text
                 chosen_prompt = engine.prompt_for(prompt_name, prompt)
-                tokenized = await loaded.prepare(engine.prepare, texts_once.values, chosen_prompt)
+                # Its class while it is tokenized: by its characters, as the bridge counts them.
+                prep_lane = lane_for(by_size(items=len(texts), tokens=estimate_tokens(texts), input_type=input_type))
+                tokenized = await loaded.prepare(engine.prepare, texts_once.values, chosen_prompt, lane=prep_lane)
                 inputs_once = distinct([tuple(t.ids) for t in tokenized])
                 items = [tokenized[i] for i in inputs_once.first]
                 job.total = len(items)

@@ -56,7 +56,8 @@ class Reranker:
         try:
             async with self.registry.use(key) as loaded:
                 engine = loaded.engine_as(RerankEngine)
-                prepared = await loaded.prepare(engine.prepare, query, once.values, doc_tokens)
+                job.lane = lane_for(rerank_by_size(documents=len(documents)))
+                prepared = await loaded.prepare(engine.prepare, query, once.values, doc_tokens, lane=job.lane)
                 pairs = once.fan_out(prepared)  # one per document again, for the checks and counts
                 if not truncate:
                     too_long = next((i for i, pair in enumerate(pairs) if pair.truncated), None)
@@ -65,7 +66,6 @@ class Reranker:
                             f"{field}[{too_long}], together with the query, is longer than the {engine.max_length} "
                             f"tokens model {key.label!r} reads; send truncate=true to cut it, or a shorter text"
                         )
-                job.lane = lane_for(rerank_by_size(documents=len(documents)))
                 logits = await loaded.scheduler.submit(prepared, [p.cost for p in prepared], job=job, deadline=deadline)
         finally:
             self.jobs.finish(job)

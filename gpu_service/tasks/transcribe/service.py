@@ -112,14 +112,17 @@ class Speech:
         decoding = DecodeOptions(language=language, task=task, prompt=options.prompt,
                                  temperature=options.temperature,
                                  word_timestamps="word" in options.timestamp_granularities)
-        prepared = await loaded.prepare(engine.prepare, samples, decoding, job)
+        # Its class is known from the decoded length already, so its preparation (voice detection, features:
+        # seconds for an hour's recording) waits in it too: a voice note never waits behind a long file's.
+        lane = lane_for(audio_by_size(seconds=samples.shape[0] / RATE))
+        prepared = await loaded.prepare(engine.prepare, samples, decoding, job, lane=lane)
         outputs: list[Any] = []
         if prepared.chunks:
             # Each chunk costs an equal share of the batcher's budget: `batch_chunks` fill a batch.
             cost = max(1, loaded.scheduler.max_batch_tokens // engine.batch_chunks)
             outputs = await loaded.scheduler.submit(prepared.chunks, [cost] * len(prepared.chunks), job=batches,
                                                     deadline=deadline,
-                                                    lane=lane_for(audio_by_size(seconds=prepared.duration)))
+                                                    lane=lane)
         found = segments(prepared, outputs, options.temperature)
         text = " ".join(s.text.strip() for s in found if s.text.strip())
         return Transcript(text=text, language=language, duration=round(prepared.duration, 3), segments=found,
