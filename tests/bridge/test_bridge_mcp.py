@@ -263,6 +263,7 @@ async def test_results_keep_input_order_across_shards_and_hosts(service: Service
     async with bridge_client(config) as c:
         r = await c.call_tool("gpu_embed", {"texts": texts})
         single = await c.call_tool("gpu_embed", {"texts": texts[:40], "host": "a"})
+    assert not r.is_error and not single.is_error, (r.content, single.content)
     assert sorted(r.structured_content["hosts"]) == ["a", "b"]
     vectors = r.structured_content["embeddings"]
     assert len(vectors) == 300
