@@ -22,7 +22,7 @@ from tests.support.in_process import (
     refuse_if_slow,
     sort_by_folder,
 )
-from tests.support.services import ServiceProcess
+from tests.support.services import ServiceProcess, tiny_reranker_models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -63,6 +63,29 @@ def service() -> Iterator[ServiceProcess]:
 def keyed_service() -> Iterator[ServiceProcess]:
     """A shared service that requires X-API-Key."""
     svc = ServiceProcess(env={"API_KEY": "s3cret-test-key-123"}).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a service whose default reranker is bench/tiny_reranker.py's (built once)."""
+    return tiny_reranker_models(tmp_path_factory.mktemp("models"))
+
+
+@process_fixture(scope="session")
+def reranker_service(tiny_reranker_env: dict[str, str]) -> Iterator[ServiceProcess]:
+    """A shared service with the tiny cross-encoder as its default reranker, no API key."""
+    svc = ServiceProcess(env=tiny_reranker_env).start()
+    yield svc
+    svc.stop()
+
+
+@process_fixture(scope="session")
+def small_batch_service() -> Iterator[ServiceProcess]:
+    """A shared service that runs batches of 16 texts at most (GPU_MAX_BATCH_SIZE): for the tests that cancel a
+    long job and count the batches that ran after it (counted from before the test: others use it too)."""
+    svc = ServiceProcess(env={"GPU_MAX_BATCH_SIZE": "16"}).start()
     yield svc
     svc.stop()
 
