@@ -22,6 +22,7 @@ from tests.support.in_process import (
     refuse_if_slow,
     sort_by_folder,
 )
+from tests.support.ordering import slowest_files_first
 from tests.support.services import ServiceProcess, tiny_reranker_models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -129,12 +130,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Long soak runs and the Ray Serve cluster tests only with `make soak` (GPU_BRIDGE_SOAK=1);
     the Ray tests alone with GPU_BRIDGE_RAY=1 (`pytest -m ray`). Every test outside tests/unit is `slow`
-    (tests/support/in_process.py)."""
+    (tests/support/in_process.py). The slowest files come first (tests/support/ordering.py)."""
     soak = os.environ.get("GPU_BRIDGE_SOAK") == "1"
     ray = soak or os.environ.get("GPU_BRIDGE_RAY") == "1"
     skip_soak = pytest.mark.skip(reason="soak test: run with `make soak`")
     skip_ray = pytest.mark.skip(reason="Ray Serve cluster test: run with `make soak` (or GPU_BRIDGE_RAY=1)")
     sort_by_folder(items)
+    slowest_files_first(items)
     for item in items:
         if "soak" in item.keywords and not soak:
             item.add_marker(skip_soak)
