@@ -22,7 +22,8 @@ from tests.support.in_process import (
     refuse_if_slow,
     sort_by_folder,
 )
-from tests.support.services import ServiceProcess
+from tests.support.ordering import slowest_files_first
+from tests.support.services import ServiceProcess, tiny_reranker_models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -67,6 +68,29 @@ def keyed_service() -> Iterator[ServiceProcess]:
     svc.stop()
 
 
+@pytest.fixture(scope="session")
+def tiny_reranker_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a service whose default reranker is bench/tiny_reranker.py's (built once)."""
+    return tiny_reranker_models(tmp_path_factory.mktemp("models"))
+
+
+@process_fixture(scope="session")
+def reranker_service(tiny_reranker_env: dict[str, str]) -> Iterator[ServiceProcess]:
+    """A shared service with the tiny cross-encoder as its default reranker, no API key."""
+    svc = ServiceProcess(env=tiny_reranker_env).start()
+    yield svc
+    svc.stop()
+
+
+@process_fixture(scope="session")
+def small_batch_service() -> Iterator[ServiceProcess]:
+    """A shared service that runs batches of 16 texts at most (GPU_MAX_BATCH_SIZE): for the tests that cancel a
+    long job and count the batches that ran after it (counted from before the test: others use it too)."""
+    svc = ServiceProcess(env={"GPU_MAX_BATCH_SIZE": "16"}).start()
+    yield svc
+    svc.stop()
+
+
 @process_fixture(scope="session")
 def speech_service() -> Iterator[ServiceProcess]:
     """A shared service with the bundled Whisper tiny.en and Piper voice (en_US-joe-medium) as its defaults,
@@ -106,12 +130,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Long soak runs and the Ray Serve cluster tests only with `make soak` (GPU_BRIDGE_SOAK=1);
     the Ray tests alone with GPU_BRIDGE_RAY=1 (`pytest -m ray`). Every test outside tests/unit is `slow`
-    (tests/support/in_process.py)."""
+    (tests/support/in_process.py). The slowest files come first (tests/support/ordering.py)."""
     soak = os.environ.get("GPU_BRIDGE_SOAK") == "1"
     ray = soak or os.environ.get("GPU_BRIDGE_RAY") == "1"
     skip_soak = pytest.mark.skip(reason="soak test: run with `make soak`")
     skip_ray = pytest.mark.skip(reason="Ray Serve cluster test: run with `make soak` (or GPU_BRIDGE_RAY=1)")
     sort_by_folder(items)
+    slowest_files_first(items)
     for item in items:
         if "soak" in item.keywords and not soak:
             item.add_marker(skip_soak)

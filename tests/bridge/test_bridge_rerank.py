@@ -18,7 +18,6 @@ import httpx
 import jsonschema
 import pytest
 
-from bench.tiny_reranker import build_tiny_reranker
 from gpu_protocol.rerank import RerankRequest
 from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import parse_config
@@ -28,9 +27,9 @@ from mcp_bridge.pool.pool import HostPool
 from tests.support.bridges import bridge_client
 from tests.support.in_process import process_fixture
 from tests.support.service_probes import requests_received, v1_rerank_ranking
-from tests.support.services import ServiceProcess, start_together
+from tests.support.services import TINY_RERANKER, ServiceProcess, start_together
 
-RERANKER = "tiny-reranker"
+RERANKER = TINY_RERANKER
 QUERY = "how do graphics cards speed up neural networks"
 DOCS = [
     "GPUs run matrix multiplications in parallel.", "The cat sat on the mat.", "Bananas are yellow.",
@@ -42,13 +41,11 @@ SHARD = 4  # 11 documents: shards of 4, 4 and 3 over three hosts
 
 
 @process_fixture(scope="module")
-def rerankers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceProcess]]:
-    root = tmp_path_factory.mktemp("models")
-    build_tiny_reranker(root / RERANKER)
-    env = {"GPU_MODEL_DIRS": str(root), "MODEL_RERANK": RERANKER}
-    services = start_together([ServiceProcess(env=env) for _ in range(3)])
+def rerankers(reranker_service: ServiceProcess, tiny_reranker_env: dict[str, str]) -> Iterator[list[ServiceProcess]]:
+    """The shared tiny-reranker service and two more like it."""
+    services = start_together([ServiceProcess(env=tiny_reranker_env) for _ in range(2)])
     try:
-        yield services
+        yield [reranker_service, *services]
     finally:
         for svc in services:
             svc.stop()

@@ -27,7 +27,6 @@ from mcp import Client
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.tiny_reranker import build_tiny_reranker
 from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.versions import PROTOCOL_VERSION, RELEASES
 from mcp_bridge.bridge import Bridge
@@ -39,11 +38,11 @@ from mcp_bridge.protocols.gpu_service import GpuServiceProtocol
 from tests.support.compat import FIRST_RELEASE, PREVIOUS_RELEASE, OldRelease, OldService, old_release
 from tests.support.fake_host import FakeHost
 from tests.support.next_release import ADDED, NEXT_VERSION, next_release
-from tests.support.services import ServiceProcess
+from tests.support.services import TINY_RERANKER, ServiceProcess
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
-RERANKER = "tiny-reranker"
+RERANKER = TINY_RERANKER
 TEXTS = ["A man is eating food.", "A man eats bread.", "Stocks fell sharply today."]
 DOCS = ["GPUs multiply matrices.", "The cat sat on the mat.", "Tensor cores speed up training."]
 
@@ -62,21 +61,14 @@ def release(request: pytest.FixtureRequest) -> OldRelease:
 
 
 @pytest.fixture(scope="module")
-def services(release: OldRelease, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServiceProcess]]:
-    """A service of the old release and today's, both with the tiny reranker as MODEL_RERANK."""
-    root = tmp_path_factory.mktemp("models")
-    build_tiny_reranker(root / RERANKER)
-    env = {"GPU_MODEL_DIRS": str(root), "MODEL_RERANK": RERANKER}
-    started = {"old": OldService(release, env), "new": ServiceProcess(env=env)}
-    for svc in started.values():
-        svc.start(wait=False)
+def services(release: OldRelease, reranker_service: ServiceProcess,
+             tiny_reranker_env: dict[str, str]) -> Iterator[dict[str, ServiceProcess]]:
+    """A service of the old release and today's (the shared one), both with the tiny reranker as MODEL_RERANK."""
+    old = OldService(release, tiny_reranker_env).start()
     try:
-        for svc in started.values():
-            svc.wait_ready()
-        yield started
+        yield {"old": old, "new": reranker_service}
     finally:
-        for svc in started.values():
-            svc.stop()
+        old.stop()
 
 
 @asynccontextmanager

@@ -27,7 +27,7 @@ from mcp_bridge.http_api.openai import openai_app
 from mcp_bridge.pool.caller import Caller, current_caller
 from tests.support.fake_host import FakeHost
 from tests.support.in_process import process_fixture
-from tests.support.services import ServiceProcess, start_together
+from tests.support.services import ServiceProcess
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 CALL_TEXTS, SHARD = 64, 16
@@ -37,13 +37,13 @@ RUN_S = 10.0
 
 
 @process_fixture(scope="module")
-def two_services() -> Iterator[list[ServiceProcess]]:
-    started = start_together([ServiceProcess(), ServiceProcess()])
+def two_services(service: ServiceProcess) -> Iterator[list[ServiceProcess]]:
+    """The shared service and one of this module's own (no test here stops either)."""
+    own = ServiceProcess().start()
     try:
-        yield started
+        yield [service, own]
     finally:
-        for svc in started:
-            svc.stop()
+        own.stop()
 
 
 @asynccontextmanager

@@ -29,10 +29,12 @@ from tests.support.waiting import wait_until_async
 
 
 @process_fixture(scope="module")
-def trio() -> Iterator[list[ServiceProcess]]:
-    services = start_together([ServiceProcess() for _ in range(3)])
-    yield services
-    for svc in services:
+def trio(service: ServiceProcess) -> Iterator[list[ServiceProcess]]:
+    """Three hosts: h0 and h2 are this module's own, which its tests kill, stop and restart; h1 is the shared
+    service, which no test here stops (it only answers)."""
+    own = start_together([ServiceProcess() for _ in range(2)])
+    yield [own[0], service, own[1]]
+    for svc in own:
         svc.stop()
 
 
@@ -151,7 +153,7 @@ async def test_10000_texts_sharded_over_3_hosts_one_killed_midway(trio: list[Ser
         async def on_progress(done: int, total: int) -> None:
             progress.append(done)
             if done == 8:
-                trio[1].kill()
+                trio[2].kill()
 
         with timer() as took:
             result = await bridge.gpu.embed(texts, progress=on_progress)
@@ -161,7 +163,7 @@ async def test_10000_texts_sharded_over_3_hosts_one_killed_midway(trio: list[Ser
     assert len(result.embeddings) == 10_000 and progress == list(range(1, 41))
     for got, want in zip([result.embeddings[i] for i in (0, 5_000, 9_999)], check.embeddings, strict=True):
         assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
-    revive(trio[1])
+    revive(trio[2])
 
 
 @pytest.mark.anyio
@@ -222,8 +224,9 @@ async def test_garbage_answers_are_failures_never_results(service: ServiceProces
 
 
 @pytest.mark.anyio
-async def test_all_hosts_down_then_one_returns(service_factory) -> None:
-    svc = service_factory().start()
+async def test_all_hosts_down_then_one_returns(trio: list[ServiceProcess]) -> None:
+    svc = trio[2]  # the pool's only host here: killed, then started again
+    revive(svc)
     config = {"hosts": [{"name": "only", "url": svc.url}], "timeout": 4, "healthCheckIntervalSeconds": 1}
     async with Bridge(parse_config(config, "t")) as bridge, Client(build_server(bridge)) as c:
         svc.kill()

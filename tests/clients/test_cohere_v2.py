@@ -6,26 +6,24 @@ that the SDK parses every answer, and that bad input is refused naming the field
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from bench.tiny_reranker import build_tiny_reranker
 from mcp_bridge.client.client import GpuClient
 from mcp_bridge.config import parse_config
 from mcp_bridge.http_api.cohere import NOT_APPLIED
 from mcp_bridge.http_api.openai import openai_app
 from mcp_bridge.pool.pool import HostPool
-from tests.support.in_process import process_fixture
 from tests.support.service_probes import v1_rerank_ranking
-from tests.support.services import ServiceProcess
+from tests.support.services import TINY_RERANKER, ServiceProcess
 
 cohere = pytest.importorskip("cohere")
 
-RERANKER = "tiny-reranker"
+RERANKER = TINY_RERANKER
 QUERY = "how do graphics cards speed up neural networks"
 DOCS = [
     "GPUs run matrix multiplications in parallel.", "The cat sat on the mat.", "Bananas are yellow.",
@@ -35,13 +33,10 @@ DOCS = [
 LONG_DOC = "word " * 600  # longer than the model's 512 tokens with the query
 
 
-@process_fixture(scope="module")
-def reranker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    root = tmp_path_factory.mktemp("models")
-    build_tiny_reranker(root / RERANKER)
-    svc = ServiceProcess(env={"GPU_MODEL_DIRS": str(root), "MODEL_RERANK": RERANKER}).start()
-    yield svc
-    svc.stop()
+@pytest.fixture
+def reranker(reranker_service: ServiceProcess) -> ServiceProcess:
+    """The shared service with the tiny cross-encoder as its default reranker."""
+    return reranker_service
 
 
 def same_ranking(got: Any, expected: list[dict[str, Any]]) -> None:

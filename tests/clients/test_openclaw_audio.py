@@ -16,9 +16,7 @@ namespace, as in test_openclaw.py.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,7 +29,15 @@ import pytest
 from mcp_bridge.config import PLUGIN_ID
 from mcp_bridge.embedded import free_port
 from tests.support import ROOT
-from tests.support.openclaw_support import OpenClaw, install, installed_openclaw
+from tests.support.openclaw_support import (
+    TOKEN,
+    OpenClaw,
+    VoiceNote,
+    install,
+    set_plugin_config,
+    transcribe,
+    zero_code_config,
+)
 from tests.support.transcription_standin import (
     BUSY_INPUT,
     MISSING_MODEL,
@@ -41,66 +47,6 @@ from tests.support.transcription_standin import (
 )
 
 pytestmark = pytest.mark.slow  # every test here starts processes (OpenClaw, espeak-ng, ffmpeg, a bridge)
-
-SENTENCE = "Please buy fresh milk and bread on the way home, and call the dentist tomorrow morning."
-SPOKEN_WORDS = ("milk", "bread", "home", "dentist", "tomorrow")
-TOKEN = "audio-zero-code-token-0123456789abcdef"
-
-
-@dataclass
-class VoiceNote:
-    path: Path
-    sha256: str
-    size: int
-
-
-def make_voice_note(tmp_path_factory: pytest.TempPathFactory) -> VoiceNote:
-    """The sentence spoken by espeak-ng, encoded as OGG/Opus (the voice-note format of WhatsApp and Telegram)."""
-    if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
-        pytest.skip("espeak-ng and ffmpeg make the voice note (apt-get install espeak-ng ffmpeg)")
-    tmp = tmp_path_factory.mktemp("voice")
-    wav, ogg = tmp / "note.wav", tmp / "note.ogg"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), SENTENCE], check=True, timeout=60)
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", "libopus", "-b:a", "32k", str(ogg)],
-                   check=True, timeout=60)
-    data = ogg.read_bytes()
-    assert data[:4] == b"OggS" and b"OpusHead" in data[:64]
-    return VoiceNote(ogg, hashlib.sha256(data).hexdigest(), len(data))
-
-
-@pytest.fixture(scope="module")
-def voice_note(tmp_path_factory: pytest.TempPathFactory) -> VoiceNote:
-    return make_voice_note(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def openclaw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenClaw]:
-    with installed_openclaw(tmp_path_factory) as claw:
-        yield claw
-
-
-def set_plugin_config(openclaw: OpenClaw, config: dict[str, Any]) -> None:
-    full = json.loads(openclaw.config_path.read_text())
-    full["plugins"]["entries"][PLUGIN_ID]["config"] = config
-    openclaw.config_path.write_text(json.dumps(full, indent=2))
-
-
-def transcribe(openclaw: OpenClaw, note: VoiceNote, model: str, *extra: str) -> dict[str, Any]:
-    """`openclaw infer audio transcribe --json`: the envelope (provider, model, outputs[0].text)."""
-    out = openclaw("infer", "audio", "transcribe", "--file", str(note.path), "--model", model, "--json", *extra)
-    return json.loads(out.stdout[out.stdout.index("{"):])  # type: ignore[no-any-return]
-
-
-def zero_code_config(base_url: str, model: str, *, private_network: bool = True) -> dict[str, Any]:
-    """The README's zero-code way: OpenClaw's `openai` provider at a bridge."""
-    openai: dict[str, Any] = {"apiKey": TOKEN}  # sent as Authorization: Bearer
-    if private_network:
-        openai["request"] = {"allowPrivateNetwork": True}  # needed even for 127.0.0.1
-    return {
-        "models": {"providers": {"openai": openai}},
-        "tools": {"media": {"models": [{"provider": "openai", "model": model, "baseUrl": base_url,
-                                        "capabilities": ["audio"]}]}},
-    }
 
 
 # --------------------------------------------------------------------------- plumbing, with a stand-in

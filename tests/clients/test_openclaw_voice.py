@@ -25,17 +25,18 @@ import pytest
 
 from mcp_bridge.config import PLUGIN_ID
 from mcp_bridge.embedded import free_port
-from tests.clients.test_openclaw_audio import (
+from tests.support import ROOT
+from tests.support.openclaw_support import (
     SPOKEN_WORDS,
     TOKEN,
+    NamespacedService,
+    OpenClaw,
     VoiceNote,
-    make_voice_note,
+    install,
     set_plugin_config,
     transcribe,
     zero_code_config,
 )
-from tests.support import ROOT
-from tests.support.openclaw_support import NamespacedService, OpenClaw, install, installed_openclaw
 from tests.support.speech_support import SPEECH_ENV
 
 pytestmark = pytest.mark.slow  # OpenClaw, two GPU services, bridges
@@ -45,17 +46,6 @@ REAL_MODEL = "tiny.en"
 VOICE_ENV = {**SPEECH_ENV, "MODEL_SPEAK": "en_US-joe-medium"}
 REPLY = "The meeting moved to Thursday afternoon, in the small conference room near the kitchen."
 REPLY_WORDS = ("meeting", "thursday", "afternoon", "conference", "kitchen")
-
-
-@pytest.fixture(scope="module")
-def voice_note(tmp_path_factory: pytest.TempPathFactory) -> VoiceNote:
-    return make_voice_note(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def openclaw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenClaw]:
-    with installed_openclaw(tmp_path_factory) as claw:
-        yield claw
 
 
 @dataclass

@@ -9,19 +9,16 @@ service may load from (GPU_MODEL_DIRS). Its scores mean nothing, but sentence-tr
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
 
-from bench.tiny_reranker import build_tiny_reranker
-from tests.support.in_process import process_fixture
-from tests.support.services import ServiceProcess
+from tests.support.services import TINY_RERANKER, ServiceProcess
 from tests.support.waiting import wait_until
 
-RERANKER = "tiny-reranker"
+RERANKER = TINY_RERANKER
 QUERY = "how do graphics cards speed up neural networks"
 DOCS = [
     "GPUs run matrix multiplications in parallel.",
@@ -36,18 +33,14 @@ LONG_DOC = "word " * 600  # ~600 tokens: longer than the model's 512 with the qu
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    build_tiny_reranker(root / RERANKER)
-    return root
+def model_dir(tiny_reranker_env: dict[str, str]) -> Path:
+    return Path(tiny_reranker_env["GPU_MODEL_DIRS"])
 
 
-@process_fixture(scope="module")
-def reranker(model_dir: Path) -> Iterator[ServiceProcess]:
-    """A service whose default reranker (MODEL_RERANK) is the tiny cross-encoder, named by folder."""
-    svc = ServiceProcess(env={"GPU_MODEL_DIRS": str(model_dir), "MODEL_RERANK": RERANKER}).start()
-    yield svc
-    svc.stop()
+@pytest.fixture
+def reranker(reranker_service: ServiceProcess) -> ServiceProcess:
+    """The shared service whose default reranker (MODEL_RERANK) is the tiny cross-encoder, named by folder."""
+    return reranker_service
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ loopback-only network namespace to run it (and everything it talks to) in, and G
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from mcp_bridge.config import PLUGIN_ID
 from tests.support import ROOT
 from tests.support.npm_cache import ensure, npm_install
 from tests.support.services import ServiceProcess
@@ -100,6 +102,8 @@ class OpenClaw:
     bridge_log: Path
     namespace: LoopbackNamespace
     tmp: Path
+    installed_config: str = ""
+    """OpenClaw's config file as it was right after the plugin was installed (`reset` puts it back)."""
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         out = subprocess.run([*self.namespace.prefix, "openclaw", *args], env=self.env, capture_output=True,
@@ -117,6 +121,12 @@ class OpenClaw:
         config = json.loads(self.config_path.read_text())
         config.update(sections)
         self.config_path.write_text(json.dumps(config, indent=2))
+
+    def reset(self) -> None:
+        """Back to the config OpenClaw had right after the install, with an empty bridge log: each test module
+        of one install (the `openclaw` fixture of tests/clients/conftest.py) starts as on a fresh one."""
+        self.config_path.write_text(self.installed_config)
+        self.bridge_log.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -158,6 +168,60 @@ def installed_openclaw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ope
         packed = subprocess.run(["npm", "pack", "--pack-destination", str(tmp)], cwd=ROOT, capture_output=True,
                                 text=True, check=True, timeout=120).stdout.strip().splitlines()[-1]
         claw("plugins", "install", f"npm-pack:{tmp / packed}", "--force", "--accept-capabilities")
+        claw.installed_config = claw.config_path.read_text()
         yield claw
     finally:
         namespace.close()
+
+
+# --------------------------------------------------------------------------- a voice note, and OpenClaw's ways to hear it
+
+SENTENCE = "Please buy fresh milk and bread on the way home, and call the dentist tomorrow morning."
+SPOKEN_WORDS = ("milk", "bread", "home", "dentist", "tomorrow")
+TOKEN = "audio-zero-code-token-0123456789abcdef"
+"""The standalone bridge's token in the zero-code ways of the voice tests."""
+
+
+@dataclass
+class VoiceNote:
+    path: Path
+    sha256: str
+    size: int
+
+
+def make_voice_note(tmp_path_factory: pytest.TempPathFactory) -> VoiceNote:
+    """The sentence spoken by espeak-ng, encoded as OGG/Opus (the voice-note format of WhatsApp and Telegram)."""
+    if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
+        pytest.skip("espeak-ng and ffmpeg make the voice note (apt-get install espeak-ng ffmpeg)")
+    tmp = tmp_path_factory.mktemp("voice")
+    wav, ogg = tmp / "note.wav", tmp / "note.ogg"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), SENTENCE], check=True, timeout=60)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", "libopus", "-b:a", "32k", str(ogg)],
+                   check=True, timeout=60)
+    data = ogg.read_bytes()
+    assert data[:4] == b"OggS" and b"OpusHead" in data[:64]
+    return VoiceNote(ogg, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def set_plugin_config(openclaw: OpenClaw, config: dict[str, Any]) -> None:
+    full = json.loads(openclaw.config_path.read_text())
+    full["plugins"]["entries"][PLUGIN_ID]["config"] = config
+    openclaw.config_path.write_text(json.dumps(full, indent=2))
+
+
+def transcribe(openclaw: OpenClaw, note: VoiceNote, model: str, *extra: str) -> dict[str, Any]:
+    """`openclaw infer audio transcribe --json`: the envelope (provider, model, outputs[0].text)."""
+    out = openclaw("infer", "audio", "transcribe", "--file", str(note.path), "--model", model, "--json", *extra)
+    return json.loads(out.stdout[out.stdout.index("{"):])  # type: ignore[no-any-return]
+
+
+def zero_code_config(base_url: str, model: str, *, private_network: bool = True) -> dict[str, Any]:
+    """The README's zero-code way: OpenClaw's `openai` provider at a bridge."""
+    openai: dict[str, Any] = {"apiKey": TOKEN}  # sent as Authorization: Bearer
+    if private_network:
+        openai["request"] = {"allowPrivateNetwork": True}  # needed even for 127.0.0.1
+    return {
+        "models": {"providers": {"openai": openai}},
+        "tools": {"media": {"models": [{"provider": "openai", "model": model, "baseUrl": base_url,
+                                        "capabilities": ["audio"]}]}},
+    }

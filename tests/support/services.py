@@ -16,6 +16,18 @@ from mcp_bridge.embedded import die_with_parent, free_port
 from tests.support import ROOT
 from tests.support.waiting import wait_until
 
+TINY_RERANKER = "tiny-reranker"
+"""The folder name (and so the model name) of bench/tiny_reranker.py's cross-encoder in the tests' models folders."""
+
+
+def tiny_reranker_models(root: Path) -> dict[str, str]:
+    """Build the tiny cross-encoder into `root`/tiny-reranker; the environment of a service that serves it as
+    its default reranker (MODEL_RERANK), named by folder."""
+    from bench.tiny_reranker import build_tiny_reranker
+
+    build_tiny_reranker(root / TINY_RERANKER)
+    return {"GPU_MODEL_DIRS": str(root), "MODEL_RERANK": TINY_RERANKER}
+
 
 class ServiceProcess:
     """One `gpu-service` child process on 127.0.0.1 (or another loopback address, `bind`)."""

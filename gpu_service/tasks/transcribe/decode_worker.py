@@ -1,6 +1,6 @@
 """A decoder process: audio files in, 16 kHz mono signed 16-bit PCM out, one file after another.
 
-Run as `python -m gpu_service.tasks.transcribe.decode_worker` (the service's `DecoderPool` starts it). It
+Run as a script, `python -P .../decode_worker.py` (the service's `DecoderPool` starts it, `WORKER_COMMAND`). It
 imports only PyAV (and numpy under it), so it starts in a fraction of a second, and then serves
 files until its stdin closes: each request on stdin is a `REQUEST` header (the file's limit in
 seconds of audio, its length in bytes) and the file; each reply on stdout is a `REPLY` header

@@ -27,12 +27,18 @@ import threading
 import time
 from dataclasses import dataclass
 
+from gpu_service.tasks.transcribe import decode_worker
 from gpu_service.tasks.transcribe.decode_worker import REPLY, REQUEST
 
 RECYCLE_AFTER = 500
 """Files one worker decodes before it is replaced by a fresh process: bounds what hostile files can
 leak (memory, file descriptors) inside FFmpeg, at the cost of one start per 500 files."""
 
+
+WORKER_COMMAND = (sys.executable, "-P", decode_worker.__file__)
+"""A worker runs decode_worker.py as a script (`-P`: without the script's folder on sys.path), so it imports
+PyAV and nothing of the service: `python -m gpu_service.tasks.transcribe.decode_worker` would first import
+the packages above it, and `gpu_service.tasks` loads every task, torch included (seconds of CPU a worker)."""
 
 _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """A worker does no linear algebra: numpy's BLAS need not start a thread per CPU in each worker."""
@@ -59,7 +65,7 @@ class _Worker:
 
     def __init__(self, generation: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gpu_service.tasks.transcribe.decode_worker"],
+            WORKER_COMMAND,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
             env={**os.environ, **_ONE_THREAD},
         )
