@@ -4,7 +4,6 @@ its batch queue is full, its interactive queue has a cap of its own, so interact
 
 from __future__ import annotations
 
-import asyncio
 import random
 from typing import Any
 
@@ -17,18 +16,7 @@ from mcp_bridge.pool.call_class import CallClass, current_class
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.protocols import HttpCall
 from mcp_bridge.protocols.answers import parse_json
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
+from tests.unit.test_pool import Clock
 
 
 def full_for(*classes: str) -> Any:
