@@ -48,6 +48,10 @@ class Voice:
     voices: tuple[str, ...]
     """What the model speaks (its own voices, then OpenAI's names, which mean its first)."""
 
+    @classmethod
+    def of(cls, key: ModelKey, engine: PiperEngine, speaker: int = 0) -> Voice:
+        return cls(key, speaker, tuple([*engine.voices, *OPENAI_VOICES]))
+
 
 def speaker_of(engine: PiperEngine, voice: str, mapped: Mapping[str, str] | None = None) -> int:
     """The speaker id `voice` names: one of the voice's own, an OpenAI name the operator mapped to one of its
@@ -110,17 +114,14 @@ class Speak:
             engine = loaded.engine_as(PiperEngine)
             other = mapped_model(engine, body.voice, mapped) if body.model is None else None
             if other is None:
-                return Voice(key, speaker_of(engine, body.voice, mapped), tuple([*engine.voices, *OPENAI_VOICES]))
-        key = self.state.registry.key("speak", other)
-        async with self.state.registry.use(key) as loaded:
-            engine = loaded.engine_as(PiperEngine)
-            return Voice(key, 0, tuple([*engine.voices, *OPENAI_VOICES]))
+                return Voice.of(key, engine, speaker_of(engine, body.voice, mapped))
+        return await self.voices(other)
 
     async def voices(self, requested: str | None) -> Voice:
         key = self.state.registry.key("speak", self.model_name(requested))
         async with self.state.registry.use(key) as loaded:
             engine = loaded.engine_as(PiperEngine)
-            return Voice(key, 0, tuple([*engine.voices, *OPENAI_VOICES]))
+            return Voice.of(key, engine)
 
     async def _speak(self, loaded: LoadedModel, sentence: str, body: SpeechRequest, speaker: int, job: Job,
                      deadline: float) -> np.ndarray:
