@@ -204,16 +204,17 @@ class ModelRegistry:
         except Exception as exc:  # noqa: BLE001 - report why, to every waiter
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadFailed(f"model {key.label!r} could not be loaded: {reason[:300]}") from exc
+        on_device = engine.concurrency == 1  # else single-item calls on CPU cores, bounded by the engine's own count
         scheduler: BatchScheduler[Any, Any] = BatchScheduler(
             key.label,
             engine.run,
             max_batch_tokens=self.batch.max_tokens,
-            max_batch_size=self.batch.max_size if engine.concurrency == 1 else 1,
+            max_batch_size=self.batch.max_size if on_device else 1,
             overhead_tokens=self.batch.overhead_tokens,
             padded=engine.padded,
             max_queue=self.settings.max_queue,
             window_s=self.settings.batch_window_ms / 1000,
-            device_slots=self._slots if engine.concurrency == 1 else threading.BoundedSemaphore(engine.concurrency),
+            device_slots=self._slots if on_device else threading.BoundedSemaphore(engine.concurrency),
             concurrency=engine.concurrency,
             is_oom=self._is_oom,
             after_oom=self._after_oom,
