@@ -76,7 +76,12 @@ def asked_for(request: Request) -> AskedLane:
 
 
 def timing_headers(timing: Timing) -> dict[str, str]:
-    return {"x-queue-time": f"{timing.queue_s * 1000:.1f}", "x-inference-time": f"{timing.inference_s * 1000:.1f}"}
+    """Where the request's time went, and the class it queued in (`X-GPU-Priority`, where it queued at all):
+    a caller sees the class its size or header gave it, and a bridge learns that this host queues by class
+    and tenant (a 0.4.0 service sends no such header)."""
+    queued_in = {PRIORITY_HEADER: timing.priority} if timing.priority is not None else {}
+    return {"x-queue-time": f"{timing.queue_s * 1000:.1f}", "x-inference-time": f"{timing.inference_s * 1000:.1f}",
+            **queued_in}
 
 
 def observe(request: Request, timing: Timing, endpoint: str | None = None) -> None:

@@ -10,7 +10,9 @@ cost more than another forward pass (`batch_plan.py`; within `max_batch_tokens` 
 An interactive item that arrives while a big batch request is worked off goes into the next batch; a
 batch-class batch is kept to about `BATCH_TARGET_S` of device time (from the measured cost per token),
 so that wait stays short on a slow device too. Within a class, a round runs to its end before newer
-items are looked at, so no item waits longer than one round behind later arrivals of its class.
+items are looked at, so no item waits longer than one round behind later arrivals of its class; except
+that a tenant whose request arrives while the round holds little or nothing of it has the round formed
+again at the next batch, so its items are served in turn with the others' rather than after them.
 When the queue is thin the loop waits a short window so concurrent requests share a
 batch. Batches run on the model's worker thread, one at a time (`concurrency` 1: a device runs one
 batch at a time), or for an engine that runs one item per CPU core (a CPU voice), up to `concurrency`
@@ -120,8 +122,8 @@ class BatchScheduler(Generic[P, R]):
         self._waiting: dict[Priority, TenantQueue[_Item[P]]] = {p: TenantQueue() for p in PRIORITIES}
         self._rounds: dict[Priority, collections.deque[list[_Item[P]]]] = {p: collections.deque() for p in PRIORITIES}
         """Per class, batches formed from its oldest items, sorted by length, not yet started."""
-        self._round_tenants: dict[Priority, set[str]] = {p: set() for p in PRIORITIES}
-        """Per class, the tenants its current round serves."""
+        self._arrived: dict[Priority, set[str]] = {p: set() for p in PRIORITIES}
+        """Per class, the tenants whose items arrived since its current round was formed (or last looked at)."""
         self._queued_by: dict[Priority, int] = dict.fromkeys(PRIORITIES, 0)
         self._chooser = ClassChooser()
         self._wakeup = asyncio.Event()
@@ -199,6 +201,7 @@ class BatchScheduler(Generic[P, R]):
         self._waiting[lane.priority].push(lane.tenant, (_Item(payloads[i], max(1, costs[i]), futures[i], job)
                                                         for i in order))
         self._queued_by[lane.priority] += len(payloads)
+        self._arrived[lane.priority].add(lane.tenant)
         self._wakeup.set()
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         gathered = asyncio.gather(*futures)
@@ -241,8 +244,9 @@ class BatchScheduler(Generic[P, R]):
             if priority is None:
                 return []
             rounds = self._rounds[priority]
-            if rounds and not self._round_tenants[priority].issuperset(self._waiting[priority].tenants()):
-                self._give_back_round(priority)  # a tenant arrived that the round does not serve: it joins now
+            if rounds and self._arrived[priority] and self._round_leaves_out(priority):
+                self._give_back_round(priority)  # a tenant that arrived has too little of the round: it joins now
+            self._arrived[priority].clear()
             if not rounds:
                 self._form_round(priority)
                 if not rounds:
@@ -260,14 +264,15 @@ class BatchScheduler(Generic[P, R]):
         workers finish together (no core idles while the round's longest item runs last)."""
         waiting = self._waiting[priority]
         items: list[_Item[P]] = []
-        while waiting and len(items) < ROUND_BATCHES * self.max_batch_size * self.concurrency:
+        most, tokens, budget = ROUND_BATCHES * self.max_batch_size * self.concurrency, 0, self._round_tokens(priority)
+        while waiting and len(items) < most and tokens < budget:
             tenant, queued_at, item = waiting.pop_timed()
             item.tenant, item.queued_at = tenant, queued_at
             if item.future.done():  # cancelled or timed out before it started
                 self._queued_by[priority] -= 1
                 continue
             items.append(item)
-        self._round_tenants[priority] = {item.tenant for item in items}
+            tokens += item.cost
         items.sort(key=lambda item: item.cost)  # stable: equal lengths keep their arrival order
         sizes = cut_sorted([item.cost for item in items], max_size=self.max_batch_size,
                            max_tokens=self._token_budget(priority), overhead=self.overhead_tokens, padded=self.padded)
@@ -276,6 +281,15 @@ class BatchScheduler(Generic[P, R]):
             batches.append(items[start:start + size])
             start += size
         self._rounds[priority].extend(reversed(batches) if self.concurrency > 1 else batches)
+
+    def _round_leaves_out(self, priority: Priority) -> bool:
+        """Whether a tenant whose items arrived since the class's round was formed holds less than half of an
+        even share of what is left of the round: a tenant new to it (none), or one whose few items from its
+        last request sort to the round's end while its next request waits for the round to be over."""
+        in_round = collections.Counter(item.tenant for batch in self._rounds[priority] for item in batch)
+        waiting = self._waiting[priority].tenants()
+        even = sum(in_round.values()) / max(1, len(in_round.keys() | waiting.keys()))
+        return any(in_round[tenant] < even / 2 for tenant in self._arrived[priority] if tenant in waiting)
 
     def _give_back_round(self, priority: Priority) -> None:
         """The class's round's unstarted items, back at the head of their tenants' queues (ages kept), so the
@@ -286,6 +300,12 @@ class BatchScheduler(Generic[P, R]):
         self._rounds[priority].clear()
         for tenant, items in by_tenant.items():
             self._waiting[priority].put_back(tenant, items)
+
+    def _round_tokens(self, priority: Priority) -> int:
+        """A round's tokens at most: `ROUND_BATCHES` batches' worth. For the batch class that is a few times
+        `BATCH_TARGET_S` of device time, not a few times `max_batch_size` items (seconds on a CPU): a tenant's
+        items spread over the round as it is sorted by length, so each request waits for its round's end."""
+        return ROUND_BATCHES * self._token_budget(priority) * self.concurrency
 
     def _token_budget(self, priority: Priority) -> int:
         """A batch's padded tokens at most: for the batch class, also about `BATCH_TARGET_S` of device time."""

@@ -77,3 +77,8 @@ async def test_a_bad_priority_or_tenant_header_is_refused_naming_what_is_allowed
         assert long.status_code == 400 and TENANT_HEADER in long.json()["detail"], long.text
         fine = await http.post("/embed", json={"texts": ["a"]}, headers={PRIORITY_HEADER: "Batch", TENANT_HEADER: "a"})
         assert fine.status_code == 200, fine.text
+        assert fine.headers[PRIORITY_HEADER] == "batch"  # the answer names the class it queued in
+        by_size = await http.post("/v1/embeddings", json={"input": ["a"] * 40, "model": "all-MiniLM-L6-v2"})
+        assert by_size.status_code == 200 and by_size.headers[PRIORITY_HEADER] == "batch", by_size.headers
+        query = await http.post("/embed", json={"texts": ["a"]})
+        assert query.headers[PRIORITY_HEADER] == "interactive"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -25,6 +26,7 @@ from gpu_protocol.priority import (
     speak_by_size,
 )
 from gpu_service.errors import Overloaded
+from gpu_service.scheduling import batching
 from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler, _Item
 from gpu_service.scheduling.lanes import Lane, TenantQueue, lane_for
 from tests.support.waiting import wait_until_async
@@ -47,6 +49,18 @@ class HeldEngine:
         self.gate.wait(10)
         self.batches.append(list(payloads))
         return payloads
+
+
+class TokenTimedEngine(HeldEngine):
+    """Takes `seconds` per padded token of a batch of texts of five tokens each (as the tests submit them)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def run(self, payloads: list[str]) -> list[str]:
+        time.sleep(self.seconds * 5 * len(payloads))
+        return super().run(payloads)
 
 
 def scheduler(engine: HeldEngine, **kw: object) -> BatchScheduler[str, str]:
@@ -136,6 +150,28 @@ async def test_a_tenant_that_arrives_mid_round_is_served_in_the_next_batch_not_a
 
 
 @pytest.mark.anyio
+async def test_a_tenant_with_only_its_last_item_left_in_the_round_has_its_next_request_served_in_turn() -> None:
+    """Tenant b's one long item sorts to the end of a round of a's short ones; b's next request arrives
+    after the round's first batch started: b holds too little of what is left of the round to wait it out,
+    so the round is formed again and b's new items run in the very next batch (none lost, none run twice)."""
+    engine = HeldEngine()
+    sched = scheduler(engine)
+    engine.gate.clear()
+    first = asyncio.create_task(sched.submit([f"a{i}" for i in range(16)], [1] * 16, lane=Lane("batch", "a")))
+    last = asyncio.create_task(sched.submit(["b0"], [5], lane=Lane("batch", "b")))
+    await wait_until_async(engine.started.is_set, timeout=10, message="the round's first batch never started")
+    following = asyncio.create_task(sched.submit([f"b{i}" for i in range(1, 5)], [1] * 4, lane=Lane("batch", "b")))
+    await wait_until_async(lambda: sched.queued_by_class()["batch"] == 17, timeout=10)  # 12 of a's + b0..b4
+    engine.gate.set()
+    await asyncio.gather(first, last, following)
+    assert engine.batches[0] == ["a0", "a1", "a2", "a3"], engine.batches
+    assert any(text in {"b1", "b2", "b3", "b4"} for text in engine.batches[1]), engine.batches
+    ran = sorted(text for batch in engine.batches for text in batch)
+    assert ran == sorted([f"a{i}" for i in range(16)] + [f"b{i}" for i in range(5)])
+    await sched.close()
+
+
+@pytest.mark.anyio
 async def test_overload_refuses_batch_work_and_never_interactive_work() -> None:
     engine = HeldEngine()
     sched = scheduler(engine, max_queue=10)
@@ -154,16 +190,33 @@ async def test_overload_refuses_batch_work_and_never_interactive_work() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_batch_class_batch_is_kept_to_the_target_duration() -> None:
-    """Once the cost per token is measured, batch-class batches hold about BATCH_TARGET_S of work."""
-    engine = HeldEngine()
+async def test_a_batch_class_batch_is_kept_to_the_target_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the cost per token is measured, batch-class batches hold about BATCH_TARGET_S of work. The engine
+    takes 2.5 ms per padded token and the target is 50 ms (so the measurements keep 20 tokens the target)."""
+    monkeypatch.setattr(batching, "BATCH_TARGET_S", 0.05)
+    engine = TokenTimedEngine(0.0025)
     sched = scheduler(engine, max_batch_size=64)
-    sched.stats.s_per_token = BATCH_TARGET_S / 20  # as if measured: 20 tokens fill the target
+    sched.stats.s_per_token = 0.0025  # as if measured: 20 tokens fill the target
     await sched.submit([f"doc{i}" for i in range(30)], [5] * 30, lane=BULK)
     assert max(len(b) for b in engine.batches) <= 4, [len(b) for b in engine.batches]  # 4 x 5 tokens
     engine.batches.clear()
     await sched.submit([f"q{i}" for i in range(30)], [5] * 30, lane=AGENT)
     assert max(len(b) for b in engine.batches) > 4, "interactive batches are not cut to the batch target"
+    await sched.close()
+
+
+@pytest.mark.anyio
+async def test_a_batch_class_round_holds_a_few_batches_of_the_target_duration_not_a_few_full_batches() -> None:
+    """Sixteen items of 16 tokens down to 1 (queued longest first); 32 tokens fill a batch's target: the first
+    round stops near four such batches (128 tokens: the 13 longest), so its first batch is the shortest of
+    those, and the two shortest items of all wait for the next round. A round of four full batches (4 x 8
+    items) would hold all sixteen and start with the two shortest."""
+    engine = HeldEngine()
+    sched = scheduler(engine, max_batch_size=8)
+    sched.stats.s_per_token = BATCH_TARGET_S / 32
+    costs = list(range(16, 0, -1))
+    await sched.submit([f"doc{cost}" for cost in costs], costs, lane=BULK)
+    assert "doc1" not in engine.batches[0] and "doc4" in engine.batches[0], engine.batches
     await sched.close()
 
 
