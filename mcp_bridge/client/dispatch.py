@@ -57,8 +57,9 @@ class Lane:
     last_done: float = float("-inf")
     """When its last copy finished (or its first was cancelled): the host moved on to the next."""
     busy: Callable[[], int] | None = None
-    """Requests the host has in flight from every call (the pool's count): other calls' work is
-    counted as queued ahead of this call's, a shard's worth each."""
+    """Requests in flight on the host (the pool's count, this call's included) that this call's shards wait
+    behind: other calls' work is counted as queued ahead of this call's, a shard's worth each. At a host
+    that queues by class and tenant, only its own class and tenant's (pool/hosts.py `ahead_of`)."""
 
     def free(self) -> int:
         return max(0, self.slots - len(self.running))

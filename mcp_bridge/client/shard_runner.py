@@ -4,7 +4,9 @@ and model, each with that host's measured rate) and what the call learns about t
 The dispatch policy itself is `dispatch.py`; the shard loop is `sharding.py`. This module is where both
 meet the pool: which hosts become lanes, and where each host's seconds per item are kept between calls
 (on the pool's host record, per kind of call and model, so an idf count never makes a BERTScore shard
-look late)."""
+look late; and per tenant, since a host that queues by tenant serves each at its own pace: a tenant with
+many calls queued there sees it slower than one with a single call, and its rate must not hold the other's
+shards back)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Literal, TypeVar
 
 from mcp_bridge.client.dispatch import Lane
 from mcp_bridge.client.sharding import Progress, RunShard, run_sharded
-from mcp_bridge.pool.call_class import call_priority
+from mcp_bridge.pool.call_class import call_priority, current_class
 from mcp_bridge.pool.hosts import Host, Rate
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.routing import Need, best, candidates
@@ -31,10 +33,6 @@ RATE_MAX_AGE_S = 60.0
 """A rate measured longer ago than this is forgotten: the host is tried again as if never measured (as
 fast as the fastest), so one that was slow for a moment (a model load, another tenant, a noisy
 neighbour) does not stay out of every call too small to need it."""
-
-
-def _in_flight(host: Host) -> int:
-    return host.record.in_flight
 
 
 def lane_slots(host: Host) -> int:
@@ -62,9 +60,10 @@ class ShardRunner:
                   pin: str | None = None, progress: Progress | None = None, shard_size: int | None = None,
                   ) -> list[S]:
         """`run_shard` for every shard of `items`, placed by the hosts' rates; the results in order.
-        `kind` names the call's kind for the rates kept (the model is added to it)."""
+        `kind` names the call's kind for the rates kept (the model and the caller's tenant are added to it)."""
         size = shard_size or self.shard_size
-        kind = f"{kind}:{need.model}"
+        chosen = current_class.get()
+        kind = f"{kind}:{need.model}" + (f"@{chosen.tenant}" if chosen and chosen.tenant else "")
         lanes = self.lanes(need, kind, -(-len(items) // size), pin)
         return await run_sharded(items, size, run_shard, lanes=lanes, progress=progress, clock=self.pool.clock,
                                  learned=partial(self._keep, kind))
@@ -78,7 +77,9 @@ class ShardRunner:
         usable = best([h for h in candidates(hosts, need) if h.usable(now, call_priority())], need)
         if shards <= 1 or pin is not None or self.dispatch == "pool" or not usable:
             return [Lane(None, max(1, sum(h.max_concurrent or 2 for h in hosts)))]
-        return [Lane(h.name, lane_slots(h), fresh_rate(h, kind, now), busy=partial(_in_flight, h)) for h in usable]
+        chosen = current_class.get()
+        return [Lane(h.name, lane_slots(h), fresh_rate(h, kind, now), busy=partial(h.ahead_of, chosen))
+                for h in usable]
 
     def _keep(self, kind: str, name: str, item_seconds: float) -> None:
         for host in self.pool.hosts:

@@ -60,6 +60,8 @@ class HostRecord:
     """Counters and timestamps; everything `gpu_status` shows."""
 
     in_flight: int = 0
+    in_flight_by_class: collections.Counter[tuple[Priority, str] | None] = field(default_factory=collections.Counter)
+    """`in_flight` per (class, tenant) of the calls they serve (None: work no call classed, e.g. a probe)."""
     reserved: int = 0
     """Slots held for a shard the slot gate handed this host to, until it sends (gate.py)."""
     consecutive_failures: int = 0
@@ -189,13 +191,31 @@ class Host:
     def note_status(self, status: StatusResponse) -> None:
         self.record.remote_queue_depth = status.queue_depth
 
+    def ahead_of(self, chosen: CallClass | None) -> int:
+        """Requests in flight here that one more of a call of `chosen` class would wait behind: all of them at
+        a host that serves first come, first served; at one that queues by class and tenant, those of its own
+        class and tenant, and for a batch call the interactive ones too (they go first). Another tenant's
+        requests of its class share the host in turn with it, not ahead of it (gpu_service/scheduling/lanes.py)."""
+        rec = self.record
+        if chosen is None or not self.described.queues_by_class:
+            return rec.in_flight
+        ahead = rec.in_flight_by_class[(chosen.priority, chosen.tenant)]
+        if chosen.priority == "batch":
+            ahead += sum(n for lane, n in rec.in_flight_by_class.items() if lane and lane[0] == "interactive")
+        return ahead
+
     # ------------------------------------------------------------------ outcomes
 
-    def request_started(self) -> None:
+    def request_started(self, chosen: CallClass | None = None) -> None:
         self.record.in_flight += 1
+        self.record.in_flight_by_class[(chosen.priority, chosen.tenant) if chosen else None] += 1
 
-    def request_finished(self) -> None:
+    def request_finished(self, chosen: CallClass | None = None) -> None:
         self.record.in_flight -= 1
+        lane = (chosen.priority, chosen.tenant) if chosen else None
+        self.record.in_flight_by_class[lane] -= 1
+        if self.record.in_flight_by_class[lane] <= 0:
+            del self.record.in_flight_by_class[lane]
 
     def succeeded(self, latency_s: float) -> None:
         rec = self.record

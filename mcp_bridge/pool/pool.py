@@ -311,11 +311,11 @@ class HostPool:
 
     async def _send(self, host: Host, call: HttpCall, deadline: float, need: Need) -> httpx.Response:
         """One request to `host`: its answer, else HostFailed or HostRejected as classify.py decides."""
-        host.request_started()
+        chosen = current_class.get()
+        host.request_started(chosen)
         started = self.clock()
         request_id = uuid.uuid4().hex
         timeout = max(0.05, min(host.timeout, deadline - started))
-        chosen = current_class.get()
         sharing = host.protocol.sharing_headers(chosen.told_priority, chosen.tenant) if chosen else {}
         try:
             response = await host.client.request(
@@ -332,7 +332,7 @@ class HostPool:
                 self._abort_remote(host, request_id)  # it must not keep computing what we retry elsewhere
             raise HostFailed(classify_error(exc, timeout)) from None
         finally:
-            host.request_finished()
+            host.request_finished(chosen)
             self.gate.freed(host)
             async with self._capacity:
                 self._capacity.notify_all()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from gpu_protocol.capabilities import TaskModels, model_key
+from gpu_protocol.priority import PRIORITY_HEADER
 from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.status import InfoResponse
 from gpu_protocol.versions import OLDEST_VERSION, FieldUnsupported, fit_request, stated_version
@@ -38,6 +39,9 @@ class HostDescription:
     """Its protocol version; None: not heard yet (requests are fitted to the oldest)."""
     capabilities: dict[str, TaskModels] | None = None
     """Per task, its models (from /info); None: not read yet, or a host older than version 2."""
+    queues_by_class: bool = False
+    """Whether it queues by class and tenant: its answers name the class a request queued in (`X-GPU-Priority`).
+    A 0.4.0 service, or a server of another kind, serves first come, first served."""
     refused: dict[tuple[str, str], str] = field(default_factory=dict)
     """(task, model key) -> the model as named, for each model it refused with a 403 ("not allowed here")
     since its /info was last read: routing sends it no call naming that model until then (pool/routing.py)."""
@@ -54,10 +58,13 @@ class HostDescription:
 
 
 def note_answer(host: Host, response: httpx.Response) -> None:
-    """A versioned host's successful answer states its version (none: version 1). Error answers may come
-    from a proxy in front of it, so only successes are read."""
+    """A versioned host's successful answer states its version (none: version 1), and a compute answer the
+    class its request queued in where the host queues by class. Error answers may come from a proxy in front
+    of it, so only successes are read."""
     if host.protocol.versioned and response.status_code < 400:
         host.described.version = stated_version(response.headers.get(PROTOCOL_HEADER))
+        if PRIORITY_HEADER in response.headers:
+            host.described.queues_by_class = True
 
 
 def learn_from_info(host: Host, info: InfoResponse) -> None:
