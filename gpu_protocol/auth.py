@@ -17,6 +17,7 @@ import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from typing import Any
 
+from gpu_protocol.openai_errors import openai_error
 from gpu_protocol.routes import API_KEY_HEADER, AUTHORIZATION_HEADER
 
 Scope = MutableMapping[str, Any]
@@ -29,9 +30,11 @@ _API_KEY = API_KEY_HEADER.lower().encode()
 _AUTHORIZATION = AUTHORIZATION_HEADER.lower().encode()
 
 
-async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """A `{"detail": ...}` JSON error answered straight from ASGI middleware."""
-    body = json.dumps({"detail": detail}).encode()
+async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None,
+                    *, openai_shaped: bool = False) -> None:
+    """A `{"detail": ...}` JSON error answered straight from ASGI middleware; `openai_shaped`: OpenAI's
+    `error` beside it (gpu_protocol/openai_errors.py)."""
+    body = json.dumps({"detail": detail} | (openai_error(status, detail) if openai_shaped else {})).encode()
     await send(
         {
             "type": "http.response.start",
@@ -85,6 +88,7 @@ class KeyRequired:
         accept_x_api_key: bool = False,
         open_paths: Collection[str] = frozenset(),
         respond: Callable[[Send], Awaitable[None]] | None = None,
+        openai_shaped: str | None = None,
     ) -> None:
         self.app = app
         self._key = key
@@ -93,6 +97,8 @@ class KeyRequired:
         self._open_paths = open_paths
         self._respond = respond
         """How to answer a refused request in another shape than `{"detail": refusal}` (OpenAI's, say)."""
+        self._openai_shaped = openai_shaped
+        """A path prefix whose refusals carry OpenAI's `error` beside `detail`."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._key is None or scope["type"] != "http" or scope["path"] in self._open_paths:
@@ -103,7 +109,8 @@ class KeyRequired:
             if self._respond is not None:
                 await self._respond(send)
                 return
+            shaped = self._openai_shaped is not None and scope["path"].startswith(self._openai_shaped)
             await send_json(send, 401, self._refusal(None if given is None else sent_as),
-                            [(b"www-authenticate", b"Bearer")])
+                            [(b"www-authenticate", b"Bearer")], openai_shaped=shaped)
             return
         await self.app(scope, receive, send)

@@ -27,6 +27,9 @@ TEI_RERANK = "/rerank"
 
 OPEN_PATHS = frozenset({HEALTH})
 """Paths that need no API key."""
+OPENAI_SHAPED_PREFIX = OPENAI_PREFIX + "/audio/"
+"""The service's routes whose failures also read in OpenAI's error shape (speech synthesis, transcription): an
+OpenAI client reads `error`, a bridge of any release `detail`."""
 
 
 def cancel_path(request_id: str) -> str:

@@ -18,21 +18,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpu_protocol.openai_errors import openai_error
-from gpu_protocol.routes import retry_after_headers
+from gpu_protocol.routes import OPENAI_SHAPED_PREFIX, retry_after_headers
 from gpu_protocol.validation import error_location, validation_message
 from gpu_service.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-OPENAI_SHAPED = "/v1/audio/"
-"""The routes whose failures also read in OpenAI's error shape (speech synthesis, transcription)."""
 
 
 def _error(request: Request, status: int, detail: Any, param: str | None = None,
            headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """A failure's answer: `detail`, and on `OPENAI_SHAPED` routes OpenAI's `error` too."""
+    """A failure's answer: `detail`, and on `OPENAI_SHAPED_PREFIX` routes OpenAI's `error` too."""
     body: dict[str, object] = {"detail": detail}
-    if request.url.path.startswith(OPENAI_SHAPED):
+    if request.url.path.startswith(OPENAI_SHAPED_PREFIX):
         body |= openai_error(status, str(detail), param=param)
     return JSONResponse(body, status_code=status, headers=headers)
 

@@ -4,6 +4,7 @@ a chunked body is counted as it streams and refused the moment it passes the lim
 from __future__ import annotations
 
 from gpu_protocol.auth import ASGIApp, Message, Receive, Scope, Send, send_json
+from gpu_protocol.routes import OPENAI_SHAPED_PREFIX
 
 
 class BodySizeLimitMiddleware:
@@ -19,15 +20,16 @@ class BodySizeLimitMiddleware:
             return
         max_bytes, variable = self.path_limits.get(scope["path"], (self.max_bytes, "GPU_MAX_BODY_BYTES"))
         message = f"request body is larger than the service's limit of {max_bytes} bytes ({variable}); split the request"
+        shaped = scope["path"].startswith(OPENAI_SHAPED_PREFIX)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             try:
                 too_big = int(length) > max_bytes
             except ValueError:
-                await send_json(send, 400, "invalid Content-Length header")
+                await send_json(send, 400, "invalid Content-Length header", openai_shaped=shaped)
                 return
             if too_big:
-                await send_json(send, 413, message, [(b"connection", b"close")])
+                await send_json(send, 413, message, [(b"connection", b"close")], openai_shaped=shaped)
                 return
             await self.app(scope, receive, send)
             return
@@ -41,7 +43,7 @@ class BodySizeLimitMiddleware:
             chunk = msg.get("body", b"")
             received += len(chunk)
             if received > max_bytes:
-                await send_json(send, 413, message, [(b"connection", b"close")])
+                await send_json(send, 413, message, [(b"connection", b"close")], openai_shaped=shaped)
                 return
             chunks.append(chunk)
             if not msg.get("more_body", False):
