@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 ROUND_BATCHES = 4
 """A round sorts at most this many full batches' worth of the oldest waiting items."""
 
-BATCH_TARGET_S = 0.5
-"""A batch-class batch holds about this much device time at most (an interactive item waits for it)."""
+BATCH_TARGET_S = 0.25
+"""A batch-class batch holds about this much device time at most: an interactive item, or another tenant's
+request, waits for it (0.5 s measurably cost a one-client tenant its share beside a busy one, bench/fairness.py)."""
 
 
 class DeviceOutOfMemory(Unavailable):
