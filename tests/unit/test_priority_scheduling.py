@@ -27,7 +27,7 @@ from gpu_protocol.priority import (
 )
 from gpu_service.errors import Overloaded
 from gpu_service.scheduling import batching
-from gpu_service.scheduling.batching import BATCH_TARGET_S, BatchScheduler, _Item
+from gpu_service.scheduling.batching import BATCH_TARGET_S, SHARED_BATCH_TARGET_S, BatchScheduler, _Item
 from gpu_service.scheduling.lanes import Lane, TenantQueue, lane_for
 from tests.support.waiting import wait_until_async
 
@@ -218,6 +218,25 @@ async def test_a_batch_class_round_holds_a_few_batches_of_the_target_duration_no
     await sched.submit([f"doc{cost}" for cost in costs], costs, lane=BULK)
     assert "doc1" not in engine.batches[0] and "doc4" in engine.batches[0], engine.batches
     await sched.close()
+
+
+@pytest.mark.anyio
+async def test_batch_class_batches_are_shorter_while_several_tenants_wait() -> None:
+    """20 tokens fill BATCH_TARGET_S: one tenant's bulk runs in batches of four 5-token texts; while two tenants
+    wait, batches hold SHARED_BATCH_TARGET_S (two texts), so each tenant's turn comes sooner."""
+    assert SHARED_BATCH_TARGET_S == BATCH_TARGET_S / 2
+    for tenants, size in ((["indexer"], 4), (["indexer", "other"], 2)):
+        engine = HeldEngine()
+        sched = scheduler(engine, max_batch_size=64)
+        sched.stats.s_per_token = BATCH_TARGET_S / 20
+        engine.gate.clear()  # both tenants' requests queue before the first round is formed
+        calls = [asyncio.create_task(sched.submit([f"{t}{i}" for i in range(12)], [5] * 12, lane=Lane("batch", t)))
+                 for t in tenants]
+        await wait_until_async(engine.started.is_set, timeout=10)
+        engine.gate.set()
+        await asyncio.gather(*calls)
+        assert len(engine.batches[0]) == size, (tenants, engine.batches)
+        await sched.close()
 
 
 @pytest.mark.anyio
