@@ -270,8 +270,10 @@ class BatchScheduler(Generic[P, R]):
         workers finish together (no core idles while the round's longest item runs last)."""
         waiting = self._waiting[priority]
         items: list[_Item[P]] = []
-        per_batch = self._token_budget(priority, tenants=len(waiting.tenants()))
-        most, tokens, budget = ROUND_BATCHES * self.max_batch_size * self.concurrency, 0, self._round_tokens(per_batch)
+        tenants = len(waiting.tenants())
+        per_batch = self._token_budget(priority, tenants)
+        most, tokens = ROUND_BATCHES * self.max_batch_size * self.concurrency, 0
+        budget = self._round_tokens(per_batch) if tenants > 1 else float("inf")
         while waiting and len(items) < most and tokens < budget:
             tenant, queued_at, item = waiting.pop_timed()
             item.tenant, item.queued_at = tenant, queued_at
@@ -309,9 +311,10 @@ class BatchScheduler(Generic[P, R]):
             self._waiting[priority].put_back(tenant, items)
 
     def _round_tokens(self, per_batch: int) -> int:
-        """A round's tokens at most: `ROUND_BATCHES` batches of `per_batch` tokens. For the batch class that is a
-        few times its target device time, not a few times `max_batch_size` items (seconds on a CPU): a tenant's
-        items spread over the round as it is sorted by length, so each request waits for its round's end."""
+        """A round's tokens at most while several tenants wait: `ROUND_BATCHES` batches of `per_batch` tokens. For
+        the batch class that is a few times its target device time, not a few times `max_batch_size` items
+        (seconds on a CPU): a tenant's items spread over the round as it is sorted by length, so each request
+        waits for its round's end. One tenant's round is only bounded by items (the most texts sorted together)."""
         return ROUND_BATCHES * per_batch * self.concurrency
 
     def _token_budget(self, priority: Priority, tenants: int = 1) -> int:

@@ -206,17 +206,26 @@ async def test_a_batch_class_batch_is_kept_to_the_target_duration(monkeypatch: p
 
 
 @pytest.mark.anyio
-async def test_a_batch_class_round_holds_a_few_batches_of_the_target_duration_not_a_few_full_batches() -> None:
-    """Sixteen items of 16 tokens down to 1 (queued longest first); 32 tokens fill a batch's target: the first
-    round stops near four such batches (128 tokens: the 13 longest), so its first batch is the shortest of
-    those, and the two shortest items of all wait for the next round. A round of four full batches (4 x 8
-    items) would hold all sixteen and start with the two shortest."""
+async def test_while_tenants_share_a_batch_round_holds_a_few_target_batches_not_a_few_full_batches() -> None:
+    """Two tenants' sixteen items each, of 16 tokens down to 1 (each queued longest first); 32 tokens fill a
+    batch's shared target: the first round stops near four such batches (128 tokens), the longest items of both
+    in turn, so the shortest of all wait for the next round. A round of four full batches (4 x 8 items) would
+    hold 32 items and start with the shortest. One tenant's round is bounded by items only."""
     engine = HeldEngine()
     sched = scheduler(engine, max_batch_size=8)
-    sched.stats.s_per_token = BATCH_TARGET_S / 32
+    sched.stats.s_per_token = SHARED_BATCH_TARGET_S / 32
     costs = list(range(16, 0, -1))
+    engine.gate.clear()
+    calls = [asyncio.create_task(sched.submit([f"{t}{c}" for c in costs], costs, lane=Lane("batch", t))) for t in "ab"]
+    await wait_until_async(engine.started.is_set, timeout=10)
+    engine.gate.set()
+    await asyncio.gather(*calls)
+    assert all(int(text[1:]) >= 12 for text in engine.batches[0]), engine.batches  # from the round's 9 longest
+    engine.batches.clear()
+    sched.stats.s_per_token = SHARED_BATCH_TARGET_S / 32  # alone, 64 tokens fill the target
+    costs = list(range(32, 0, -1))  # 528 tokens, over four such batches
     await sched.submit([f"doc{cost}" for cost in costs], costs, lane=BULK)
-    assert "doc1" not in engine.batches[0] and "doc4" in engine.batches[0], engine.batches
+    assert "doc1" in engine.batches[0], engine.batches  # alone: all 32 (4 x 8 items) in one round, shortest first
     await sched.close()
 
 
