@@ -17,7 +17,7 @@ import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from typing import Any
 
-from gpu_protocol.openai_errors import openai_error
+from gpu_protocol.openai_errors import error_body
 from gpu_protocol.routes import API_KEY_HEADER, AUTHORIZATION_HEADER
 
 Scope = MutableMapping[str, Any]
@@ -34,7 +34,7 @@ async def send_json(send: Send, status: int, detail: str, headers: list[tuple[by
                     *, openai_shaped: bool = False) -> None:
     """A `{"detail": ...}` JSON error answered straight from ASGI middleware; `openai_shaped`: OpenAI's
     `error` beside it (gpu_protocol/openai_errors.py)."""
-    body = json.dumps({"detail": detail} | (openai_error(status, detail) if openai_shaped else {})).encode()
+    body = json.dumps(error_body(status, detail, openai_shaped=openai_shaped)).encode()
     await send(
         {
             "type": "http.response.start",

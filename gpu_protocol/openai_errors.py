@@ -11,6 +11,12 @@ OPENAI_ERROR_TYPES: dict[int, str] = {
 """Status -> OpenAI's error `type`; any other status is a `server_error`."""
 
 
+def error_body(status: int, detail: object, *, openai_shaped: bool, param: str | None = None) -> dict[str, object]:
+    """A failure's body: `{"detail": ...}`, and OpenAI's `error` beside it where `openai_shaped` (an OpenAI client
+    reads `error`, a bridge of any release `detail`)."""
+    return {"detail": detail} | (openai_error(status, str(detail), param=param) if openai_shaped else {})
+
+
 def openai_error(status: int, message: str, *, param: str | None = None,
                  code: str | None = None) -> dict[str, dict[str, str | None]]:
     """The body of a failure with `status` in OpenAI's shape; `param` the request field at fault, if one is."""

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gpu_protocol.openai_errors import openai_error
+from gpu_protocol.openai_errors import error_body
 from gpu_protocol.routes import OPENAI_SHAPED_PREFIX, retry_after_headers
 from gpu_protocol.validation import error_location, validation_message
 from gpu_service.errors import ServiceError
@@ -29,9 +29,7 @@ log = logging.getLogger(__name__)
 def _error(request: Request, status: int, detail: Any, param: str | None = None,
            headers: Mapping[str, str] | None = None) -> JSONResponse:
     """A failure's answer: `detail`, and on `OPENAI_SHAPED_PREFIX` routes OpenAI's `error` too."""
-    body: dict[str, object] = {"detail": detail}
-    if request.url.path.startswith(OPENAI_SHAPED_PREFIX):
-        body |= openai_error(status, str(detail), param=param)
+    body = error_body(status, detail, openai_shaped=request.url.path.startswith(OPENAI_SHAPED_PREFIX), param=param)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
