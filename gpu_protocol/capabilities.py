@@ -53,6 +53,11 @@ class TaskModels(AnswerModel):
         description="For a model listed above, the other names a request may give it by (a directory's folder "
         "name and path, the bundled model's hub id). Added in 0.4.0; absent: each model by its listed name only.",
     )
+    speakers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="speak: for a loaded voice model with several speakers, their names (a request's `voice` may "
+        "name one). Added after 0.4.0; absent: a voice model's own name is its one voice.",
+    )
 
     def serves(self, model: str) -> bool:
         """Whether a request naming `model` may be sent here (loaded, or allowed to load, and not failed)."""
@@ -63,6 +68,13 @@ class TaskModels(AnswerModel):
     def has_loaded(self, model: str) -> bool:
         """Loaded now (a BERTScore model is listed with its layer, `name@L6`)."""
         return self._listed(model, [name.split("@L")[0] for name in self.loaded])
+
+    def voice_model(self, voice: str) -> str | None:
+        """The listed model that speaks `voice` (a speaker of it, or its own name); None: none here."""
+        for model in dict.fromkeys([*([self.default] if self.default else []), *self.loaded]):
+            if voice in self.speakers.get(model, ()) or self._listed(voice, [model]):
+                return model
+        return None
 
     def lacks(self, model: str) -> bool:
         """A default that failed to load here (the host is degraded for it)."""

@@ -43,6 +43,9 @@ class ModelInfo(AnswerModel):
     prompts: list[str] | None = Field(
         default=None, description="Embedding models: the prompts the model defines that add text (prompt_name/input_type)."
     )
+    speakers: list[str] | None = Field(
+        default=None, description="Voice models with several speakers: their names. Added after 0.4.0."
+    )
 
 
 class InfoResponse(AnswerModel):

@@ -57,8 +57,11 @@ def capabilities(state: ServiceState, settings: Settings) -> dict[str, TaskModel
     directories = _directory_models(settings, state.tasks.values())
     allowed: list[str] | Literal["*"] = "*" if described == "*" else sorted({*described, *directories})
     loaded: dict[str, list[str]] = {}
+    speakers: dict[str, dict[str, list[str]]] = {}
     for model in state.registry.loaded():
         loaded.setdefault(model.key.kind, []).append(model.key.label)
+        if named := model.engine.details().speakers:
+            speakers.setdefault(model.key.kind, {})[model.key.label] = named
     failed = _failed(state, settings)
     table: dict[str, TaskModels] = {}
     for kind, task in state.tasks.items():
@@ -67,6 +70,6 @@ def capabilities(state: ServiceState, settings: Settings) -> dict[str, TaskModel
         kind_failed = [name for name in failed.get(kind, []) if name]
         listed = [*([default] if default else []), *kind_loaded, *([] if allowed == "*" else allowed), *kind_failed]
         models = TaskModels(default=default, loaded=kind_loaded, allowed=allowed, failed=kind_failed,
-                            names=_other_names(policy, directories, listed))
+                            names=_other_names(policy, directories, listed), speakers=speakers.get(kind, {}))
         table.update((name, models) for name in task.capability_names)
     return table

@@ -22,6 +22,8 @@ class EngineDetails:
     """Embedding models: tokens read per text."""
     prompts: list[str] | None = None
     """Embedding models: the prompts the model defines that add text."""
+    speakers: list[str] | None = None
+    """Voice models with several speakers: their names (what a request's `voice` may name)."""
 
 
 class Engine(Protocol):

@@ -88,6 +88,7 @@ class LoadedModel:
             dimensions=details.dimensions,
             max_tokens=details.max_tokens,
             prompts=details.prompts,
+            speakers=details.speakers,
         )
 
     async def close(self) -> None:

@@ -20,10 +20,11 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from gpu_protocol.priority import speak_by_size
-from gpu_protocol.speech_synthesis import PCM_RATE, SpeechRequest, split_sentences
+from gpu_protocol.speech_synthesis import OPENAI_VOICES, PCM_RATE, SpeechRequest, split_sentences
 from mcp_bridge.client.audio_encode import RAW_FORMATS, PcmEncoder, can_encode, encode_whole
 from mcp_bridge.config import BridgeConfig
 from mcp_bridge.pool.call_class import CallClass, current_class, decide
+from mcp_bridge.pool.hosts import Host
 from mcp_bridge.pool.pool import HostPool
 from mcp_bridge.pool.probes import describe_unheard
 from mcp_bridge.pool.routing import Need, candidates
@@ -40,6 +41,20 @@ WINDOW_MAX = 16
 
 class FormatUnavailable(ValueError):
     """The bridge cannot make the asked format for an input this long (no PyAV); names what it can."""
+
+
+def with_voice_model(request: SpeechRequest, hosts: list[Host]) -> SpeechRequest:
+    """`request` naming the model that speaks its voice, where it names no model and its voice is one a host
+    lists (the name of the host's default or loaded voice model, or a speaker of one: what `GET
+    /v1/audio/voices` shows): then only hosts with that model get it, never a host that would refuse the voice.
+    OpenAI's names and voices no host lists go as they are (each host answers them itself)."""
+    if request.model is not None or request.voice in OPENAI_VOICES:
+        return request
+    for host in hosts:
+        speak = (host.described.capabilities or {}).get("speak")
+        if speak is not None and (model := speak.voice_model(request.voice)) is not None:
+            return request.model_copy(update={"model": model})
+    return request
 
 
 def split_parts(text: str) -> list[str]:
@@ -166,6 +181,7 @@ class Speaker:
         speech_plan = plan(request)
         usable = [h for h in self.pool.hosts if h.usable(self.pool.clock())]
         await describe_unheard(usable, "speak", self.config.healthCheckTimeoutSeconds)
+        request = with_voice_model(request, usable)
         able = candidates(self.pool.hosts, Need("speak", request.model))
         window = min(WINDOW_MAX, max(2, sum(h.max_concurrent or 2 for h in able)))
         call_class = decide(speak_by_size(characters=len(request.input)))

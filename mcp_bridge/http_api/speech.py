@@ -107,7 +107,8 @@ async def _held(pieces: AsyncIterator[bytes], held: ExitStack) -> AsyncIterator[
 
 def voices_answer(rows: list[InfoRow], hosts: list[HostConfig]) -> dict[str, object]:
     """`GET /v1/audio/voices` on the bridge: `voices`, what a request's `voice` may name (each speaking
-    gpu-service host's default voice, by its own name, then OpenAI's names, which every host speaks), and
+    gpu-service host's default voice, by its own name, the speakers of its voice models that have several,
+    then OpenAI's names, which every host speaks), and
     `models`, each voice model the pool speaks with the hosts that have it (a host's default and loaded voices
     from its /info; an `openai` host with `speak: true`, its configured `model` or `tts-1`)."""
     voices: list[str] = []
@@ -120,6 +121,7 @@ def voices_answer(rows: list[InfoRow], hosts: list[HostConfig]) -> dict[str, obj
             voices.append(speak.default)
         for name in dict.fromkeys(n for n in (speak.default, *speak.loaded) if n):
             models.setdefault(name, []).append(row.name)
+            voices.extend(speak.speakers.get(name, ()))
     for host in hosts:
         if host.speak:
             models.setdefault(host.model or "tts-1", []).append(host.label)

@@ -196,3 +196,40 @@ async def test_every_part_carries_the_calls_class_and_tenant_to_its_host() -> No
     assert seen[0] == ("interactive", "reader")
     assert len(seen) > 2 and set(seen[1:]) == {("batch", "reader")}, seen
     await pool.close()
+
+
+def speaking_as(voices: dict[str, list[str]]) -> Handler:
+    """A host that speaks these voice models (model -> its voices, as the service checks them): anything else
+    is refused as the service refuses it, 422 naming `voice`."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        model = body.get("model") or next(iter(voices))
+        if body["voice"] not in (*voices.get(model, ()), model, "alloy"):
+            return httpx.Response(422, json={"detail": f"voice {body['voice']!r} is not a voice of model {model!r}"})
+        return httpx.Response(200, content=b"\0\0" * 240, headers={"content-type": "audio/pcm", "x-model": model})
+    return handle
+
+
+@pytest.mark.anyio
+async def test_a_voice_the_pool_lists_is_spoken_by_a_host_that_has_it() -> None:
+    """Hosts with different voices: a request naming one host's voice model, or a speaker of a model with
+    several, goes to a host with that model (the bridge names the model for it), never to a host that would
+    refuse the voice; OpenAI's names go anywhere."""
+    pool = make_pool({"joe": speaking_as({VOICE: [VOICE]}), "duo": speaking_as({"duo": ["amy", "bob"]})})
+    speaks(pool, "joe")
+    pool.host("duo").described.version = 2
+    pool.host("duo").described.capabilities = {"speak": TaskModels(default="duo", loaded=["duo"], allowed=["duo"],
+                                                                    speakers={"duo": ["amy", "bob"]})}
+    speaker = Speaker(pool.config, pool)
+    for voice, model, host in [("bob", "duo", "duo"), ("amy", "duo", "duo"), ("duo", "duo", "duo"),
+                               (VOICE, VOICE, "joe")]:
+        for _ in range(4):  # the pool spreads calls over both hosts: each of these must still land on one
+            stream = await speaker.stream(SpeechRequest(input="Hello there.", voice=voice, response_format="pcm"))
+            assert [p async for p in stream.chunks()] and stream.hosts == [host] and stream.model == model, voice
+    spread = set()
+    for _ in range(8):
+        stream = await speaker.stream(SpeechRequest(input="Hello there.", voice="alloy", response_format="pcm"))
+        assert [p async for p in stream.chunks()]
+        spread.update(stream.hosts)
+    assert spread == {"joe", "duo"}, "an OpenAI name is any host's default voice"
+    await pool.close()

@@ -31,3 +31,19 @@ def test_the_listing_merges_speaking_hosts_and_openai_hosts_that_speak() -> None
     assert listing["voices"] == ["joe", "amy", *OPENAI_VOICES]
     assert listing["models"] == [{"model": "joe", "hosts": ["a"]}, {"model": "amy", "hosts": ["a", "b"]},
                                  {"model": "tts-1", "hosts": ["kokoro"]}]
+
+
+def test_the_speakers_of_a_voice_model_with_several_are_listed() -> None:
+    rows = [_row("a", {"speak": TaskModels(default="duo", loaded=["duo"], speakers={"duo": ["amy", "bob"]})}),
+            _row("b", {"speak": TaskModels(default="joe", loaded=["joe"])})]
+    listing = voices_answer(rows, [])
+    assert listing["voices"] == ["duo", "amy", "bob", "joe", *OPENAI_VOICES]
+    assert listing["models"] == [{"model": "duo", "hosts": ["a"]}, {"model": "joe", "hosts": ["b"]}]
+
+
+def test_the_model_that_speaks_a_voice() -> None:
+    """The rule the bridge routes a voice by (gpu_protocol.capabilities.TaskModels.voice_model)."""
+    speak = TaskModels(default="duo", loaded=["duo", "joe"], speakers={"duo": ["amy", "bob"]},
+                       names={"joe": ["/models/joe.onnx"]})
+    assert [speak.voice_model(v) for v in ("bob", "duo", "joe", "/models/joe.onnx", "alloy", "carl")] == [
+        "duo", "duo", "joe", "joe", None, None]

@@ -154,7 +154,7 @@ def test_an_operators_voice_with_several_speakers_in_the_model_dirs(voice: Voice
     assert speak.resolve is not None and speak.resolve("duo", settings).origin == "directory"
     duo = PiperEngine(resolve_voice("duo", [str(models)]), threads=1, noise=Noise(0.0, 0.0),
                       phonemizer=WrittenPhonemes())
-    assert duo.voices == ["amy", "bob"]
+    assert duo.voices == ["amy", "bob"] and duo.details().speakers == ["amy", "bob"]
     assert (speaker_of(duo, "bob"), speaker_of(duo, "amy"), speaker_of(duo, "alloy")) == (1, 0, 0)
     with pytest.raises(Unprocessable, match="voices: amy, bob, alloy"):
         speaker_of(duo, "duo")
@@ -173,6 +173,29 @@ def test_an_operators_voice_with_several_speakers_in_the_model_dirs(voice: Voice
     (audio,) = duo.run([hello])
     assert feeds[0]["sid"].tolist() == [1] and _loud(audio) > 0.02
     duo.close()
+
+
+@pytest.mark.anyio
+async def test_info_lists_the_speakers_of_a_loaded_voice_with_several(voice: VoiceFiles, tmp_path: Path) -> None:
+    """/info's `speak` capability names the speakers of a loaded voice model that has several (what the
+    bridge lists at /v1/audio/voices and routes a request's `voice` by); a one-speaker voice adds none."""
+    from gpu_service.capabilities import capabilities
+    from gpu_service.runtime.state import ServiceState
+
+    models = tmp_path / "voices"
+    models.mkdir()
+    _voice_copy(voice, models, "solo")
+    (models / "duo.onnx").symlink_to(voice.model)
+    raw = json.loads(voice.config.read_text())
+    (models / "duo.onnx.json").write_text(json.dumps({**raw, "num_speakers": 2, "speaker_id_map": {"amy": 0, "bob": 1}}))
+    settings = Settings(model_dirs=[str(models)], warm_defaults=False, cpu_threads=1)
+    state = ServiceState(settings, TASKS)
+    registry = state.registry
+    async with registry.use(registry.key("speak", "duo")), registry.use(registry.key("speak", "solo")):
+        speak = capabilities(state, settings)["speak"]
+    assert sorted(speak.loaded) == ["duo", "solo"] and speak.speakers == {"duo": ["amy", "bob"]}
+    assert speak.voice_model("bob") == "duo" and speak.voice_model("solo") == "solo"
+    await registry.close()
 
 
 def _voice_copy(voice: VoiceFiles, folder: Path, stem: str = "my-voice") -> Path:

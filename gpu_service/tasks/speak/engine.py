@@ -177,7 +177,7 @@ class PiperEngine:
         return audio, frames
 
     def details(self) -> EngineDetails:
-        return EngineDetails()
+        return EngineDetails(speakers=sorted(self.config.speakers) or None)
 
     def close(self) -> None:
         del self.session
