@@ -7,7 +7,7 @@ existed) so a service is configured the same way under systemd, Docker or `make 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gpu_protocol.limits import DEFAULT_LIMITS, Limits
@@ -99,6 +99,18 @@ class Environment:
             return False
         raise ValueError(f"{name}={raw!r} is not a switch; use one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
 
+    def switch_or_kinds(self, name: str, kinds: Iterable[str]) -> bool | tuple[str, ...] | None:
+        """A switch (`switch`), or a comma-separated list of kinds of model (task names), each one of `kinds`;
+        None when unset."""
+        raw = self.text(name)
+        if raw is None or raw.lower() in TRUE_WORDS + FALSE_WORDS:
+            return self.switch(name)
+        listed, known = tuple(dict.fromkeys(n.lower() for n in self.names(name) or [])), list(kinds)
+        if unknown := [n for n in listed if n not in known]:
+            raise ValueError(f"{name}={raw!r}: {', '.join(unknown)} is no task here; use a switch "
+                             f"({', '.join(TRUE_WORDS + FALSE_WORDS)}) or task names ({', '.join(known)})")
+        return listed
+
     def names(self, name: str) -> list[str] | None:
         """A comma-separated list; None when unset."""
         raw = self.text(name)
@@ -121,6 +133,12 @@ class Environment:
                 raise ValueError(f"{name} maps {voice!r} twice")
             table[voice] = target
         return table
+
+
+def _warm_defaults(env: Environment, kinds: Iterable[str]) -> bool | tuple[str, ...]:
+    """GPU_WARM_DEFAULTS (`Settings.warm_defaults`); unset: every default loads at start-up."""
+    warm = env.switch_or_kinds("GPU_WARM_DEFAULTS", dict.fromkeys(kinds))
+    return True if warm is None else warm
 
 
 @dataclass(frozen=True)
@@ -173,7 +191,9 @@ class Settings:
     """Directories whose sub-directories may be named as models (by path or by folder name)."""
     baseline_dirs: list[str] = field(default_factory=list)
     """Extra bert-score baseline directories laid out as `<lang>/<model>.tsv`."""
-    warm_defaults: bool = True
+    warm_defaults: bool | tuple[str, ...] = True
+    """GPU_WARM_DEFAULTS: load every task's default model at start-up (True), none (False: each on its first
+    request), or the defaults of the tasks named (`transcribe,speak`: a speech host that skips the rest)."""
     max_concurrent: int = 2
     """Batches running on the device at once, over all models."""
     max_batch_tokens: int | None = None
@@ -226,6 +246,10 @@ class Settings:
             overhead_tokens=self.batch_overhead_tokens or (CPU_OVERHEAD_TOKENS if cpu else ACCELERATOR_OVERHEAD_TOKENS),
         )
 
+    def warms(self, kind: str) -> bool:
+        """Whether `kind`'s default model loads at start-up (GPU_WARM_DEFAULTS)."""
+        return self.warm_defaults if isinstance(self.warm_defaults, bool) else kind in self.warm_defaults
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
                  model_variables: Mapping[str, str] | None = None) -> Settings:
@@ -249,7 +273,7 @@ class Settings:
             allowed_models=env.names("ALLOWED_MODELS"),
             model_dirs=env.names("GPU_MODEL_DIRS") or [],
             baseline_dirs=env.names("BERTSCORE_BASELINE_DIRS") or [],
-            warm_defaults=env.switch("GPU_WARM_DEFAULTS") is not False,
+            warm_defaults=_warm_defaults(env, [*BUNDLED_DEFAULTS, *(model_variables or {})]),
             max_concurrent=env.integer("GPU_MAX_CONCURRENT", 2),
             max_batch_tokens=env.optional_integer("GPU_MAX_BATCH_TOKENS", minimum=0) or None,
             max_batch_size=env.optional_integer("GPU_MAX_BATCH_SIZE", minimum=0) or None,

@@ -97,7 +97,8 @@ def speech_service() -> Iterator[ServiceProcess]:
     no API key: for the tests of both speech directions that only call it (one start, not one per file)."""
     from tests.support.speech_support import SPEECH_ENV
 
-    svc = ServiceProcess(env={**SPEECH_ENV, "MODEL_SPEAK": "en_US-joe-medium"}).start()
+    svc = ServiceProcess(env={**SPEECH_ENV, "MODEL_SPEAK": "en_US-joe-medium",
+                              "GPU_WARM_DEFAULTS": "transcribe,speak"}).start()
     yield svc
     svc.stop()
 

@@ -112,9 +112,10 @@ class ServiceState:
         return default_key(self, name) if default_key is not None else self.registry.key(kind, name)
 
     async def warm(self) -> None:
-        """Load every default; one that fails is logged and reported by /health, the others still load."""
+        """Load every default (of the tasks GPU_WARM_DEFAULTS names, where it names some); one that fails is
+        logged and reported by /health, the others still load."""
         for kind, name in self.settings.default_models.items():
-            if kind not in self.tasks:
+            if kind not in self.tasks or not self.settings.warms(kind):
                 continue
             variable = self.default_variable(kind)
             key: ModelKey | None = None

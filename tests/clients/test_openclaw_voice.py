@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow  # OpenClaw, two GPU services, bridges
 
 REAL_MODEL = "tiny.en"
 """What the zero-code way names as `model`: the hosts' transcription model as the bridge calls it."""
-VOICE_ENV = {**SPEECH_ENV, "MODEL_SPEAK": "en_US-joe-medium"}
+VOICE_ENV = {**SPEECH_ENV, "MODEL_SPEAK": "en_US-joe-medium", "GPU_WARM_DEFAULTS": "transcribe,speak"}
 REPLY = "The meeting moved to Thursday afternoon, in the small conference room near the kitchen."
 REPLY_WORDS = ("meeting", "thursday", "afternoon", "conference", "kitchen")
 

@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.transcribe import TRANSCRIPTIONS, TRANSLATIONS
+from gpu_protocol.versions import PROTOCOL_VERSION
 from gpu_service.errors import Unprocessable
 from gpu_service.tasks.transcribe.decode import Decoders
 from tests.support.services import ServiceProcess
@@ -30,6 +32,17 @@ def limited() -> Iterator[ServiceProcess]:
     svc = ServiceProcess(env=env).start()
     yield svc
     svc.stop()
+
+
+def test_a_host_warms_only_the_tasks_it_names(limited: ServiceProcess) -> None:
+    """GPU_WARM_DEFAULTS=transcribe (SPEECH_ENV): Whisper is loaded when the service is ready, the embedding
+    and BERTScore defaults are not (each loads on its first request), and /health does not call that degraded."""
+    info = httpx.get(f"{limited.url}/info", headers={PROTOCOL_HEADER: str(PROTOCOL_VERSION)}, timeout=10)
+    capabilities = info.json()["capabilities"]
+    assert capabilities["transcribe"]["loaded"] == ["tiny.en"]
+    assert capabilities["embed"]["default"] and capabilities["embed"]["loaded"] == []
+    assert capabilities["bertscore"]["loaded"] == []
+    assert httpx.get(f"{limited.url}/health", timeout=10).json()["status"] == "ok"
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,9 @@ MEETING = ("Please send the quarterly report to the finance team before Friday, 
            "and remember to book the meeting room for our planning session next week.")
 SENTENCES = {"fox": FOX, "weather": WEATHER, "meeting": MEETING}
 
-SPEECH_ENV = {"MODEL_TRANSCRIBE": "tiny.en", "GPU_WARM_DEFAULTS": "1"}
-"""A service with the bundled Whisper tiny.en as its default."""
+SPEECH_ENV = {"MODEL_TRANSCRIBE": "tiny.en", "GPU_WARM_DEFAULTS": "transcribe"}
+"""A service with the bundled Whisper tiny.en as its default, loaded at start-up (the embedding models, which
+speech tests do not use, load on a first request only: a start without importing sentence-transformers)."""
 
 
 def wer(reference: str, hypothesis: str) -> float:

@@ -182,8 +182,23 @@ def test_every_switch_reads_one_boolean_rule(monkeypatch: pytest.MonkeyPatch, va
 @pytest.mark.parametrize("variable", ["GPU_FP16", "GPU_WARM_DEFAULTS"])
 def test_a_switch_that_is_neither_on_nor_off_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
     monkeypatch.setenv(variable, "maybe")
-    with pytest.raises(ValueError, match=rf"{variable}='maybe' is not a switch; use one of 1, true, yes, on, 0"):
+    refusal = " is not a switch; use one of " if variable == "GPU_FP16" else ": maybe is no task here; use a switch \\("
+    with pytest.raises(ValueError, match=rf"{variable}='maybe'{refusal}1, true, yes, on, 0"):
         Settings.from_env()
+
+
+def test_warm_defaults_may_name_the_tasks_to_warm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A speech host loads Whisper at start-up and leaves the embedding models to a first request."""
+    variables = {"embed": "MODEL_EMBED", "bertscore": "MODEL_BERTSCORE", "transcribe": "MODEL_TRANSCRIBE"}
+    monkeypatch.setenv("GPU_WARM_DEFAULTS", "Transcribe, bertscore")
+    settings = Settings.from_env(model_variables=variables)
+    assert settings.warm_defaults == ("transcribe", "bertscore")
+    assert [settings.warms(k) for k in ("transcribe", "bertscore", "embed")] == [True, True, False]
+    assert Settings().warms("embed") and not Settings(warm_defaults=False).warms("embed")
+    monkeypatch.setenv("GPU_WARM_DEFAULTS", "transcribe,speach")
+    with pytest.raises(ValueError, match=r"GPU_WARM_DEFAULTS='transcribe,speach': speach is no task here; use a "
+                                         r"switch \(1, true.*\) or task names \(embed, bertscore, transcribe\)"):
+        Settings.from_env(model_variables=variables)
 
 
 @pytest.mark.parametrize(("raw", "message"), [
