@@ -61,8 +61,8 @@ def _banner(url: str, token: str | None) -> str:
     return "\n".join([
         "",
         f"GPU bridge (MCP, streamable HTTP) is ready at {url}",
-        f"OpenAI-compatible API at {base}/v1 (POST /v1/embeddings, /v1/rerank, /v1/audio/transcriptions; "
-        "GET /v1/models; same token)",
+        f"OpenAI-compatible API at {base}/v1 (POST /v1/embeddings, /v1/rerank, /v1/audio/transcriptions, "
+        "/v1/audio/speech; GET /v1/models, /v1/audio/voices; same token)",
         "",
         "List the tools with the MCP Inspector CLI:",
         f"  npx @modelcontextprotocol/inspector@2.12.0 --cli {url} --transport http{auth} --method tools/list",
