@@ -69,9 +69,13 @@ class TaskModels(AnswerModel):
         """Loaded now (a BERTScore model is listed with its layer, `name@L6`)."""
         return self._listed(model, [name.split("@L")[0] for name in self.loaded])
 
+    def held(self) -> list[str]:
+        """The default, then the loaded models, each once: the models a host has at hand."""
+        return list(dict.fromkeys(name for name in (self.default, *self.loaded) if name))
+
     def voice_model(self, voice: str) -> str | None:
-        """The listed model that speaks `voice` (a speaker of it, or its own name); None: none here."""
-        for model in dict.fromkeys([*([self.default] if self.default else []), *self.loaded]):
+        """The held model that speaks `voice` (a speaker of it, or its own name); None: none here."""
+        for model in self.held():
             if voice in self.speakers.get(model, ()) or self._listed(voice, [model]):
                 return model
         return None

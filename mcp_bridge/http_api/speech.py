@@ -119,7 +119,7 @@ def voices_answer(rows: list[InfoRow], hosts: list[HostConfig]) -> dict[str, obj
             continue
         if speak.default:
             voices.append(speak.default)
-        for name in dict.fromkeys(n for n in (speak.default, *speak.loaded) if n):
+        for name in speak.held():
             models.setdefault(name, []).append(row.name)
             voices.extend(speak.speakers.get(name, ()))
     for host in hosts:

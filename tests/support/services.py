@@ -14,6 +14,7 @@ import httpx
 from gpu_protocol.capabilities import TaskModels
 from gpu_protocol.routes import PROTOCOL_HEADER
 from gpu_protocol.versions import PROTOCOL_VERSION
+from gpu_service.settings import FALSE_WORDS, TRUE_WORDS
 from mcp_bridge.embedded import die_with_parent, free_port
 from tests.support import ROOT
 from tests.support.waiting import wait_until
@@ -85,14 +86,14 @@ class ServiceProcess:
         routes a model's calls to the hosts that already hold it (pool/routing.py), so a test that
         expects every host to take work waits for this too."""
         warm = self.env.get("GPU_WARM_DEFAULTS", "1").lower()
-        if warm in ("0", "false", "no"):
+        if warm in FALSE_WORDS:
             return True
         key = self.env.get("API_KEY")
         headers = {PROTOCOL_HEADER: str(PROTOCOL_VERSION), **({"X-API-Key": key} if key else {})}
         r = httpx.get(f"{self.url}/info", timeout=2.0, verify=False, headers=headers)
         if r.status_code != 200:
             return True  # a service that keeps /info to itself: nothing to wait for that a test can see
-        named = None if warm in ("1", "true", "yes") else {kind.strip() for kind in warm.split(",")}
+        named = None if warm in TRUE_WORDS else {kind.strip() for kind in warm.split(",")}
         tasks = [TaskModels.model_validate(models) for task, models in (r.json().get("capabilities") or {}).items()
                  if named is None or task in named]
         return all(t.default is None or t.has_loaded(t.default) or t.lacks(t.default) for t in tasks)
