@@ -39,6 +39,8 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.ready_path = ready_path
         self.log_path = Path(tempfile.gettempdir()) / f"bench-{name}-{port}.log"
+        self.cwd = ROOT
+        """Where it runs (`python -m` imports from there first: another checkout's code runs from its own)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,7 +50,7 @@ class ServerProcess:
     def start(self, timeout: float = 180.0) -> ServerProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL, cwd=ROOT, preexec_fn=die_with_parent)
+                                            stdin=subprocess.DEVNULL, cwd=self.cwd, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from bench.common import ROOT, ServerProcess, free_port
+from bench.common import ServerProcess, free_port
 from gpu_protocol.priority import TENANT_HEADER
 from mcp_bridge.embedded import die_with_parent
 
@@ -22,11 +22,12 @@ BRIDGE_TIMEOUT_S = 120.0
 class BridgeProcess(ServerProcess):
     """`gpu-bridge --transport http` over `hosts`, behind a bearer token; ready once `/v1/models` answers it."""
 
-    def __init__(self, hosts: list[str], shard_size: int = 256, max_concurrent: int | None = None) -> None:
+    def __init__(self, hosts: list[str], shard_size: int = 256, max_concurrent: int | None = None,
+                 timeout: float = BRIDGE_TIMEOUT_S) -> None:
         port = free_port()
         limit = {"maxConcurrent": max_concurrent} if max_concurrent else {}
         config = {"hosts": [{"url": url, "name": f"h{i}", **limit} for i, url in enumerate(hosts)],
-                  "shardSize": shard_size, "timeout": BRIDGE_TIMEOUT_S}
+                  "shardSize": shard_size, "timeout": timeout}
         self.token = secrets.token_hex(16)
         command = [sys.executable, "-m", "mcp_bridge", "--transport", "http", "--port", str(port),
                    "--log-level", "warning"]
@@ -41,7 +42,7 @@ class BridgeProcess(ServerProcess):
     def start(self, timeout: float = 120.0) -> BridgeProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL, cwd=ROOT, preexec_fn=die_with_parent)
+                                            stdin=subprocess.DEVNULL, cwd=self.cwd, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
             try:

@@ -57,6 +57,32 @@ RETRY_AFTER_HEADER = "Retry-After"
 """With 429/503: seconds to wait before trying this server again."""
 
 
+TIMEOUT_HEADER = "X-GPU-Timeout"
+"""Seconds the caller waits for this answer (the bridge sends each attempt's): a service refuses batch work its
+backlog cannot finish by then (429 with Retry-After) rather than compute an answer nobody reads, and gives up on
+the rest a moment before the caller does, so its answer arrives. A 0.4.0 service ignores it."""
+MAX_TIMEOUT_S = 86_400.0
+
+
+def timeout_headers(seconds: float) -> dict[str, str]:
+    """The `X-GPU-Timeout` header for a wait of `seconds` (milliseconds kept)."""
+    return {TIMEOUT_HEADER: f"{max(0.001, seconds):.3f}"}
+
+
+def parse_timeout(value: str | None) -> float | None:
+    """The seconds an `X-GPU-Timeout` header gives; None when absent. Raises ValueError naming what is allowed."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= MAX_TIMEOUT_S:  # also false for nan
+        raise ValueError(f"{TIMEOUT_HEADER} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0f}, "
+                         f"not {value.strip()[:40]!r}")
+    return seconds
+
+
 def retry_after_headers(seconds: float | None) -> dict[str, str] | None:
     """The `Retry-After` header for a wait of `seconds` (whole seconds, at least 1), or None without one."""
     return {RETRY_AFTER_HEADER: str(max(1, round(seconds)))} if seconds else None

@@ -4,6 +4,7 @@ path every compute route answers through: ready, then cancellable, then observed
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -66,11 +67,19 @@ async def cancellable(request: Request, work: Awaitable[T]) -> T:
             registry.pop(request_id, None)
 
 
+ANSWER_MARGIN_S = 0.25
+"""A request whose caller said how long it waits (`X-GPU-Timeout`) gives up this much sooner (at most a tenth of
+the wait), so that its answer (a 504 naming the deadline) reaches the caller before it stops listening."""
+
+
 def asked_for(request: Request) -> AskedLane:
-    """The class (`X-GPU-Priority`) and tenant (`X-GPU-Tenant`) the caller asked for; 400 naming what is allowed."""
+    """The class (`X-GPU-Priority`), tenant (`X-GPU-Tenant`) and wait (`X-GPU-Timeout`) the caller asked for;
+    400 naming what is allowed."""
     try:
+        wait = routes.parse_timeout(request.headers.get(routes.TIMEOUT_HEADER))
         return AskedLane(parse_priority(request.headers.get(PRIORITY_HEADER)),
-                         parse_tenant(request.headers.get(TENANT_HEADER)))
+                         parse_tenant(request.headers.get(TENANT_HEADER)),
+                         None if wait is None else time.monotonic() + wait - min(ANSWER_MARGIN_S, wait / 10))
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
 

@@ -30,10 +30,12 @@ class Lane:
 
 @dataclass(frozen=True)
 class AskedLane:
-    """What the caller asked for: a class (None: decided by the request's size) and its tenant."""
+    """What the caller asked for: a class (None: decided by the request's size), its tenant, and when it stops
+    waiting for the answer (a `time.monotonic()` time; None: it did not say)."""
 
     priority: Priority | None = None
     tenant: str = ""
+    deadline: float | None = None
 
 
 asked_lane: contextvars.ContextVar[AskedLane | None] = contextvars.ContextVar("asked_lane", default=None)
@@ -44,6 +46,14 @@ def lane_for(by_size: Priority) -> Lane:
     """The lane of the request being served: the class its caller asked for, else `by_size`; its tenant."""
     asked = asked_lane.get() or AskedLane()
     return Lane(asked.priority or by_size, asked.tenant)
+
+
+def deadline_for(timeout_s: float) -> float:
+    """When the request being served must be answered: within the service's own `timeout_s`
+    (GPU_REQUEST_TIMEOUT), sooner where its caller stops waiting sooner."""
+    own = time.monotonic() + timeout_s
+    asked = asked_lane.get()
+    return own if asked is None or asked.deadline is None else min(own, asked.deadline)
 
 
 class TenantQueue(Generic[T]):

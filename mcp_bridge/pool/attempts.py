@@ -113,6 +113,13 @@ class Attempts:
         retry_after = max(1.0, min(waits)) if waits else 1.0
         raise PoolBusy(self.summary("every host is busy"), retry_after)
 
+    def raise_if_busy_past_deadline(self, now: float) -> None:
+        """Every host only said it was busy and cools down for longer than the call has left: say so now, as
+        `raise_if_busy` would at the deadline, rather than wait for nothing."""
+        waits = [h.cooling_left(now, self.priority) for h in self.able if h.cooling(now, self.priority)]
+        if waits and len(waits) == len(self.able) and min(waits) >= self.deadline - now:
+            self.raise_if_busy(now)
+
     def summary(self, message: str) -> str:
         """`message`, with the last few failures (and how many came before)."""
         if not self.errors:

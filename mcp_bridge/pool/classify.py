@@ -10,7 +10,9 @@ Outcomes:
 - a 500 from a gpu-service host that said it may load the call's model but had not (loading it failed):
   a `model` failure, that model's problem and not the host's: the host is out of the call, not held
   against it;
-- 429/503 with Retry-After: `busy`, the host cools down for that long and the call is retried elsewhere;
+- 429/503 with Retry-After: `busy`, the host cools down for that long and the call is retried elsewhere; so
+  is a 504 with Retry-After (a gpu-service that could not finish the work within the wait the bridge told it,
+  `X-GPU-Timeout`: it is behind, not broken, and ejecting it would pile its load on the others);
 - a `cluster` host (a proxy such as Ray Serve's in front of many replicas) may be tried again in the
   same round, and its 408 (the proxy's replica queue timed out) is retried like a 5xx; from any other
   host a 408 is the caller's problem, like the 4xx below;
@@ -64,7 +66,7 @@ def classify_answer(response: httpx.Response, host: Host, need: Need) -> Failure
         return HostRejected(host.name, status, detail, refused_model=status == 403 and need.model is not None)
     wait = retry_after(response)
     message = f"HTTP {status}: {detail}"
-    if status in (429, 503) and wait is not None:
+    if status in (429, 503, 504) and wait is not None:
         return Failure(message, wait, kind="busy", status=status)
     if status == 500 and tier(host, need) == "allowed":  # it had to load the model and could not
         return Failure(message, wait, kind="model", status=status)

@@ -52,6 +52,10 @@ from mcp_bridge.protocols.exchange import Ans, Operation, Req
 log = logging.getLogger("mcp_bridge.pool")
 T = TypeVar("T")
 
+MIN_RETRY_S = 0.5
+"""An attempt after the first needs at least this long before the call's deadline: one with less could not be
+answered, and its timeout would count against a host that did nothing wrong."""
+
 CallFor = Callable[[Host], HttpCall]
 """The request for a host (its protocol builds it)."""
 ParseFor = Callable[[Host, httpx.Response], T]
@@ -207,7 +211,8 @@ class HostPool:
     async def _next_host(self, state: Attempts, call: CallFor) -> Host | None:
         """The host for the next attempt, its request fitted to its protocol version; None after waiting
         (for capacity, or before another round) or when the host picked cannot take the request."""
-        if state.deadline - self.clock() <= 0:
+        left = state.deadline - self.clock()
+        if left <= 0 or (left < MIN_RETRY_S and not state.first):
             state.raise_if_busy(self.clock())
             raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
         if not state.pin:  # routing may have learnt since the call began that some of its hosts lack the model
@@ -246,6 +251,7 @@ class HostPool:
         if not self.budget.try_spend():
             state.raise_if_busy(self.clock())
             raise NoHostAvailable(state.summary(f"every host failed {state.task} (retry budget spent)"))
+        state.raise_if_busy_past_deadline(self.clock())
         await self._backoff(state.able, state.deadline)
         state.tried.clear()
 
@@ -317,6 +323,7 @@ class HostPool:
         request_id = uuid.uuid4().hex
         timeout = max(0.05, min(host.timeout, deadline - started))
         sharing = host.protocol.sharing_headers(chosen.told_priority, chosen.tenant) if chosen else {}
+        sharing.update(host.protocol.deadline_headers(timeout))
         try:
             response = await host.client.request(
                 call.method, call.path, json=call.json, files=call.files, data=call.data, timeout=timeout,

@@ -162,6 +162,12 @@ class HostProtocol(ABC):
         TEI server has no use for them, and a client's name is not a third party's to see."""
         return {}
 
+    def deadline_headers(self, seconds: float) -> dict[str, str]:
+        """The headers that tell the host how long the bridge waits for this attempt's answer, so it refuses
+        work it cannot finish in time (a 429 the pool retries elsewhere or passes on) instead of computing it
+        for nobody. None for a server that is not a gpu-service."""
+        return {}
+
     def cancel_call(self, request_id: str) -> HttpCall | None:
         """How to tell the host to drop the work of an abandoned request (sent with this
         `X-Request-Id`); None when it has no way (the connection closing is all it gets)."""

@@ -57,6 +57,10 @@ class GpuServiceProtocol(HostProtocol):
         service knows neither and ignores them (tests/bridge/test_compat.py)."""
         return {**({PRIORITY_HEADER: priority} if priority else {}), **({TENANT_HEADER: tenant} if tenant else {})}
 
+    def deadline_headers(self, seconds: float) -> dict[str, str]:
+        """`X-GPU-Timeout`: a 0.4.0 service ignores it and works to its own GPU_REQUEST_TIMEOUT."""
+        return routes.timeout_headers(seconds)
+
     def _serves(self, body: Any) -> bool:
         # It answers 503 while starting or draining; degraded (a default model missing) still serves.
         return isinstance(body, dict) and body.get("status") in SERVING_STATUSES

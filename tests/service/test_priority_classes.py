@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gpu_protocol.priority import PRIORITY_HEADER, TENANT_HEADER
-from gpu_protocol.routes import PROTOCOL_HEADER
+from gpu_protocol.routes import PROTOCOL_HEADER, TIMEOUT_HEADER
 from gpu_protocol.versions import PROTOCOL_VERSION
 from tests.support.services import ServiceProcess
 from tests.support.waiting import wait_until_async
@@ -82,3 +82,29 @@ async def test_a_bad_priority_or_tenant_header_is_refused_naming_what_is_allowed
         assert by_size.status_code == 200 and by_size.headers[PRIORITY_HEADER] == "batch", by_size.headers
         query = await http.post("/embed", json={"texts": ["a"]})
         assert query.headers[PRIORITY_HEADER] == "interactive"
+
+
+async def test_batch_work_that_would_miss_its_callers_wait_is_refused_at_once(service: ServiceProcess) -> None:
+    """`X-GPU-Timeout` says how long the caller waits: batch work that the backlog ahead of it cannot finish by
+    then is refused at once (429 with Retry-After) instead of being computed for nobody; interactive work and
+    the backlog itself are served, and a wait that is no number of seconds is a 400 naming the header."""
+    async with httpx.AsyncClient(base_url=service.url, timeout=300) as http:
+        bad = await http.post("/embed", json={"texts": ["a"]}, headers={TIMEOUT_HEADER: "soon"})
+        assert bad.status_code == 400 and TIMEOUT_HEADER in bad.json()["detail"], bad.text
+        model = "all-MiniLM-L6-v2"
+        before = (await http.get("/status")).json()["batches"].get(model, 0)
+        bulk = [asyncio.create_task(http.post("/embed", json={"texts": bulk_texts(r)})) for r in range(BULK_REQUESTS)]
+
+        async def measured_with_a_backlog() -> bool:  # the rate is known after a few batch-class batches
+            status = (await http.get("/status")).json()
+            return status["batches"].get(model, 0) >= before + 4 and status["queue_depth"] >= BULK_TEXTS // 2
+
+        await wait_until_async(measured_with_a_backlog, timeout=120, interval=0.02, message="no backlog was measured")
+        late, asked = await asyncio.gather(
+            http.post("/embed", json={"texts": ["one more note"]}, headers={PRIORITY_HEADER: "batch",
+                                                                           TIMEOUT_HEADER: "0.05"}),
+            http.post("/embed", json={"texts": ["what did I note?"]}, headers={TIMEOUT_HEADER: "60"}))
+        assert late.status_code == 429 and "would not finish" in late.json()["detail"], late.text
+        assert 1 <= int(late.headers["retry-after"]) <= 60, late.headers
+        assert asked.status_code == 200, asked.text
+        assert [answer.status_code for answer in await asyncio.gather(*bulk)] == [200] * BULK_REQUESTS

@@ -27,7 +27,8 @@ from gpu_protocol.priority import (
 )
 from gpu_service.errors import Overloaded
 from gpu_service.scheduling import batching
-from gpu_service.scheduling.batching import BATCH_TARGET_S, SHARED_BATCH_TARGET_S, BatchScheduler, _Item
+from gpu_service.scheduling.batching import BATCH_TARGET_S, SHARED_BATCH_TARGET_S, BatchScheduler
+from gpu_service.scheduling.class_queue import Item
 from gpu_service.scheduling.lanes import Lane, TenantQueue, lane_for
 from tests.support.waiting import wait_until_async
 
@@ -300,16 +301,20 @@ async def test_a_pick_whose_items_were_all_cancelled_does_not_use_up_the_batch_c
         futures.append(future)
         if cancelled:
             future.cancel()
-        sched._waiting[lane.priority].push(lane.tenant, [_Item(text, 1, future, None)])
-        sched._queued_by[lane.priority] += 1
+        sched._classes[lane.priority].push(lane.tenant, [Item(text, 1, future, None)])
+
+    def next_payload() -> str:
+        taken = sched._take_batch()
+        assert taken is not None
+        return taken[1][0].payload
 
     for i in range(10):
         queue(AGENT, f"q{i}")
     queue(BULK, "gone", cancelled=True)
-    taken = [sched._take_batch()[0].payload for _ in range(4)]
+    taken = [next_payload() for _ in range(4)]
     assert taken == ["q0", "q1", "q2", "q3"]  # the fourth pick was the batch class's, all cancelled: q3 ran
     queue(BULK, "doc")
-    assert sched._take_batch()[0].payload == "doc"
+    assert next_payload() == "doc"
     assert sched.queued_by_class() == {"interactive": 6, "batch": 0}
     for future in futures:
         future.cancel()  # nobody waits for them

@@ -23,7 +23,7 @@ from gpu_service.models.registry import LoadedModel, ModelKey, ModelRegistry
 from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
 from gpu_service.scheduling.jobs import Job, JobTracker, Timing
-from gpu_service.scheduling.lanes import Lane, lane_for
+from gpu_service.scheduling.lanes import Lane, deadline_for, lane_for
 from gpu_service.settings import Settings
 from gpu_service.tasks.bertscore.engine import (
     BertScoreEngine,
@@ -92,7 +92,7 @@ class BertScorer:
     async def bertscore(self, req: BertScoreRequest) -> Result[BertScoreResponse]:
         check_texts("candidates", req.candidates, self.settings)
         check_texts("references", req.references, self.settings)
-        deadline = time.monotonic() + self.settings.request_timeout_s
+        deadline = deadline_for(self.settings.request_timeout_s)
         key, num_layers, lang = self._bertscore_model(req)
         rescale_vals, custom_baseline = None, False
         if req.rescale_with_baseline:

@@ -6,7 +6,6 @@ scores here, so no vector leaves the host.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +18,7 @@ from gpu_service.models.registry import ModelRegistry
 from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
 from gpu_service.scheduling.jobs import JobTracker
-from gpu_service.scheduling.lanes import lane_for
+from gpu_service.scheduling.lanes import deadline_for, lane_for
 from gpu_service.settings import Settings
 from gpu_service.tasks.embed.engine import EmbeddingEngine, postprocess
 
@@ -63,7 +62,7 @@ class Embedder:
         field by field)."""
         if field is not None:
             check_texts(field, texts, self.settings)
-        deadline = time.monotonic() + self.settings.request_timeout_s
+        deadline = deadline_for(self.settings.request_timeout_s)
         key = self.registry.key("embed", model or self.settings.model_embed)
         # Equal texts are tokenized once, and texts the model sees alike (same token ids after
         # the prompt, lower-casing, truncation) are run once: see dedupe.py for why.

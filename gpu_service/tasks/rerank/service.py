@@ -6,7 +6,6 @@ share `Reranker.rerank`; they differ only in their shapes (routes.py, routes_v2.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from gpu_protocol.priority import rerank_by_size
@@ -17,7 +16,7 @@ from gpu_service.models.registry import ModelRegistry
 from gpu_service.runtime.result import Result
 from gpu_service.scheduling.dedupe import distinct
 from gpu_service.scheduling.jobs import JobTracker
-from gpu_service.scheduling.lanes import lane_for
+from gpu_service.scheduling.lanes import deadline_for, lane_for
 from gpu_service.settings import Settings
 from gpu_service.tasks.rerank.engine import RerankEngine
 
@@ -49,7 +48,7 @@ class Reranker:
         cuts each document to that many tokens first (Cohere v2's `max_tokens_per_doc`)."""
         check_texts(field, documents, self.settings)
         check_texts("query", query, self.settings)
-        deadline = time.monotonic() + self.settings.request_timeout_s
+        deadline = deadline_for(self.settings.request_timeout_s)
         key = self.registry.key("rerank", model or self._default_reranker())
         once = distinct(documents)  # a repeated document is scored once (see dedupe.py)
         job = self.jobs.start("rerank", key.label, len(once.values))

@@ -22,7 +22,7 @@ from gpu_service.models.registry import LoadedModel
 from gpu_service.runtime.result import Result
 from gpu_service.runtime.state import ServiceState
 from gpu_service.scheduling.jobs import Job, Timing
-from gpu_service.scheduling.lanes import lane_for
+from gpu_service.scheduling.lanes import deadline_for, lane_for
 from gpu_service.settings import SpeechLimits
 from gpu_service.tasks.transcribe.decode import Decoders
 from gpu_service.tasks.transcribe.engine import DecodeOptions, SpeechEngine, segments
@@ -79,7 +79,7 @@ class Speech:
         language = _language(options.language)
         key = state.registry.key("transcribe", self.model_name(options.model))
         started = time.monotonic()
-        deadline = started + state.settings.request_timeout_s
+        deadline = deadline_for(state.settings.request_timeout_s)
         samples = await self.decoders.decode(data, filename=filename, max_seconds=self.limits.max_audio_seconds,
                                              timeout_s=self.limits.decode_timeout_s)
         duration = samples.shape[0] / RATE
