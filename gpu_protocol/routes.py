@@ -62,6 +62,10 @@ TIMEOUT_HEADER = "X-GPU-Timeout"
 backlog cannot finish by then (429 with Retry-After) rather than compute an answer nobody reads, and gives up on
 the rest a moment before the caller does, so its answer arrives. A 0.4.0 service ignores it."""
 MAX_TIMEOUT_S = 86_400.0
+TOO_LATE_HEADER = "X-GPU-Too-Late"
+"""On a 429: the request would not finish within the caller's `X-GPU-Timeout` behind the work queued now. The same
+request with less time left would not either, so a bridge does not try it on that host again in the same call
+(its `Retry-After` is for a caller who comes back with its whole wait)."""
 
 
 def timeout_headers(seconds: float) -> dict[str, str]:

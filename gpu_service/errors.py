@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from gpu_protocol.routes import TOO_LATE_HEADER
 from gpu_protocol.validation import error_location, validation_message
 
 
 class ServiceError(Exception):
     status_code = 500
     retry_after_s: float | None = None
+    headers: dict[str, str] = {}
+    """Headers its answer carries besides `Retry-After`."""
 
     def __init__(self, detail: str, *, retry_after_s: float | None = None, param: str | None = None) -> None:
         super().__init__(detail)
@@ -54,6 +57,12 @@ class Overloaded(ServiceError):
     """The queue is full: come back after Retry-After."""
 
     status_code = 429
+
+
+class TooLate(Overloaded):
+    """Batch work that the backlog ahead of it would not let finish within its caller's wait."""
+
+    headers = {TOO_LATE_HEADER: "1"}
 
 
 class ModelLoadFailed(ServiceError):

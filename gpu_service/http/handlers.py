@@ -54,7 +54,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return _error(request, exc.status_code, exc.detail, exc.param, headers=retry_after_headers(exc.retry_after_s))
+    headers = {**(retry_after_headers(exc.retry_after_s) or {}), **exc.headers}
+    return _error(request, exc.status_code, exc.detail, exc.param, headers=headers or None)
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:

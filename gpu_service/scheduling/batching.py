@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from gpu_protocol.priority import PRIORITIES, ClassChooser, Priority
-from gpu_service.errors import DeadlineExceeded, Overloaded, Unavailable
+from gpu_service.errors import DeadlineExceeded, Overloaded, TooLate, Unavailable
 from gpu_service.scheduling.batch_plan import CPU_OVERHEAD_TOKENS, cut_sorted
 from gpu_service.scheduling.class_queue import ClassQueue, Item, RoundShape
 from gpu_service.scheduling.jobs import Job
@@ -167,13 +167,15 @@ class BatchScheduler(Generic[P, R]):
             )
 
     def refuse_if_late(self, costs: Sequence[int], lane: Lane, deadline: float | None) -> None:
-        """Raise Overloaded if batch work would not finish by `deadline` behind the work queued ahead of it,
-        rather than compute it for a caller that has stopped waiting (the Retry-After: when it would fit).
+        """Raise TooLate if batch work would not finish by `deadline` behind the work queued ahead of it, rather
+        than compute it for a caller that has stopped waiting (the Retry-After: when the same wait would do).
 
         Only batch work is refused so (interactive work goes first), and only for a backlog ahead of it: a
-        request that would not finish even alone runs (another host would do no better), and a model that has
-        measured nothing yet admits. Ahead of it: the interactive work, its tenant's earlier batch work, and of
-        each other tenant's as many items as its own (tenants are served in turn)."""
+        request that would not finish even alone runs (another host would do no better). Ahead of it: the
+        interactive work, its tenant's earlier batch work, and of each other tenant's as many items as its own
+        (tenants are served in turn). Until the rate is measured, a round's worth of items may be ahead of it (a
+        cold host that takes every request of a burst would time them all out), past that it is refused for a
+        second (Overloaded: a caller may try again within the same wait)."""
         if lane.priority != "batch" or deadline is None:
             return
         count, tokens = len(costs), sum(costs)
@@ -187,13 +189,17 @@ class BatchScheduler(Generic[P, R]):
         ahead_s = self.stats.seconds_for(interactive.tokens + round(ahead_items * per_item))
         own_s = self.stats.seconds_for(tokens)
         if ahead_s is None or own_s is None:
-            return
+            if ahead_items <= self.round_items:
+                return
+            raise Overloaded(f"model {self.name!r} has {ahead_items} batch items queued ahead of these {count} and "
+                             "has not measured its rate yet; retry in about 1s or send to another host",
+                             retry_after_s=1.0)
         left = deadline - time.monotonic()
         needed = (ahead_s + own_s) * ESTIMATE_SLACK
         if needed <= left:
             return
         wait = min(60.0, max(1.0, needed - left))
-        raise Overloaded(
+        raise TooLate(
             f"model {self.name!r} has about {ahead_s:.0f}s of work queued ahead of these {count} items, which "
             f"would not finish within the {max(0.0, left):.1f}s left to wait for them; retry in about {wait:.0f}s "
             "or send to another host",
@@ -224,11 +230,12 @@ class BatchScheduler(Generic[P, R]):
         try:
             return list(await asyncio.wait_for(gathered, timeout))
         except TimeoutError:
-            backlog = self.stats.seconds_for(sum(queue.tokens for queue in self._classes.values()))
             raise DeadlineExceeded(
                 f"request did not finish within its deadline on model {self.name!r}; "
                 "unstarted work was cancelled (raise GPU_REQUEST_TIMEOUT or send fewer texts)",
-                retry_after_s=min(60.0, max(1.0, backlog or 1.0)),  # busy, not broken: a bridge cools it down
+                # Busy, not broken: a bridge cools it down. How long is unknown (a burst of requests that all
+                # miss their deadlines leaves together), so a second; what comes next is refused with its own.
+                retry_after_s=1.0,
             ) from None
         finally:
             # Anything not started yet is dropped by the loop (cancelled futures are skipped).
@@ -278,8 +285,12 @@ class BatchScheduler(Generic[P, R]):
                               overhead=self.overhead_tokens, padded=self.padded)
 
         most_tokens = ROUND_BATCHES * per_batch * self.concurrency if tenants > 1 else float("inf")
-        return RoundShape(ROUND_BATCHES * self.max_batch_size * self.concurrency, most_tokens, cut,
-                          longest_first=self.concurrency > 1)
+        return RoundShape(self.round_items, most_tokens, cut, longest_first=self.concurrency > 1)
+
+    @property
+    def round_items(self) -> int:
+        """The most items a round takes: `ROUND_BATCHES` full batches (times the workers)."""
+        return ROUND_BATCHES * self.max_batch_size * self.concurrency
 
     def _token_budget(self, priority: Priority, tenants: int = 1) -> int:
         """A batch's padded tokens at most: for the batch class, also about `BATCH_TARGET_S` of device time

@@ -29,6 +29,9 @@ class Attempts:
     errors: list[str] = field(default_factory=list)
     busy_only: bool = True
     """Every failure so far was a busy answer (429/503 with Retry-After)."""
+    too_late: dict[str, float] = field(default_factory=dict)
+    """Hosts that said the call would not finish there within its wait (not waited for again), and when a call
+    with a whole wait would (their Retry-After). They are not cooled down: the next call may fit."""
     first: bool = True
     previous: Host | None = None
     out: OutForCall = field(default_factory=OutForCall)
@@ -104,20 +107,24 @@ class Attempts:
     def failed(self, host: Host, failure: Failure) -> None:
         self.errors.append(f"{host.name}: {failure.message}")
         self.busy_only = self.busy_only and failure.busy
+        if failure.too_late:
+            self.too_late[host.name] = failure.retry_after or 1.0
 
     def raise_if_busy(self, now: float) -> None:
         """Out of time or retries, and every host only said it was busy: that is overload (PoolBusy), not failure."""
         if not (self.busy_only and self.errors):
             return
-        waits = [h.cooling_left(now, self.priority) for h in self.able if h.cooling(now, self.priority)]
-        retry_after = max(1.0, min(waits)) if waits else 1.0
+        soonest = min((self.too_late.get(h.name) or h.cooling_left(now, self.priority) for h in self.able),
+                      default=0.0)  # 0: one is neither cooling nor too late
+        retry_after = max(1.0, soonest)
         raise PoolBusy(self.summary("every host is busy"), retry_after)
 
     def raise_if_busy_past_deadline(self, now: float) -> None:
-        """Every host only said it was busy and cools down for longer than the call has left: say so now, as
-        `raise_if_busy` would at the deadline, rather than wait for nothing."""
-        waits = [h.cooling_left(now, self.priority) for h in self.able if h.cooling(now, self.priority)]
-        if waits and len(waits) == len(self.able) and min(waits) >= self.deadline - now:
+        """Every host only said it was busy, and each cools down for longer than the call has left or said the
+        call would not finish there in time: say so now, as `raise_if_busy` would at the deadline, rather than
+        wait for nothing."""
+        left = self.deadline - now
+        if all(h.name in self.too_late or h.cooling_left(now, self.priority) >= left for h in self.able):
             self.raise_if_busy(now)
 
     def summary(self, message: str) -> str:

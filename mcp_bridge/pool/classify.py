@@ -10,7 +10,9 @@ Outcomes:
 - a 500 from a gpu-service host that said it may load the call's model but had not (loading it failed):
   a `model` failure, that model's problem and not the host's: the host is out of the call, not held
   against it;
-- 429/503 with Retry-After: `busy`, the host cools down for that long and the call is retried elsewhere; so
+- 429/503 with Retry-After: `busy`, the host cools down for that long and the call is retried elsewhere (a 429
+  with `X-GPU-Too-Late`: that host would not finish it within the call's wait, so it is not waited for in this
+  call, and not cooled down either, since a call with more time left may fit); so
   is a 504 with Retry-After (a gpu-service that could not finish the work within the wait the bridge told it,
   `X-GPU-Timeout`: it is behind, not broken, and ejecting it would pile its load on the others);
 - a `cluster` host (a proxy such as Ray Serve's in front of many replicas) may be tried again in the
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from gpu_protocol.routes import TOO_LATE_HEADER
 from mcp_bridge.pool.errors import Failure, HostRejected
 from mcp_bridge.pool.routing import Need, tier
 from mcp_bridge.protocols.answers import describe_transport_error, error_detail
@@ -67,7 +70,7 @@ def classify_answer(response: httpx.Response, host: Host, need: Need) -> Failure
     wait = retry_after(response)
     message = f"HTTP {status}: {detail}"
     if status in (429, 503, 504) and wait is not None:
-        return Failure(message, wait, kind="busy", status=status)
+        return Failure(message, wait, kind="busy", status=status, too_late=TOO_LATE_HEADER in response.headers)
     if status == 500 and tier(host, need) == "allowed":  # it had to load the model and could not
         return Failure(message, wait, kind="model", status=status)
     return Failure(message, wait, status=status)

@@ -61,6 +61,9 @@ class Failure:
     kind: FailureKind = "host"
     status: int | None = None
     """The HTTP status of an error answer; None when there was none (no connection, a timeout, garbage)."""
+    too_late: bool = False
+    """A busy host said the call would not finish there within the wait it was told (`X-GPU-Too-Late`): it is not
+    waited for again in this call."""
 
     @property
     def busy(self) -> bool:

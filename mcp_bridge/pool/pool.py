@@ -373,7 +373,7 @@ class HostPool:
             host.failed(failure.message)
         elif failure.kind == "model":
             host.rejected(failure.message)
-        else:
+        elif not failure.too_late:  # too late for this call only: the next call may fit, the host decides
             host.cool_down(failure, current_class.get())
         log.info("host %s: %s", host.name, failure.message)
 

@@ -13,8 +13,8 @@ import time
 import httpx
 import pytest
 
-from gpu_protocol.routes import TIMEOUT_HEADER, parse_timeout, timeout_headers
-from gpu_service.errors import Overloaded
+from gpu_protocol.routes import TIMEOUT_HEADER, TOO_LATE_HEADER, parse_timeout, timeout_headers
+from gpu_service.errors import Overloaded, TooLate
 from gpu_service.scheduling.lanes import Lane
 from gpu_service.scheduling.pace import RATE_MIN_BATCHES, BatchStats
 from mcp_bridge.pool.errors import PoolBusy
@@ -74,6 +74,7 @@ async def test_batch_work_its_backlog_cannot_finish_in_time_is_refused_with_when
     bulk = await hold_first_batch(engine, sched, [f"d{i}" for i in range(44)])
     with pytest.raises(Overloaded) as refused:
         await sched.submit(["late"], [5], lane=BULK, deadline=time.monotonic() + 2.0)
+    assert isinstance(refused.value, TooLate) and refused.value.headers == {TOO_LATE_HEADER: "1"}
     assert "would not finish" in refused.value.detail and 2 <= (refused.value.retry_after_s or 0) <= 6
     assert sched.queued_by_class()["batch"] == 40, "a refused request leaves nothing queued"
     early = asyncio.create_task(sched.submit(["fits"], [5], lane=BULK, deadline=time.monotonic() + 30.0))
@@ -105,16 +106,25 @@ async def test_another_tenant_is_judged_by_its_turn_not_the_whole_backlog() -> N
     await sched.close()
 
 
-async def test_nothing_measured_or_nothing_ahead_admits() -> None:
+async def test_until_the_rate_is_measured_a_rounds_worth_may_wait_ahead() -> None:
+    """A cold host knows no rate: it admits batch work with up to a round's items ahead of it (here 16: four
+    batches of four) and refuses more for a second, as a full queue does (no `X-GPU-Too-Late`: the same call may
+    be tried again); with nothing ahead it admits whatever the rate, since another host would do no better."""
     engine = HeldEngine()
     sched = scheduler(engine)
-    bulk = await hold_first_batch(engine, sched, [f"d{i}" for i in range(44)])
-    unmeasured = asyncio.create_task(sched.submit(["x"], [5], lane=BULK, deadline=time.monotonic() + 0.5))
+    bulk = await hold_first_batch(engine, sched, [f"d{i}" for i in range(14)])
+    waiting = sched.queued_by_class()["batch"]
+    assert 10 <= waiting <= sched.round_items
+    admitted = asyncio.create_task(sched.submit(["x"] * 6, [5] * 6, lane=BULK, deadline=time.monotonic() + 0.5))
     await asyncio.sleep(0)
-    assert sched.queued_by_class()["batch"] == 41, "no rate yet: admitted"
+    assert sched.queued_by_class()["batch"] == waiting + 6 > sched.round_items, "a round's worth ahead: admitted"
+    with pytest.raises(Overloaded) as refused:
+        await sched.submit(["y"], [5], lane=BULK, deadline=time.monotonic() + 60)
+    assert not isinstance(refused.value, TooLate) and refused.value.retry_after_s == 1.0
+    assert "not measured its rate yet" in refused.value.detail
     engine.gate.set()
     await bulk
-    await unmeasured
+    await admitted
     await sched.close()
     slow = scheduler(HeldEngine())
     measured(slow, 1.0)  # one token a second: 50 s of work, 5 s to do it in
@@ -174,3 +184,25 @@ async def test_a_host_that_ran_out_of_the_time_it_was_told_is_busy_not_broken() 
         await call(both, deadline=10.0)
     assert busy.value.retry_after >= 1.0
     assert alone.now - started < 1.0, "a host cooling longer than the call has left is not waited for"
+
+
+@pytest.mark.parametrize("too_late", [True, False])
+async def test_a_call_its_hosts_cannot_finish_in_time_is_answered_429_at_once(too_late: bool) -> None:
+    """Hosts that refuse with `X-GPU-Too-Late` would refuse the same call again with less time left: the call is a
+    429 at once, not after waiting out their short Retry-After until its deadline, and the hosts are not cooled
+    down (the next call, with its whole wait, may fit). A plain 429 with the same Retry-After (a full queue that
+    may drain) is waited for and tried again."""
+    headers = {"Retry-After": "2", **({TOO_LATE_HEADER: "1"} if too_late else {})}
+    clock = Clock()
+    pool = make_pool({name: lambda r: httpx.Response(429, json={"detail": "behind"}, headers=headers)
+                      for name in ("a", "b")}, clock)
+    started = clock.now
+    with pytest.raises(PoolBusy) as busy:
+        await call(pool, deadline=10.0)
+    tries = pool.seen["a"] + pool.seen["b"]  # type: ignore[attr-defined]
+    if too_late:
+        assert clock.now - started < 1.0 and tries == 2, (clock.now - started, tries)
+        assert busy.value.retry_after == 2.0, "the caller is told when a call with its whole wait would fit"
+        assert pool.host("a").state(clock.now) != "cooling-down", "too late for this call, not for the next"
+    else:
+        assert clock.now - started >= 2.0 and tries > 2, (clock.now - started, tries)
