@@ -13,6 +13,9 @@ from mcp_bridge.pool.out_for_call import OutForCall
 from mcp_bridge.pool.routing import Need
 from mcp_bridge.protocols import HttpCall, Task
 
+MIN_RETRY_S = 0.5
+"""An attempt after the first needs at least this long before the call's deadline."""
+
 
 @dataclass
 class Attempts:
@@ -118,6 +121,12 @@ class Attempts:
                       default=0.0)  # 0: one is neither cooling nor too late
         retry_after = max(1.0, soonest)
         raise PoolBusy(self.summary("every host is busy"), retry_after)
+
+    def out_of_time(self, now: float) -> bool:
+        """No time for another attempt: the deadline has passed, or one after the first would have under
+        `MIN_RETRY_S` (it could not be answered, and its timeout would count against a host that did no wrong)."""
+        left = self.deadline - now
+        return left <= 0 or (left < MIN_RETRY_S and not self.first)
 
     def raise_if_busy_past_deadline(self, now: float) -> None:
         """Every host only said it was busy, and each cools down for longer than the call has left or said the

@@ -52,10 +52,6 @@ from mcp_bridge.protocols.exchange import Ans, Operation, Req
 log = logging.getLogger("mcp_bridge.pool")
 T = TypeVar("T")
 
-MIN_RETRY_S = 0.5
-"""An attempt after the first needs at least this long before the call's deadline: one with less could not be
-answered, and its timeout would count against a host that did nothing wrong."""
-
 CallFor = Callable[[Host], HttpCall]
 """The request for a host (its protocol builds it)."""
 ParseFor = Callable[[Host, httpx.Response], T]
@@ -211,8 +207,7 @@ class HostPool:
     async def _next_host(self, state: Attempts, call: CallFor) -> Host | None:
         """The host for the next attempt, its request fitted to its protocol version; None after waiting
         (for capacity, or before another round) or when the host picked cannot take the request."""
-        left = state.deadline - self.clock()
-        if left <= 0 or (left < MIN_RETRY_S and not state.first):
+        if state.out_of_time(self.clock()):
             state.raise_if_busy(self.clock())
             raise PoolTimeout(state.summary(f"{state.task} did not finish within the deadline"))
         if not state.pin:  # routing may have learnt since the call began that some of its hosts lack the model

@@ -17,7 +17,7 @@ from gpu_protocol.routes import TIMEOUT_HEADER, TOO_LATE_HEADER, parse_timeout, 
 from gpu_service.errors import Overloaded, TooLate
 from gpu_service.scheduling.lanes import Lane
 from gpu_service.scheduling.pace import RATE_MIN_BATCHES, BatchStats
-from mcp_bridge.pool.errors import PoolBusy
+from mcp_bridge.pool.errors import NoHostAvailable, PoolBusy, PoolTimeout
 from tests.support.waiting import wait_until_async
 from tests.unit.test_pool import Clock, call, make_pool, ok
 from tests.unit.test_priority_scheduling import BULK, HeldEngine, hold_first_batch, scheduler
@@ -206,3 +206,23 @@ async def test_a_call_its_hosts_cannot_finish_in_time_is_answered_429_at_once(to
         assert pool.host("a").state(clock.now) != "cooling-down", "too late for this call, not for the next"
     else:
         assert clock.now - started >= 2.0 and tries > 2, (clock.now - started, tries)
+
+
+@pytest.mark.parametrize("spent, answered", [(9.0, True), (9.7, False)])
+async def test_no_retry_starts_without_time_to_be_answered(spent: float, answered: bool) -> None:
+    """After a failure with under `MIN_RETRY_S` (0.5 s) of the call left, no other host is tried: its answer could
+    not come in time, and its timeout would count against a host that did nothing wrong."""
+    clock = Clock()
+
+    def slow_failure(request: httpx.Request) -> httpx.Response:
+        clock.now += spent
+        return httpx.Response(500, json={"detail": "broke"})
+
+    pool = make_pool({"a": slow_failure, "b": ok}, clock, loadBalancing="round-robin")
+    pool.host("b").record.cooldown_until = clock.now + 0.01  # a goes first
+    if answered:
+        assert await call(pool, deadline=10.0) == "b"
+    else:
+        with pytest.raises((PoolTimeout, NoHostAvailable)):
+            await call(pool, deadline=10.0)
+        assert pool.seen["b"] == 0  # type: ignore[attr-defined]
