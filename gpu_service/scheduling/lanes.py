@@ -4,7 +4,7 @@ Items of one class are taken round-robin across tenants, one item at a time, so 
 connections (or one huge request) does not crowd out another. Before every batch the scheduler asks
 `ClassChooser` (gpu_protocol.priority: the bridge shares its host slots by the same rule) which class runs
 next: interactive work goes first, but while both classes wait, batch keeps a guaranteed share of the
-batches (it is never starved) and an item of it that has waited too long goes next (it ages).
+batches (it is never starved) and, once an item of it has waited too long, every other batch (it ages).
 """
 
 from __future__ import annotations

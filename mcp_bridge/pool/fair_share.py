@@ -4,7 +4,7 @@ A shard that finds every host it may use full (`maxConcurrent`) waits here inste
 waiter for the next slot. Waiters queue per class, then per tenant:
 
 - **The class** is chosen as the service chooses its next batch (gpu_protocol.priority.ClassChooser):
-  interactive first, while batch keeps a guaranteed share of the slots and goes next once it has waited
+  interactive first, while batch keeps a guaranteed share of the slots, every other one once it has waited
   `BATCH_MAX_WAIT_S`.
 - **Within a class, tenants in turn by items**: deficit round robin. Each tenant's turn adds `quantum`
   items to its credit; it is given slots while its oldest waiting shard fits its credit, then the next

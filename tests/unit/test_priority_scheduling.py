@@ -283,7 +283,9 @@ def test_class_chooser_ages_batch_work() -> None:
     chooser = ClassChooser(share_every=100, max_wait_s=5.0)
     both = {"interactive": True, "batch": True}
     assert chooser.choose(both, batch_waited_s=1.0) == "interactive"
-    assert chooser.choose(both, batch_waited_s=6.0) == "batch"
+    assert [chooser.choose(both, batch_waited_s=60.0) for _ in range(6)] == ["batch", "interactive"] * 3, (
+        "aged batch work takes every other turn, never all of them: a backlog older than the limit would starve "
+        "interactive calls for as long as it lasted")
     assert chooser.choose({"batch": True}, batch_waited_s=0.0) == "batch"
     assert chooser.choose({}, batch_waited_s=0.0) is None
 
