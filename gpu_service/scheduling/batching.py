@@ -60,6 +60,8 @@ texts at 0.5 s, 42-47% at 0.25 s). One tenant's bulk keeps the longer batch: few
 kept beside interactive calls."""
 
 
+BULK_MIN_OVERHEADS = 4
+"""A batch counts toward the measured pace when its tokens are at least this many times a pass's fixed cost."""
 ESTIMATE_SLACK = 1.25
 """Batch work is refused for lack of time when the backlog's measured duration times this exceeds its wait: the
 rate varies from batch to batch by about this much (texts' lengths, the other processes on the machine)."""
@@ -368,7 +370,10 @@ class BatchScheduler(Generic[P, R]):
     def _record(self, priority: Priority, batch: list[Item[P]], elapsed: float, alongside: int = 1) -> None:
         """`alongside`: batches that ran at once (the rate is the model's, not one worker's)."""
         padded = max(i.cost for i in batch) * len(batch) if self.padded else sum(i.cost for i in batch)
-        self.stats.record(sum(i.cost for i in batch), padded, elapsed, alongside, bulk=priority == "batch")
+        tokens = sum(i.cost for i in batch)
+        # Measured on bulk work only: a batch of a few short texts is mostly a pass's fixed cost, whatever its class.
+        bulk = priority == "batch" and tokens >= BULK_MIN_OVERHEADS * self.overhead_tokens
+        self.stats.record(tokens, padded, elapsed, alongside, bulk=bulk)
         if self._observer is not None:
             self._observer(self.name, len(batch), padded, elapsed)
 

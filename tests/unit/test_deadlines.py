@@ -226,3 +226,15 @@ async def test_no_retry_starts_without_time_to_be_answered(spent: float, answere
         with pytest.raises((PoolTimeout, NoHostAvailable)):
             await call(pool, deadline=10.0)
         assert pool.seen["b"] == 0  # type: ignore[attr-defined]
+
+
+async def test_a_few_short_texts_marked_batch_do_not_set_the_pace() -> None:
+    """A batch-class batch of a few short texts is mostly a pass's fixed cost: counted, it made a 384-text backlog
+    look like 42 s of work on this CPU and refused requests that finished in 6 (the fresh clone's failure)."""
+    sched = scheduler(HeldEngine())
+    for i in range(2 * RATE_MIN_BATCHES):
+        assert await sched.submit([f"t{i}"], [5], lane=BULK) == [f"t{i}"]
+    assert sched.stats.tokens_per_s == 0 and sched.stats.s_per_token == 0
+    assert await sched.submit(["long"], [400], lane=BULK) == ["long"]  # a bulk-sized batch is measured
+    assert sched.stats.s_per_token > 0
+    await sched.close()
