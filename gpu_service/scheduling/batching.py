@@ -369,8 +369,8 @@ class BatchScheduler(Generic[P, R]):
 
     def _record(self, priority: Priority, batch: list[Item[P]], elapsed: float, alongside: int = 1) -> None:
         """`alongside`: batches that ran at once (the rate is the model's, not one worker's)."""
-        padded = max(i.cost for i in batch) * len(batch) if self.padded else sum(i.cost for i in batch)
         tokens = sum(i.cost for i in batch)
+        padded = max(i.cost for i in batch) * len(batch) if self.padded else tokens
         # Measured on bulk work only: a batch of a few short texts is mostly a pass's fixed cost, whatever its class.
         bulk = priority == "batch" and tokens >= BULK_MIN_OVERHEADS * self.overhead_tokens
         self.stats.record(tokens, padded, elapsed, alongside, bulk=bulk)

@@ -104,9 +104,9 @@ class ClassQueue(Generic[P]):
         return [item for item in batch if not item.future.done()]
 
     def abandoned(self, items: list[Item[P]]) -> None:
-        """Nobody waits for `items` any more (their futures are done): they leave the count and tokens now, so the
-        backlog a caller is told is the live one; the queue drops them when their turn comes."""
-        self._dequeued([item for item in items if item.future.done()])
+        """Nobody waits for `items` any more (a request's, all its futures done): those still queued leave the count
+        and tokens now, so the backlog a caller is told is the live one; the queue drops them when their turn comes."""
+        self._dequeued(items)
 
     def drain(self) -> list[Item[P]]:
         """Every queued item, taken out (the scheduler is closing)."""
