@@ -26,6 +26,7 @@ KINDS = (
     ("openclaw", "OpenClaw commands (node)"),
     (".cache/releases", "gpu-service of the previous release"),
     ("-m gpu_service", "gpu-service"),
+    ("service_zygote", "gpu-service (forked by the tests' zygote)"),
     ("mcp_bridge", "gpu-bridge"),
     ("gpu-bridge", "gpu-bridge"),
     ("decode_worker", "audio decoders"),

@@ -1,8 +1,9 @@
 """Shared fixtures: real `gpu-service` processes on free loopback ports, always stopped, and the rules
 that sort the tests: soak and Ray runs only on request, and tests/unit in-process only.
 
-Every network test talks to 127.0.0.1 only. Services run as child processes of the test run (the same
-`python -m gpu_service` a user runs), so kill -9, SIGSTOP and restarts are real. The code the tests share
+Every network test talks to 127.0.0.1 only. Services run as processes of their own (the same `gpu_service`
+main a user runs, forked from a zygote that imported torch and the rest once: tests/support/service_zygote.py),
+so kill -9, SIGSTOP and restarts are real. The code the tests share
 lives in tests/support/; pytest applies this file to every folder under tests/.
 """
 

@@ -133,6 +133,8 @@ def _build(commit: str, venv: Path) -> None:
 class OldService(ServiceProcess):
     """A `gpu-service` process of an earlier release, from the release's own venv."""
 
+    forkable = False
+
     def __init__(self, release: OldRelease, env: dict[str, str] | None = None, port: int | None = None) -> None:
         super().__init__(port=port)
         self.release = release

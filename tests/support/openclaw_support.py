@@ -56,11 +56,8 @@ class NamespacedService(ServiceProcess):
 
     def __init__(self, namespace: LoopbackNamespace, log_dir: Path) -> None:
         super().__init__()
-        self.namespace = namespace
+        self.netns = f"/proc/{namespace.holder.pid}/ns/net"
         self.log_path = log_dir / f"gpu-service-{self.port}.log"
-
-    def command(self) -> list[str]:
-        return [*self.namespace.prefix, *super().command()]
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         wait_until(self.ready, timeout=timeout, interval=0.2,

@@ -1,5 +1,6 @@
-"""`gpu-service` child processes on loopback ports, the same `python -m gpu_service` a user runs (so kill -9,
-SIGSTOP and restarts are real), always stopped."""
+"""`gpu-service` processes on loopback ports, running the same `gpu_service` main a user runs (so kill -9,
+SIGSTOP and restarts are real), always stopped. Each is forked from a warm zygote that has done the heavy imports
+once (service_zygote.py), or started as its own `python -m gpu_service` when its environment asks for that."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from gpu_protocol.versions import PROTOCOL_VERSION
 from gpu_service.settings import FALSE_WORDS, TRUE_WORDS
 from mcp_bridge.embedded import die_with_parent, free_port
 from tests.support import ROOT
+from tests.support.service_zygote import ForkedProcess, zygote
 from tests.support.waiting import wait_until
 
 TINY_RERANKER = "tiny-reranker"
@@ -44,23 +46,39 @@ class ServiceProcess:
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "GPU_SERVICE_LOG": "1", **(env or {})}
         self.args = args or []
         self.scheme = "https" if "--ssl-certfile" in self.args else "http"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | ForkedProcess | None = None
         self.log_path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"gpu-service-{bind}-{self.port}.log"
 
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.bind}:{self.port}"
 
+    forkable = True
+    """Whether it runs this checkout's `gpu_service` (then the zygote may fork it)."""
+    netns: str | None = None
+    """The network namespace it runs in (`/proc/<pid>/ns/net`), when not the test run's."""
+
+    def arguments(self) -> list[str]:
+        return ["--host", self.bind, "--port", str(self.port), *self.args]
+
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "gpu_service", "--host", self.bind, "--port", str(self.port), *self.args]
+        """The command that starts it when it is not forked from the zygote."""
+        prefix = ["nsenter", f"--net={self.netns}", "--"] if self.netns else []
+        return [*prefix, sys.executable, "-m", "gpu_service", *self.arguments()]
 
     def start(self, wait: bool = True, timeout: float = 120.0) -> ServiceProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            self.command(),
-            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
-            preexec_fn=die_with_parent,  # even a killed test run leaves no service behind
-        )
+        forked = zygote(self.env) if self.forkable else None
+        refused = forked.refuses(self.env) if forked is not None else "not forked"
+        if forked is not None and refused is None:
+            self.process = forked.spawn("gpu_service", self.arguments(), self.env, ROOT, self.log_path, self.netns)
+        else:
+            with open(self.log_path, "ab") as log:
+                log.write(f"[tests] started as its own process: {refused}\n".encode())
+                log.flush()
+                self.process = subprocess.Popen(
+                    self.command(), env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
+                    preexec_fn=die_with_parent,  # even a killed test run leaves no service behind
+                )
         if wait:
             self.wait_ready(timeout)
         return self
