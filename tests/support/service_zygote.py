@@ -18,7 +18,7 @@ before a fork and start again after it, by OpenBLAS's own `pthread_atfork`).
 Protocol, one JSON object per line: the test side writes `{"module", "argv", "env", "cwd", "log", "netns"}` to the
 zygote's stdin and reads `{"started": pid}`; when a child ends the zygote reaps it and writes
 `{"exited": pid, "code": returncode}` (negative: the signal). stdin's end (the test process gone) kills every
-child and ends the zygote.
+child and ends the zygote; a child dies with the zygote however it ends (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -37,13 +37,17 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 WARM_MODULES = (
     "gpu_service.cli", "gpu_service.app", "sentence_transformers", "transformers", "bert_score", "faster_whisper",
-    "ctranslate2", "onnxruntime", "av", "uvicorn",
+    "ctranslate2", "av", "uvicorn",
 )
 """What a service imports on its way to serving (each one optional: a module that is not installed is skipped)."""
+
+FORK_UNSAFE = ("onnxruntime",)
+"""Modules the zygote must not have imported: onnxruntime opens its telemetry database (SQLite, WAL) and starts a
+thread at import, and forked children would share that connection. The service imports it when a voice loads."""
 
 SERVICE_VARIABLES = ("GPU_", "MODEL_", "BERTSCORE_", "TORCH_DEVICE", "API_KEY", "ALLOWED_MODELS", "LOG_LEVEL", "PYTEST_")
 """Environment variables a forked service may differ in: the service's own settings (docs/configuration.md),
@@ -68,46 +72,71 @@ def _write(message: dict[str, Any]) -> None:
     os.write(_channel, (json.dumps(message) + "\n").encode())
 
 
-def _child(request: dict[str, Any], inherited: list[int]) -> None:
-    """In the forked child: become the service the request describes; never returns."""
-    code = 1
+def _child(request: dict[str, Any], parent: int, inherited: list[int]) -> NoReturn:
+    """In the forked child: become the service the request describes, run it, end as that program would."""
     try:
-        for fd in inherited:
-            os.close(fd)
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(null)
-        os.close(log)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if request.get("netns"):  # what `nsenter --net=...` does (os.setns is Python 3.12's)
-            namespace = os.open(request["netns"], os.O_RDONLY)
-            if libc.setns(namespace, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {request['netns']}")
-            os.close(namespace)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(_import_set)  # what the imports set for themselves, as they would in a fresh process
-        os.environ.update(request["env"])
-        sys.argv = [request["module"], *request["argv"]]
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-        code = 0
+        _become(request, parent, inherited)
+    except BaseException:  # noqa: BLE001 - the log says why the service never started
+        traceback.print_exc()
+        _finish(1)
+    _finish(*_run_main(request["module"]))
+
+
+def _become(request: dict[str, Any], parent: int, inherited: list[int]) -> None:
+    """The request's stdio, namespace, working directory, environment and arguments, in place of the zygote's."""
+    for fd in inherited:
+        os.close(fd)
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd, target in ((null, 0), (log, 1), (log, 2)):
+        os.dup2(fd, target)
+    os.close(null)
+    os.close(log)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote gone (the test process gone): so are its services
+    if os.getppid() != parent:  # it went before prctl took
+        os._exit(1)
+    if request.get("netns"):  # what `nsenter --net=...` does (os.setns is Python 3.12's)
+        namespace = os.open(request["netns"], os.O_RDONLY)
+        if libc.setns(namespace, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {request['netns']}")
+        os.close(namespace)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(_import_set)  # what the imports set for themselves, as they would in a fresh process
+    os.environ.update(request["env"])
+    sys.argv = [request["module"], *request["argv"]]
+
+
+def _run_main(module: str) -> tuple[int, int | None]:
+    """`python -m module`: its exit status, and the signal to end with (Python ends by SIGINT on Ctrl-C)."""
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if not isinstance(exc.code, int) and exc.code is not None:
-            print(exc.code, file=sys.stderr)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0, None
+        print(exc.code, file=sys.stderr)
+        return 1, None
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        return 1, signal.SIGINT
     except BaseException:  # noqa: BLE001 - what a Python that dies of it would print
         traceback.print_exc()
-    finally:
+        return 1, None
+    return 0, None
+
+
+def _finish(code: int, end_by: int | None = None) -> NoReturn:
+    """What the interpreter does on its way out: join its threads (and the executors' workers), run the atexit
+    functions, flush; then exit with `code`, or by the signal `end_by`."""
+    for step in (threading._shutdown, atexit._run_exitfuncs, sys.stdout.flush, sys.stderr.flush):  # type: ignore[attr-defined]
         with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+            step()
+    if end_by is not None:
+        signal.signal(end_by, signal.SIG_DFL)
+        os.kill(os.getpid(), end_by)
+    os._exit(code)
 
 
 def serve() -> None:
@@ -123,40 +152,50 @@ def serve() -> None:
     if threading.active_count() != 1:  # native BLAS pools (OpenBLAS) are rebuilt after a fork by their own atfork
         _write({"error": f"the imports started Python threads: {threading.enumerate()}"})
         return
+    if unsafe := [name for name in FORK_UNSAFE if name in sys.modules]:
+        _write({"error": f"imported before a fork: {', '.join(unsafe)}"})
+        return
     _write({"ready": True, "import_set": _import_set})
+    children: dict[int, int] = {}  # pidfd -> pid
+    try:
+        _loop(children)
+    finally:  # the test process gone, or the zygote failing: no service outlives it
+        for pid in children.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _loop(children: dict[int, int]) -> None:
+    """Fork for each request on stdin, report each child's end, until stdin ends."""
     selector = selectors.DefaultSelector()
     selector.register(0, selectors.EVENT_READ, None)
-    children: dict[int, int] = {}  # pidfd -> pid
     pending = b""
     while True:
         for key, _ in selector.select():
-            if key.data is None:
-                chunk = os.read(0, 65536)
-                if not chunk:  # the test process is gone
-                    for pid in children.values():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                    return
-                pending += chunk
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    request = json.loads(line)
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    pid = os.fork()
-                    if pid == 0:
-                        _child(request, [_channel, selector.fileno(), *children])
-                    pidfd = os.pidfd_open(pid)
-                    children[pidfd] = pid
-                    selector.register(pidfd, selectors.EVENT_READ, pid)
-                    _write({"started": pid})
-            else:
+            if key.data is not None:
                 pidfd, pid = key.fd, key.data
                 selector.unregister(pidfd)
                 os.close(pidfd)
                 del children[pidfd]
                 _, status = os.waitpid(pid, 0)
                 _write({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+                continue
+            chunk = os.read(0, 65536)
+            if not chunk:  # the test process is gone
+                return
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                parent = os.getpid()
+                pid = os.fork()
+                if pid == 0:
+                    _child(json.loads(line), parent, [_channel, selector.fileno(), *children])
+                pidfd = os.pidfd_open(pid)
+                children[pidfd] = pid
+                selector.register(pidfd, selectors.EVENT_READ, pid)
+                _write({"started": pid})
 
 
 # ---------------------------------------------------------------------------------------------- the test side
@@ -169,6 +208,10 @@ class ForkedProcess:
         self.zygote = zygote
         self.pid = pid
         self.returncode: int | None = None
+        try:  # signals go through a pidfd: once the zygote has reaped it, its pid may be another process's
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._pidfd = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -183,9 +226,14 @@ class ForkedProcess:
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
+        if self.poll() is None and self._pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+                signal.pidfd_send_signal(self._pidfd, sig)
+
+    def __del__(self) -> None:
+        if getattr(self, "_pidfd", None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pidfd)  # type: ignore[arg-type]
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -224,13 +272,18 @@ class Zygote:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            message = json.loads(line)
+        try:
+            for line in self.process.stdout:
+                message = json.loads(line)
+                with self._changed:
+                    if "started" in message:
+                        self._started.append(message["started"])
+                    else:
+                        self._exits[message["exited"]] = message["code"]
+                    self._changed.notify_all()
+        finally:  # the zygote is gone: whoever waits learns it now
+            self.process.wait()
             with self._changed:
-                if "started" in message:
-                    self._started.append(message["started"])
-                else:
-                    self._exits[message["exited"]] = message["code"]
                 self._changed.notify_all()
 
     def refuses(self, env: dict[str, str]) -> str | None:
@@ -250,8 +303,10 @@ class Zygote:
         with self._spawning, self._changed:
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.flush()
-            if not self._changed.wait_for(lambda: self._started, timeout=30):
-                raise RuntimeError("the service zygote did not fork within 30 s")
+            if not self._changed.wait_for(lambda: self._started or self.process.poll() is not None, timeout=30):
+                self.error = "it did not fork within 30 s"  # a late answer would be taken for the next request's
+            if self.error is not None or not self._started:
+                raise RuntimeError(f"the service zygote failed: {self.error or 'it ended'} (see {self.log_path})")
             return ForkedProcess(self, self._started.pop(0))
 
     def exit_code(self, pid: int, timeout: float | None) -> int | None:
@@ -282,8 +337,9 @@ def enabled() -> bool:
 
 
 def zygote(env: dict[str, str]) -> Zygote | None:
-    """This test process's zygote, started on first use (in `env`: the services' environment, less their own
-    settings); None when `GPU_TEST_ZYGOTE=0` or it cannot fork."""
+    """This test process's zygote, started on first use in `env` (every service's environment before a test adds
+    to it: services.service_env()), less the service's own settings; None when `GPU_TEST_ZYGOTE=0` or it cannot
+    fork."""
     global _zygote
     if not enabled():
         return None

@@ -34,6 +34,11 @@ def tiny_reranker_models(root: Path) -> dict[str, str]:
     return {"GPU_MODEL_DIRS": str(root), "MODEL_RERANK": TINY_RERANKER}
 
 
+def service_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A test service's environment: this process's, offline, logging, and what the test adds."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "GPU_SERVICE_LOG": "1", **(extra or {})}
+
+
 class ServiceProcess:
     """One `gpu-service` child process on 127.0.0.1 (or another loopback address, `bind`)."""
 
@@ -43,7 +48,7 @@ class ServiceProcess:
     ):
         self.bind = bind
         self.port = port or free_port()
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "GPU_SERVICE_LOG": "1", **(env or {})}
+        self.env = service_env(env)
         self.args = args or []
         self.scheme = "https" if "--ssl-certfile" in self.args else "http"
         self.process: subprocess.Popen[bytes] | ForkedProcess | None = None
@@ -67,7 +72,7 @@ class ServiceProcess:
         return [*prefix, sys.executable, "-m", "gpu_service", *self.arguments()]
 
     def start(self, wait: bool = True, timeout: float = 120.0) -> ServiceProcess:
-        forked = zygote(self.env) if self.forkable else None
+        forked = zygote(service_env()) if self.forkable else None
         refused = forked.refuses(self.env) if forked is not None else "not forked"
         if forked is not None and refused is None:
             self.process = forked.spawn("gpu_service", self.arguments(), self.env, ROOT, self.log_path, self.netns)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 
 from gpu_service.errors import ModelNotFound, Unavailable, Unprocessable
@@ -258,10 +259,10 @@ def test_a_host_without_espeak_ng_is_told_how_to_get_it() -> None:
 def test_cuda_goes_first_when_onnxruntime_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """A mock: no GPU exists on this machine, so onnxruntime's list of providers is patched (the CUDA row of
     bench/gpu.md is the check on a real one)."""
-    monkeypatch.setattr(engine_module.onnxruntime, "get_available_providers",
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert engine_module.providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    monkeypatch.setattr(engine_module.onnxruntime, "get_available_providers",
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["AzureExecutionProvider", "CPUExecutionProvider"])
     assert engine_module.providers() == ["CPUExecutionProvider"]
 
@@ -272,7 +273,7 @@ def test_a_voice_that_ends_up_on_the_cpu_despite_cuda_warns_and_runs_one_call_pe
     """A mock, as above: onnxruntime says it has CUDA, the session still lands on the CPU (this machine has no
     GPU, as when CUDA's libraries are missing): the engine says so and runs as a CPU engine (no batches, one
     single-thread call per core), not as a batching one."""
-    monkeypatch.setattr(engine_module.onnxruntime, "get_available_providers",
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     with caplog.at_level("WARNING", logger=engine_module.__name__):
         fallen = PiperEngine(voice, threads=2, noise=Noise(0.0, 0.0), phonemizer=WrittenPhonemes())

@@ -29,14 +29,17 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime
 
 from gpu_service.models.engine import EngineDetails
 from gpu_service.tasks.speak.onnx_graph import with_extra_output
 from gpu_service.tasks.speak.phonemize import EspeakPhonemizer, Phonemizer
 from gpu_service.tasks.speak.voices import VoiceConfig, VoiceFiles, load_config
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ class Noise:
 
 def providers() -> list[str]:
     """onnxruntime's CUDA provider first when this install has it (onnxruntime-gpu), else the CPU."""
+    import onnxruntime  # when a voice loads: a service that does not speak never imports it (see _load)
+
     available = onnxruntime.get_available_providers()
     return [CUDA, CPU] if CUDA in available else [CPU]
 
@@ -100,6 +105,10 @@ class PiperEngine:
         """The scheduler's cost model: a padded batch costs count x longest; single calls their own ids."""
 
     def _load(self, threads: int | None) -> tuple[onnxruntime.InferenceSession, str | None]:
+        # Imported here, not with the module: importing onnxruntime opens its telemetry database and starts a
+        # thread, which a service without a voice has no use for.
+        import onnxruntime
+
         model = self.files.model.read_bytes()
         patched = with_extra_output(model)
         options = onnxruntime.SessionOptions()
