@@ -9,14 +9,15 @@ uvicorn server on its own port; kill -9, SIGSTOP and its exit status are what a 
 
 What the fork cannot change is what a module read from the environment when it was imported. So a service
 whose environment differs from the zygote's in anything but the service's own settings (`SERVICE_VARIABLES`)
-and what the imports set for themselves (torch's `KMP_INIT_AT_FORK`, which a test process
-has or not depending on what it imported so far) is started as its own `python -m gpu_service` instead (`refuses`), and so is every service when
-`GPU_TEST_ZYGOTE=0`. The zygote refuses to fork if an import started a thread (a forked child would inherit
-locks no thread will release; the native thread pools numpy's and scipy's OpenBLAS start at import shut down
-before a fork and start again after it, by OpenBLAS's own `pthread_atfork`).
+and what the imports set for themselves (torch's `KMP_INIT_AT_FORK`, which a test process has or not depending
+on what it imported so far) is started as its own `python -m gpu_service` instead (`refuses`), and so is every
+service when `GPU_TEST_ZYGOTE=0`. The zygote refuses to fork if an import started a Python thread (a forked
+child would inherit locks no thread will release) or imported a module of `FORK_UNSAFE`; the native thread
+pools numpy's and scipy's OpenBLAS start at import shut down before a fork and start again after it, by
+OpenBLAS's own `pthread_atfork`.
 
-Protocol, one JSON object per line: the test side writes `{"module", "argv", "env", "cwd", "log", "netns"}` to the
-zygote's stdin and reads `{"started": pid}`; when a child ends the zygote reaps it and writes
+Protocol, one JSON object per line: the test side writes `{"module", "argv", "env", "cwd", "log", "netns"}`
+to the zygote's stdin and reads `{"started": pid}`; when a child ends the zygote reaps it and writes
 `{"exited": pid, "code": returncode}` (negative: the signal). stdin's end (the test process gone) kills every
 child and ends the zygote; a child dies with the zygote however it ends (PR_SET_PDEATHSIG).
 """
@@ -39,6 +40,8 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
+from gpu_service.settings import FALSE_WORDS
+
 WARM_MODULES = (
     "gpu_service.cli", "gpu_service.app", "sentence_transformers", "transformers", "bert_score", "faster_whisper",
     "ctranslate2", "av", "uvicorn",
@@ -49,7 +52,9 @@ FORK_UNSAFE = ("onnxruntime",)
 """Modules the zygote must not have imported: onnxruntime opens its telemetry database (SQLite, WAL) and starts a
 thread at import, and forked children would share that connection. The service imports it when a voice loads."""
 
-SERVICE_VARIABLES = ("GPU_", "MODEL_", "BERTSCORE_", "TORCH_DEVICE", "API_KEY", "ALLOWED_MODELS", "LOG_LEVEL", "PYTEST_")
+SERVICE_VARIABLES = (
+    "GPU_", "MODEL_", "BERTSCORE_", "TORCH_DEVICE", "API_KEY", "ALLOWED_MODELS", "LOG_LEVEL", "PYTEST_",
+)
 """Environment variables a forked service may differ in: the service's own settings (docs/configuration.md),
 read when it starts, not by an import (and pytest's own)."""
 
@@ -130,7 +135,8 @@ def _run_main(module: str) -> tuple[int, int | None]:
 def _finish(code: int, end_by: int | None = None) -> NoReturn:
     """What the interpreter does on its way out: join its threads (and the executors' workers), run the atexit
     functions, flush; then exit with `code`, or by the signal `end_by`."""
-    for step in (threading._shutdown, atexit._run_exitfuncs, sys.stdout.flush, sys.stderr.flush):  # type: ignore[attr-defined]
+    shutdown = threading._shutdown  # type: ignore[attr-defined]
+    for step in (shutdown, atexit._run_exitfuncs, sys.stdout.flush, sys.stderr.flush):
         with contextlib.suppress(BaseException):
             step()
     if end_by is not None:
@@ -333,7 +339,7 @@ _lock = threading.Lock()
 
 def enabled() -> bool:
     """Whether the tests fork their services (`GPU_TEST_ZYGOTE`, default 1)."""
-    return os.environ.get("GPU_TEST_ZYGOTE", "1").strip().lower() not in ("0", "false", "no", "off")
+    return os.environ.get("GPU_TEST_ZYGOTE", "1").strip().lower() not in FALSE_WORDS
 
 
 def zygote(env: dict[str, str]) -> Zygote | None:

@@ -1,7 +1,8 @@
 """Text to speech (OpenAI's `/v1/audio/speech`): Piper voices run with onnxruntime (voices.py, engine.py),
 phonemes from the espeak-ng program (phonemize.py), the sentences of concurrent requests batched into one
 model call (onnx_graph.py exposes the durations that cut a batch back into sentences), and the audio
-encoded per response format, whole or streamed (encode.py). The service imports PyAV, and onnxruntime when a voice loads."""
+encoded per response format, whole or streamed (encode.py). The service imports PyAV, and onnxruntime when a
+voice loads."""
 
 from __future__ import annotations
 
