@@ -121,8 +121,12 @@ def _build(commit: str, venv: Path) -> None:
         if venv.exists():
             shutil.rmtree(venv)
         staged.rename(venv)
+        # Without PYTHONPATH: pointed at this checkout, its *.egg-info made pip take the release as installed.
+        clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         subprocess.run([*pip, "--python", str(venv / "bin/python"), "install", "--no-deps", "--no-index",
-                        *map(str, sorted(wheels.glob("*.whl")))], check=True, capture_output=True)
+                        *map(str, sorted(wheels.glob("*.whl")))], check=True, capture_output=True, env=clean)
+        if not (venv / "bin" / "gpu-service").is_file():
+            raise RuntimeError(f"release {commit[:12]}: pip installed no gpu-service into {venv}")
         purelib = subprocess.run([str(venv / "bin/python"), "-c", "import sysconfig;print(sysconfig.get_path('purelib'))"],
                                  capture_output=True, text=True, check=True).stdout.strip()
         # After its own site-packages: today's dependencies, without this venv's editable finders.
