@@ -2,7 +2,8 @@
 
 (a) `--clients` (16) sentences of mixed lengths sent at once, each its own request for a WAV: seconds of
     audio per wall second (and per CPU second of the server), ours against `python -m piper.http_server`
-    on `en_US-joe-medium`, the sides taking turns, `--runs` rounds, best kept; target ours >= 1.2x.
+    on `en_US-joe-medium`, a `--warmup` round each first (not counted), then the sides taking turns,
+    `--runs` rounds, best kept; target ours >= 1.2x.
 (b) a 2,000-character paragraph, streamed from ours as raw PCM: time to the first audio against the time
     to the whole; target <= 25%.
 (c) the round trip: each sentence spoken by our `/v1/audio/speech`, heard by our `/v1/audio/transcriptions`
@@ -86,7 +87,14 @@ class Load:
         return max(o.audio_s / max(o.cpu_s, 1e-9) for o in self.outcomes)
 
 
-def concurrent_load(sides: list[Side], texts: list[str], runs: int) -> list[Load]:
+def concurrent_load(sides: list[Side], texts: list[str], runs: int, warmup: int = 1) -> list[Load]:
+    """`warmup` uncounted rounds per side first (piper's server ran its first rounds of this load 30% slower
+    than its later ones), then `runs` counted rounds, the sides taking turns."""
+    for round_ in range(warmup):
+        for side in sides:
+            outcome = side.concurrent(texts)
+            print(f"  warm-up {round_ + 1}, {side.name}: {outcome.audio_s / outcome.seconds:.1f} x real time "
+                  "(not counted)", flush=True)
     loads = [Load(s.name, []) for s in sides]
     for round_ in range(runs):
         for side, load in zip(sides, loads, strict=True):
@@ -121,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.speak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round of (a)")
     parser.add_argument("--runs", type=int, default=3, help="rounds of (a), the sides taking turns (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds of (a) per side first (default 1)")
     parser.add_argument("--clients", type=int, default=len(SENTENCES), help="concurrent sentences (default 16)")
     parser.add_argument("--ours-only", action="store_true", help="leave piper out (no venv is made)")
     parser.add_argument("--piper-cuda", action="store_true", help="piper's server with --cuda (on a GPU host)")
@@ -143,7 +152,7 @@ def measure(args: argparse.Namespace) -> tuple[list[Load], Streamed, float]:
         if not args.ours_only:
             sides.append(piper(cuda=args.piper_cuda))
         print(f"(a) {len(texts)} sentences at once, {args.runs} round(s)", flush=True)
-        loads = concurrent_load(sides, texts, args.runs)
+        loads = concurrent_load(sides, texts, args.runs, args.warmup)
         for side in sides[1:]:
             side.stop()  # (b) and (c) are ours alone
         url = sides[0].server.url

@@ -1,6 +1,7 @@
 """Text to speech (OpenAI's `/v1/audio/speech`): Piper voices run with onnxruntime (voices.py, engine.py),
 phonemes from the espeak-ng program (phonemize.py), the sentences of concurrent requests batched into one
-model call (onnx_graph.py exposes the durations that cut a batch back into sentences), and the audio
+model call (onnx_graph.py exposes the durations that cut a batch back into sentences; on a CPU,
+decoder_2d.py runs the decoder as 2-D convolutions, faster there), and the audio
 encoded per response format, whole or streamed (encode.py). The service imports PyAV, and onnxruntime when a
 voice loads."""
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gpu_service.models.engine import EngineDetails
+from gpu_service.tasks.speak.decoder_2d import decoder_as_2d
 from gpu_service.tasks.speak.onnx_graph import with_extra_output
 from gpu_service.tasks.speak.phonemize import EspeakPhonemizer, Phonemizer
 from gpu_service.tasks.speak.voices import VoiceConfig, VoiceFiles, load_config
@@ -90,6 +91,8 @@ class PiperEngine:
         self.phonemizer: Phonemizer = phonemizer or EspeakPhonemizer(self.config.espeak_voice)
         self.memory_bytes = files.model.stat().st_size
         self.batch_calls = CUDA in providers() if batch_calls is None else batch_calls
+        self.decoder_lifted = False
+        """Whether the session runs the decoder as 2-D convolutions (decoder_2d.py; on a CPU, when it applies)."""
         self.session, self._durations = self._load(threads if self.batch_calls else 1)
         if batch_calls is None and self.batch_calls and self.session.get_providers()[0] != CUDA:
             log.warning("voice %s: onnxruntime has CUDA but the session runs on the CPU; one call per core", self.name)
@@ -116,8 +119,33 @@ class PiperEngine:
             options.intra_op_num_threads = threads
         if patched is None:
             log.warning("voice %s: no duration output in its graph; one sentence per model call", self.name)
-        session = onnxruntime.InferenceSession(patched[0] if patched else model, options, providers=providers())
+        graph = patched[0] if patched else model
+        session = onnxruntime.InferenceSession(graph, options, providers=providers())
+        if session.get_providers()[0] == CPU:
+            session = self._lifted(graph, session)
         return session, patched[1] if patched else None
+
+    def _lifted(self, graph: bytes, shipped: onnxruntime.InferenceSession) -> onnxruntime.InferenceSession:
+        """The session with the decoder as 2-D convolutions (decoder_2d.py: faster on a CPU) when the rewrite
+        applies and answers what the shipped graph answers (checked here on one phrase); else `shipped`."""
+        import onnxruntime
+
+        lifted_graph = decoder_as_2d(graph)
+        if lifted_graph is None:
+            log.info("voice %s: its decoder is not one decoder_2d.py lifts; the graph runs as shipped", self.name)
+            return shipped
+        try:
+            lifted = onnxruntime.InferenceSession(lifted_graph, shipped.get_session_options(), providers=[CPU])
+            probe = _probe_feeds(self.config, {i.name for i in shipped.get_inputs()})
+            expected, answered = (s.run(["output"], probe)[0] for s in (shipped, lifted))
+        except Exception as exc:  # onnxruntime's errors have no common base class worth naming
+            log.warning("voice %s: the lifted decoder failed (%s); the graph runs as shipped", self.name, exc)
+            return shipped
+        if expected.shape != answered.shape or not np.allclose(expected, answered, atol=1e-4):
+            log.warning("voice %s: the lifted decoder answered other audio; the graph runs as shipped", self.name)
+            return shipped
+        self.decoder_lifted = True
+        return lifted
 
     def _measure_hop(self) -> int:
         """Samples per duration frame (256 for Piper voices), from one short utterance (also the warm-up)."""
@@ -176,7 +204,7 @@ class PiperEngine:
         ids = np.zeros((len(utterances), int(lengths.max())), dtype=np.int64)
         for row, utterance in enumerate(utterances):
             ids[row, :len(utterance.ids)] = utterance.ids
-        feeds = {"input": ids, "input_lengths": lengths, "scales": np.array(
+        feeds: dict[str, np.ndarray] = {"input": ids, "input_lengths": lengths, "scales": np.array(
             [self.noise.scale, self.config.length_scale / speed, self.noise.width], dtype=np.float32)}
         if "sid" in self._inputs:
             feeds["sid"] = np.array([u.speaker for u in utterances], dtype=np.int64)
@@ -190,6 +218,16 @@ class PiperEngine:
 
     def close(self) -> None:
         del self.session
+
+
+def _probe_feeds(config: VoiceConfig, inputs: set[str]) -> dict[str, np.ndarray]:
+    """One short phrase without randomness: the same audio from any graph that computes the voice."""
+    ids = np.array([config.ids(list("həlˈoʊ wˈɜːld."))], dtype=np.int64)
+    feeds: dict[str, np.ndarray] = {"input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
+             "scales": np.array([0.0, config.length_scale, 0.0], dtype=np.float32)}
+    if "sid" in inputs:
+        feeds["sid"] = np.zeros(1, dtype=np.int64)
+    return feeds
 
 
 def _clip(samples: np.ndarray) -> np.ndarray:

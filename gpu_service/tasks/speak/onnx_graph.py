@@ -9,6 +9,8 @@ it beside the audio, so a batch can be cut back into sentences exactly.
 The model file is a protobuf `ModelProto`. Adding an output is appending one `ValueInfoProto` (just a
 name) to the `GraphProto`'s `output` field, so this module reads the few fields it needs (wire format:
 https://protobuf.dev/programming-guides/encoding/) and re-frames the graph; every other byte is kept.
+Its field reader and writers (`fields`, `strings`, `int64s`, `length_delimited`, `varint_field`) serve
+decoder_2d.py's rewrite too.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-MODEL_GRAPH = 7
-"""ModelProto.graph (onnx.proto)."""
-GRAPH_NODE, GRAPH_OUTPUT = 1, 12
-"""GraphProto.node, GraphProto.output."""
-NODE_OUTPUT, NODE_OP_TYPE = 2, 4
-"""NodeProto.output, NodeProto.op_type."""
+MODEL_GRAPH, MODEL_OPSET_IMPORT = 7, 8
+"""ModelProto.graph, ModelProto.opset_import (onnx.proto)."""
+GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_OUTPUT, GRAPH_VALUE_INFO = 1, 5, 12, 13
+"""GraphProto.node, .initializer, .output, .value_info."""
+NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE = 1, 2, 3, 4, 5
+"""NodeProto.input, .output, .name, .op_type, .attribute."""
 VALUE_INFO_NAME = 1
 """ValueInfoProto.name."""
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
@@ -42,7 +44,7 @@ class Field:
     end: int
 
 
-def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -69,13 +71,13 @@ def fields(data: bytes | memoryview) -> Iterator[Field]:
     pos = 0
     while pos < len(data):
         start = pos
-        tag, pos = _varint(data, pos)
+        tag, pos = read_varint(data, pos)
         number, wire_type = tag >> 3, tag & 7
         if wire_type == VARINT:
-            _, end = _varint(data, pos)
+            _, end = read_varint(data, pos)
             value_start = pos
         elif wire_type == LENGTH_DELIMITED:
-            length, value_start = _varint(data, pos)
+            length, value_start = read_varint(data, pos)
             end = value_start + length
         elif wire_type in (FIXED64, FIXED32):
             value_start, end = pos, pos + (8 if wire_type == FIXED64 else 4)
@@ -87,12 +89,37 @@ def fields(data: bytes | memoryview) -> Iterator[Field]:
         yield Field(number, wire_type, start, value_start, end)
 
 
-def _strings(data: memoryview, number: int) -> list[str]:
+def strings(data: memoryview, number: int) -> list[str]:
     return [bytes(data[f.value_start:f.end]).decode() for f in fields(data)
             if f.number == number and f.wire_type == LENGTH_DELIMITED]
 
 
-def _length_delimited(number: int, payload: bytes) -> bytes:
+def int64s(data: memoryview, number: int) -> list[int]:
+    """A repeated int64 field's values, written packed or one per tag (proto2 writes them one per tag)."""
+    values: list[int] = []
+    for f in fields(data):
+        if f.number != number:
+            continue
+        if f.wire_type == VARINT:
+            values.append(_signed(read_varint(data, f.value_start)[0]))
+        elif f.wire_type == LENGTH_DELIMITED:
+            pos = f.value_start
+            while pos < f.end:
+                value, pos = read_varint(data, pos)
+                values.append(_signed(value))
+    return values
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def varint_field(number: int, value: int) -> bytes:
+    """One varint field (int64: a negative value as its 64-bit two's complement)."""
+    return encode_varint(number << 3 | VARINT) + encode_varint(value & ((1 << 64) - 1))
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
     return encode_varint(number << 3 | LENGTH_DELIMITED) + encode_varint(len(payload)) + payload
 
 
@@ -101,8 +128,8 @@ def outputs_of(graph: memoryview, op_type: str) -> list[str]:
     names: list[str] = []
     for node in (f for f in fields(graph) if f.number == GRAPH_NODE):
         body = graph[node.value_start:node.end]
-        if op_type in _strings(body, NODE_OP_TYPE):
-            names.extend(_strings(body, NODE_OUTPUT))
+        if op_type in strings(body, NODE_OP_TYPE):
+            names.extend(strings(body, NODE_OUTPUT))
     return names
 
 
@@ -118,7 +145,7 @@ def with_extra_output(model: bytes, op_type: str = "Ceil") -> tuple[bytes, str] 
     if len(candidates) != 1:
         return None
     (name,) = candidates
-    value_info = _length_delimited(VALUE_INFO_NAME, name.encode())
-    new_graph = bytes(graph) + _length_delimited(GRAPH_OUTPUT, value_info)
-    patched = b"".join((view[:graph_field.start], _length_delimited(MODEL_GRAPH, new_graph), view[graph_field.end:]))
+    value_info = length_delimited(VALUE_INFO_NAME, name.encode())
+    new_graph = bytes(graph) + length_delimited(GRAPH_OUTPUT, value_info)
+    patched = b"".join((view[:graph_field.start], length_delimited(MODEL_GRAPH, new_graph), view[graph_field.end:]))
     return patched, name
