@@ -8,12 +8,15 @@ NCHWc layout to the whole chain instead (direct convolution kernels, the adds an
 them): on the bundled voice, one thread, 16 sentences, 13.2-13.4 audio seconds per CPU second as shipped
 against 15.6-16.3 lifted, the audio equal within 1e-6 (docs/speech.md).
 
-So `decoder_as_2d` rewrites the graph (protobuf fields, see onnx_graph.py; every other byte kept): the
+So `decoder_as_2d` rewrites the graph (protobuf fields, see onnx_graph.py; every other field kept): the
 nodes named under the decoder's scope (`/dec/`) get `Unsqueeze(axis 2)` on the tensors that come in, their
 convolutions' weights one more dimension ([out, in, k] -> [out, in, 1, k]) and attributes a leading one
 (kernel, strides, dilations; pads [a, b] -> [0, a, 0, b]), and the tensors that leave get `Squeeze(axis 2)`.
 It answers None, and the voice runs as shipped, when the graph is not what this expects: no decoder scope,
-an operator in it that cares about ranks, a weight shared with another node, or an opset before 13.
+an operator in it that cares about ranks or is not ONNX's own, a weight shared with another node or listed as
+a graph input, a subgraph (If, Loop, Scan: it could read a decoder tensor by name), or an opset before 13.
+What it cannot see (the rank of a tensor coming in) the engine's check catches: it loads the rewritten graph
+and compares its audio with the shipped graph's before using it (engine.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 
 from gpu_service.tasks.speak.onnx_graph import (
     GRAPH_INITIALIZER,
+    GRAPH_INPUT,
     GRAPH_NODE,
     GRAPH_OUTPUT,
     GRAPH_VALUE_INFO,
@@ -31,6 +35,7 @@ from gpu_service.tasks.speak.onnx_graph import (
     MODEL_GRAPH,
     MODEL_OPSET_IMPORT,
     NODE_ATTRIBUTE,
+    NODE_DOMAIN,
     NODE_INPUT,
     NODE_NAME,
     NODE_OP_TYPE,
@@ -48,10 +53,15 @@ SCOPE = "/dec/"
 """The decoder's nodes, as PyTorch names them when it exports Piper's VITS (`SynthesizerTrn.dec`)."""
 CONVS = frozenset({"Conv", "ConvTranspose"})
 RANK_FREE = frozenset({"Add", "Sub", "Mul", "Div", "LeakyRelu", "Relu", "Tanh", "Constant"})
-"""Operators whose answer does not depend on the rank (elementwise, with broadcasting)."""
+"""Operators whose answer does not depend on the rank (elementwise with broadcasting; a Constant of rank 0 or 1)."""
+SUBGRAPHS = frozenset({"If", "Loop", "Scan"})
+"""Operators with subgraphs, which may read any outer tensor by name (not through their inputs)."""
+ONNX_DOMAINS = ("", "ai.onnx")
 MIN_OPSET = 13
 """Unsqueeze and Squeeze take their axes as an input from opset 13."""
 AXES = "/dec/2d/axes"
+"""The new nodes and this constant are named under the decoder's scope, so a graph rewritten once is refused
+the second time (`Unsqueeze` cares about ranks)."""
 ATTRIBUTE_NAME, ATTRIBUTE_T, ATTRIBUTE_INTS = 1, 5, 8
 """AttributeProto.name, .t, .ints."""
 TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_NAME, TENSOR_RAW_DATA = 1, 2, 8, 9
@@ -69,6 +79,7 @@ class Node:
     op_type: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    domain: str
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,7 @@ def _opset(model: memoryview, top: list[Field]) -> int:
     """The default domain's opset version (0 when the model names none)."""
     for f in (f for f in top if f.number == MODEL_OPSET_IMPORT):
         body = model[f.value_start:f.end]
-        if _first(body, OPSET_DOMAIN) in ("", "ai.onnx"):
+        if _first(body, OPSET_DOMAIN) in ONNX_DOMAINS:
             return (int64s(body, OPSET_VERSION) or [0])[0]
     return 0
 
@@ -119,7 +130,7 @@ def _first(message: memoryview, number: int) -> str:
 def _node(graph: memoryview, f: Field) -> Node:
     body = graph[f.value_start:f.end]
     return Node(f, _first(body, NODE_NAME), _first(body, NODE_OP_TYPE),
-                tuple(strings(body, NODE_INPUT)), tuple(strings(body, NODE_OUTPUT)))
+                tuple(strings(body, NODE_INPUT)), tuple(strings(body, NODE_OUTPUT)), _first(body, NODE_DOMAIN))
 
 
 def _ranks(graph: memoryview) -> dict[str, int]:
@@ -135,7 +146,9 @@ def plan(graph: memoryview, scope: str = SCOPE) -> Plan | None:
     """What to change, or None when the decoder is not one this rewrite is sure of."""
     nodes = [_node(graph, f) for f in fields(graph) if f.number == GRAPH_NODE]
     region = [n for n in nodes if n.name.startswith(scope)]
-    if not region or any(n.op_type not in CONVS | RANK_FREE for n in region):
+    if not region or any(n.op_type not in CONVS | RANK_FREE or n.domain not in ONNX_DOMAINS for n in region):
+        return None
+    if any(n.op_type in SUBGRAPHS for n in nodes):
         return None
     if any(n.op_type == "Constant" and not _small_constant(graph, n) for n in region):
         return None
@@ -156,13 +169,22 @@ def plan(graph: memoryview, scope: str = SCOPE) -> Plan | None:
     outside = [n for n in nodes if not n.name.startswith(scope)]
     if any(name in weights for n in outside for name in n.inputs):
         return None
-    graph_outputs = {_first(graph[f.value_start:f.end], VALUE_INFO_NAME)
-                     for f in fields(graph) if f.number == GRAPH_OUTPUT}
+    graph_outputs, graph_inputs = (_value_names(graph, number) for number in (GRAPH_OUTPUT, GRAPH_INPUT))
+    if weights & graph_inputs:
+        return None  # an old file listing its initializers as inputs too: their declared rank would be 3
     exits = {name for n in outside for name in n.inputs if name in made} | (made & graph_outputs)
-    if not entries or not exits or any(name + "/2d" in made | set(ranks) for name in entries | exits):
+    constants = {o for n in region if n.op_type == "Constant" for o in n.outputs}
+    taken = {name for n in nodes for name in (*n.inputs, *n.outputs)} | set(ranks) | graph_inputs
+    if not entries or not exits or exits & constants or AXES in taken \
+            or any(name + "/2d" in taken for name in entries | exits):
         return None
     return Plan(frozenset(n.field.start for n in region), frozenset(weights), frozenset(entries),
                 frozenset(exits), frozenset(made))
+
+
+def _value_names(graph: memoryview, number: int) -> set[str]:
+    """The names of the graph's inputs or outputs (ValueInfoProto fields)."""
+    return {_first(graph[f.value_start:f.end], VALUE_INFO_NAME) for f in fields(graph) if f.number == number}
 
 
 def _small_constant(graph: memoryview, node: Node) -> bool:
@@ -190,7 +212,8 @@ def _lifts(graph: memoryview, node: Node) -> bool:
 
 
 def rewrite(graph: memoryview, found: Plan) -> bytes:
-    """The graph with `found` carried out: every field in its place, the new nodes beside the ones they feed."""
+    """The graph with `found` carried out: the new nodes beside the ones they feed, the decoder's value_info
+    (shapes of rank 3) left out, the axes constant last; every other field where it was."""
     renamed = {name: name + "/2d" for name in found.entries | found.exits}
     out = bytearray()
     unsqueezed: set[str] = set()

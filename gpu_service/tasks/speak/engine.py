@@ -127,21 +127,23 @@ class PiperEngine:
 
     def _lifted(self, graph: bytes, shipped: onnxruntime.InferenceSession) -> onnxruntime.InferenceSession:
         """The session with the decoder as 2-D convolutions (decoder_2d.py: faster on a CPU) when the rewrite
-        applies and answers what the shipped graph answers (checked here on one phrase); else `shipped`."""
+        applies and answers what the shipped graph answers (every output, checked here on one phrase); else
+        `shipped`."""
         import onnxruntime
 
-        lifted_graph = decoder_as_2d(graph)
-        if lifted_graph is None:
-            log.info("voice %s: its decoder is not one decoder_2d.py lifts; the graph runs as shipped", self.name)
-            return shipped
         try:
+            lifted_graph = decoder_as_2d(graph)
+            if lifted_graph is None:
+                log.info("voice %s: its decoder is not one decoder_2d.py lifts; the graph runs as shipped", self.name)
+                return shipped
             lifted = onnxruntime.InferenceSession(lifted_graph, shipped.get_session_options(), providers=[CPU])
             probe = _probe_feeds(self.config, {i.name for i in shipped.get_inputs()})
-            expected, answered = (s.run(["output"], probe)[0] for s in (shipped, lifted))
-        except Exception as exc:  # onnxruntime's errors have no common base class worth naming
+            outputs = [o.name for o in shipped.get_outputs()]
+            expected, answered = (s.run(outputs, probe) for s in (shipped, lifted))
+        except Exception as exc:  # a graph the reader cannot parse; onnxruntime's errors have no common base
             log.warning("voice %s: the lifted decoder failed (%s); the graph runs as shipped", self.name, exc)
             return shipped
-        if expected.shape != answered.shape or not np.allclose(expected, answered, atol=1e-4):
+        if any(e.shape != a.shape or not np.allclose(e, a, atol=1e-4) for e, a in zip(expected, answered, strict=True)):
             log.warning("voice %s: the lifted decoder answered other audio; the graph runs as shipped", self.name)
             return shipped
         self.decoder_lifted = True

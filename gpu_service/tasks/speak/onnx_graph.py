@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 MODEL_GRAPH, MODEL_OPSET_IMPORT = 7, 8
 """ModelProto.graph, ModelProto.opset_import (onnx.proto)."""
-GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_OUTPUT, GRAPH_VALUE_INFO = 1, 5, 12, 13
-"""GraphProto.node, .initializer, .output, .value_info."""
-NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE = 1, 2, 3, 4, 5
-"""NodeProto.input, .output, .name, .op_type, .attribute."""
+GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT, GRAPH_VALUE_INFO = 1, 5, 11, 12, 13
+"""GraphProto.node, .initializer, .input, .output, .value_info."""
+NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 2, 3, 4, 5, 7
+"""NodeProto.input, .output, .name, .op_type, .attribute, .domain."""
 VALUE_INFO_NAME = 1
 """ValueInfoProto.name."""
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
