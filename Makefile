@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PORT   ?= 8787
 
-.PHONY: run test test-fast soak bench lint inspector clean speech-tools
+.PHONY: run test test-fast soak bench lint inspector clean speech-tools test-tools
 
 # Two distributions from one checkout: the bridge (+ gpu_protocol) at the root, the service in service/.
 $(VENV)/.installed: pyproject.toml service/pyproject.toml
@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml service/pyproject.toml
 speech-tools:
 	@command -v espeak-ng >/dev/null && command -v ffmpeg >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq espeak-ng ffmpeg)
+
+## test-tools: what the suite runs besides Python and npm: the speech tools, and wrk (bench/peers.py's load,
+## whose Lua script the suite checks); installed once, skipped when present
+test-tools: speech-tools
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 ## run: a local GPU service (bundled all-MiniLM-L6-v2, Whisper tiny.en for speech to text and the Piper voice
 ## en_US-joe-medium for speech synthesis unless MODEL_TRANSCRIBE / MODEL_SPEAK say otherwise; MODEL_SPEAK= turns
@@ -35,7 +40,7 @@ run: $(VENV)/.installed $(if $(MODEL_SPEAK),speech-tools)
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 TREE_STATE = { git status --porcelain; git diff; } 2>/dev/null | cksum
-test: $(VENV)/.installed speech-tools
+test: $(VENV)/.installed test-tools
 	@before="$$($(TREE_STATE))"; \
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS); status=$$?; \
 	if [ "$$before" != "$$($(TREE_STATE))" ]; then \
