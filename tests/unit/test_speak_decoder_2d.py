@@ -12,19 +12,20 @@ import pytest
 
 from gpu_service.tasks.speak import engine as engine_module
 from gpu_service.tasks.speak.decoder_2d import decoder_as_2d
-from gpu_service.tasks.speak.engine import Noise, PiperEngine
+from gpu_service.tasks.speak.engine import Noise, PiperEngine, Utterance, model_feeds
 from gpu_service.tasks.speak.onnx_graph import (
     GRAPH_INITIALIZER,
     GRAPH_INPUT,
     GRAPH_NODE,
-    MODEL_GRAPH,
     NODE_DOMAIN,
     NODE_NAME,
     NODE_OP_TYPE,
     NotAProtobuf,
     fields,
+    graph_field,
     length_delimited,
     with_extra_output,
+    with_graph,
 )
 from gpu_service.tasks.speak.voices import VoiceFiles, load_config
 from tests.support.piper_voice import FOX, HELLO
@@ -43,23 +44,19 @@ def _session(model: bytes) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def _batch(voice: VoiceFiles) -> dict[str, np.ndarray]:
-    """Two sentences of different lengths in one padded batch, without randomness."""
+def _feeds(voice: VoiceFiles, *phonemes: str) -> dict[str, np.ndarray]:
+    """The sentences (written phonemes) in one padded batch at the voice's pace, without randomness."""
     config = load_config(voice)
-    rows = [config.ids(list(FOX)), config.ids(list(HELLO))]
-    ids = np.zeros((2, len(rows[0])), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
-    return {"input": ids, "input_lengths": np.array([len(r) for r in rows], dtype=np.int64),
-            "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)}
+    utterances = [Utterance(tuple(config.ids(list(p)))) for p in phonemes]
+    return model_feeds(utterances, config.length_scale, Noise(0.0, 0.0), ())
 
 
 def test_the_lifted_graph_answers_the_shipped_audio_and_durations(voice: VoiceFiles, shipped: bytes) -> None:
     lifted = decoder_as_2d(shipped)
     assert lifted is not None and lifted != shipped
     names = [o.name for o in _session(shipped).get_outputs()]
-    expected = _session(shipped).run(names, _batch(voice))
-    answered = _session(lifted).run(names, _batch(voice))
+    expected = _session(shipped).run(names, _feeds(voice, FOX, HELLO))
+    answered = _session(lifted).run(names, _feeds(voice, FOX, HELLO))
     assert [a.shape for a in answered] == [e.shape for e in expected] and expected[0].shape[0] == 2
     assert np.abs(expected[0]).max() > 0.05  # speech, not silence
     assert np.abs(answered[0] - expected[0]).max() < 1e-4
@@ -68,9 +65,10 @@ def test_the_lifted_graph_answers_the_shipped_audio_and_durations(voice: VoiceFi
 
 def _with_graph_field(model: bytes, field: bytes) -> bytes:
     """`model` with one more field at the end of its graph (a node, an input)."""
-    graph = next(f for f in fields(model) if f.number == MODEL_GRAPH)
-    body = model[graph.value_start:graph.end] + field
-    return model[:graph.start] + length_delimited(MODEL_GRAPH, body) + model[graph.end:]
+    view = memoryview(model)
+    graph = graph_field(view)
+    assert graph is not None
+    return with_graph(view, graph, bytes(view[graph.value_start:graph.end]) + field)
 
 
 def _node(name: str, op_type: str, domain: str = "") -> bytes:
@@ -97,7 +95,8 @@ def test_graphs_it_is_not_sure_of_are_left_alone(shipped: bytes) -> None:
 def _negated_weight(model: bytes, name: bytes) -> bytes:
     """`model` with one float initializer's values negated (its raw data's sign bits flipped)."""
     data = bytearray(model)
-    graph = next(f for f in fields(data) if f.number == MODEL_GRAPH)
+    graph = graph_field(memoryview(model))
+    assert graph is not None
     for f in fields(memoryview(data)[graph.value_start:graph.end]):
         body = bytes(data[graph.value_start + f.value_start:graph.value_start + f.end])
         if f.number == GRAPH_INITIALIZER and name in body[:200]:
@@ -126,10 +125,7 @@ def test_an_engine_runs_the_shipped_graph_when_the_lifted_one_is_wrong(voice: Vo
     assert not engine.decoder_lifted
     assert ("answered other audio" if lifted == "other audio" else "the lifted decoder failed") in caplog.text
     answered = engine._call([engine.utterance(list(HELLO))], 1.0)[0][0]
-    ids = np.array([load_config(voice).ids(list(HELLO))], dtype=np.int64)
-    expected = _session(shipped).run(["output"], {
-        "input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
-        "scales": np.array([0.0, load_config(voice).length_scale, 0.0], dtype=np.float32)})[0].reshape(-1)
+    expected = _session(shipped).run(["output"], _feeds(voice, HELLO))[0].reshape(-1)
     assert answered.shape == expected.shape and np.abs(answered - expected).max() < 1e-4
 
 

@@ -32,21 +32,22 @@ from gpu_service.tasks.speak.onnx_graph import (
     GRAPH_OUTPUT,
     GRAPH_VALUE_INFO,
     LENGTH_DELIMITED,
-    MODEL_GRAPH,
     MODEL_OPSET_IMPORT,
     NODE_ATTRIBUTE,
-    NODE_DOMAIN,
     NODE_INPUT,
     NODE_NAME,
     NODE_OP_TYPE,
     NODE_OUTPUT,
     VALUE_INFO_NAME,
-    Field,
+    Node,
     fields,
+    first_string,
+    graph_field,
     int64s,
     length_delimited,
-    strings,
+    nodes,
     varint_field,
+    with_graph,
 )
 
 SCOPE = "/dec/"
@@ -73,16 +74,6 @@ OPSET_DOMAIN, OPSET_VERSION = 1, 2
 
 
 @dataclass(frozen=True)
-class Node:
-    field: Field
-    name: str
-    op_type: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    domain: str
-
-
-@dataclass(frozen=True)
 class Plan:
     """What the rewrite changes (found by `plan`, carried out by `rewrite`)."""
 
@@ -101,36 +92,21 @@ class Plan:
 def decoder_as_2d(model: bytes, scope: str = SCOPE) -> bytes | None:
     """`model` with its decoder lifted to 2-D convolutions (see the module docstring), or None."""
     view = memoryview(model)
-    top = list(fields(view))
-    graph_field = next((f for f in top if f.number == MODEL_GRAPH), None)
-    if graph_field is None or _opset(view, top) < MIN_OPSET:
+    found_graph = graph_field(view)
+    if found_graph is None or _opset(view) < MIN_OPSET:
         return None
-    graph = view[graph_field.value_start:graph_field.end]
+    graph = view[found_graph.value_start:found_graph.end]
     found = plan(graph, scope)
-    if found is None:
-        return None
-    new_graph = rewrite(graph, found)
-    return b"".join((view[:graph_field.start], length_delimited(MODEL_GRAPH, new_graph), view[graph_field.end:]))
+    return None if found is None else with_graph(view, found_graph, rewrite(graph, found))
 
 
-def _opset(model: memoryview, top: list[Field]) -> int:
+def _opset(model: memoryview) -> int:
     """The default domain's opset version (0 when the model names none)."""
-    for f in (f for f in top if f.number == MODEL_OPSET_IMPORT):
+    for f in (f for f in fields(model) if f.number == MODEL_OPSET_IMPORT):
         body = model[f.value_start:f.end]
-        if _first(body, OPSET_DOMAIN) in ONNX_DOMAINS:
+        if first_string(body, OPSET_DOMAIN) in ONNX_DOMAINS:
             return (int64s(body, OPSET_VERSION) or [0])[0]
     return 0
-
-
-def _first(message: memoryview, number: int) -> str:
-    """A string field's value ("" when absent)."""
-    return (strings(message, number) or [""])[0]
-
-
-def _node(graph: memoryview, f: Field) -> Node:
-    body = graph[f.value_start:f.end]
-    return Node(f, _first(body, NODE_NAME), _first(body, NODE_OP_TYPE),
-                tuple(strings(body, NODE_INPUT)), tuple(strings(body, NODE_OUTPUT)), _first(body, NODE_DOMAIN))
 
 
 def _ranks(graph: memoryview) -> dict[str, int]:
@@ -138,17 +114,17 @@ def _ranks(graph: memoryview) -> dict[str, int]:
     ranks = {}
     for f in (f for f in fields(graph) if f.number == GRAPH_INITIALIZER):
         body = graph[f.value_start:f.end]
-        ranks[_first(body, TENSOR_NAME)] = len(int64s(body, TENSOR_DIMS))
+        ranks[first_string(body, TENSOR_NAME)] = len(int64s(body, TENSOR_DIMS))
     return ranks
 
 
 def plan(graph: memoryview, scope: str = SCOPE) -> Plan | None:
     """What to change, or None when the decoder is not one this rewrite is sure of."""
-    nodes = [_node(graph, f) for f in fields(graph) if f.number == GRAPH_NODE]
-    region = [n for n in nodes if n.name.startswith(scope)]
+    every = nodes(graph)
+    region = [n for n in every if n.name.startswith(scope)]
     if not region or any(n.op_type not in CONVS | RANK_FREE or n.domain not in ONNX_DOMAINS for n in region):
         return None
-    if any(n.op_type in SUBGRAPHS for n in nodes):
+    if any(n.op_type in SUBGRAPHS for n in every):
         return None
     if any(n.op_type == "Constant" and not _small_constant(graph, n) for n in region):
         return None
@@ -166,7 +142,7 @@ def plan(graph: memoryview, scope: str = SCOPE) -> Plan | None:
                 entries.add(name)
             elif name in ranks and name not in weights and ranks[name] > 1:
                 return None  # a constant of rank 2 or 3 would broadcast differently against rank 4
-    outside = [n for n in nodes if not n.name.startswith(scope)]
+    outside = [n for n in every if not n.name.startswith(scope)]
     if any(name in weights for n in outside for name in n.inputs):
         return None
     graph_outputs, graph_inputs = (_value_names(graph, number) for number in (GRAPH_OUTPUT, GRAPH_INPUT))
@@ -174,7 +150,7 @@ def plan(graph: memoryview, scope: str = SCOPE) -> Plan | None:
         return None  # an old file listing its initializers as inputs too: their declared rank would be 3
     exits = {name for n in outside for name in n.inputs if name in made} | (made & graph_outputs)
     constants = {o for n in region if n.op_type == "Constant" for o in n.outputs}
-    taken = {name for n in nodes for name in (*n.inputs, *n.outputs)} | set(ranks) | graph_inputs
+    taken = {name for n in every for name in (*n.inputs, *n.outputs)} | set(ranks) | graph_inputs
     if not entries or not exits or exits & constants or AXES in taken \
             or any(name + "/2d" in taken for name in entries | exits):
         return None
@@ -184,7 +160,7 @@ def plan(graph: memoryview, scope: str = SCOPE) -> Plan | None:
 
 def _value_names(graph: memoryview, number: int) -> set[str]:
     """The names of the graph's inputs or outputs (ValueInfoProto fields)."""
-    return {_first(graph[f.value_start:f.end], VALUE_INFO_NAME) for f in fields(graph) if f.number == number}
+    return {first_string(graph[f.value_start:f.end], VALUE_INFO_NAME) for f in fields(graph) if f.number == number}
 
 
 def _small_constant(graph: memoryview, node: Node) -> bool:
@@ -202,7 +178,7 @@ def _lifts(graph: memoryview, node: Node) -> bool:
     body = graph[node.field.value_start:node.field.end]
     for f in (f for f in fields(body) if f.number == NODE_ATTRIBUTE):
         attribute = body[f.value_start:f.end]
-        name = _first(attribute, ATTRIBUTE_NAME)
+        name = first_string(attribute, ATTRIBUTE_NAME)
         expected = {"kernel_shape": 1, "strides": 1, "dilations": 1, "output_padding": 1, "pads": 2}.get(name)
         if expected is None and name not in ("group", "auto_pad"):
             return False  # output_shape, or an attribute of a later opset
@@ -215,12 +191,13 @@ def rewrite(graph: memoryview, found: Plan) -> bytes:
     """The graph with `found` carried out: the new nodes beside the ones they feed, the decoder's value_info
     (shapes of rank 3) left out, the axes constant last; every other field where it was."""
     renamed = {name: name + "/2d" for name in found.entries | found.exits}
+    region = {node.field.start: node for node in nodes(graph) if node.field.start in found.region}
     out = bytearray()
     unsqueezed: set[str] = set()
     for f in fields(graph):
         body = graph[f.value_start:f.end]
-        if f.number == GRAPH_NODE and f.start in found.region:
-            node = _node(graph, f)
+        if f.number == GRAPH_NODE and f.start in region:
+            node = region[f.start]
             for name in node.inputs:
                 if name in found.entries and name not in unsqueezed:
                     out += _new_node("Unsqueeze", (name, AXES), renamed[name])
@@ -228,9 +205,9 @@ def rewrite(graph: memoryview, found: Plan) -> bytes:
             out += length_delimited(GRAPH_NODE, _node_body(body, node, renamed))
             for name in (o for o in node.outputs if o in found.exits):
                 out += _new_node("Squeeze", (renamed[name], AXES), name)
-        elif f.number == GRAPH_INITIALIZER and _first(body, TENSOR_NAME) in found.weights:
+        elif f.number == GRAPH_INITIALIZER and first_string(body, TENSOR_NAME) in found.weights:
             out += length_delimited(GRAPH_INITIALIZER, _lifted_weight(body))
-        elif f.number == GRAPH_VALUE_INFO and _first(body, VALUE_INFO_NAME) in found.tensors:
+        elif f.number == GRAPH_VALUE_INFO and first_string(body, VALUE_INFO_NAME) in found.tensors:
             continue
         else:
             out += graph[f.start:f.end]
@@ -263,7 +240,7 @@ def _node_body(body: memoryview, node: Node, renamed: dict[str, str]) -> bytes:
 
 def _lifted_attribute(attribute: memoryview) -> bytes:
     """kernel_shape, strides, dilations: a leading 1 (output_padding: 0); pads [a, b] -> [0, a, 0, b]."""
-    name = _first(attribute, ATTRIBUTE_NAME)
+    name = first_string(attribute, ATTRIBUTE_NAME)
     values = int64s(attribute, ATTRIBUTE_INTS)
     if name in ("kernel_shape", "strides", "dilations"):
         values = [1, *values]

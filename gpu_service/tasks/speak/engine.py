@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -137,7 +137,10 @@ class PiperEngine:
                 log.info("voice %s: its decoder is not one decoder_2d.py lifts; the graph runs as shipped", self.name)
                 return shipped
             lifted = onnxruntime.InferenceSession(lifted_graph, shipped.get_session_options(), providers=[CPU])
-            probe = _probe_feeds(self.config, {i.name for i in shipped.get_inputs()})
+            # One short phrase without randomness: the same audio from any graph that computes the voice.
+            phrase = Utterance(tuple(self.config.ids(list("həlˈoʊ wˈɜːld."))))
+            probe = model_feeds([phrase], self.config.length_scale, Noise(0.0, 0.0),
+                                [i.name for i in shipped.get_inputs()])
             outputs = [o.name for o in shipped.get_outputs()]
             expected, answered = (s.run(outputs, probe) for s in (shipped, lifted))
         except Exception as exc:  # a graph the reader cannot parse; onnxruntime's errors have no common base
@@ -203,14 +206,8 @@ class PiperEngine:
 
     def _call(self, utterances: list[Utterance], speed: float) -> tuple[np.ndarray, list[np.ndarray]]:
         """One model call: audio [batch, samples] (padded to the longest) and each one's frames per id."""
-        lengths = np.array([len(u.ids) for u in utterances], dtype=np.int64)
-        ids = np.zeros((len(utterances), int(lengths.max())), dtype=np.int64)
-        for row, utterance in enumerate(utterances):
-            ids[row, :len(utterance.ids)] = utterance.ids
-        feeds: dict[str, np.ndarray] = {"input": ids, "input_lengths": lengths, "scales": np.array(
-            [self.noise.scale, self.config.length_scale / speed, self.noise.width], dtype=np.float32)}
-        if "sid" in self._inputs:
-            feeds["sid"] = np.array([u.speaker for u in utterances], dtype=np.int64)
+        feeds = model_feeds(utterances, self.config.length_scale / speed, self.noise, self._inputs)
+        lengths = feeds["input_lengths"]
         outputs = self.session.run(["output", *([self._durations] if self._durations else [])], feeds)
         audio = outputs[0].reshape(len(utterances), -1)
         frames = [outputs[1][i].reshape(-1)[:lengths[i]] for i in range(len(utterances))] if self._durations else []
@@ -223,13 +220,18 @@ class PiperEngine:
         del self.session
 
 
-def _probe_feeds(config: VoiceConfig, inputs: set[str]) -> dict[str, np.ndarray]:
-    """One short phrase without randomness: the same audio from any graph that computes the voice."""
-    ids = np.array([config.ids(list("həlˈoʊ wˈɜːld."))], dtype=np.int64)
-    feeds: dict[str, np.ndarray] = {"input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
-             "scales": np.array([0.0, config.length_scale, 0.0], dtype=np.float32)}
+def model_feeds(utterances: Sequence[Utterance], length_scale: float, noise: Noise,
+                inputs: Collection[str]) -> dict[str, np.ndarray]:
+    """One model call's inputs: the utterances' ids padded to the longest, their lengths, the scales (noise,
+    length, noise width) and, for a voice with several speakers (`sid` in `inputs`), each one's speaker."""
+    lengths = np.array([len(u.ids) for u in utterances], dtype=np.int64)
+    ids = np.zeros((len(utterances), int(lengths.max())), dtype=np.int64)
+    for row, utterance in enumerate(utterances):
+        ids[row, :len(utterance.ids)] = utterance.ids
+    feeds: dict[str, np.ndarray] = {"input": ids, "input_lengths": lengths,
+                                    "scales": np.array([noise.scale, length_scale, noise.width], dtype=np.float32)}
     if "sid" in inputs:
-        feeds["sid"] = np.zeros(1, dtype=np.int64)
+        feeds["sid"] = np.array([u.speaker for u in utterances], dtype=np.int64)
     return feeds
 
 

@@ -9,8 +9,8 @@ it beside the audio, so a batch can be cut back into sentences exactly.
 The model file is a protobuf `ModelProto`. Adding an output is appending one `ValueInfoProto` (just a
 name) to the `GraphProto`'s `output` field, so this module reads the few fields it needs (wire format:
 https://protobuf.dev/programming-guides/encoding/) and re-frames the graph; every other byte is kept.
-Its field reader and writers (`fields`, `strings`, `int64s`, `length_delimited`, `varint_field`) serve
-decoder_2d.py's rewrite too.
+Its field reader and writers (`fields`, `strings`, `int64s`, `nodes`, `length_delimited`, `varint_field`,
+`with_graph`) serve decoder_2d.py's rewrite too.
 """
 
 from __future__ import annotations
@@ -123,29 +123,60 @@ def length_delimited(number: int, payload: bytes) -> bytes:
     return encode_varint(number << 3 | LENGTH_DELIMITED) + encode_varint(len(payload)) + payload
 
 
+@dataclass(frozen=True)
+class Node:
+    """One NodeProto's names (its field, to read or rewrite the rest)."""
+
+    field: Field
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    domain: str
+
+
+def first_string(message: memoryview, number: int) -> str:
+    """A string field's value ("" when absent)."""
+    return (strings(message, number) or [""])[0]
+
+
+def nodes(graph: memoryview) -> list[Node]:
+    """The graph's nodes, in file order."""
+    found = []
+    for f in (f for f in fields(graph) if f.number == GRAPH_NODE):
+        body = graph[f.value_start:f.end]
+        found.append(Node(f, first_string(body, NODE_NAME), first_string(body, NODE_OP_TYPE),
+                          tuple(strings(body, NODE_INPUT)), tuple(strings(body, NODE_OUTPUT)),
+                          first_string(body, NODE_DOMAIN)))
+    return found
+
+
+def graph_field(model: memoryview) -> Field | None:
+    """The ModelProto's graph field (None when there is none)."""
+    return next((f for f in fields(model) if f.number == MODEL_GRAPH), None)
+
+
+def with_graph(model: memoryview, graph: Field, new_graph: bytes) -> bytes:
+    """`model` with its graph field (`graph`) replaced by `new_graph`; every other byte kept."""
+    return b"".join((model[:graph.start], length_delimited(MODEL_GRAPH, new_graph), model[graph.end:]))
+
+
 def outputs_of(graph: memoryview, op_type: str) -> list[str]:
     """The output tensor names of the graph's nodes of `op_type` (e.g. `Ceil`)."""
-    names: list[str] = []
-    for node in (f for f in fields(graph) if f.number == GRAPH_NODE):
-        body = graph[node.value_start:node.end]
-        if op_type in strings(body, NODE_OP_TYPE):
-            names.extend(strings(body, NODE_OUTPUT))
-    return names
+    return [name for node in nodes(graph) if node.op_type == op_type for name in node.outputs]
 
 
 def with_extra_output(model: bytes, op_type: str = "Ceil") -> tuple[bytes, str] | None:
     """`model` with the output of its only `op_type` node added to the graph's outputs, and that output's
     name; None when the graph has no such node or several (then which one is meant is unknown)."""
     view = memoryview(model)
-    graph_field = next((f for f in fields(view) if f.number == MODEL_GRAPH), None)
-    if graph_field is None:
+    found = graph_field(view)
+    if found is None:
         return None
-    graph = view[graph_field.value_start:graph_field.end]
+    graph = view[found.value_start:found.end]
     candidates = outputs_of(graph, op_type)
     if len(candidates) != 1:
         return None
     (name,) = candidates
     value_info = length_delimited(VALUE_INFO_NAME, name.encode())
-    new_graph = bytes(graph) + length_delimited(GRAPH_OUTPUT, value_info)
-    patched = b"".join((view[:graph_field.start], length_delimited(MODEL_GRAPH, new_graph), view[graph_field.end:]))
-    return patched, name
+    return with_graph(view, found, bytes(graph) + length_delimited(GRAPH_OUTPUT, value_info)), name
